@@ -1,0 +1,109 @@
+"""The Celery application: crash-safe settings and the thin task layer over the pipeline.
+
+Messages carry a job id and nothing else: no request data, no API key. Everything a task needs
+is read from the status table or from this process's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.runtime import make_pipeline, make_store
+from worker.service import Pipeline
+from worker.settings import Settings
+from worker.store import JobStore
+from worker.sweeper import SweeperThread
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "provisioner.run_job"
+QUEUE = "provisioner"
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("provisioner", broker=settings.broker_url or "memory://", set_as_current=False)
+    transport_options = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # status lives in the status table, never in a result backend
+        # A message is acknowledged only when its task returns, and requeued when the worker
+        # process running it dies; the status table's claim makes the re-run harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Far below the visibility timeout, so a running task is never redelivered while alive.
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+    )
+    state = _ProcessState(settings)
+
+    @app.task(name=TASK_NAME, ignore_result=True)
+    def run_job(job_id: str) -> str | None:
+        status = state.pipeline().run(job_id)
+        return status.value if status is not None else None
+
+    def start_sweeper(**_: Any) -> None:
+        state.start_sweeper(CeleryDispatcher(app))
+
+    def stop_sweeper(**_: Any) -> None:
+        state.stop_sweeper()
+
+    # weak=False: the handlers are closures that would otherwise be garbage-collected.
+    signals.worker_ready.connect(start_sweeper, weak=False)
+    signals.worker_shutdown.connect(stop_sweeper, weak=False)
+    return app
+
+
+class CeleryDispatcher:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def publish(self, job_ids: Sequence[str]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for job_id in job_ids:
+                self.app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, producer=producer)
+
+
+class _ProcessState:
+    """Per-process resources. Built lazily, so each prefork child opens its own connections
+    after the fork rather than inheriting the parent's sockets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._store: JobStore | None = None
+        self._pipeline: Pipeline | None = None
+        self._sweeper: SweeperThread | None = None
+
+    def store(self) -> JobStore:
+        if self._store is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._store = make_store(self.settings)
+            self._pipeline = None
+        return self._store
+
+    def pipeline(self) -> Pipeline:
+        store = self.store()
+        if self._pipeline is None:
+            self._pipeline = make_pipeline(self.settings, store)
+        return self._pipeline
+
+    def start_sweeper(self, dispatcher: CeleryDispatcher) -> None:
+        self._sweeper = SweeperThread(self.store(), dispatcher, self.settings)
+        self._sweeper.start()
+        log.info("sweeper started (every %.1fs)", self.settings.sweep_interval_seconds)
+
+    def stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()

@@ -1,0 +1,116 @@
+"""The status table and the shapes of what it stores.
+
+One row per job. The row is the source of truth: the broker only carries job ids, so losing the
+broker loses no job, and every outcome (goal ids, shared-link URLs, errors) is read from here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
+from sqlalchemy import JSON, DateTime, Index
+from sqlmodel import Column, Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Operation(StrEnum):
+    provision_site = "provision_site"  #: create the site, then ensure its goals and shared links
+    delete_site = "delete_site"  #: delete the site
+    delete_goal = "delete_goal"  #: delete one goal, by id or by its event name / page path
+
+
+class JobStatus(StrEnum):
+    queued = "queued"  #: written, waiting for a worker
+    running = "running"  #: claimed by a worker whose lease has not expired
+    waiting = "waiting"  #: parked until ``next_attempt_at`` (quota spent, outage)
+    succeeded = "succeeded"  #: done; the result is in ``progress``
+    failed = "failed"  #: will not be retried; the reason is in ``error_*``
+    cancelled = "cancelled"  #: withdrawn before it ran
+
+    @property
+    def done(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class GoalSpec(BaseModel):
+    """A goal to ensure on a site: an event goal or a page goal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    goal_type: Literal["event", "page"]
+    event_name: str | None = None
+    page_path: str | None = None
+    display_name: str | None = None
+    custom_props: dict[str, str] = PydanticField(default_factory=dict)
+
+    @property
+    def natural_key(self) -> str:
+        """What makes the goal unique on its site, as Plausible's find-or-create sees it."""
+        if self.goal_type == "event":
+            return f"event:{self.event_name}"
+        return f"page:{self.page_path}"
+
+
+class JobRequest(BaseModel):
+    """What a producer asks for. Stored verbatim in the job row; never holds a secret."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    operation: Operation
+    domain: str
+    timezone: str | None = None
+    goals: tuple[GoalSpec, ...] = ()
+    shared_links: tuple[str, ...] = ()
+    #: delete_goal only: the goal, by id or by event name / page path.
+    goal_id: int | None = None
+    goal: GoalSpec | None = None
+
+
+class ProvisioningJob(SQLModel, table=True):
+    __tablename__ = "provisioning_jobs"
+    __table_args__ = (Index("ix_provisioning_jobs_status_next", "status", "next_attempt_at"),)
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    idempotency_key: str = Field(unique=True, index=True, max_length=255)
+    operation: Operation
+    domain: str = Field(index=True, max_length=255)
+    batch_id: str | None = Field(default=None, index=True, max_length=64)
+    request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    #: sha256 of the canonical request, to tell a retry from a reuse of the key.
+    fingerprint: str = Field(max_length=64)
+
+    status: JobStatus = Field(default=JobStatus.queued, index=True)
+    #: Per-step checkpoints: site, goals (natural key -> id), shared links (name -> url).
+    progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = None
+    error_status: int | None = None
+
+    next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    #: The current claim: a running job belongs to whoever holds this token until the lease ends.
+    lease_token: str | None = Field(default=None, max_length=32)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    #: When the job's message was last handed to the broker; None means not yet (outbox).
+    dispatched_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    dispatch_count: int = 0
+
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    @property
+    def spec(self) -> JobRequest:
+        return JobRequest.model_validate(self.request)

@@ -1,0 +1,36 @@
+"""Building the pipeline for a process from settings: the one place that wires it together."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from worker.db import make_engine
+from worker.plausible import PlausibleClient
+from worker.retrying import RetryPolicy
+from worker.service import Pipeline
+from worker.settings import Settings
+from worker.store import JobStore
+
+
+def make_client(settings: Settings) -> PlausibleClient:
+    return PlausibleClient(
+        base_url=settings.plausible_base_url,
+        api_key=settings.plausible_api_key.get_secret_value(),
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        hour_seconds=settings.plausible_hour_seconds,
+    )
+
+
+def make_store(settings: Settings, engine: Engine | None = None) -> JobStore:
+    return JobStore(engine or make_engine(settings.database_url))
+
+
+def make_pipeline(settings: Settings, store: JobStore) -> Pipeline:
+    return Pipeline(
+        store=store,
+        client=make_client(settings),
+        policy=RetryPolicy.from_settings(settings),
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.job_max_attempts,
+    )

@@ -1,0 +1,69 @@
+"""Configuration, read from the environment once at the edges and passed down.
+
+Every provisioner setting has the ``PROVISIONER_`` prefix; the two Plausible settings keep the
+names operators already use: ``PLAUSIBLE_API_KEY`` and ``PLAUSIBLE_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROVISIONER_", extra="ignore")
+
+    #: SQLAlchemy URL of the status table. SQLite by default; PostgreSQL in production.
+    database_url: str = "sqlite:///provisioner.db"
+    #: Celery broker (redis://, amqp://). Unset means embedded mode: in-process worker threads.
+    broker_url: str | None = None
+
+    plausible_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("PLAUSIBLE_API_KEY")
+    )
+    plausible_base_url: str = Field(
+        default="https://plausible.io", validation_alias=AliasChoices("PLAUSIBLE_BASE_URL")
+    )
+    #: Length of Plausible's hourly quota window; only a sandbox with a compressed hour changes it.
+    plausible_hour_seconds: float = 3600.0
+
+    http_connect_timeout: float = 5.0
+    http_read_timeout: float = 15.0
+
+    #: In-process retries of one call on a transient error: attempts and total time, both bounded.
+    http_max_attempts: int = 4
+    http_max_elapsed_seconds: float = 20.0
+    http_backoff_initial: float = 0.25
+    http_backoff_max: float = 4.0
+
+    #: Job-level retries: a job parked after a transient failure waits base * 2**n, up to the max.
+    job_backoff_base_seconds: float = 5.0
+    job_backoff_max_seconds: float = 900.0
+    #: A job is failed after this many claims (guards against a job that kills its worker).
+    job_max_attempts: int = 25
+
+    #: How long a claim on a running job lasts. Longer than the task's hard time limit, so a live
+    #: worker is always killed by its own time limit before its lease can be taken over.
+    lease_seconds: float = 150.0
+    task_soft_time_limit: float = 90.0
+    task_time_limit: float = 120.0
+    #: Redis redelivers unacknowledged messages after this long; far above the time limit.
+    visibility_timeout: int = 1800
+
+    #: The sweeper re-drives stuck jobs every so often.
+    sweep_interval_seconds: float = 2.0
+    #: A queued job whose message was published this long ago and never started is published again.
+    redispatch_after_seconds: float = 60.0
+    #: A job written but never published (the producer died) is published after this grace.
+    undispatched_grace_seconds: float = 5.0
+
+    #: Embedded mode: number of in-process worker threads.
+    embedded_workers: int = 8
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; only entry points call this, everything else is passed them."""
+    return Settings()

@@ -1,0 +1,359 @@
+"""State transitions of the status table.
+
+Every transition is one conditional UPDATE, so it is atomic on SQLite and PostgreSQL alike and
+safe with any number of workers and sweepers on any number of hosts:
+
+- ``claim`` turns a queued, due or abandoned job into a running one under a fresh lease token;
+  a duplicate or redelivered message for a job someone else holds finds nothing to claim;
+- ``checkpoint``, ``succeed``, ``fail`` and ``park`` only apply while the caller still holds
+  that token (fencing), so a worker whose lease was taken over can never overwrite newer state;
+- the sweeper's ``requeue_due`` and ``take_for_dispatch`` decide which jobs need a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from worker.errors import IdempotencyConflictError
+from worker.models import JobRequest, JobStatus, ProvisioningJob, utcnow
+
+Clock = Callable[[], datetime]
+
+
+class LeaseLostError(Exception):
+    """The job's lease was taken over (it expired); the holder must stop touching the job."""
+
+
+def fingerprint(request: JobRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def derive_key(request: JobRequest) -> str:
+    """The idempotency key of a request that came without one: stable across runs and hosts."""
+    return f"req-{fingerprint(request)[:40]}"
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every datetime we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a running job."""
+
+    job_id: str
+    token: str
+    attempts: int
+    request: JobRequest
+    progress: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job: ProvisioningJob
+    created: bool
+
+
+class JobStore:
+    def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def new_job(
+        self, request: JobRequest, *, key: str | None = None, batch_id: str | None = None
+    ) -> ProvisioningJob:
+        """A job row for ``request``, not yet added to any session."""
+        now = self.clock()
+        return ProvisioningJob(
+            idempotency_key=key or derive_key(request),
+            operation=request.operation,
+            domain=request.domain,
+            batch_id=batch_id,
+            request=request.model_dump(mode="json"),
+            fingerprint=fingerprint(request),
+            created_at=now,
+            updated_at=now,
+        )
+
+    def enqueue(
+        self, request: JobRequest, *, key: str | None = None, batch_id: str | None = None
+    ) -> Enqueued:
+        """Write a queued job, or return the job that already has this key.
+
+        Raises IdempotencyConflictError when the key belongs to a different request.
+        """
+        job = self.new_job(request, key=key, batch_id=batch_id)
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                session.add(job)
+                session.commit()
+            return Enqueued(job, created=True)
+        except IntegrityError:
+            existing = self.get_by_key(job.idempotency_key)
+            if existing is None:  # the row that clashed was deleted meanwhile
+                raise
+            check_same_request(existing, job.fingerprint)
+            return Enqueued(existing, created=False)
+
+    def get(self, job_id: str) -> ProvisioningJob | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(ProvisioningJob, job_id)
+
+    def get_by_key(self, key: str) -> ProvisioningJob | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.exec(
+                select(ProvisioningJob).where(ProvisioningJob.idempotency_key == key)
+            ).first()
+
+    def find(self, ref: str) -> ProvisioningJob | None:
+        """A job by its id or its idempotency key."""
+        return self.get(ref) or self.get_by_key(ref)
+
+    def batch(self, batch_id: str) -> list[ProvisioningJob]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.exec(
+                    select(ProvisioningJob)
+                    .where(ProvisioningJob.batch_id == batch_id)
+                    .order_by(col(ProvisioningJob.created_at))
+                ).all()
+            )
+
+    def mark_dispatched(self, job_ids: Iterable[str]) -> None:
+        ids = list(job_ids)
+        if not ids:
+            return
+        now = self.clock()
+        with Session(self.engine) as session:
+            session.execute(
+                update(ProvisioningJob)
+                .where(col(ProvisioningJob.id).in_(ids))
+                .where(col(ProvisioningJob.dispatched_at).is_(None))
+                .values(dispatched_at=now, dispatch_count=ProvisioningJob.dispatch_count + 1)
+            )
+            session.commit()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def claim(self, job_id: str, *, lease_seconds: float) -> Claim | None:
+        """Take the job if it is queued, due, or abandoned by an expired lease; else None."""
+        now = self.clock()
+        token = uuid.uuid4().hex
+        t = ProvisioningJob
+        claimable = or_(
+            col(t.status) == JobStatus.queued,
+            and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
+            and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
+        )
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(t)
+                .where(col(t.id) == job_id, claimable)
+                .values(
+                    status=JobStatus.running,
+                    lease_token=token,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=t.attempts + 1,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+            )
+            session.commit()
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            job = session.get(ProvisioningJob, job_id)
+            assert job is not None
+            if job.started_at is None:
+                job.started_at = now
+                session.add(job)
+                session.commit()
+            return Claim(job.id, token, job.attempts, job.spec, dict(job.progress))
+
+    def checkpoint(self, claim: Claim, progress: dict[str, Any]) -> None:
+        """Record finished steps, so a later attempt resumes after them."""
+        self._apply(claim, progress=progress)
+
+    def succeed(self, claim: Claim, progress: dict[str, Any]) -> None:
+        now = self.clock()
+        self._apply(
+            claim,
+            status=JobStatus.succeeded,
+            progress=progress,
+            finished_at=now,
+            error_code=None,
+            error_message=None,
+            error_status=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+
+    def fail(
+        self,
+        claim: Claim,
+        *,
+        code: str,
+        message: str,
+        http_status: int | None,
+        progress: dict[str, Any],
+    ) -> None:
+        self._apply(
+            claim,
+            status=JobStatus.failed,
+            progress=progress,
+            finished_at=self.clock(),
+            error_code=code,
+            error_message=message,
+            error_status=http_status,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+
+    def park(
+        self,
+        claim: Claim,
+        *,
+        until: datetime,
+        code: str,
+        message: str,
+        http_status: int | None,
+        progress: dict[str, Any],
+        refund_attempt: bool = False,
+    ) -> None:
+        """Release the job until ``until``; the sweeper re-drives it then.
+
+        ``refund_attempt`` keeps a wait for quota from counting towards the attempt limit.
+        """
+        extra: dict[str, Any] = {"attempts": ProvisioningJob.attempts - 1} if refund_attempt else {}
+        self._apply(
+            claim,
+            **extra,
+            status=JobStatus.waiting,
+            progress=progress,
+            next_attempt_at=until,
+            error_code=code,
+            error_message=message,
+            error_status=http_status,
+            lease_token=None,
+            lease_expires_at=None,
+            dispatched_at=None,
+        )
+
+    def _apply(self, claim: Claim, **values: Any) -> None:
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(t)
+                .where(col(t.id) == claim.job_id, col(t.lease_token) == claim.token)
+                .values(updated_at=self.clock(), **values)
+            )
+            session.commit()
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLostError(claim.job_id)
+
+    # -- sweeper -----------------------------------------------------------------------------
+
+    def requeue_due(self) -> list[str]:
+        """Queue again the waiting jobs whose time has come and the running jobs whose lease
+        ended; returns their ids, already marked as dispatched, for the caller to publish."""
+        now = self.clock()
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            ids = session.execute(
+                update(t)
+                .where(
+                    or_(
+                        and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
+                        and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
+                    )
+                )
+                .values(
+                    status=JobStatus.queued,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    dispatched_at=now,
+                    dispatch_count=t.dispatch_count + 1,
+                    updated_at=now,
+                )
+                .returning(col(t.id))
+            ).scalars().all()
+            session.commit()
+        return list(ids)
+
+    def take_for_dispatch(
+        self, *, undispatched_grace: float, redispatch_after: float, limit: int = 500
+    ) -> list[str]:
+        """Queued jobs that need a (new) message, each taken by exactly one sweeper.
+
+        A job never published gets its message after a short grace (its producer died between
+        commit and publish). A job published long ago that never started lost its message (the
+        broker was flushed or restarted); the wait before re-publishing doubles each time so a
+        long but healthy backlog is not flooded with duplicates.
+        """
+        now = self.clock()
+        t = ProvisioningJob
+        never_sent = and_(
+            col(t.dispatched_at).is_(None), col(t.updated_at) <= now - timedelta(seconds=undispatched_grace)
+        )
+        sent_long_ago = col(t.dispatched_at) <= now - timedelta(seconds=redispatch_after)
+        taken: list[str] = []
+        with Session(self.engine) as session:
+            rows: Sequence[tuple[str, datetime | None, int]] = session.execute(
+                select(t.id, t.dispatched_at, t.dispatch_count)
+                .where(col(t.status) == JobStatus.queued, or_(never_sent, sent_long_ago))
+                .order_by(col(t.created_at))
+                .limit(limit)
+            ).all()
+            for job_id, dispatched_at, count in rows:
+                sent = as_utc(dispatched_at)
+                backoff = redispatch_after * 2 ** min(max(count - 1, 0), 6)
+                if sent is not None and sent > now - timedelta(seconds=backoff):
+                    continue
+                result = session.execute(
+                    update(t)
+                    .where(col(t.id) == job_id, col(t.status) == JobStatus.queued)
+                    .where(
+                        col(t.dispatched_at).is_(None)
+                        if dispatched_at is None
+                        else col(t.dispatched_at) == dispatched_at
+                    )
+                    .values(dispatched_at=now, dispatch_count=t.dispatch_count + 1)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    taken.append(job_id)
+            session.commit()
+        return taken
+
+    def release_dispatch(self, job_ids: Iterable[str]) -> None:
+        """Publishing failed: let the next sweep try again at once."""
+        ids = list(job_ids)
+        if not ids:
+            return
+        with Session(self.engine) as session:
+            session.execute(
+                update(ProvisioningJob)
+                .where(col(ProvisioningJob.id).in_(ids))
+                .values(dispatched_at=None)
+            )
+            session.commit()
+
+
+def check_same_request(existing: ProvisioningJob, new_fingerprint: str) -> None:
+    if existing.fingerprint != new_fingerprint:
+        raise IdempotencyConflictError(existing.idempotency_key, existing.id)
