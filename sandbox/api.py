@@ -1,0 +1,276 @@
+"""``SandboxAPI``: a Plausible-compatible Sites API as a plain object, request in, response out.
+
+It holds every piece of state in memory and does no I/O; ``sandbox.server`` serves it over
+HTTP. API requests run, in Plausible's order: fault injection, body parsing (400), routing
+(404), ``Accept`` (406), the auth plug (§3 with the §4 rate limits), then the route itself.
+
+Admin routes, outside ``/api``, never faulted, never rate limited, not counted:
+
+- ``GET /_sandbox/health`` → ``{"status": "ok"}``.
+- ``GET /_sandbox/state`` → teams, keys (6-character prefixes only), sites (domain, timezone,
+  team, tracker config, custom props, shared links, guests, old domain), goals, settings and
+  request counters ``{"total", "by_status", "dropped", "failed_injected", "rate_limited"}``.
+- ``POST /_sandbox/reset`` → forget sites, goals, counters, rate windows and the teams and keys
+  added at runtime; restore the start-up settings and re-seed the random source.
+- ``POST /_sandbox/config`` with a JSON object of any of ``fail_rate``, ``drop_rate``,
+  ``latency_ms``, ``hourly_limit``, ``burst_limit``, ``burst_seconds``, ``hour_seconds``,
+  ``max_goals_per_site`` → the new settings.
+- ``POST /_sandbox/teams`` with ``{"name", "features": [SitesAPI, StatsAPI, SharedLinks, Props,
+  RevenueGoals], "locked", "site_limit", "hourly_limit", "setup"}`` → the team with its ``id``.
+- ``POST /_sandbox/keys`` with ``{"key", "team": <team id>, "role": owner|admin|editor|viewer|
+  billing, "scopes": [...]}`` → the key's team, role and scopes. The default team is used when
+  ``team`` is omitted, ``owner`` and ``["sites:provision:*"]`` are the defaults.
+
+Admin errors are ``400 {"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sandbox import resources, sites
+from sandbox.admin import admin_route
+from sandbox.http import Call, Reply, Request, Response, error, framework_error, json_response
+from sandbox.params import (
+    MalformedRequestError,
+    accepts_json,
+    decode_body,
+    decode_form,
+    percent_decode,
+)
+from sandbox.state import FEATURES, SITES_API_SCOPE, RateLimiter, Settings, World
+
+Handler = Callable[[Call], dict[str, Any]]
+INVALID_KEY = (
+    "Invalid API key. Please make sure you're using a valid API key with access to the resource "
+    "you've requested."
+)
+LOCKED = (
+    "This Plausible site is locked due to missing active subscription. In order to access it, the "
+    "site owner should subscribe to a suitable plan"
+)
+
+
+def _no_access(feature: str) -> str:
+    return (
+        f"The account that owns this API key does not have access to {feature}. Please make sure "
+        f"you're using the API key of a subscriber account and that the subscription plan includes {feature}"
+    )
+
+
+class SandboxAPI:
+    """The Sites API. ``clock`` gives seconds since the epoch; ``rng`` drives ids and faults."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        seed: int | None = None,
+        base_url: str = "http://127.0.0.1:8000",
+    ) -> None:
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.seed = seed
+        self.rng = rng or random.Random(seed)
+        self.base_url = base_url
+        self.world = World(self.rng)
+        self.limiter = RateLimiter()
+        self.counters: Counter[str] = Counter()
+        self.by_status: Counter[int] = Counter()
+        self._initial_settings = copy.copy(self.settings)
+        self._initial_world: World | None = None
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def add_team(self, name: str, features: set[str] | None = None, **options: Any) -> str:
+        """Create a team and return its identifier (UUID)."""
+        return self.world.add_team(name, set(FEATURES if features is None else features), **options).identifier
+
+    def add_key(self, key: str, team: str, role: str = "owner", scopes: list[str] | None = None) -> None:
+        found = self.world.team_by_identifier(team)
+        if found is None:
+            raise ValueError(f"unknown team: {team}")
+        self.world.add_key(key, found, role, scopes or [SITES_API_SCOPE])
+
+    def freeze_initial_state(self) -> None:
+        """Remember the teams and keys present now; ``reset`` comes back to them."""
+        self._initial_world = copy.deepcopy(self.world)
+        self._initial_settings = copy.copy(self.settings)
+
+    def reset(self) -> None:
+        if self.seed is not None:
+            self.rng.seed(self.seed)
+        if self._initial_world is None:
+            self.world = World(self.rng)
+        else:
+            self.world = copy.deepcopy(self._initial_world)
+            self.world.rng = self.rng
+        self.settings = copy.copy(self._initial_settings)
+        self.limiter.clear()
+        self.counters.clear()
+        self.by_status.clear()
+
+    def counters_snapshot(self) -> dict[str, Any]:
+        return {
+            "total": self.counters["total"],
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "dropped": self.counters["dropped"],
+            "failed_injected": self.counters["failed_injected"],
+            "rate_limited": self.counters["rate_limited"],
+        }
+
+    # -- requests ------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        if request.path.startswith("/_sandbox/"):
+            return admin_route(self, request)
+        self.counters["total"] += 1
+        settings = self.settings
+        if settings.fail_rate and self.rng.random() < settings.fail_rate:
+            self.counters["failed_injected"] += 1
+            response = error(500, "internal server error").response
+        else:
+            try:
+                response = json_response(200, self._dispatch(request))
+            except Reply as reply:
+                response = reply.response
+            if settings.drop_rate and self.rng.random() < settings.drop_rate:
+                self.counters["dropped"] += 1
+                response.drop = True
+        if response.status == 429:
+            self.counters["rate_limited"] += 1
+        if not response.drop:
+            self.by_status[response.status] += 1
+        response.delay_seconds = settings.latency_ms / 1000
+        return response
+
+    def _dispatch(self, request: Request) -> dict[str, Any]:
+        try:
+            query = decode_form(request.query)
+            body = decode_body(request.method, request.header("content-type") or "", request.body)
+        except MalformedRequestError:
+            raise framework_error(400) from None
+        handler, path_params, scope, site_context = self._route(request.method, request.path)
+        params = {**query, **body, **path_params}
+        if not accepts_json(request.header("accept")):
+            raise framework_error(406)
+        call = self._authorize(request, params, scope, site_context)
+        return handler(call)
+
+    def _route(self, method: str, path: str) -> tuple[Handler, dict[str, Any], str, bool]:
+        """Phoenix's router: literal segments before ``/:site_id``; path segments decoded."""
+        segments = [s for s in path.split("/") if s]
+        if segments[:3] != ["api", "v1", "sites"]:
+            raise framework_error(404)
+        rest = segments[3:]
+        try:
+            decoded = [percent_decode(s, plus_as_space=False) for s in rest]
+        except MalformedRequestError:
+            raise framework_error(400) from None
+        read, write = "sites:read:*", SITES_API_SCOPE
+        method = "GET" if method == "HEAD" else method
+        head = rest[0] if rest else None
+        if not rest:
+            if method == "GET":
+                return sites.list_sites, {}, read, False
+            if method == "POST":
+                return sites.create_site, {}, write, False
+        elif len(rest) == 1:
+            literal: dict[tuple[str, str | None], Handler] = {
+                ("GET", "teams"): sites.list_teams,
+                ("GET", "goals"): resources.list_goals,
+                ("GET", "custom-props"): resources.list_custom_props,
+                ("GET", "guests"): resources.list_guests,
+                ("PUT", "shared-links"): resources.find_or_create_shared_link,
+                ("PUT", "goals"): resources.find_or_create_goal,
+                ("PUT", "custom-props"): resources.add_custom_prop,
+                ("PUT", "guests"): resources.find_or_create_guest,
+                ("DELETE", "custom-props"): resources.delete_custom_prop,
+            }
+            if (method, head) in literal:
+                scope = read if method == "GET" else write
+                extra: dict[str, Any] = {"property": []} if head == "custom-props" and method == "DELETE" else {}
+                return literal[(method, head)], extra, scope, head != "teams"
+            by_site: dict[str, Handler] = {
+                "GET": sites.get_site,
+                "PUT": sites.update_site,
+                "DELETE": sites.delete_site,
+            }
+            if method in by_site:
+                return by_site[method], {"site_id": decoded[0]}, read if method == "GET" else write, True
+        elif method == "DELETE" and head == "custom-props":
+            return resources.delete_custom_prop, {"property": decoded[1:]}, write, True
+        elif method == "DELETE" and len(rest) == 2 and head == "goals":
+            return resources.delete_goal, {"goal_id": decoded[1]}, write, True
+        elif method == "DELETE" and len(rest) == 2 and head == "guests":
+            return resources.delete_guest, {"email": decoded[1]}, write, True
+        raise framework_error(404)
+
+    def _authorize(self, request: Request, params: dict[str, Any], scope: str, site_context: bool) -> Call:
+        """``AuthorizePublicAPI``, step by step (§3); the first failure answers."""
+        header = request.header("authorization")
+        if header is None or not header.startswith("Bearer "):
+            raise error(401, "Missing API key. Please use a valid Plausible API key as a Bearer Token.")
+        if site_context and params.get("site_id") in (None, ""):
+            raise error(400, "Missing site ID. Please provide the required site_id parameter with your request.")
+        key = self.world.keys.get(header[len("Bearer ") :].strip())
+        if key is None:
+            raise error(401, INVALID_KEY)
+        team = self.world.teams[key.team_id]
+        self._check_rate_limits(team.identifier, team.hourly_limit)
+        if scope == SITES_API_SCOPE and not any(
+            SITES_API_SCOPE.startswith(s.removesuffix("*")) for s in key.scopes if s.endswith("*")
+        ):
+            raise error(401, INVALID_KEY)
+        feature = "SitesAPI" if scope == SITES_API_SCOPE else "StatsAPI"
+        name = "Sites API" if feature == "SitesAPI" else "Stats API"
+        now = self.clock()
+        site_id = params.get("site_id")
+        if site_id is not None:
+            if not isinstance(site_id, str):
+                # Ecto.Query.CastError in the plug, rendered by the error view.
+                raise framework_error(400)
+            site = self.world.find_site(site_id, now)
+            if site is not None:
+                site_team = self.world.teams[site.team_id]
+                if site_team.id != team.id:
+                    raise error(401, INVALID_KEY)
+                self._check_team(site_team.locked, feature in site_team.features, name)
+        self._check_team(team.locked, feature in team.features, name)
+        return Call(self.world, self.settings, key, team, params, now, self.base_url)
+
+    @staticmethod
+    def _check_team(locked: bool, has_feature: bool, name: str) -> None:
+        if locked:
+            raise error(402, LOCKED)
+        if not has_feature:
+            raise error(402, _no_access(name))
+
+    def _check_rate_limits(self, team_identifier: str, team_limit: int | None) -> None:
+        settings, now = self.settings, self.clock()
+        bucket = f"api_request:team:{team_identifier}"
+        hourly = settings.hourly_limit if team_limit is None else team_limit
+        # Hourly first: it counts even the requests the burst check then refuses.
+        if not self.limiter.hit(bucket, "hour", now, settings.hour_seconds, hourly):
+            raise error(
+                429,
+                f"Too many API requests. The limit is {hourly} per hour. Please contact us to request more capacity.",
+            )
+        if not self.limiter.hit(bucket, "burst", now, settings.burst_seconds, settings.burst_limit):
+            seconds = _number(settings.burst_seconds)
+            raise error(
+                429,
+                f"Too many API requests in a short period of time. The limit is {settings.burst_limit} "
+                f"per {seconds} seconds. Please throttle your requests.",
+            )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,193 @@
+"""The sandbox's in-memory world: teams, keys, sites, goals and the runtime settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import string
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+FEATURES = frozenset({"SitesAPI", "StatsAPI", "SharedLinks", "Props", "RevenueGoals"})
+ROLES = frozenset({"owner", "admin", "editor", "viewer", "billing"})
+SITES_API_SCOPE = "sites:provision:*"
+STATS_API_SCOPE = "stats:read:*"
+TRACKER_BOOLEANS = (
+    "track_404_pages",
+    "hash_based_routing",
+    "outbound_links",
+    "file_downloads",
+    "revenue_tracking",
+    "tagged_events",
+    "form_submissions",
+    "pageview_props",
+)
+NANOID_ALPHABET = "_-" + string.digits + string.ascii_letters
+OLD_DOMAIN_SECONDS = 72 * 3600
+
+
+@dataclass
+class Settings:
+    """Knobs that ``POST /_sandbox/config`` may change at runtime."""
+
+    hourly_limit: int = 600
+    burst_limit: int = 60
+    burst_seconds: float = 10
+    hour_seconds: float = 3600
+    fail_rate: float = 0.0
+    drop_rate: float = 0.0
+    latency_ms: float = 0.0
+    max_goals_per_site: int = 1000
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply ``changes``; raise ValueError naming the first bad setting, changing nothing."""
+        known = {f.name: f.type for f in dataclasses.fields(self)}
+        checked: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown setting: {name}")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+            wants_int = known[name] == "int"
+            if (wants_int and value != int(value)) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"{name} is out of range")
+            if name.endswith("_rate") and value > 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+            if name in ("burst_seconds", "hour_seconds") and value <= 0:
+                raise ValueError(f"{name} must be positive")
+            checked[name] = int(value) if wants_int else float(value)
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+
+@dataclass
+class Team:
+    id: int
+    identifier: str
+    name: str
+    features: set[str]
+    locked: bool = False
+    site_limit: int | None = None
+    hourly_limit: int | None = None
+    setup: bool = True
+
+
+@dataclass
+class ApiKey:
+    key: str
+    team_id: int
+    user_id: int
+    email: str
+    role: str
+    scopes: list[str]
+
+
+@dataclass
+class Goal:
+    id: int
+    site_id: int
+    event_name: str | None
+    page_path: str | None
+    scroll_threshold: int
+    display_name: str
+    custom_props: dict[str, str]
+    currency: str | None = None
+
+    @property
+    def goal_type(self) -> str:
+        if self.event_name is not None:
+            return "event"
+        return "scroll" if self.scroll_threshold > -1 else "page"
+
+
+@dataclass
+class Guest:
+    id: int
+    email: str
+    role: str
+    status: str = "invited"
+
+
+@dataclass
+class Site:
+    id: int
+    domain: str
+    timezone: str
+    team_id: int
+    tracker: dict[str, Any]
+    custom_props: list[str] = field(default_factory=list)
+    shared_links: dict[str, str] = field(default_factory=dict)
+    guests: list[Guest] = field(default_factory=list)
+    domain_changed_from: str | None = None
+    domain_changed_at: float | None = None
+
+
+class RateLimiter:
+    """Fixed windows aligned to ``floor(now / window)``: increment first, allow while count <= limit."""
+
+    def __init__(self) -> None:
+        self._windows: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def hit(self, bucket: str, kind: str, now: float, window: float, limit: int) -> bool:
+        index = math.floor(now / window)
+        current, count = self._windows.get((bucket, kind), (index, 0))
+        count = count + 1 if current == index else 1
+        self._windows[(bucket, kind)] = (index, count)
+        return count <= limit
+
+    def clear(self) -> None:
+        self._windows.clear()
+
+
+@dataclass
+class World:
+    """Everything the API remembers. ``reset`` keeps only the teams and keys given at start."""
+
+    rng: random.Random
+    teams: dict[int, Team] = field(default_factory=dict)
+    keys: dict[str, ApiKey] = field(default_factory=dict)
+    sites: dict[int, Site] = field(default_factory=dict)
+    goals: dict[int, Goal] = field(default_factory=dict)
+    next_id: int = 1
+
+    def new_id(self) -> int:
+        value = self.next_id
+        self.next_id += 1
+        return value
+
+    def nanoid(self, size: int = 21) -> str:
+        return "".join(self.rng.choice(NANOID_ALPHABET) for _ in range(size))
+
+    def add_team(self, name: str, features: set[str], **options: Any) -> Team:
+        identifier = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        team = Team(id=self.new_id(), identifier=identifier, name=name, features=features, **options)
+        self.teams[team.id] = team
+        return team
+
+    def add_key(self, key: str, team: Team, role: str, scopes: list[str]) -> ApiKey:
+        user_id = self.new_id()
+        api_key = ApiKey(key, team.id, user_id, f"user{user_id}@sandbox.test", role, scopes)
+        self.keys[key] = api_key
+        return api_key
+
+    def team_by_identifier(self, identifier: str) -> Team | None:
+        return next((t for t in self.teams.values() if t.identifier == identifier), None)
+
+    def find_site(self, site_id: str, now: float) -> Site | None:
+        """The site whose domain, or whose old domain changed under 72 h ago, is ``site_id``."""
+        for site in self.sites.values():
+            if site.domain == site_id:
+                return site
+        for site in self.sites.values():
+            if site.domain_changed_from == site_id and not self.old_domain_expired(site, now):
+                return site
+        return None
+
+    @staticmethod
+    def old_domain_expired(site: Site, now: float) -> bool:
+        return site.domain_changed_at is None or now - site.domain_changed_at >= OLD_DOMAIN_SECONDS
+
+    def site_goals(self, site: Site) -> list[Goal]:
+        return [g for g in self.goals.values() if g.site_id == site.id]
