@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.sandbox_process import SandboxProcess
 from worker.errors import (
+    AuthenticationError,
+    BadRequestError,
+    DomainTakenError,
+    ForbiddenError,
     NotFoundError,
+    PaymentRequiredError,
     PermanentError,
     PlausibleConnectionError,
     PlausibleError,
     RateLimitedError,
+    ServerError,
 )
 from worker.plausible import Goal, PlausibleClient, Site, SiteSummary
 
@@ -182,7 +192,7 @@ def test_site_is_parsed_into_a_frozen_typed_result() -> None:
 
 def test_string_goal_id_is_coerced_to_int() -> None:
     """The docs show ``"id": "1"`` though the code sends integers (§12b)."""
-    body = {
+    body: dict[str, Any] = {
         "id": "1",
         "goal_type": "event",
         "event_name": "Signup",
@@ -205,7 +215,7 @@ def test_string_goal_id_is_coerced_to_int() -> None:
         ("delete_site", {"deleted": False}),
         ("delete_site", {"deleted": "yes"}),
         ("delete_site", {}),
-        ("goal", {**{"id": True, "goal_type": "event", "display_name": "x"}}),
+        ("goal", {"id": True, "goal_type": "event", "display_name": "x"}),
         ("goal", {"id": 1, "goal_type": "event", "display_name": "x", "custom_props": {"a": 1}}),
         ("sites", {"sites": [{"domain": "a.com", "timezone": "Etc/UTC"}]}),
         ("sites", {"sites": "nope", "meta": {"after": None}}),
@@ -420,3 +430,857 @@ def test_key_never_leaks_with_mock_transport(caplog: pytest.LogCaptureFixture) -
         "timeout",
     ]
     assert_no_secret(SECRET, caplog.records, errors)
+
+
+# ============================================================================================
+# Against the sandbox, over real HTTP
+# ============================================================================================
+
+DOMAIN_TAKEN = (
+    "domain: This domain cannot be registered. Perhaps one of your colleagues registered it? "
+    "If that's not the case, please contact support@plausible.io\n"
+)
+INVALID_KEY = (
+    "Invalid API key. Please make sure you're using a valid API key with access to the resource "
+    "you've requested."
+)
+MISSING_KEY = "Missing API key. Please use a valid Plausible API key as a Bearer Token."
+MISSING_SITE_ID = (
+    "Missing site ID. Please provide the required site_id parameter with your request."
+)
+NO_SITES_API = (
+    "The account that owns this API key does not have access to Sites API. Please make sure "
+    "you're using the API key of a subscriber account and that the subscription plan includes "
+    "Sites API"
+)
+LOCKED = (
+    "This Plausible site is locked due to missing active subscription. In order to access it, "
+    "the site owner should subscribe to a suitable plan"
+)
+NO_PROPS = "Your current subscription plan does not include Custom Properties"
+
+
+class Rewrite(httpx.BaseTransport):
+    """Real HTTP with the request edited on its way out.
+
+    The typed client cannot send some malformed requests (no auth header, a missing required
+    field, a non-numeric goal id); this lets the tests still get the server's real answer for
+    them through the client's own mapping.
+    """
+
+    def __init__(self, edit: Callable[[httpx.Request], httpx.Request]) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._edit = edit
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._inner.handle_request(self._edit(request))
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _drop_auth(request: httpx.Request) -> httpx.Request:
+    del request.headers["authorization"]
+    return request
+
+
+def _edit_json(**changes: Any) -> Callable[[httpx.Request], httpx.Request]:
+    """Set fields of the JSON body; a value of ``...`` removes the field."""
+
+    def edit(request: httpx.Request) -> httpx.Request:
+        body = {**sent_json(request), **changes}
+        body = {k: v for k, v in body.items() if v is not ...}
+        headers = {k: v for k, v in request.headers.items() if k != "content-length"}
+        return httpx.Request(request.method, request.url, headers=headers, json=body)
+
+    return edit
+
+
+def _edit_path(old: str, new: str) -> Callable[[httpx.Request], httpx.Request]:
+    def edit(request: httpx.Request) -> httpx.Request:
+        url = request.url.copy_with(path=request.url.path.replace(old, new))
+        return httpx.Request(request.method, url, headers=request.headers)
+
+    return edit
+
+
+class Box:
+    """Clients on the sandbox, closed at teardown; teams and keys made on demand."""
+
+    def __init__(self, sandbox: SandboxProcess) -> None:
+        self.sandbox = sandbox
+        self._clients: list[PlausibleClient] = []
+        self._keys = 0
+
+    def client(self, key: str | None = None, **kwargs: Any) -> PlausibleClient:
+        made = PlausibleClient(
+            base_url=self.sandbox.base_url, api_key=key or self.sandbox.api_key, **kwargs
+        )
+        self._clients.append(made)
+        return made
+
+    def rewriting(self, edit: Callable[[httpx.Request], httpx.Request]) -> PlausibleClient:
+        return self.client(transport=Rewrite(edit))
+
+    def key(self, *, team: str | None = None, role: str = "owner", **team_options: Any) -> str:
+        """A fresh Sites API key; a new team is made when ``team_options`` are given."""
+        self._keys += 1
+        key = f"box-key-{self._keys}"
+        if team is None and team_options:
+            team = self.sandbox.add_team(name=f"team {self._keys}", **team_options)["id"]
+        self.sandbox.add_key(key=key, role=role, **({"team": team} if team else {}))
+        return key
+
+    def close(self) -> None:
+        for made in self._clients:
+            made.close()
+
+
+@pytest.fixture
+def box(sandbox: SandboxProcess) -> Iterator[Box]:
+    made = Box(sandbox)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def api(box: Box) -> PlausibleClient:
+    """A client with the sandbox's Sites API key."""
+    return box.client()
+
+
+def expect_error(
+    call: Callable[[], object], cls: type[PlausibleError], code: str, message: str, status: int
+) -> PlausibleError:
+    """The call fails with exactly this class, code, status and server message."""
+    with pytest.raises(PlausibleError) as info:
+        call()
+    error = info.value
+    assert (type(error), error.code, error.status, error.message) == (cls, code, status, message)
+    return error
+
+
+# -- sites ------------------------------------------------------------------------------------
+
+
+def test_site_lifecycle_uses_the_normalised_domain(
+    api: PlausibleClient, sandbox: SandboxProcess
+) -> None:
+    site = api.create_site(
+        "https://www.Example.com/", tracker_script_configuration={"outbound_links": True}
+    )
+    assert (site.domain, site.timezone, site.custom_properties) == ("example.com", "Etc/UTC", ())
+    assert site.tracker_script_configuration["outbound_links"] is True
+    assert str(site.tracker_script_configuration["id"]).startswith("pa-")
+    assert api.get_site("example.com") == site
+    moved = api.update_site(
+        "example.com", domain="example.org", tracker_script_configuration={"file_downloads": True}
+    )
+    assert moved.domain == "example.org"
+    assert moved.tracker_script_configuration["outbound_links"] is True  # merged, not replaced
+    assert api.get_site("example.com").domain == "example.org"  # the old domain still resolves
+    assert api.delete_site("example.org") is True
+    assert sandbox.state()["sites"] == []
+    expect_error(
+        lambda: api.delete_site("example.org"),
+        NotFoundError,
+        "site_not_found",
+        "Site could not be found",
+        404,
+    )
+
+
+def test_domain_with_a_slash_round_trips_through_every_site_route(api: PlausibleClient) -> None:
+    site = api.create_site("example.com/blog", timezone="Europe/London")
+    assert site.domain == "example.com/blog"
+    assert api.get_site("example.com/blog").timezone == "Europe/London"
+    goal = api.ensure_goal(site.domain, goal_type="page", page_path="/x")
+    assert goal.domain == "example.com/blog"
+    assert api.delete_goal(site.domain, goal.id) is True
+    assert api.delete_site("example.com/blog") is True
+
+
+@pytest.mark.parametrize(
+    ("domain", "options", "message"),
+    [
+        ("", {}, "domain: can't be blank"),
+        ("ok.test", {"timezone": "d"}, "timezone: is invalid"),
+        ("h&llo.test", {}, "domain: must not contain URI reserved characters :?#[]@!$&'()*+,;="),
+        ("a b.test", {}, "domain: only letters, numbers, slashes, underscores and period allowed"),
+        (
+            "ok.test",
+            {"tracker_script_configuration": {"installation_type": "bogus"}},
+            "tracker_script_configuration.installation_type: is invalid",
+        ),
+        (
+            "ok.test",
+            {"tracker_script_configuration": {"outbound_links": "maybe"}},
+            "tracker_script_configuration.outbound_links: is invalid",
+        ),
+    ],
+)
+def test_create_site_validation_errors(
+    api: PlausibleClient,
+    sandbox: SandboxProcess,
+    domain: str,
+    options: dict[str, Any],
+    message: str,
+) -> None:
+    expect_error(
+        lambda: api.create_site(domain, **options),
+        BadRequestError,
+        "validation_error",
+        message,
+        400,
+    )
+    assert sandbox.state()["sites"] == []  # nothing half-created
+
+
+def test_create_site_twice_is_domain_taken_with_the_trailing_newline(
+    box: Box, api: PlausibleClient
+) -> None:
+    api.create_site("taken.test")
+    expect_error(
+        lambda: api.create_site("TAKEN.test"), DomainTakenError, "domain_taken", DOMAIN_TAKEN, 400
+    )
+    other = box.client(box.sandbox.other_team_api_key)
+    expect_error(
+        lambda: other.create_site("taken.test"), DomainTakenError, "domain_taken", DOMAIN_TAKEN, 400
+    )
+
+
+def test_create_site_account_errors(box: Box) -> None:
+    """Every 401/402/403 a create can meet, each mapped to its class and code."""
+    no_api = box.client(box.key(features=["StatsAPI"]))
+    expect_error(
+        lambda: no_api.create_site("a.test"),
+        PaymentRequiredError,
+        "sites_api_unavailable",
+        NO_SITES_API,
+        402,
+    )
+    locked = box.client(box.key(locked=True))
+    expect_error(
+        lambda: locked.create_site("a.test"), PaymentRequiredError, "site_locked", LOCKED, 402
+    )
+    limited = box.client(box.key(site_limit=1))
+    limited.create_site("one.test")
+    expect_error(
+        lambda: limited.create_site("two.test"),
+        PaymentRequiredError,
+        "site_limit_reached",
+        "Your account has reached the limit of 1 sites. To unlock more sites, please upgrade your subscription.",
+        402,
+    )
+    viewer = box.client(box.key(role="viewer"))
+    expect_error(
+        lambda: viewer.create_site("a.test"),
+        ForbiddenError,
+        "team_forbidden",
+        "You can't add sites to the selected team.",
+        403,
+    )
+    stats = box.client(box.sandbox.stats_api_key)
+    expect_error(
+        lambda: stats.create_site("a.test"),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    unknown = box.client("no-such-key")
+    expect_error(
+        lambda: unknown.create_site("a.test"),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    anonymous = box.rewriting(_drop_auth)
+    expect_error(
+        lambda: anonymous.create_site("a.test"),
+        AuthenticationError,
+        "missing_api_key",
+        MISSING_KEY,
+        401,
+    )
+
+
+def test_delete_site_errors(box: Box, api: PlausibleClient) -> None:
+    api.create_site("mine.test")
+    expect_error(
+        lambda: api.delete_site("nope.test"),
+        NotFoundError,
+        "site_not_found",
+        "Site could not be found",
+        404,
+    )
+    other = box.client(box.sandbox.other_team_api_key)
+    expect_error(
+        lambda: other.delete_site("mine.test"),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    stats = box.client(box.sandbox.stats_api_key)
+    expect_error(
+        lambda: stats.delete_site("mine.test"),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    # Only the owner may delete; a lower role is told the site does not exist (§7.6).
+    admin = box.client(box.key(role="admin"))
+    expect_error(
+        lambda: admin.delete_site("mine.test"),
+        NotFoundError,
+        "site_not_found",
+        "Site could not be found",
+        404,
+    )
+    assert api.get_site("mine.test").domain == "mine.test"
+
+
+def test_update_site_errors(api: PlausibleClient) -> None:
+    api.create_site("a.test")
+    api.create_site("b.test")
+    expect_error(
+        lambda: api.update_site("a.test"),
+        BadRequestError,
+        "validation_error",
+        "Payload must contain at least one of the parameters 'domain', 'tracker_script_configuration'",
+        400,
+    )
+    expect_error(
+        lambda: api.update_site("a.test", domain="a.test"),
+        BadRequestError,
+        "validation_error",
+        "domain: New domain must be different than the current one",
+        400,
+    )
+    expect_error(
+        lambda: api.update_site("a.test", domain="b.test"),
+        DomainTakenError,
+        "domain_taken",
+        DOMAIN_TAKEN,
+        400,
+    )
+
+
+def test_stats_key_reads_sites_and_teams(box: Box, api: PlausibleClient) -> None:
+    api.create_site("read.test")
+    stats = box.client(box.sandbox.stats_api_key)
+    assert stats.get_site("read.test").domain == "read.test"
+    assert [s.domain for s in stats.list_sites()] == ["read.test"]
+    teams = list(stats.list_teams())
+    assert len(teams) == 1
+    assert teams[0].api_available is True
+
+
+# -- lists and pagination ---------------------------------------------------------------------
+
+
+def test_list_sites_pages_through_every_site_newest_first(box: Box, api: PlausibleClient) -> None:
+    for n in range(5):
+        api.create_site(f"s{n}.test")
+    box.client(box.sandbox.other_team_api_key).create_site("elsewhere.test")
+    requests_before = box.sandbox.state()["counters"]["total"]
+    assert [s.domain for s in api.list_sites(page_size=2)] == [
+        f"s{n}.test" for n in (4, 3, 2, 1, 0)
+    ]
+    assert box.sandbox.state()["counters"]["total"] - requests_before == 3  # pages of 2, 2, 1
+
+
+def test_list_goals_pages_and_carries_no_domain(api: PlausibleClient) -> None:
+    api.create_site("goals.test")
+    made = [api.ensure_goal("goals.test", goal_type="event", event_name=f"E{n}") for n in range(3)]
+    listed = list(api.list_goals("goals.test", page_size=1))
+    assert [g.id for g in listed] == sorted((g.id for g in made), reverse=True)
+    assert {g.domain for g in listed} == {None}
+    assert listed[-1] == Goal(made[0].id, "event", "E0", None, "E0", {}, None)
+
+
+def test_list_teams(box: Box, api: PlausibleClient) -> None:
+    teams = list(api.list_teams(page_size=1))
+    assert len(teams) == 1  # a team-scoped key sees only its own team
+    assert isinstance(teams[0].id, str)
+    assert isinstance(teams[0].name, str)
+
+
+# -- shared links -----------------------------------------------------------------------------
+
+
+def test_shared_link_is_find_or_create(box: Box, api: PlausibleClient) -> None:
+    api.create_site("share.test")
+    link = api.ensure_shared_link("share.test", "Wordpress")
+    assert link.name == "Wordpress"
+    assert link.url.startswith(f"{box.sandbox.base_url}/share/share.test?auth=")
+    assert api.ensure_shared_link("share.test", "Wordpress") == link
+
+
+def test_shared_link_errors(box: Box, api: PlausibleClient) -> None:
+    api.create_site("share.test")
+    expect_error(
+        lambda: api.ensure_shared_link("share.test", "WordPress - Shared Dashboard"),
+        BadRequestError,
+        "reserved_name",
+        "This name is reserved. Please choose another one",
+        400,
+    )
+    expect_error(
+        lambda: api.ensure_shared_link("share.test", " "),
+        BadRequestError,
+        "validation_error",
+        "can't be blank",
+        400,
+    )
+    nameless = box.rewriting(_edit_json(name=...))
+    expect_error(
+        lambda: nameless.ensure_shared_link("share.test", "x"),
+        BadRequestError,
+        "validation_error",
+        "Parameter `name` is required to create a shared link",
+        400,
+    )
+    expect_error(
+        lambda: api.ensure_shared_link("", "x"),
+        BadRequestError,
+        "missing_site_id",
+        MISSING_SITE_ID,
+        400,
+    )
+    expect_error(
+        lambda: api.ensure_shared_link("nope.test", "x"),
+        NotFoundError,
+        "site_not_found",
+        "Site could not be found",
+        404,
+    )
+    other = box.client(box.sandbox.other_team_api_key)
+    expect_error(
+        lambda: other.ensure_shared_link("share.test", "x"),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    stats = box.client(box.sandbox.stats_api_key)
+    expect_error(
+        lambda: stats.ensure_shared_link("share.test", "x"),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    plain = box.client(box.key(features=["SitesAPI", "StatsAPI"]))
+    plain.create_site("plain.test")
+    expect_error(
+        lambda: plain.ensure_shared_link("plain.test", "x"),
+        PaymentRequiredError,
+        "shared_links_unavailable",
+        "Your current subscription plan does not include Shared Links",
+        402,
+    )
+    no_api = box.client(box.key(features=["StatsAPI", "SharedLinks"]))
+    expect_error(
+        lambda: no_api.ensure_shared_link("x.test", "x"),
+        PaymentRequiredError,
+        "sites_api_unavailable",
+        NO_SITES_API,
+        402,
+    )
+
+
+# -- goals ------------------------------------------------------------------------------------
+
+
+def test_goals_are_find_or_create_and_deletable(api: PlausibleClient) -> None:
+    api.create_site("goal.test")
+    event = api.ensure_goal(
+        "goal.test", goal_type="event", event_name=" Signup ", custom_props={"plan": "pro"}
+    )
+    assert (event.goal_type, event.event_name, event.display_name) == ("event", "Signup", "Signup")
+    assert (event.custom_props, event.domain) == ({"plan": "pro"}, "goal.test")
+    page = api.ensure_goal("goal.test", goal_type="page", page_path="pricing")
+    assert (page.goal_type, page.page_path, page.display_name) == (
+        "page",
+        "/pricing",
+        "Visit /pricing",
+    )
+    again = api.ensure_goal(
+        "goal.test",
+        goal_type="event",
+        event_name="Signup",
+        custom_props={"plan": "pro"},
+        display_name="Other",
+    )
+    assert again == event  # same id, not renamed
+    assert api.delete_goal("goal.test", page.id) is True
+    expect_error(
+        lambda: api.delete_goal("goal.test", page.id),
+        NotFoundError,
+        "goal_not_found",
+        "Goal could not be found",
+        404,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"goal_type": "event"}, "Parameter `event_name` is required to create a goal"),
+        ({"goal_type": "page"}, "Parameter `page_path` is required to create a goal"),
+        (
+            {
+                "goal_type": "event",
+                "event_name": "e",
+                "custom_props": {"a": "1", "b": "2", "c": "3", "d": "4"},
+            },
+            "custom_props: use at most 3 properties per goal",
+        ),
+        (
+            {"goal_type": "event", "event_name": "e", "custom_props": {"a": 1}},
+            "custom_props: must be a map with string keys and string values",
+        ),
+        (
+            {"goal_type": "event", "event_name": "e", "custom_props": {"k" * 301: "v"}},
+            "custom_props: key length is 1..300 characters",
+        ),
+        (
+            {"goal_type": "event", "event_name": "e", "custom_props": {"k": "v" * 2001}},
+            "custom_props: value length is 1..2000 characters",
+        ),
+        (
+            {"goal_type": "event", "event_name": "engagement"},
+            "page_path: this field is required and must start with a /, "
+            "event_name: The event name 'engagement' is reserved and cannot be used as a goal",
+        ),
+        (
+            {"goal_type": "event", "event_name": "e", "page_path": "/p"},
+            "event_name: cannot co-exist with page_path",
+        ),
+    ],
+)
+def test_ensure_goal_validation_errors(
+    api: PlausibleClient, options: dict[str, Any], message: str
+) -> None:
+    api.create_site("goal.test")
+    expect_error(
+        lambda: api.ensure_goal("goal.test", **options),
+        BadRequestError,
+        "validation_error",
+        message,
+        400,
+    )
+
+
+def test_ensure_goal_errors_beyond_validation(box: Box, api: PlausibleClient) -> None:
+    api.create_site("goal.test")
+    typeless = box.rewriting(_edit_json(goal_type=...))
+    expect_error(
+        lambda: typeless.ensure_goal("goal.test", goal_type="event", event_name="e"),
+        BadRequestError,
+        "validation_error",
+        "Parameter `goal_type` is required to create a goal",
+        400,
+    )
+    listy = box.rewriting(_edit_json(custom_props=["a"]))
+    expect_error(
+        lambda: listy.ensure_goal("goal.test", goal_type="event", event_name="e", custom_props={}),
+        BadRequestError,
+        "validation_error",
+        "custom_props: is invalid",
+        400,
+    )
+    # An unknown goal_type crashes Plausible (FunctionClauseError): a 5xx, retryable by class.
+    expect_error(
+        lambda: api.ensure_goal("goal.test", goal_type="scroll", page_path="/"),
+        ServerError,
+        "server_error",
+        "internal server error",
+        500,
+    )
+    box.sandbox.configure(max_goals_per_site=1)
+    api.ensure_goal("goal.test", goal_type="event", event_name="first")
+    expect_error(
+        lambda: api.ensure_goal("goal.test", goal_type="event", event_name="second"),
+        BadRequestError,
+        "validation_error",
+        "event_name: Maximum number of goals reached, page_path: Maximum number of goals reached",
+        400,
+    )
+    expect_error(
+        lambda: api.ensure_goal("", goal_type="event", event_name="e"),
+        BadRequestError,
+        "missing_site_id",
+        MISSING_SITE_ID,
+        400,
+    )
+    expect_error(
+        lambda: api.ensure_goal("nope.test", goal_type="event", event_name="e"),
+        NotFoundError,
+        "site_not_found",
+        "Site could not be found",
+        404,
+    )
+    other = box.client(box.sandbox.other_team_api_key)
+    expect_error(
+        lambda: other.ensure_goal("goal.test", goal_type="event", event_name="e"),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    no_api = box.client(box.key(features=["StatsAPI", "Props"]))
+    expect_error(
+        lambda: no_api.ensure_goal("x.test", goal_type="event", event_name="e"),
+        PaymentRequiredError,
+        "sites_api_unavailable",
+        NO_SITES_API,
+        402,
+    )
+    no_props = box.client(box.key(features=["SitesAPI", "StatsAPI"]))
+    no_props.create_site("noprops.test")
+    expect_error(
+        lambda: no_props.ensure_goal(
+            "noprops.test", goal_type="event", event_name="e", custom_props={"a": "b"}
+        ),
+        PaymentRequiredError,
+        "custom_props_unavailable",
+        NO_PROPS,
+        402,
+    )
+
+
+def test_delete_goal_errors(box: Box, api: PlausibleClient) -> None:
+    api.create_site("one.test")
+    api.create_site("two.test")
+    goal = api.ensure_goal("one.test", goal_type="event", event_name="e")
+    expect_error(
+        lambda: api.delete_goal("two.test", goal.id),
+        NotFoundError,
+        "goal_not_found",
+        "Goal could not be found",
+        404,
+    )
+    expect_error(
+        lambda: api.delete_goal("nope.test", goal.id),
+        NotFoundError,
+        "site_not_found",
+        "Site could not be found",
+        404,
+    )
+    expect_error(
+        lambda: api.delete_goal("", goal.id),
+        BadRequestError,
+        "missing_site_id",
+        MISSING_SITE_ID,
+        400,
+    )
+    non_numeric = box.rewriting(_edit_path(f"/goals/{goal.id}", "/goals/abc"))
+    expect_error(
+        lambda: non_numeric.delete_goal("one.test", goal.id),
+        BadRequestError,
+        "validation_error",
+        "internal server error",
+        400,
+    )
+    other = box.client(box.sandbox.other_team_api_key)
+    expect_error(
+        lambda: other.delete_goal("one.test", goal.id),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    stats = box.client(box.sandbox.stats_api_key)
+    expect_error(
+        lambda: stats.delete_goal("one.test", goal.id),
+        AuthenticationError,
+        "invalid_api_key",
+        INVALID_KEY,
+        401,
+    )
+    no_api = box.client(box.key(features=["StatsAPI"]))
+    expect_error(
+        lambda: no_api.delete_goal("x.test", goal.id),
+        PaymentRequiredError,
+        "sites_api_unavailable",
+        NO_SITES_API,
+        402,
+    )
+    assert [g.id for g in api.list_goals("one.test")] == [goal.id]
+
+
+# -- custom properties and guests -------------------------------------------------------------
+
+
+def test_custom_props_add_list_delete(api: PlausibleClient) -> None:
+    api.create_site("props.test")
+    assert api.add_custom_prop("props.test", "title") is True
+    assert api.add_custom_prop("props.test", "author") is True
+    assert api.add_custom_prop("props.test", "author") is True  # idempotent
+    assert api.add_custom_prop("props.test", "a/b/c") is True
+    assert api.list_custom_props("props.test") == ["a/b/c", "author", "title"]
+    assert api.get_site("props.test").custom_properties == ("a/b/c", "author", "title")
+    assert api.delete_custom_prop("props.test", "a/b/c") is True
+    assert api.delete_custom_prop("props.test", "never-there") is True
+    assert api.list_custom_props("props.test") == ["author", "title"]
+    expect_error(
+        lambda: api.add_custom_prop("props.test", "p" * 301),
+        BadRequestError,
+        "validation_error",
+        "Parameter `property` is too long",
+        400,
+    )
+
+
+def test_custom_props_need_the_props_feature(box: Box) -> None:
+    plain = box.client(box.key(features=["SitesAPI", "StatsAPI"]))
+    plain.create_site("plain.test")
+    expect_error(
+        lambda: plain.add_custom_prop("plain.test", "x"),
+        PaymentRequiredError,
+        "custom_props_unavailable",
+        NO_PROPS,
+        402,
+    )
+
+
+def test_guests_invite_list_delete(api: PlausibleClient) -> None:
+    api.create_site("guests.test")
+    guest = api.ensure_guest("guests.test", "ann@example.com", "viewer")
+    assert (guest.email, guest.role, guest.status) == ("ann@example.com", "viewer", "invited")
+    assert api.ensure_guest("guests.test", "ann@example.com", "editor") == guest  # role unchanged
+    api.ensure_guest("guests.test", "bob+x@example.com", "editor")
+    assert [g.email for g in api.list_guests("guests.test", page_size=1)] == [
+        "ann@example.com",
+        "bob+x@example.com",
+    ]
+    assert api.delete_guest("guests.test", "bob+x@example.com") is True
+    assert api.delete_guest("guests.test", "bob+x@example.com") is True  # no-op, still 200
+    assert [g.email for g in api.list_guests("guests.test")] == ["ann@example.com"]
+    expect_error(
+        lambda: api.ensure_guest("guests.test", "c@example.com", "owner"),
+        BadRequestError,
+        "validation_error",
+        "Parameter `role` is required to create guest. Possible values: `viewer` or `editor`",
+        400,
+    )
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+
+class RecordingClock:
+    """Wall time (the sandbox's windows are real), remembering what it told the client."""
+
+    def __init__(self) -> None:
+        self.readings: list[float] = []
+
+    def __call__(self) -> float:
+        self.readings.append(time.time())
+        return self.readings[-1]
+
+
+def test_hourly_429_resets_at_the_next_hour_window(box: Box) -> None:
+    # A limit of 0 refuses the first request, so no window boundary can fall in between.
+    box.sandbox.configure(hourly_limit=0, hour_seconds=60)
+    clock = RecordingClock()
+    client = box.client(hour_seconds=60, clock=clock)
+    error = expect_error(
+        lambda: client.create_site("rl.test"),
+        RateLimitedError,
+        "rate_limited",
+        "Too many API requests. The limit is 0 per hour. Please contact us to request more capacity.",
+        429,
+    )
+    assert isinstance(error, RateLimitedError)
+    (now,) = clock.readings
+    assert error.limit == "hourly"
+    assert error.reset_at.timestamp() == (math.floor(now / 60) + 1) * 60
+    assert now < error.reset_at.timestamp() <= now + 60
+
+
+def test_burst_429_resets_at_the_next_burst_window(box: Box) -> None:
+    box.sandbox.configure(burst_limit=0, burst_seconds=7)
+    clock = RecordingClock()
+    client = box.client(clock=clock)
+    error = expect_error(
+        lambda: client.ensure_shared_link("x.test", "x"),
+        RateLimitedError,
+        "rate_limited",
+        "Too many API requests in a short period of time. The limit is 0 per 7 seconds. Please throttle your requests.",
+        429,
+    )
+    assert isinstance(error, RateLimitedError)
+    (now,) = clock.readings
+    assert error.limit == "burst"
+    assert error.reset_at.timestamp() == (math.floor(now / 7) + 1) * 7
+    assert now < error.reset_at.timestamp() <= now + 7
+
+
+# -- transport failures and secrecy -----------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_refused_connection_and_read_timeout(box: Box) -> None:
+    refused = PlausibleClient(base_url=f"http://127.0.0.1:{_closed_port()}", api_key=SECRET)
+    with refused, pytest.raises(PlausibleConnectionError) as info:
+        refused.get_site("example.com")
+    assert (info.value.code, info.value.status) == ("network_error", None)
+    box.sandbox.configure(latency_ms=2000)
+    slow = box.client(read_timeout=0.05)
+    with pytest.raises(PlausibleConnectionError) as timed_out:
+        slow.get_site("example.com")
+    assert timed_out.value.code == "timeout"
+
+
+def test_key_appears_in_no_log_record_and_no_error(
+    box: Box, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real HTTP with every logger (httpx, httpcore, ours) at DEBUG, across every kind of outcome."""
+    caplog.set_level(logging.DEBUG)
+    secret = "sk-live-Qw3rTy8uIoP4aSdF"
+    box.sandbox.add_key(key=secret)
+    client = box.client(secret)
+    errors: list[BaseException] = []
+
+    def attempt(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except PlausibleError as exc:
+            errors.append(exc)
+
+    client.create_site("leak.test")
+    client.ensure_goal("leak.test", goal_type="event", event_name="e")
+    list(client.list_goals("leak.test", page_size=1))
+    attempt(lambda: client.create_site("leak.test"))
+    attempt(lambda: client.delete_site("nope.test"))
+    attempt(lambda: client.ensure_shared_link("", "x"))
+    box.sandbox.configure(burst_limit=0)
+    attempt(lambda: client.get_site("leak.test"))
+    box.sandbox.configure(burst_limit=60, latency_ms=2000)
+    attempt(lambda: box.client(secret, read_timeout=0.05).get_site("leak.test"))
+    attempt(
+        lambda: PlausibleClient(
+            base_url=f"http://127.0.0.1:{_closed_port()}", api_key=secret
+        ).get_site("x")
+    )
+    assert [getattr(e, "code", None) for e in errors] == [
+        "domain_taken",
+        "site_not_found",
+        "missing_site_id",
+        "rate_limited",
+        "timeout",
+        "network_error",
+    ]
+    assert {r.name.split(".")[0] for r in caplog.records} >= {"httpx", "httpcore", "worker"}
+    assert_no_secret(secret, caplog.records, errors)
