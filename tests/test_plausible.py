@@ -1284,3 +1284,25 @@ def test_key_appears_in_no_log_record_and_no_error(
     ]
     assert {r.name.split(".")[0] for r in caplog.records} >= {"httpx", "httpcore", "worker"}
     assert_no_secret(secret, caplog.records, errors)
+
+
+def test_crashes_inside_plausible_keep_their_plug_status(api: PlausibleClient) -> None:
+    """``internal server error`` comes with 500 or, from Ecto.NoResultsError, 404 (§5, §7.9)."""
+    expect_error(
+        lambda: api.create_site("a" * 251 + ".test"),
+        ServerError,
+        "server_error",
+        "internal server error",
+        500,
+    )
+    api.create_site("clash.test")
+    api.ensure_goal("clash.test", goal_type="event", event_name="A", display_name="Shown")
+    expect_error(
+        lambda: api.ensure_goal(
+            "clash.test", goal_type="event", event_name="B", display_name="Shown"
+        ),
+        NotFoundError,
+        "not_found",
+        "internal server error",
+        404,
+    )
