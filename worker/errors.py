@@ -6,7 +6,8 @@ ProvisionerError                      anything of ours
 │   │   ├── PlausibleConnectionError  no response at all (refused, reset, timed out)  code network_error / timeout
 │   │   ├── ServerError               5xx                                              code server_error
 │   │   └── RateLimitedError          429; .limit is "hourly" or "burst", .reset_at    code rate_limited
-│   └── PermanentError                retrying the same call cannot help
+│   └── PermanentError                retrying the same call cannot help; raised as is with code
+│       │                             api_error (406, other 4xx) or unexpected_response (bad 200 body)
 │       ├── BadRequestError           400                 code validation_error, missing_site_id, ...
 │       │   └── DomainTakenError      400 "cannot be registered"                       code domain_taken
 │       ├── AuthenticationError       401                 code missing_api_key / invalid_api_key
