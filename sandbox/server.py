@@ -123,10 +123,12 @@ def start_in_thread(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    base_url: str | None = None,
     configure: Callable[[SandboxAPI, str], None] | None = None,
 ) -> ServerHandle:
     """Serve ``api`` (default: a bare ``SandboxAPI``) in a daemon thread; ``port=0`` picks one.
 
+    Shared-link URLs start with ``base_url``, by default the served URL.
     ``configure(api, url)`` runs once the port is known, before the first request is served,
     e.g. to set ``api.base_url`` or add teams and keys.
     """
@@ -142,6 +144,7 @@ def start_in_thread(
         async def main() -> None:
             server = await start_server(api, host, port)
             url = f"http://{host}:{bound_port(server)}"
+            api.base_url = base_url or url
             if configure is not None:
                 configure(api, url)
             holder.update(url=url, loop=loop, stopped=stopped)

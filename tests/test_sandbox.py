@@ -494,3 +494,20 @@ def test_faults_repeat_with_a_seed(seeded: SandboxProcess) -> None:
 def test_admin_config_rejects_unknown_settings(sandbox: SandboxProcess) -> None:
     response = sandbox.admin.post("/_sandbox/config", json={"speed": 1})
     assert (response.status_code, response.json()) == (400, {"error": "unknown setting: speed"})
+
+
+def test_embedded_sandbox_serves_in_a_thread() -> None:
+    from sandbox.api import SandboxAPI
+    from sandbox.server import start_in_thread
+
+    api = SandboxAPI(seed=1)
+    api.add_key("embedded-key", api.add_team("Embedded"))
+    handle = start_in_thread(api)
+    try:
+        headers = {"authorization": "Bearer embedded-key"}
+        created = httpx.post(f"{handle.url}/api/v1/sites", json={"domain": "in.test"}, headers=headers)
+        link = httpx.put(f"{handle.url}/api/v1/sites/shared-links", json={"site_id": "in.test", "name": "n"}, headers=headers)
+    finally:
+        handle.stop()
+    assert created.status_code == 200
+    assert link.json()["url"].startswith(f"{handle.url}/share/in.test?auth=")
