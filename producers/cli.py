@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -98,13 +99,19 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     show_default=True,
     help="Signup files, onboarded one after the other.",
 )
-@click.option("--database", default="sqlite:///provisioner-demo.db", show_default=True)
-def demo(files: tuple[Path, ...], database: str) -> None:
+@click.option("--database", default=None, help="Status table URL (default: a fresh SQLite file).")
+def demo(files: tuple[Path, ...], database: str | None) -> None:
     """Onboard signup files against an in-process sandbox, on embedded defaults."""
+    if database is None:
+        database = f"sqlite:///{tempfile.mkdtemp(prefix='provisioner-demo-')}/status.db"
+    from sandbox.api import SandboxAPI
     from sandbox.server import start_in_thread
 
     api_key = uuid.uuid4().hex
-    with start_in_thread(api_keys=[api_key]) as sandbox:
+    api = SandboxAPI()
+    api.add_key(api_key, api.add_team("Demo"))
+    sandbox = start_in_thread(api, configure=lambda api, url: setattr(api, "base_url", url))
+    try:
         settings = Settings(
             database_url=database,
             broker_url=None,
@@ -120,6 +127,8 @@ def demo(files: tuple[Path, ...], database: str) -> None:
                 for problem in summary["invalid_rows"]:
                     click.echo(f"  line {problem['line']}: {problem['field'] or 'event'}: {problem['reason']}")
                 click.echo(outcome_table(jobs))
+    finally:
+        sandbox.stop()
 
 
 def import_file(store: JobStore, dispatcher: Dispatcher, path: Path) -> dict[str, Any]:

@@ -151,6 +151,11 @@ def start_in_thread(
             ready.set()
             async with server:
                 await stopped.wait()
+            # Close idle keep-alive connections too, or their tasks die pending with the loop.
+            pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         try:
             loop.run_until_complete(main())

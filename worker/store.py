@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -172,6 +172,7 @@ class JobStore:
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     attempts=t.attempts + 1,
                     next_attempt_at=None,
+                    started_at=func.coalesce(t.started_at, now),
                     updated_at=now,
                 )
             )
@@ -180,10 +181,6 @@ class JobStore:
                 return None
             job = session.get(ProvisioningJob, job_id)
             assert job is not None
-            if job.started_at is None:
-                job.started_at = now
-                session.add(job)
-                session.commit()
             return Claim(job.id, token, job.attempts, job.spec, dict(job.progress))
 
     def checkpoint(self, claim: Claim, progress: dict[str, Any]) -> None:
@@ -320,6 +317,8 @@ class JobStore:
                 .order_by(col(t.created_at))
                 .limit(limit)
             ).all()
+        # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
+        with Session(self.engine) as session:
             for job_id, dispatched_at, count in rows:
                 sent = as_utc(dispatched_at)
                 backoff = redispatch_after * 2 ** min(max(count - 1, 0), 6)
