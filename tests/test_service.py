@@ -1,0 +1,241 @@
+"""The pipeline's steps against the sandbox over HTTP, with a SQLite status table and no Celery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox_process import SandboxProcess
+from worker.db import make_engine
+from worker.models import GoalSpec, JobRequest, JobStatus, Operation
+from worker.plausible import PlausibleClient
+from worker.retrying import RetryPolicy
+from worker.service import Pipeline
+from worker.store import JobStore
+
+EVENT = GoalSpec(goal_type="event", event_name="Signup")
+PAGE = GoalSpec(goal_type="page", page_path="/pricing/*")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(make_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
+
+
+def make_pipeline(sandbox: SandboxProcess, store: JobStore, key: str = "test-key") -> Pipeline:
+    return Pipeline(
+        store=store,
+        client=PlausibleClient(base_url=sandbox.base_url, api_key=key),
+        policy=RetryPolicy(max_attempts=3, backoff_initial=0, backoff_max=0, sleep=lambda _: None),
+        lease_seconds=60,
+        max_attempts=5,
+    )
+
+
+@pytest.fixture
+def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
+    pipeline = make_pipeline(sandbox, store)
+    yield pipeline
+    pipeline.client.close()
+
+
+def provision(domain: str = "shop.example.com") -> JobRequest:
+    return JobRequest(
+        operation=Operation.provision_site,
+        domain=domain,
+        timezone="Europe/Berlin",
+        goals=(EVENT, PAGE),
+        shared_links=("WordPress",),
+    )
+
+
+def api_requests(sandbox: SandboxProcess) -> int:
+    return int(sandbox.state()["counters"]["total"])
+
+
+def test_provision_creates_site_goals_and_links_and_records_them(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    job = store.enqueue(provision()).job
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    done = store.get(job.id)
+    assert done is not None
+    state = sandbox.state()
+    assert [s["domain"] for s in state["sites"]] == ["shop.example.com"]
+    assert {g["id"] for g in state["goals"]} == {g["id"] for g in done.progress["goals"].values()}
+    assert done.progress["site"] == {"domain": "shop.example.com", "timezone": "Europe/Berlin", "adopted": False}
+    assert done.progress["shared_links"]["WordPress"].startswith(f"{sandbox.base_url}/share/shop.example.com?auth=")
+
+
+def test_resumed_job_skips_finished_steps(sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline) -> None:
+    job = store.enqueue(provision()).job
+    claim = store.claim(job.id, lease_seconds=0)  # a worker that died right after creating the site
+    assert claim is not None
+    site = pipeline.client.create_site("shop.example.com", timezone="Europe/Berlin")
+    store.checkpoint(claim, {"site": {"domain": site.domain, "timezone": site.timezone, "adopted": False}})
+    before = api_requests(sandbox)
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    # two goals and one link; no second create, no lookup
+    assert api_requests(sandbox) - before == 3
+
+
+def test_lost_create_response_is_adopted_not_failed(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    # The site exists because our first create went through and only its answer was lost.
+    pipeline.client.create_site("shop.example.com")
+    job = store.enqueue(provision()).job
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    done = store.get(job.id)
+    assert done is not None
+    assert done.progress["site"]["adopted"] is True
+    assert len(sandbox.state()["sites"]) == 1
+
+
+def test_dropped_responses_are_retried_without_duplicates(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    sandbox.configure(drop_rate=0.5, fail_rate=0.2)
+    jobs = [store.enqueue(provision(f"site{n}.example.com")).job for n in range(6)]
+    for job in jobs:
+        while pipeline.run(job.id) is not JobStatus.succeeded:
+            # parked after exhausting in-process retries: make it due again at once
+            _make_due(store, job.id)
+    sandbox.configure(drop_rate=0, fail_rate=0)
+    state = sandbox.state()
+    assert sorted(s["domain"] for s in state["sites"]) == sorted(f"site{n}.example.com" for n in range(6))
+    assert len(state["goals"]) == 12
+    assert sum(len(s["shared_links"]) for s in state["sites"]) == 6
+
+
+def _make_due(store: JobStore, job_id: str) -> None:
+    from sqlalchemy import update
+    from sqlmodel import Session, col
+
+    from worker.models import ProvisioningJob
+
+    with Session(store.engine) as session:
+        session.execute(
+            update(ProvisioningJob)
+            .where(col(ProvisioningJob.id) == job_id)
+            .values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
+        session.commit()
+
+
+def test_domain_of_another_team_fails_with_domain_taken(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    with sandbox.client("other-team-key") as other:
+        assert other.post("/api/v1/sites", json={"domain": "shop.example.com"}).status_code == 200
+    job = store.enqueue(provision()).job
+    assert pipeline.run(job.id) is JobStatus.failed
+    done = store.get(job.id)
+    assert done is not None
+    assert (done.error_code, done.attempts) == ("domain_taken", 1)
+
+
+def test_permanent_error_fails_at_once_without_retries(sandbox: SandboxProcess, store: JobStore) -> None:
+    pipeline = make_pipeline(sandbox, store, key="stats-key")
+    job = store.enqueue(provision()).job
+    before = api_requests(sandbox)
+    assert pipeline.run(job.id) is JobStatus.failed
+    done = store.get(job.id)
+    assert done is not None
+    assert (done.error_code, done.error_status) == ("invalid_api_key", 401)
+    assert api_requests(sandbox) - before == 1
+
+
+def test_rate_limited_job_is_parked_until_the_window_reopens(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    sandbox.configure(burst_limit=0, burst_seconds=10)
+    job = store.enqueue(provision()).job
+    before = api_requests(sandbox)
+    assert pipeline.run(job.id) is JobStatus.waiting
+    parked = store.get(job.id)
+    assert parked is not None
+    assert parked.error_code == "rate_limited"
+    assert parked.attempts == 0  # waiting for quota is not a failed attempt
+    assert parked.next_attempt_at is not None
+    assert api_requests(sandbox) - before == 1  # a 429 is never retried on the spot
+
+
+def test_transient_failures_park_the_job_with_backoff(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    sandbox.configure(fail_rate=1.0)
+    job = store.enqueue(provision()).job
+    assert pipeline.run(job.id) is JobStatus.waiting
+    parked = store.get(job.id)
+    assert parked is not None
+    assert (parked.error_code, parked.attempts) == ("server_error", 1)
+    assert sandbox.state()["sites"] == []
+
+
+def test_delete_site_counts_404_after_an_earlier_attempt_as_done(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    pipeline.client.create_site("shop.example.com")
+    job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="shop.example.com")).job
+    sandbox.configure(drop_rate=1.0)  # the delete happens, its answer is lost
+    assert pipeline.run(job.id) is JobStatus.waiting
+    sandbox.configure(drop_rate=0)
+    _make_due(store, job.id)
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    done = store.get(job.id)
+    assert done is not None
+    assert done.progress["already_gone"] is True
+    assert sandbox.state()["sites"] == []
+
+
+def test_delete_of_an_unknown_site_fails(store: JobStore, pipeline: Pipeline) -> None:
+    job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="nobody.example.com")).job
+    assert pipeline.run(job.id) is JobStatus.failed
+    done = store.get(job.id)
+    assert done is not None
+    assert done.error_code == "site_not_found"
+
+
+def test_delete_goal_by_event_name_uses_our_records(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    created = store.enqueue(provision()).job
+    assert pipeline.run(created.id) is JobStatus.succeeded
+    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=EVENT)).job
+    before = api_requests(sandbox)
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    assert api_requests(sandbox) - before == 1  # the DELETE alone: the id came from the table
+    assert [g["event_name"] for g in sandbox.state()["goals"]] == [None]
+
+
+def test_delete_goal_by_page_path_falls_back_to_the_goals_list(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    pipeline.client.create_site("shop.example.com")
+    pipeline.client.ensure_goal("shop.example.com", goal_type="page", page_path="/pricing/*")
+    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=PAGE)).job
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    assert sandbox.state()["goals"] == []
+
+
+def test_delete_of_an_unknown_goal_id_fails(sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline) -> None:
+    pipeline.client.create_site("shop.example.com")
+    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal_id=999)).job
+    assert pipeline.run(job.id) is JobStatus.failed
+    done = store.get(job.id)
+    assert done is not None
+    assert (done.error_code, done.error_status) == ("goal_not_found", 404)
+
+
+def test_job_that_keeps_dying_is_failed_after_max_attempts(store: JobStore, pipeline: Pipeline) -> None:
+    job = store.enqueue(provision()).job
+    for _ in range(pipeline.max_attempts):
+        assert store.claim(job.id, lease_seconds=0) is not None  # claimed, then the worker died
+    assert pipeline.run(job.id) is JobStatus.failed
+    done = store.get(job.id)
+    assert done is not None
+    assert done.error_code == "too_many_attempts"
