@@ -134,8 +134,13 @@ def _pg_admin() -> Any:
 
     url = make_url(POSTGRES_URL)
     return psycopg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-        dbname=url.database, autocommit=True, connect_timeout=3,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
+        autocommit=True,
+        connect_timeout=3,
     )
 
 
@@ -181,9 +186,8 @@ def amqp_url() -> Iterator[str]:
     from kombu import Connection
 
     def drop_queue() -> None:
-        with Connection(AMQP_URL) as conn:
-            with contextlib.suppress(Exception):
-                conn.default_channel.queue_delete("provisioner")
+        with Connection(AMQP_URL) as conn, contextlib.suppress(Exception):
+            conn.default_channel.queue_delete("provisioner")
 
     drop_queue()
     yield AMQP_URL
@@ -264,8 +268,13 @@ class WorkerProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.args, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.args,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         return self
 
@@ -398,11 +407,21 @@ class Stack:
     ) -> WorkerProcess:
         name = f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}"
         args = [
-            *PROVISION, "worker", "--pool", pool, "--concurrency", str(concurrency),
-            "--hostname", f"{name}@%h", "--without-heartbeat", "--without-gossip",
+            *PROVISION,
+            "worker",
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}@%h",
+            "--without-heartbeat",
+            "--without-gossip",
             "--without-mingle",
         ]
-        worker = WorkerProcess(args, self.env(api_key=api_key, **settings), self.workdir / f"{name}.log")
+        worker = WorkerProcess(
+            args, self.env(api_key=api_key, **settings), self.workdir / f"{name}.log"
+        )
         self.workers.append(worker)
         worker.start()
         return worker.wait_ready() if wait else worker
@@ -429,12 +448,19 @@ class Stack:
         return submit(self.store, self.dispatcher, request, key=key)
 
     def submit_sites(self, domains: Iterable[str], **kwargs: Any) -> list[str]:
-        return [self.submit(provision_request(d, **kwargs), key=f"signup-{d}").job.id for d in domains]
+        return [
+            self.submit(provision_request(d, **kwargs), key=f"signup-{d}").job.id for d in domains
+        ]
 
     def provision_cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*PROVISION, *args], cwd=REPO_ROOT, env=self.env(), capture_output=True, text=True,
-            timeout=timeout, check=False,
+            [*PROVISION, *args],
+            cwd=REPO_ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     # the status table
@@ -460,7 +486,9 @@ class Stack:
             done,
             timeout=timeout,
             interval=0.2,
-            describe=lambda: f"{len(ids)} jobs to finish; statuses {dict(self.status_counts(ids))}\n{self.logs()}",
+            describe=lambda: (
+                f"{len(ids)} jobs to finish; statuses {dict(self.status_counts(ids))}\n{self.logs()}"
+            ),
         )
 
     def close(self) -> None:
@@ -473,9 +501,7 @@ class Stack:
 
 
 @pytest.fixture
-def make_stack(
-    sandbox: SandboxProcess, tmp_path: Path
-) -> Iterator[Callable[..., Stack]]:
+def make_stack(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """Build a Stack on a given broker and status table; torn down (workers SIGKILLed) after.
 
     Request the broker and database fixtures *before* this one, so the workers are killed before
@@ -535,7 +561,9 @@ def assert_provisioned_once(
     duplicated_goals = {k: n for k, n in goals.items() if n != 1}
     assert not duplicated_goals, f"goals held more than once: {duplicated_goals}"
     goal_ids = {(g["domain"], natural_key(g)): g["id"] for g in state["goals"]}
-    links = {s["domain"]: Counter(link["name"] for link in s["shared_links"]) for s in state["sites"]}
+    links = {
+        s["domain"]: Counter(link["name"] for link in s["shared_links"]) for s in state["sites"]
+    }
 
     expected_goals = set()
     for job in jobs:
@@ -557,7 +585,11 @@ def assert_provisioned_once(
 
 
 def assert_all_succeeded(jobs: Sequence[ProvisioningJob]) -> None:
-    bad = [(j.domain, j.status.value, j.error_code, j.error_message) for j in jobs if j.status != JobStatus.succeeded]
+    bad = [
+        (j.domain, j.status.value, j.error_code, j.error_message)
+        for j in jobs
+        if j.status != JobStatus.succeeded
+    ]
     assert not bad, f"jobs not succeeded: {bad}"
 
 

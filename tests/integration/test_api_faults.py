@@ -48,9 +48,11 @@ def test_faulty_api_every_job_succeeds_and_lost_creates_are_adopted(
     seeded_sandbox.configure(drop_rate=1.0)
     lost = stack.submit_sites(f"lost{n}.example.com" for n in range(6))
     parked = wait_for(
-        lambda: [j for j in stack.jobs(lost) if j.status == JobStatus.waiting] if all(
-            j.status == JobStatus.waiting for j in stack.jobs(lost)
-        ) else None,
+        lambda: (
+            [j for j in stack.jobs(lost) if j.status == JobStatus.waiting]
+            if all(j.status == JobStatus.waiting for j in stack.jobs(lost))
+            else None
+        ),
         timeout=30,
         describe=lambda: f"the jobs to park; {stack.status_counts(lost)}\n{stack.logs()}",
     )
@@ -67,7 +69,9 @@ def test_faulty_api_every_job_succeeds_and_lost_creates_are_adopted(
     state = seeded_sandbox.state()
     assert_provisioned_once(state, jobs)
     adopted = {j.domain for j in jobs if j.progress["site"]["adopted"]}
-    assert {j.domain for j in parked} <= adopted, f"not adopted: {({j.domain for j in parked}) - adopted}"
+    assert {j.domain for j in parked} <= adopted, (
+        f"not adopted: {({j.domain for j in parked}) - adopted}"
+    )
     counters = state["counters"]
     assert counters["failed_injected"] > 0
     assert counters["dropped"] > 0

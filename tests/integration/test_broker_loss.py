@@ -42,7 +42,9 @@ def test_jobs_survive_a_flushed_broker(stack: Stack, flush_broker: Callable[[], 
     wait_for(
         lambda: stack.status_counts(late)[JobStatus.succeeded] >= 2,
         timeout=30,
-        describe=lambda: f"the first late jobs to finish; {stack.status_counts(late)}\n{stack.logs()}",
+        describe=lambda: (
+            f"the first late jobs to finish; {stack.status_counts(late)}\n{stack.logs()}"
+        ),
     )
     assert stack.status_counts(late)[JobStatus.queued] > 0, "test too slow to lose queued jobs"
     flush_broker()

@@ -26,8 +26,9 @@ STEPS: dict[str, Callable[[ProvisioningJob], bool]] = {
     # the site is checkpointed, the goals are not all done
     "goals": lambda job: "site" in job.progress and len(job.progress.get("goals", {})) < 2,
     # goals done, the shared link not yet
-    "shared_links": lambda job: len(job.progress.get("goals", {})) == 2
-    and not job.progress.get("shared_links"),
+    "shared_links": lambda job: (
+        len(job.progress.get("goals", {})) == 2 and not job.progress.get("shared_links")
+    ),
 }
 
 
@@ -50,7 +51,9 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(stack: Stack) -> N
         assert worker.kill_pool(), "no pool processes to kill"
         interrupted += [(job.id, step) for job in victims]
         # The main process forks replacements; wait for them before the next kill.
-        wait_for(lambda: len(worker.pool_pids()) == 2, timeout=10, describe="replacement pool processes")
+        wait_for(
+            lambda: len(worker.pool_pids()) == 2, timeout=10, describe="replacement pool processes"
+        )
 
     # Now the whole worker, main process included, while jobs are running.
     victims = wait_for(

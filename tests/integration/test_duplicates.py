@@ -66,13 +66,17 @@ def test_repeated_and_racing_submissions_make_one_job_and_one_site(stack: Stack)
     request = provision_request("sequential.example.com")
     first = stack.submit(request, key="evt-sequential")
     again = stack.submit(request, key="evt-sequential")
-    assert first.created and not again.created and again.job.id == first.job.id
+    assert first.created
+    assert not again.created
+    assert again.job.id == first.job.id
     ids.append(first.job.id)
 
     # Sequentially without a key: the derived key makes them the same job too.
     derived = provision_request("derived.example.com")
     a, b = stack.submit(derived), stack.submit(derived)
-    assert a.created and not b.created and a.job.id == b.job.id
+    assert a.created
+    assert not b.created
+    assert a.job.id == b.job.id
     ids.append(a.job.id)
 
     # Eight producers racing, with a key and without one.
@@ -92,7 +96,8 @@ def test_repeated_and_racing_submissions_make_one_job_and_one_site(stack: Stack)
     # After the job succeeded: a repeat still returns it and changes nothing.
     requests_before = stack.sandbox.state()["counters"]["total"]
     late = stack.submit(request, key="evt-sequential")
-    assert not late.created and late.job.id == first.job.id
+    assert not late.created
+    assert late.job.id == first.job.id
     assert row_count(stack) == 4
     assert stack.jobs([first.job.id])[0].attempts == 1
     assert stack.sandbox.state()["counters"]["total"] == requests_before
@@ -110,7 +115,9 @@ def test_two_import_processes_on_the_same_file_make_one_job_per_signup(
     args = [*PROVISION, "import", str(signups), "--json"]
     env = stack.env()
     procs = [
-        subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=60) for p in procs]

@@ -50,7 +50,9 @@ def _domain_taken(sandbox: SandboxProcess) -> tuple[str, JobRequest]:
 
 
 def _unknown_site(sandbox: SandboxProcess) -> tuple[str, JobRequest]:
-    return sandbox.api_key, parse_event({"type": "site.delete", "domain": "never.example.com"}).request
+    return sandbox.api_key, parse_event(
+        {"type": "site.delete", "domain": "never.example.com"}
+    ).request
 
 
 def _unknown_goal(sandbox: SandboxProcess) -> tuple[str, JobRequest]:
@@ -85,7 +87,8 @@ def test_permanent_error_fails_the_job_at_once(sqlite_stack: Stack, case: Case) 
     assert job.error_code == case.code, job.error_message
     assert job.error_status == case.http_status
     assert job.attempts == 1
-    assert job.next_attempt_at is None and job.lease_token is None
+    assert job.next_attempt_at is None
+    assert job.lease_token is None
     after = sandbox.state()["counters"]
     spent = {
         status: after["by_status"].get(status, 0) - before["by_status"].get(status, 0)

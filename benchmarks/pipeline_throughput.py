@@ -1,0 +1,212 @@
+"""Pipeline throughput: sites provisioned per second by real ``provision worker`` processes.
+
+Run on demand (not a test):
+
+    /work/venv/bin/python benchmarks/pipeline_throughput.py [--sites 500] [--latency 0 --latency 50]
+        [--store sqlite|postgres] [--concurrency N] [--pool prefork]
+
+Each site has 2 goals and 1 shared link, so one job is 4 API calls. For each latency the script
+starts a fresh sandbox (``python -m sandbox``, rate limits lifted so they do not cap the number),
+a fresh status table and a flushed Redis db, starts ONE worker with the default settings (no
+PROVISIONER_* tuning; without --pool/--concurrency Celery's defaults apply: prefork, one process
+per CPU), waits for it to be ready, then enqueues all sites one by one with ``producers.submit.submit`` (row
+committed, then its id published to Redis) and polls the status table until every job is done.
+
+Reported: enqueue time, wall time from the first enqueue to the last job finished, sites/s over
+that wall time, and the median/p95 job duration (finished_at - started_at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import redis  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from producers.events import parse_event  # noqa: E402
+from producers.submit import submit  # noqa: E402
+from tests.sandbox_process import SandboxProcess  # noqa: E402
+from worker.app import CeleryDispatcher, create_app  # noqa: E402
+from worker.db import make_engine  # noqa: E402
+from worker.models import JobStatus  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+from worker.store import JobStore, as_utc  # noqa: E402
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+POSTGRES_URL = os.environ.get(
+    "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+PROVISION = [
+    sys.executable,
+    "-c",
+    "import sys; sys.argv[0] = 'provision'; from producers.cli import main; main()",
+]
+
+
+def signup(n: int) -> dict[str, Any]:
+    return {
+        "id": f"bench-{n}",
+        "domain": f"site{n}.bench.example.com",
+        "goals": [
+            {"goal_type": "event", "event_name": "Signup"},
+            {"goal_type": "page", "page_path": "/pricing"},
+        ],
+        "shared_links": ["Client dashboard"],
+    }
+
+
+@contextlib.contextmanager
+def database(store: str, workdir: Path):  # type: ignore[no-untyped-def]
+    if store == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    import psycopg
+
+    admin = make_url(POSTGRES_URL)
+    name = f"provisioner_bench_{uuid.uuid4().hex[:8]}"
+    params = {
+        "host": admin.host,
+        "port": admin.port or 5432,
+        "user": admin.username,
+        "dbname": admin.database,
+        "autocommit": True,
+    }
+    with psycopg.connect(**params) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(**params) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_worker(env: dict[str, str], log: Path, extra: list[str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*PROVISION, "worker", *extra],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while " ready." not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def run_once(sites: int, latency_ms: float, store: str, extra: list[str]) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SandboxProcess() as sandbox,
+        database(store, Path(tmp)) as db_url,
+    ):
+        workdir = Path(tmp)
+        sandbox.configure(hourly_limit=10**9, burst_limit=10**9, latency_ms=latency_ms)
+        broker = redis.Redis.from_url(REDIS_URL)
+        broker.flushdb()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+        env.update(
+            PYTHONPATH=str(REPO_ROOT),
+            PROVISIONER_BROKER_URL=REDIS_URL,
+            PROVISIONER_DATABASE_URL=db_url,
+            PLAUSIBLE_API_KEY=sandbox.api_key,
+            PLAUSIBLE_BASE_URL=sandbox.base_url,
+        )
+        engine = make_engine(db_url)
+        store_ = JobStore(engine)
+        settings = Settings(database_url=db_url, broker_url=REDIS_URL)
+        app = create_app(settings)
+        events = [parse_event(signup(n)) for n in range(sites)]
+        batch_id = uuid.uuid4().hex[:16]
+        dispatcher = CeleryDispatcher(app)
+        worker = start_worker(env, workdir / "worker.log", extra)
+        try:
+            t0 = time.monotonic()
+            for event in events:
+                submit(store_, dispatcher, event.request, key=event.key, batch_id=batch_id)
+            enqueued = time.monotonic() - t0
+            while True:
+                jobs = store_.batch(batch_id)
+                if len(jobs) == sites and all(j.status.done for j in jobs):
+                    break
+                time.sleep(0.2)
+            wall = time.monotonic() - t0
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+            app.close()
+            broker.flushdb()
+            broker.close()
+        state = sandbox.state()
+        engine.dispose()
+    failed = [j for j in jobs if j.status != JobStatus.succeeded]
+    durations = sorted((as_utc(j.finished_at) - as_utc(j.started_at)).total_seconds() for j in jobs)  # type: ignore[operator]
+    return {
+        "sites": sites,
+        "latency_ms": latency_ms,
+        "store": store,
+        "enqueue_s": round(enqueued, 2),
+        "wall_s": round(wall, 2),
+        "sites_per_s": round(sites / wall, 1),
+        "job_p50_ms": round(statistics.median(durations) * 1000),
+        "job_p95_ms": round(durations[int(len(durations) * 0.95) - 1] * 1000),
+        "failed": len(failed),
+        "sandbox": {
+            "sites": len(state["sites"]),
+            "goals": len(state["goals"]),
+            "links": sum(len(s["shared_links"]) for s in state["sites"]),
+            "requests": state["counters"]["total"],
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sites", type=int, default=500)
+    parser.add_argument(
+        "--latency", type=float, action="append", help="ms; repeatable (default 0 and 50)"
+    )
+    parser.add_argument("--store", choices=["sqlite", "postgres"], action="append")
+    parser.add_argument("--pool", help="Celery pool (default: Celery's, prefork)")
+    parser.add_argument(
+        "--concurrency", type=int, help="worker processes (default: Celery's, one per CPU)"
+    )
+    args = parser.parse_args()
+    extra: list[str] = []
+    if args.pool:
+        extra += ["--pool", args.pool]
+    if args.concurrency:
+        extra += ["--concurrency", str(args.concurrency)]
+    print(
+        f"cpus={os.cpu_count()} worker args={extra or '(celery defaults: prefork, concurrency=cpus)'}"
+    )
+    for store in args.store or ["sqlite"]:
+        for latency in args.latency or [0.0, 50.0]:
+            result = run_once(args.sites, latency, store, extra)
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
