@@ -99,7 +99,7 @@ def test_lost_create_response_is_adopted_not_failed(
 def test_dropped_responses_are_retried_without_duplicates(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
-    sandbox.configure(drop_rate=0.5, fail_rate=0.2)
+    sandbox.configure(drop_rate=0.5, fail_rate=0.2, burst_limit=100_000, hourly_limit=100_000)
     pipeline = dataclasses.replace(pipeline, max_attempts=100)
     jobs = [store.enqueue(provision(f"site{n}.example.com")).job for n in range(6)]
     for job in jobs:
