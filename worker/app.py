@@ -7,7 +7,11 @@ is read from the status table or from this process's settings.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.process
 import os
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +21,7 @@ from worker.runtime import make_pipeline, make_store
 from worker.service import Pipeline
 from worker.settings import Settings
 from worker.store import JobStore
-from worker.sweeper import SweeperThread
+from worker.sweeper import sweep_once
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ def create_app(settings: Settings) -> Celery:
         return status.value if status is not None else None
 
     def start_sweeper(**_: Any) -> None:
-        state.start_sweeper(CeleryDispatcher(app))
+        state.start_sweeper()
 
     def stop_sweeper(**_: Any) -> None:
         state.stop_sweeper()
@@ -84,7 +88,8 @@ class _ProcessState:
         self._pid: int | None = None
         self._store: JobStore | None = None
         self._pipeline: Pipeline | None = None
-        self._sweeper: SweeperThread | None = None
+        self._sweeper: multiprocessing.process.BaseProcess | None = None
+        self._sweeping = False
 
     def store(self) -> JobStore:
         if self._store is None or self._pid != os.getpid():
@@ -99,11 +104,43 @@ class _ProcessState:
             self._pipeline = make_pipeline(self.settings, store)
         return self._pipeline
 
-    def start_sweeper(self, dispatcher: CeleryDispatcher) -> None:
-        self._sweeper = SweeperThread(self.store(), dispatcher, self.settings)
-        self._sweeper.start()
-        log.info("sweeper started (every %.1fs)", self.settings.sweep_interval_seconds)
+    def start_sweeper(self) -> None:
+        self._sweeping = True
+        threading.Thread(target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True).start()
+
+    def _keep_sweeper_alive(self) -> None:
+        # A spawned process, not a thread: the worker's main process forks pool children, and a
+        # child that inherits open SQLite state from its parent corrupts its own connections.
+        # This thread only watches the process and starts a new one if it dies.
+        context = multiprocessing.get_context("spawn")
+        while self._sweeping:
+            if self._sweeper is None or not self._sweeper.is_alive():
+                self._sweeper = context.Process(
+                    target=run_sweeper,
+                    args=(self.settings, os.getpid()),
+                    name="provisioner-sweeper",
+                    daemon=True,
+                )
+                self._sweeper.start()
+                log.info("sweeper started (pid %s, every %.1fs)", self._sweeper.pid, self.settings.sweep_interval_seconds)
+            time.sleep(1.0)
 
     def stop_sweeper(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.stop()
+        self._sweeping = False
+        if self._sweeper is not None and self._sweeper.is_alive():
+            self._sweeper.terminate()
+            self._sweeper.join(timeout=5)
+
+
+def run_sweeper(settings: Settings, parent_pid: int) -> None:
+    """The sweeper process of one worker; it exits when its worker is gone, even if killed."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/sweeper] %(message)s")
+    store = make_store(settings)
+    dispatcher = CeleryDispatcher(create_app(settings))
+    while os.getppid() == parent_pid:
+        try:
+            sweep_once(store, dispatcher, settings)
+        except Exception:
+            # A database or broker outage must not end the sweeper; it tries again next tick.
+            log.exception("sweep failed; retrying in %.1fs", settings.sweep_interval_seconds)
+        time.sleep(settings.sweep_interval_seconds)

@@ -254,6 +254,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _is_spawned(pid: int) -> bool:
+    try:
+        return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 class WorkerProcess:
     """One ``provision worker`` in its own process group, logging to a file."""
 
@@ -299,7 +306,10 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def pool_pids(self) -> list[int]:
-        return _children(self.pid) if self.alive() else []
+        """The pool children; the worker's spawned sweeper process is not one of them."""
+        if not self.alive():
+            return []
+        return [pid for pid in _children(self.pid) if not _is_spawned(pid)]
 
     def kill_pool(self) -> list[int]:
         """SIGKILL every pool child (the main process survives and forks new ones)."""
