@@ -1,31 +1,24 @@
-"""The ``provision`` command line."""
+"""The ``provision`` command line: thin wrappers over the producer modules."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 from pydantic import SecretStr
 
 from producers import views
-from producers.events import parse_event
-from producers.submit import publish
-from worker.errors import IdempotencyConflictError, InvalidRequestError
-from worker.models import ProvisioningJob
+from producers.importer import ImportSummary, Invalid, import_file, wait_for_batch
+from producers.rows import Format
+from producers.status import Kind, lookup
+from producers.wiring import make_store, runtime
 from worker.settings import Settings, get_settings
 from worker.store import JobStore
 from worker.sweeper import Dispatcher
-
-#: How often ``--wait`` polls the status table.
-POLL_SECONDS = 0.5
 
 
 @click.group()
@@ -51,39 +44,80 @@ def worker(ctx: click.Context) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="Follow the batch until every job is done.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def import_command(file: Path, wait: bool, as_json: bool) -> None:
-    """Enqueue the signup events of a JSON Lines FILE, one request per line."""
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default=None,
+    help="File format (default: csv for *.csv, else JSON Lines).",
+)
+def import_command(file: Path, wait: bool, as_json: bool, fmt: Format | None) -> None:
+    """Enqueue the signup events of FILE (JSON Lines or CSV); exit 1 if any row is invalid."""
     settings = get_settings()
-    with _runtime(settings) as (store, dispatcher):
-        summary = import_file(store, dispatcher, file)
-        if dispatcher_is_embedded(settings):
-            wait = True  # embedded workers live in this process: leave only when done
-        jobs = wait_for_batch(store, summary["batch_id"]) if wait else []
+    with runtime(settings) as (store, dispatcher):
+        summary = _run_import(store, dispatcher, file, fmt, settings.import_batch_size, as_json)
+        # Embedded workers live in this process: leave only when the batch is done.
+        batch = wait_for_batch(store, summary.batch_id) if wait or not settings.broker_url else None
     if as_json:
-        click.echo(json.dumps({**summary, "jobs": [views.job_view(j) for j in jobs]}, indent=2))
+        out = summary.as_dict()
+        if batch is not None:
+            out["batch"] = views.batch_view(batch)
+        click.echo(json.dumps(out, indent=2))
     else:
-        for problem in summary["invalid_rows"]:
-            click.echo(f"line {problem['line']}: {problem['field'] or 'event'}: {problem['reason']}", err=True)
-        click.echo(f"batch={summary['batch_id']} " + _summary_line(summary))
-        if jobs:
-            click.echo(outcome_table(jobs))
-    if summary["invalid"]:
+        click.echo(f"batch={summary.batch_id} {summary.line()}")
+        if batch is not None:
+            click.echo(views.batch_table(batch))
+    if summary.invalid:
         sys.exit(1)
+
+
+def _run_import(
+    store: JobStore,
+    dispatcher: Dispatcher,
+    file: Path,
+    fmt: Format | None,
+    batch_size: int,
+    quiet: bool,
+) -> ImportSummary:
+    def report(problem: Invalid) -> None:
+        if not quiet:
+            click.echo(
+                f"line {problem.line}: {problem.field or 'event'}: {problem.reason}", err=True
+            )
+
+    if not sys.stderr.isatty():
+        return import_file(
+            store, dispatcher, file, fmt=fmt, batch_size=batch_size, on_invalid=report
+        )
+    with click.progressbar(length=file.stat().st_size, label="importing", file=sys.stderr) as bar:
+        return import_file(
+            store,
+            dispatcher,
+            file,
+            fmt=fmt,
+            batch_size=batch_size,
+            on_invalid=report,
+            on_progress=bar.update,
+        )
 
 
 @main.command()
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
-def status(ref: str, as_json: bool) -> None:
-    """Show a job, by job id or idempotency key."""
-    store = JobStore(_engine(get_settings()))
-    job = store.find(ref)
-    if job is None:
-        raise click.ClickException(f"no job with id or idempotency key {ref!r}")
-    if as_json:
-        click.echo(json.dumps(views.job_view(job), indent=2))
-    else:
-        click.echo(outcome_table([job]))
+@click.option(
+    "--by",
+    "kind",
+    type=click.Choice(["auto", "job", "batch", "domain"]),
+    default="auto",
+    show_default=True,
+    help="What REF is; auto tries job id/key, then batch id, then domain.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON: one object for a job or a batch.")
+def status(ref: str, kind: Kind, as_json: bool) -> None:
+    """Show a job (by id or idempotency key), a batch, or the jobs of a domain."""
+    found = lookup(make_store(get_settings()), ref, kind)
+    if found is None:
+        raise click.ClickException(f"no job, batch or domain matches {ref!r}")
+    click.echo(json.dumps(found.as_json(), indent=2) if as_json else found.as_text())
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -119,102 +153,18 @@ def demo(files: tuple[Path, ...], database: str | None) -> None:
             plausible_base_url=sandbox.url,
         )
         click.echo(f"sandbox: {sandbox.url}  database: {database}")
-        with _runtime(settings) as (store, dispatcher):
+        with runtime(settings) as (store, dispatcher):
             for file in files:
                 summary = import_file(store, dispatcher, file)
-                jobs = wait_for_batch(store, summary["batch_id"])
-                click.echo(f"\n{file.name}: " + _summary_line(summary))
-                for problem in summary["invalid_rows"]:
-                    click.echo(f"  line {problem['line']}: {problem['field'] or 'event'}: {problem['reason']}")
-                click.echo(outcome_table(jobs))
+                wait_for_batch(store, summary.batch_id)
+                click.echo(f"\n{file.name}: " + summary.line())
+                for problem in summary.invalid_rows:
+                    click.echo(
+                        f"  line {problem.line}: {problem.field or 'event'}: {problem.reason}"
+                    )
+                click.echo(views.jobs_table(store.batch(summary.batch_id), with_ids=False))
     finally:
         sandbox.stop()
-
-
-def import_file(store: JobStore, dispatcher: Dispatcher, path: Path) -> dict[str, Any]:
-    """Enqueue every valid line; invalid lines are reported with their number and never block
-    the valid ones. Lines already enqueued (same id, same request) count as duplicates."""
-    batch_id = uuid.uuid4().hex[:16]
-    queued: list[str] = []
-    duplicate = 0
-    invalid: list[dict[str, Any]] = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.decode("utf-8", errors="strict").strip() if raw.strip() else ""
-            if not line:
-                continue
-            try:
-                event = parse_event(json.loads(line))
-            except (json.JSONDecodeError, InvalidRequestError, UnicodeDecodeError) as exc:
-                field = getattr(exc, "field", None)
-                invalid.append({"line": number, "field": field, "reason": str(exc)})
-                continue
-            try:
-                result = store.enqueue(event.request, key=event.key, batch_id=batch_id)
-            except IdempotencyConflictError as exc:
-                invalid.append({"line": number, "field": "id", "reason": str(exc)})
-                continue
-            if result.created:
-                queued.append(result.job.id)
-            else:
-                duplicate += 1
-    publish(store, dispatcher, queued)
-    return {
-        "batch_id": batch_id,
-        "queued": len(queued),
-        "duplicate": duplicate,
-        "invalid": len(invalid),
-        "invalid_rows": invalid,
-    }
-
-
-def wait_for_batch(store: JobStore, batch_id: str) -> list[ProvisioningJob]:
-    while True:
-        jobs = store.batch(batch_id)
-        if all(job.status.done for job in jobs):
-            return jobs
-        time.sleep(POLL_SECONDS)
-
-
-def outcome_table(jobs: list[ProvisioningJob]) -> str:
-    rows = [("STATUS", "OPERATION", "DOMAIN", "GOALS", "SHARED LINKS", "ERROR")]
-    for job in jobs:
-        view = views.job_view(job)
-        goals = ", ".join(f"{g.get('event_name') or g.get('page_path')}#{g['id']}" for g in view["goals"])
-        links = ", ".join(link["url"] for link in view["shared_links"])
-        error = f"{view['error']['code']}: {view['error']['message'].strip()}" if view["error"] else ""
-        rows.append((view["status"], view["operation"], view["domain"], goals, links, error))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
-
-
-def _summary_line(summary: dict[str, Any]) -> str:
-    return f"queued={summary['queued']} duplicate={summary['duplicate']} invalid={summary['invalid']}"
-
-
-def dispatcher_is_embedded(settings: Settings) -> bool:
-    return not settings.broker_url
-
-
-def _engine(settings: Settings) -> Any:
-    from worker.db import make_engine
-
-    return make_engine(settings.database_url)
-
-
-@contextlib.contextmanager
-def _runtime(settings: Settings) -> Iterator[tuple[JobStore, Dispatcher]]:
-    """The store and a dispatcher: Celery when a broker is configured, else embedded workers."""
-    store = JobStore(_engine(settings))
-    if settings.broker_url:
-        from worker.app import CeleryDispatcher, create_app
-
-        yield store, CeleryDispatcher(create_app(settings))
-        return
-    from worker.embedded import EmbeddedWorkers
-
-    with EmbeddedWorkers(settings, store) as workers:
-        yield store, workers
 
 
 def _register() -> None:

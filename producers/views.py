@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from worker.models import ProvisioningJob
-from worker.store import as_utc
+from worker.store import BatchSummary, as_utc
 
 
 def job_view(job: ProvisioningJob) -> dict[str, Any]:
@@ -44,3 +45,60 @@ def job_view(job: ProvisioningJob) -> dict[str, Any]:
 def _iso(value: datetime | None) -> str | None:
     stamp = as_utc(value)
     return stamp.isoformat() if stamp is not None else None
+
+
+def batch_view(summary: BatchSummary) -> dict[str, Any]:
+    """A batch: how many jobs are in each status, whether all are done, and the failures."""
+    return {
+        "batch_id": summary.batch_id,
+        "total": summary.total,
+        "done": summary.done,
+        "counts": summary.counts,
+        "failures": [
+            {
+                "id": job.id,
+                "idempotency_key": job.idempotency_key,
+                "domain": job.domain,
+                "error": {"code": job.error_code, "message": job.error_message},
+            }
+            for job in summary.failures
+        ],
+    }
+
+
+def jobs_table(jobs: list[ProvisioningJob], *, with_ids: bool = True) -> str:
+    """Jobs as a plain-text table, for terminals."""
+    head = ("STATUS", "OPERATION", "DOMAIN", "GOALS", "SHARED LINKS", "ERROR")
+    rows = [("ID", "KEY", *head) if with_ids else head]
+    for job in jobs:
+        view = job_view(job)
+        goals = ", ".join(
+            f"{g.get('event_name') or g.get('page_path')}#{g.get('id')}" for g in view["goals"]
+        )
+        links = ", ".join(link["url"] for link in view["shared_links"])
+        error = view["error"]
+        problem = f"{error['code']}: {(error['message'] or '').strip()}" if error else ""
+        cells = (view["status"], view["operation"], view["domain"], goals, links, problem)
+        rows.append((view["id"], view["idempotency_key"], *cells) if with_ids else cells)
+    return _table(rows)
+
+
+def batch_table(summary: BatchSummary) -> str:
+    """A batch's counts per status, then its failures with their reasons."""
+    counts = "  ".join(f"{status}={n}" for status, n in summary.counts.items())
+    lines = [f"batch {summary.batch_id}: {summary.total} job(s)  {counts}"]
+    if summary.failures:
+        rows = [("ID", "KEY", "DOMAIN", "ERROR")]
+        for job in summary.failures:
+            message = (job.error_message or "").strip()
+            rows.append((job.id, job.idempotency_key, job.domain, f"{job.error_code}: {message}"))
+        lines += ["failures:", _table(rows)]
+    return "\n".join(lines)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

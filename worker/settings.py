@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     #: Embedded mode: number of in-process worker threads.
     embedded_workers: int = 8
 
+    #: Bearer token every ``provision serve`` route requires; never logged. Empty: refuse to start
+    #: unless ``dev_mode`` is set.
+    api_token: SecretStr = SecretStr("")
+    #: Development only: lets ``provision serve`` run without a token (no authentication at all).
+    dev_mode: bool = False
+    #: ``provision import``: rows per transaction (and per publish).
+    import_batch_size: int = 500
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -352,7 +352,253 @@ class JobStore:
             )
             session.commit()
 
+    # -- producers: queries and operator actions ----------------------------------------------
+
+    def enqueue_many(
+        self,
+        items: Sequence[tuple[str | None, JobRequest]],
+        *,
+        batch_id: str | None = None,
+    ) -> BulkResult:
+        """Write many queued jobs in one transaction; rows whose key exists are left alone.
+
+        Keys repeated within ``items`` count once (the first wins). Returns which rows were created,
+        which were duplicates of an existing job with the same request, and which reused a key for
+        a different request. New rows have ``dispatched_at`` NULL: the caller publishes them, or the
+        sweeper does after the grace period.
+        """
+        now = self.clock()
+        jobs = [job_values(request, key=key, batch_id=batch_id, now=now) for key, request in items]
+        first: dict[str, int] = {}
+        for index, job in enumerate(jobs):
+            first.setdefault(job["idempotency_key"], index)
+        unique = [jobs[i] for i in sorted(first.values())]
+        inserted: dict[str, str] = {}
+        if unique:
+            with Session(self.engine) as session:
+                rows = session.execute(insert_ignoring_duplicates(self.engine.dialect.name), unique)
+                inserted = {key: job_id for job_id, key in rows.all()}
+                session.commit()
+        missing = [job["idempotency_key"] for job in unique if job["idempotency_key"] not in inserted]
+        existing: dict[str, tuple[str, str]] = {}
+        if missing:  # a separate, read-only transaction after the write
+            t = ProvisioningJob
+            with Session(self.engine) as session:
+                for job_id, key, fp in session.execute(
+                    select(t.id, t.idempotency_key, t.fingerprint).where(
+                        col(t.idempotency_key).in_(missing)
+                    )
+                ).all():
+                    existing[key] = (job_id, fp)
+        created: dict[int, str] = {}
+        duplicate: dict[int, str] = {}
+        conflict: dict[int, IdempotencyConflictError] = {}
+        for index, job in enumerate(jobs):
+            key = job["idempotency_key"]
+            if key in inserted:
+                if first[key] == index:
+                    created[index] = inserted[key]
+                    continue
+                job_id, fp = inserted[key], jobs[first[key]]["fingerprint"]
+            elif key in existing:
+                job_id, fp = existing[key]
+            else:  # deleted between the insert and the read: rare; report it as a conflict
+                conflict[index] = IdempotencyConflictError(key, "?")
+                continue
+            if fp == job["fingerprint"]:
+                duplicate[index] = job_id
+            else:
+                conflict[index] = IdempotencyConflictError(key, job_id)
+        return BulkResult(created, duplicate, conflict)
+
+    def find_by_domain(self, domain: str, *, limit: int = 100) -> list[ProvisioningJob]:
+        """Jobs for ``domain`` (as normalised when enqueued), newest first."""
+        t = ProvisioningJob
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.exec(
+                    select(t)
+                    .where(t.domain == domain)
+                    .order_by(col(t.created_at).desc(), col(t.id))
+                    .limit(limit)
+                ).all()
+            )
+
+
+    def batch_summary(self, batch_id: str, *, max_failures: int = 100) -> BatchSummary:
+        """How many jobs of the batch are in each status, and the failed ones (up to a limit)."""
+        t = ProvisioningJob
+        with Session(self.engine, expire_on_commit=False) as session:
+            counts = {status.value: 0 for status in JobStatus}
+            for status, n in session.execute(
+                select(t.status, func.count()).where(t.batch_id == batch_id).group_by(t.status)
+            ).all():
+                counts[JobStatus(status).value] = int(n)
+            failures = list(
+                session.exec(
+                    select(t)
+                    .where(t.batch_id == batch_id, col(t.status) == JobStatus.failed)
+                    .order_by(col(t.created_at), col(t.id))
+                    .limit(max_failures)
+                ).all()
+            )
+        return BatchSummary(batch_id, sum(counts.values()), counts, failures)
+
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        domain: str | None = None,
+        batch_id: str | None = None,
+        limit: int = 50,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[ProvisioningJob]:
+        """Jobs matching every given filter, oldest first, ``limit`` at a time.
+
+        Keyset pagination: pass the (created_at, id) of the last job of a page as ``after``.
+        """
+        t = ProvisioningJob
+        query = select(t)
+        if status is not None:
+            query = query.where(col(t.status) == status)
+        if domain is not None:
+            query = query.where(t.domain == domain)
+        if batch_id is not None:
+            query = query.where(t.batch_id == batch_id)
+        if after is not None:
+            created, last_id = after
+            query = query.where(
+                or_(
+                    col(t.created_at) > created,
+                    and_(col(t.created_at) == created, col(t.id) > last_id),
+                )
+            )
+        query = query.order_by(col(t.created_at), col(t.id)).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
+
+    def cancel(self, job_id: str) -> bool:
+        """Withdraw a queued or waiting job; False if it is in any other status (or unknown)."""
+        now = self.clock()
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(t)
+                .where(col(t.id) == job_id, col(t.status).in_(CANCELLABLE))
+                .values(
+                    status=JobStatus.cancelled,
+                    next_attempt_at=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+    def retry(self, job_id: str) -> bool:
+        """Queue a failed job again from its last checkpoint, with a fresh attempt budget and no
+        message yet (the caller publishes it; else the sweeper does). False unless it was failed."""
+        now = self.clock()
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(t)
+                .where(col(t.id) == job_id, col(t.status) == JobStatus.failed)
+                .values(
+                    status=JobStatus.queued,
+                    attempts=0,
+                    error_code=None,
+                    error_message=None,
+                    error_status=None,
+                    next_attempt_at=None,
+                    finished_at=None,
+                    dispatched_at=None,
+                    updated_at=now,
+                )
+            )
+            session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
 
 def check_same_request(existing: ProvisioningJob, new_fingerprint: str) -> None:
     if existing.fingerprint != new_fingerprint:
         raise IdempotencyConflictError(existing.idempotency_key, existing.id)
+
+
+# Producer-side helpers, used by the JobStore methods in the section of the same name.
+# Appended for the producers (bulk import, status lookups, the HTTP service and the stream
+# consumer). Same rules as above: each transition is one conditional UPDATE, and no transaction
+# reads then writes (SQLite cannot upgrade a stale read lock).
+
+#: Statuses a job can be cancelled from: it has not started (or is parked between attempts).
+CANCELLABLE = (JobStatus.queued, JobStatus.waiting)
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What ``enqueue_many`` did with each row, by position in its input."""
+
+    created: dict[int, str]  #: input index -> new job id
+    duplicate: dict[int, str]  #: input index -> the existing job id (same key, same request)
+    conflict: dict[int, IdempotencyConflictError]  #: same key, different request
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    failures: list[ProvisioningJob]
+
+    @property
+    def done(self) -> bool:
+        return self.total > 0 and all(
+            JobStatus(status).done for status, n in self.counts.items() if n
+        )
+
+
+def job_values(
+    request: JobRequest, *, key: str | None, batch_id: str | None, now: datetime
+) -> dict[str, Any]:
+    """A new queued job's column values, for a bulk INSERT: the same row ``new_job`` builds,
+    without constructing a model object per row (which dominates the cost of a large import)."""
+    data = request.model_dump(mode="json")
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return {
+        "id": uuid.uuid4().hex,
+        "idempotency_key": key or f"req-{digest[:40]}",
+        "operation": request.operation,
+        "domain": request.domain,
+        "batch_id": batch_id,
+        "request": data,
+        "fingerprint": digest,
+        "status": JobStatus.queued,
+        "progress": {},
+        "attempts": 0,
+        "dispatch_count": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def insert_ignoring_duplicates(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key; run it
+    with a list of rows (executemany: compiled once, sent in multi-row chunks)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = ProvisioningJob.__table__  # type: ignore[attr-defined]
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(dialect)
+    return stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(
+        table.c.id, table.c.idempotency_key
+    )

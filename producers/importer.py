@@ -1,0 +1,176 @@
+"""``provision import``: stream a signup file into the status table in batches.
+
+Memory stays flat whatever the file size: rows are read one at a time, validated, and written
+``batch_size`` at a time in one transaction each (``JobStore.enqueue_many``); the new ids are then
+published. A crash between a commit and its publish loses nothing: the rows stay unpublished and
+the sweeper publishes them after ``PROVISIONER_UNDISPATCHED_GRACE_SECONDS``.
+
+Every row is deduplicated by its idempotency key (``id``, or one derived from the request), so
+running the same file again enqueues nothing new. Invalid rows are reported with their line
+number, field and reason as they are found, and never hold back the valid ones.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from producers.events import Event, parse_event
+from producers.rows import Format, Row, detect_format, read_rows
+from producers.submit import publish
+from worker.errors import InvalidRequestError
+from worker.store import BatchSummary, JobStore
+from worker.sweeper import Dispatcher
+
+DEFAULT_BATCH_SIZE = 500
+#: The summary keeps this many invalid rows for ``--json``; each is also reported as it is found.
+MAX_REPORTED_INVALID = 10_000
+
+
+@dataclass(frozen=True)
+class Invalid:
+    line: int
+    field: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class ImportSummary:
+    batch_id: str
+    queued: int = 0
+    duplicate: int = 0
+    invalid: int = 0
+    invalid_rows: list[Invalid] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "queued": self.queued,
+            "duplicate": self.duplicate,
+            "invalid": self.invalid,
+            "invalid_rows": [row.as_dict() for row in self.invalid_rows],
+            "invalid_rows_truncated": self.invalid > len(self.invalid_rows),
+        }
+
+    def line(self) -> str:
+        return f"queued={self.queued} duplicate={self.duplicate} invalid={self.invalid}"
+
+
+def validate(row: Row) -> Event | Invalid:
+    """The row as a validated event, or why it is invalid."""
+    if row.data is None:
+        return Invalid(row.line, row.field, row.error or "unreadable row")
+    try:
+        return parse_event(row.data)
+    except InvalidRequestError as exc:
+        return Invalid(row.line, exc.field, exc.message)
+
+
+def import_file(
+    store: JobStore,
+    dispatcher: Dispatcher,
+    path: Path,
+    *,
+    fmt: Format | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_invalid: Callable[[Invalid], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Enqueue every valid row of ``path`` under a new batch id.
+
+    ``on_invalid`` is called for each invalid row as it is found; ``on_progress`` with the number
+    of bytes read since the last call.
+    """
+    with path.open("rb") as handle:
+        return import_stream(
+            store,
+            dispatcher,
+            _counting(handle, on_progress),
+            fmt=fmt or detect_format(path),
+            batch_size=batch_size,
+            on_invalid=on_invalid,
+        )
+
+
+def import_stream(
+    store: JobStore,
+    dispatcher: Dispatcher,
+    handle: Iterable[bytes],
+    *,
+    fmt: Format = "jsonl",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_invalid: Callable[[Invalid], None] | None = None,
+) -> ImportSummary:
+    summary = ImportSummary(batch_id=uuid.uuid4().hex[:16])
+
+    def reject(problem: Invalid) -> None:
+        summary.invalid += 1
+        if len(summary.invalid_rows) < MAX_REPORTED_INVALID:
+            summary.invalid_rows.append(problem)
+        if on_invalid is not None:
+            on_invalid(problem)
+
+    pending: list[tuple[int, Event]] = []
+    for row in read_rows(handle, fmt):
+        outcome = validate(row)
+        if isinstance(outcome, Invalid):
+            reject(outcome)
+            continue
+        pending.append((row.line, outcome))
+        if len(pending) >= batch_size:
+            _flush(store, dispatcher, pending, summary, reject)
+            pending = []
+    _flush(store, dispatcher, pending, summary, reject)
+    return summary
+
+
+def _flush(
+    store: JobStore,
+    dispatcher: Dispatcher,
+    pending: list[tuple[int, Event]],
+    summary: ImportSummary,
+    reject: Callable[[Invalid], None],
+) -> None:
+    if not pending:
+        return
+    result = store.enqueue_many(
+        [(event.key, event.request) for _, event in pending], batch_id=summary.batch_id
+    )
+    summary.queued += len(result.created)
+    summary.duplicate += len(result.duplicate)
+    for index, conflict in sorted(result.conflict.items()):
+        reject(Invalid(pending[index][0], "id", str(conflict)))
+    publish(store, dispatcher, list(result.created.values()))
+
+
+def _counting(handle: IO[bytes], on_progress: Callable[[int], None] | None) -> Iterable[bytes]:
+    if on_progress is None:
+        return handle
+
+    def lines() -> Iterator[bytes]:
+        for raw in handle:
+            on_progress(len(raw))
+            yield raw
+
+    return lines()
+
+
+def wait_for_batch(
+    store: JobStore, batch_id: str, *, poll_seconds: float = 0.5, timeout: float | None = None
+) -> BatchSummary:
+    """Poll until every job of the batch is done (an empty batch is done at once)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        summary = store.batch_summary(batch_id)
+        if summary.total == 0 or summary.done:
+            return summary
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} not done after {timeout}s")
+        time.sleep(poll_seconds)

@@ -1,0 +1,31 @@
+"""The store and dispatcher a producer command runs with, built from settings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from worker.db import make_engine
+from worker.settings import Settings
+from worker.store import JobStore
+from worker.sweeper import Dispatcher
+
+
+def make_store(settings: Settings) -> JobStore:
+    return JobStore(make_engine(settings.database_url))
+
+
+@contextlib.contextmanager
+def runtime(settings: Settings) -> Iterator[tuple[JobStore, Dispatcher]]:
+    """The store and a dispatcher: Celery when a broker is configured, else embedded workers
+    running in this process (which stop when the block ends)."""
+    store = make_store(settings)
+    if settings.broker_url:
+        from worker.app import CeleryDispatcher, create_app
+
+        yield store, CeleryDispatcher(create_app(settings))
+        return
+    from worker.embedded import EmbeddedWorkers
+
+    with EmbeddedWorkers(settings, store) as workers:
+        yield store, workers

@@ -1,0 +1,59 @@
+"""Helpers shared by the producer tests: a recording dispatcher, event builders, services."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+
+class RecordingDispatcher:
+    """A dispatcher that remembers what it was asked to publish."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def publish(self, job_ids: Sequence[str]) -> None:
+        self.published.extend(job_ids)
+
+
+def event(n: int, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": f"evt_{n}",
+        "type": "site.provision",
+        "domain": f"site{n}.example.com",
+        "timezone": "Europe/Berlin",
+        "goals": [{"goal_type": "event", "event_name": "Signup"}],
+        "shared_links": ["WordPress"],
+    }
+    data.update(overrides)
+    return data
+
+
+def jsonl(*events: dict[str, Any]) -> str:
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def service_unavailable(service: str, reason: str) -> None:
+    """Skip locally when a service is down; fail under CI, which must run everything."""
+    message = f"{service} is not available ({reason})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must run every test", pytrace=False)
+    pytest.skip(message)
