@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel, create_engine
 
 from worker import models
@@ -21,8 +20,11 @@ def make_engine(database_url: str, *, create_tables: bool = True) -> Engine:
         engine = create_engine(
             database_url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            # Each thread and process opens its own connection; SQLite connections are cheap.
-            poolclass=NullPool,
+            # Pooled: closing the last connection to a WAL database checkpoints it, which made
+            # every short transaction pay for a checkpoint. Engines are made per process, after
+            # any fork, so a pooled connection never crosses a fork.
+            pool_size=16,
+            max_overflow=16,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
