@@ -8,7 +8,7 @@ Run on demand (not a test):
 Each site has 2 goals and 1 shared link, so one job is 4 API calls. For each latency the script
 starts a fresh sandbox (``python -m sandbox``, rate limits lifted so they do not cap the number),
 a fresh status table and a flushed Redis db, starts ONE worker with the default settings (no
-PROVISIONER_* tuning; without --pool/--concurrency Celery's defaults apply: prefork, one process
+PROVISIONER_* tuning; without --pool/--concurrency the worker defaults apply: prefork, PROVISIONER_WORKER_CONCURRENCY processes
 per CPU), waits for it to be ready, then enqueues all sites one by one with ``producers.submit.submit`` (row
 committed, then its id published to Redis) and polls the status table until every job is done.
 
@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres"], action="append")
     parser.add_argument("--pool", help="Celery pool (default: Celery's, prefork)")
     parser.add_argument(
-        "--concurrency", type=int, help="worker processes (default: Celery's, one per CPU)"
+        "--concurrency", type=int, help="worker processes (default: PROVISIONER_WORKER_CONCURRENCY, 8)"
     )
     args = parser.parse_args()
     extra: list[str] = []
@@ -200,7 +200,7 @@ def main() -> None:
     if args.concurrency:
         extra += ["--concurrency", str(args.concurrency)]
     print(
-        f"cpus={os.cpu_count()} worker args={extra or '(celery defaults: prefork, concurrency=cpus)'}"
+        f"cpus={os.cpu_count()} worker args={extra or '(defaults: prefork, PROVISIONER_WORKER_CONCURRENCY=8)'}"
     )
     for store in args.store or ["sqlite"]:
         for latency in args.latency or [0.0, 50.0]:

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     #: A job written but never published (the producer died) is published after this grace.
     undispatched_grace_seconds: float = 5.0
 
+    #: Celery worker processes. The work waits on HTTP, not CPU, so more than one per core pays;
+    #: each prefork process costs about 75 MB. ``provision worker --concurrency N`` overrides it.
+    worker_concurrency: int = 8
+
     #: Embedded mode: number of in-process worker threads.
     embedded_workers: int = 8
 
