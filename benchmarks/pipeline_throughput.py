@@ -8,8 +8,8 @@ Run on demand (not a test):
 Each site has 2 goals and 1 shared link, so one job is 4 API calls. For each latency the script
 starts a fresh sandbox (``python -m sandbox``, rate limits lifted so they do not cap the number),
 a fresh status table and a flushed Redis db, starts ONE worker with the default settings (no
-PROVISIONER_* tuning; without --pool/--concurrency the worker defaults apply: prefork, PROVISIONER_WORKER_CONCURRENCY processes
-per CPU), waits for it to be ready, then enqueues all sites one by one with ``producers.submit.submit`` (row
+PROVISIONER_* tuning; without --pool/--concurrency: prefork, PROVISIONER_WORKER_CONCURRENCY=8
+processes), waits for it to be ready, then enqueues all sites one by one with ``producers.submit.submit`` (row
 committed, then its id published to Redis) and polls the status table until every job is done.
 
 Reported: enqueue time, wall time from the first enqueue to the last job finished, sites/s over
