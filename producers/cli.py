@@ -120,6 +120,83 @@ def status(ref: str, kind: Kind, as_json: bool) -> None:
     click.echo(json.dumps(found.as_json(), indent=2) if as_json else found.as_text())
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--dev", is_flag=True, envvar="PROVISIONER_DEV_MODE", help="Allow running without a token."
+)
+def serve(host: str, port: int, dev: bool) -> None:
+    """Serve the HTTP API (bearer token from PROVISIONER_API_TOKEN; docs at /docs)."""
+    import uvicorn
+
+    from producers.web import create_app
+
+    settings = get_settings()
+    dev = dev or settings.dev_mode
+    if not settings.api_token.get_secret_value() and not dev:
+        raise click.UsageError(
+            "PROVISIONER_API_TOKEN is not set; refusing to serve without one (--dev to override)"
+        )
+    if dev and not settings.api_token.get_secret_value():
+        click.echo("development mode: no API token, every request is accepted", err=True)
+    with runtime(settings) as (store, dispatcher):
+        app = create_app(store, dispatcher, token=settings.api_token, dev_mode=dev)
+        uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.option(
+    "--redis", "redis_url", envvar="PROVISIONER_STREAM_REDIS_URL", required=True, show_envvar=True
+)
+@click.option("--stream", default="signups", show_default=True)
+@click.option("--group", default="provisioner", show_default=True)
+@click.option("--consumer", "name", default=None, help="Consumer name (default: host-pid).")
+@click.option(
+    "--claim-idle-ms",
+    default=60_000,
+    show_default=True,
+    help="Claim others' entries idle this long.",
+)
+@click.option("--count", default=100, show_default=True, help="Entries per read (one transaction).")
+def consume(
+    redis_url: str, stream: str, group: str, name: str | None, claim_idle_ms: int, count: int
+) -> None:
+    """Enqueue signup events from a Redis Stream through a consumer group."""
+    import logging
+    import os
+    import signal
+    import socket
+
+    import redis
+
+    from producers.consumer import StreamConsumer
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = get_settings()
+    with runtime(settings) as (store, dispatcher):
+        consumer = StreamConsumer(
+            redis.Redis.from_url(redis_url),
+            store,
+            dispatcher,
+            stream=stream,
+            group=group,
+            consumer=name or f"{socket.gethostname()}-{os.getpid()}",
+            count=count,
+            claim_idle_ms=claim_idle_ms,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
+        click.echo(f"consuming {stream} as {consumer.consumer} in group {group}", err=True)
+        signal.signal(signal.SIGINT, lambda *_: consumer.stop())
+        consumer.run()
+    click.echo(
+        f"queued={consumer.stats.queued} duplicate={consumer.stats.duplicate} dead={consumer.stats.dead}",
+        err=True,
+    )
+
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -174,3 +251,7 @@ def _register() -> None:
 
 
 _register()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""``provision serve``: bearer auth, idempotency, the 202 flow, listing, retry and cancel."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from producers.web import create_app
+from tests.producer_fixtures import redis_url
+from tests.producer_helpers import RecordingDispatcher, event, wait_until
+from tests.sandbox_process import REPO_ROOT
+from worker.db import make_engine
+from worker.store import JobStore
+
+__all__ = ["redis_url"]
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(make_engine(f"sqlite:///{tmp_path / 'web.db'}"))
+
+
+@pytest.fixture
+def dispatcher() -> RecordingDispatcher:
+    return RecordingDispatcher()
+
+
+@pytest.fixture
+def client(store: JobStore, dispatcher: RecordingDispatcher) -> TestClient:
+    return TestClient(create_app(store, dispatcher, token=SecretStr(TOKEN)))
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/x", "/batches/x", "/docs", "/openapi.json"])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}]
+)
+def test_every_route_needs_the_token(
+    client: TestClient, path: str, headers: dict[str, str]
+) -> None:
+    response = client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_docs_are_served_with_the_token(client: TestClient) -> None:
+    assert client.get("/docs", headers=AUTH).status_code == 200
+    assert "/jobs" in client.get("/openapi.json", headers=AUTH).json()["paths"]
+
+
+def test_no_token_refuses_to_start_unless_dev_mode(store: JobStore) -> None:
+    with pytest.raises(RuntimeError, match="PROVISIONER_API_TOKEN"):
+        create_app(store, RecordingDispatcher(), token=SecretStr(""))
+    app = create_app(store, RecordingDispatcher(), token=SecretStr(""), dev_mode=True)
+    assert TestClient(app).get("/jobs").status_code == 200
+
+
+def test_post_answers_202_and_the_same_key_returns_the_same_job(
+    client: TestClient, dispatcher: RecordingDispatcher
+) -> None:
+    first = client.post("/jobs", json=event(1), headers=AUTH)
+    assert first.status_code == 202
+    job = first.json()
+    assert first.headers["Location"] == f"/jobs/{job['id']}"
+    assert first.headers["Retry-After"] == "2"
+    assert (job["status"], job["domain"], job["idempotency_key"]) == (
+        "queued",
+        "site1.example.com",
+        "evt_1",
+    )
+    again = client.post("/jobs", json=event(1), headers=AUTH)
+    assert again.status_code == 202
+    assert again.json()["id"] == job["id"]
+    assert dispatcher.published == [job["id"]]  # published once
+    polled = client.get(first.headers["Location"], headers=AUTH)
+    assert polled.status_code == 200
+    assert polled.json()["id"] == job["id"]
+    assert client.get("/jobs/evt_1", headers=AUTH).json()["id"] == job["id"]
+
+
+def test_same_key_different_body_is_409(client: TestClient) -> None:
+    assert client.post("/jobs", json=event(1), headers=AUTH).status_code == 202
+    clash = client.post("/jobs", json=event(1, domain="other.example.com"), headers=AUTH)
+    assert clash.status_code == 409
+    assert clash.json()["detail"]["code"] == "idempotency_key_reused"
+
+
+def test_idempotency_key_header(client: TestClient) -> None:
+    body = event(1)
+    del body["id"]
+    first = client.post("/jobs", json=body, headers={**AUTH, "Idempotency-Key": "hdr-1"})
+    assert first.status_code == 202
+    assert first.json()["idempotency_key"] == "hdr-1"
+    again = client.post("/jobs", json=body, headers={**AUTH, "Idempotency-Key": "hdr-1"})
+    assert again.json()["id"] == first.json()["id"]
+    mismatch = client.post("/jobs", json=event(2), headers={**AUTH, "Idempotency-Key": "hdr-2"})
+    assert mismatch.status_code == 422
+
+
+def test_invalid_event_is_422_naming_the_field(client: TestClient, store: JobStore) -> None:
+    response = client.post("/jobs", json=event(1, timezone="Mars/Olympus"), headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["detail"]["field"] == "timezone"
+    assert store.find("evt_1") is None
+
+
+def test_list_by_filters_with_pagination(client: TestClient) -> None:
+    for n in range(7):
+        client.post("/jobs", json=event(n), headers=AUTH)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"status": "queued", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/jobs", params=params, headers=AUTH).json()
+        seen += [job["idempotency_key"] for job in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(f"evt_{n}" for n in range(7))
+    assert len(seen) == 7
+    by_domain = client.get("/jobs", params={"domain": "https://SITE3.example.com/"}, headers=AUTH)
+    assert [job["idempotency_key"] for job in by_domain.json()["jobs"]] == ["evt_3"]
+
+
+def test_cancel_queued_and_retry_failed(
+    client: TestClient, store: JobStore, dispatcher: RecordingDispatcher
+) -> None:
+    queued = client.post("/jobs", json=event(1), headers=AUTH).json()
+    cancelled = client.post(f"/jobs/{queued['id']}/cancel", headers=AUTH)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert client.post(f"/jobs/{queued['id']}/cancel", headers=AUTH).status_code == 409
+    assert client.post(f"/jobs/{queued['id']}/retry", headers=AUTH).status_code == 409
+
+    other = client.post("/jobs", json=event(2), headers=AUTH).json()
+    claim = store.claim(other["id"], lease_seconds=60)
+    assert claim is not None
+    store.fail(claim, code="site_limit_reached", message="limit", http_status=402, progress={})
+    assert client.post(f"/jobs/{other['id']}/cancel", headers=AUTH).status_code == 409
+    retried = client.post(f"/jobs/{other['id']}/retry", headers=AUTH)
+    assert retried.status_code == 202
+    assert (retried.json()["status"], retried.json()["attempts"], retried.json()["error"]) == (
+        "queued",
+        0,
+        None,
+    )
+    assert dispatcher.published.count(other["id"]) == 2
+    batch = client.get("/batches/nope", headers=AUTH)
+    assert batch.status_code == 404
+    assert client.post("/jobs/nope/cancel", headers=AUTH).status_code == 404
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PROVISIONER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        "PROVISIONER_BROKER_URL": redis_url,  # messages wait in Redis db 14; no worker runs
+        "PROVISIONER_API_TOKEN": TOKEN,
+    }
+    env.pop("PROVISIONER_DEV_MODE", None)
+    command = [sys.executable, "-m", "producers.cli", "serve", "--port", str(port)]
+    refused = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env={**env, "PROVISIONER_API_TOKEN": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "PROVISIONER_API_TOKEN is not set" in refused.stderr
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/jobs", headers=AUTH).status_code == 200
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                return False
+
+        wait_until(up, what="provision serve to answer")
+        assert httpx.get(f"{base}/jobs").status_code == 401
+        created = httpx.post(f"{base}/jobs", json=event(1), headers=AUTH)
+        assert created.status_code == 202
+        location = created.headers["Location"]
+        polled = httpx.get(f"{base}{location}", headers=AUTH)
+        assert polled.json()["status"] == "queued"
+        assert (
+            httpx.post(f"{base}/jobs", json=event(1), headers=AUTH).json()["id"]
+            == created.json()["id"]
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    assert TOKEN not in (tmp_path / "serve.log").read_text()  # the secret is never logged
