@@ -1,0 +1,124 @@
+"""The Python API: enqueue in the caller's transaction (an outbox), publish after commit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from producers.api import Provisioner
+from tests.producer_fixtures import pg_url
+from tests.producer_helpers import RecordingDispatcher, event
+from tests.sandbox_process import REPO_ROOT
+from worker.db import make_engine
+from worker.errors import IdempotencyConflictError, InvalidRequestError
+from worker.settings import Settings
+from worker.store import JobStore
+from worker.sweeper import sweep_once
+
+__all__ = ["pg_url"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> JobStore:
+    return JobStore(make_engine(database_url))
+
+
+def test_job_is_published_after_the_callers_commit(store: JobStore) -> None:
+    dispatcher = RecordingDispatcher()
+    provisioner = Provisioner(store, dispatcher)
+    with Session(store.engine) as session:
+        job_id = provisioner.enqueue(session, event(1))
+        assert dispatcher.published == []  # nothing leaves before the commit
+        session.commit()
+    assert dispatcher.published == [job_id]
+    job = store.get(job_id)
+    assert job is not None
+    assert job.dispatched_at is not None
+    status = provisioner.status("evt_1")
+    assert status is not None
+    assert (status["id"], status["status"]) == (job_id, "queued")
+
+
+def test_rollback_leaves_no_job_and_publishes_nothing(store: JobStore) -> None:
+    dispatcher = RecordingDispatcher()
+    provisioner = Provisioner(store, dispatcher)
+    with Session(store.engine) as session:
+        provisioner.enqueue(session, event(1))
+        session.rollback()
+        session.commit()  # a later, empty commit must not publish the rolled-back id
+    assert dispatcher.published == []
+    assert store.find("evt_1") is None
+
+
+def test_same_key_in_later_transactions(store: JobStore) -> None:
+    provisioner = Provisioner(store, RecordingDispatcher())
+    with Session(store.engine) as session:
+        first = provisioner.enqueue(session, event(1))
+        session.commit()
+    with Session(store.engine) as session:
+        assert provisioner.enqueue(session, event(1)) == first
+        with pytest.raises(IdempotencyConflictError):
+            provisioner.enqueue(session, event(1, domain="other.example.com"))
+        with pytest.raises(InvalidRequestError):
+            provisioner.enqueue(session, event(2, domain="bad domain!"))
+        session.commit()  # the caller's transaction is still usable after both errors
+
+
+CRASHING_PRODUCER = textwrap.dedent(
+    """
+    import os, sys
+    from sqlmodel import Session
+    from producers.api import Provisioner
+    from worker.db import make_engine
+    from worker.store import JobStore
+
+    class DiesBeforePublishing:
+        def publish(self, ids):
+            os._exit(3)  # killed between the commit and the publish
+
+    store = JobStore(make_engine(sys.argv[1]))
+    with Session(store.engine) as session:
+        Provisioner(store, DiesBeforePublishing()).enqueue(
+            session, {"id": "evt_crash", "domain": "crash.example.com"}
+        )
+        if sys.argv[2] == "before-commit":
+            os._exit(4)
+        session.commit()
+    """
+)
+
+
+def test_crash_between_commit_and_publish_is_swept_exactly_once(
+    store: JobStore, database_url: str
+) -> None:
+    def producer(when: str) -> int:
+        return subprocess.run(
+            [sys.executable, "-c", CRASHING_PRODUCER, database_url, when], cwd=REPO_ROOT, timeout=60
+        ).returncode
+
+    assert producer("before-commit") == 4
+    assert store.find("evt_crash") is None  # died before commit: no job invented
+
+    assert producer("after-commit") == 3
+    job = store.find("evt_crash")
+    assert job is not None
+    assert job.dispatched_at is None  # committed, never published
+
+    dispatcher = RecordingDispatcher()
+    settings = Settings(undispatched_grace_seconds=0)
+    sweep_once(store, dispatcher, settings)
+    sweep_once(store, dispatcher, settings)
+    assert dispatcher.published == [job.id]
