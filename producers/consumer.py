@@ -1,0 +1,168 @@
+"""``provision consume``: signup events from a Redis Stream, through a consumer group.
+
+Each stream entry carries one signup event as JSON in its ``event`` field. Entries are read with
+XREADGROUP, validated, written as job rows in one transaction per read, and only then
+acknowledged (XACK), so a crash at any point loses no event: an entry read but not acknowledged
+stays in this consumer's pending list and is processed again on restart (before anything new),
+or claimed by another consumer with XAUTOCLAIM once it has been idle ``claim_idle_ms``. Re-processing
+is harmless: rows are deduplicated by idempotency key. Publishing follows the commit; if it is lost,
+the sweeper publishes the rows.
+
+An invalid entry (a poison message) is copied to the dead-letter stream ``<stream>:dead`` with the
+reason, logged, and acknowledged, so it never blocks the group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from producers.events import Event, parse_event
+from producers.submit import publish
+from worker.errors import InvalidRequestError
+from worker.store import JobStore
+from worker.sweeper import Dispatcher
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[str, str]]
+
+
+@dataclass
+class ConsumerStats:
+    queued: int = 0
+    duplicate: int = 0
+    dead: int = 0
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: JobStore,
+        dispatcher: Dispatcher,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        count: int = 100,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 60_000,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.dispatcher = dispatcher
+        self.stream = stream
+        self.dead_stream = f"{stream}:dead"
+        self.group = group
+        self.consumer = consumer
+        self.count = count
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.stats = ConsumerStats()
+        self.stopping = threading.Event()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run(self) -> None:
+        """Recover, then consume until ``stop()``."""
+        self.ensure_group()
+        self.recover()
+        while not self.stopping.is_set():
+            self.step()
+
+    def recover(self) -> None:
+        """Process this consumer's pending entries (read before a crash), then stale ones of others."""
+        while entries := self._read("0"):
+            self.process(entries)
+        self.claim_stale()
+
+    def claim_stale(self) -> None:
+        start = "0-0"
+        while True:
+            reply: Any = self.client.xautoclaim(
+                self.stream, self.group, self.consumer, self.claim_idle_ms, start, count=self.count
+            )
+            start, entries = reply[0], _decode(reply[1])
+            if entries:
+                self.process(entries)
+            if start in ("0-0", b"0-0"):
+                return
+
+    def step(self) -> int:
+        """Read and process one batch of new entries; returns how many."""
+        entries = self._read(">", block=self.block_ms)
+        if entries:
+            self.process(entries)
+        return len(entries)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _read(self, start: str, block: int | None = None) -> list[Entry]:
+        reply: Any = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=self.count, block=block
+        )
+        return _decode(reply[0][1]) if reply else []
+
+    def process(self, entries: list[Entry]) -> None:
+        """Commit the valid entries' jobs, dead-letter the invalid ones, then acknowledge all."""
+        valid: list[tuple[str, Event]] = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted from the stream (XDEL/XTRIM) while pending
+                continue
+            try:
+                valid.append((entry_id, parse_event(json.loads(fields.get("event", "")))))
+            except (json.JSONDecodeError, InvalidRequestError) as exc:
+                self._dead(entry_id, fields, getattr(exc, "field", None), _reason(exc))
+        if valid:
+            result = self.store.enqueue_many([(e.key, e.request) for _, e in valid])
+            self.stats.queued += len(result.created)
+            self.stats.duplicate += len(result.duplicate)
+            for index, conflict in result.conflict.items():
+                entry_id = valid[index][0]
+                self._dead(entry_id, dict(entries)[entry_id], "id", str(conflict))
+            publish(self.store, self.dispatcher, list(result.created.values()))
+        # Acknowledge only now: every job row is committed, every poison entry dead-lettered.
+        self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+
+    def _dead(self, entry_id: str, fields: dict[str, str], field: str | None, reason: str) -> None:
+        self.stats.dead += 1
+        log.warning("dead-lettering %s %s: %s: %s", self.stream, entry_id, field or "event", reason)
+        self.client.xadd(
+            self.dead_stream,
+            {
+                "entry_id": entry_id,
+                "field": field or "",
+                "reason": reason,
+                "event": fields.get("event", json.dumps(fields)),
+            },
+        )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg}"
+    return str(exc)
+
+
+def _decode(raw: Any) -> list[Entry]:
+    """Stream entries as (id, {field: value}) with str everywhere, whatever the client's decoding."""
+
+    def text(value: Any) -> str:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    return [
+        (text(entry_id), {text(k): text(v) for k, v in (fields or {}).items()})
+        for entry_id, fields in raw
+    ]

@@ -1,0 +1,149 @@
+"""``provision consume``: a Redis Stream consumer group that never loses or duplicates a signup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from producers.consumer import StreamConsumer
+from tests.producer_fixtures import redis_url
+from tests.producer_helpers import RecordingDispatcher, event, wait_until
+from tests.sandbox_process import REPO_ROOT
+from worker.db import make_engine
+from worker.models import ProvisioningJob
+from worker.store import JobStore
+
+__all__ = ["redis_url"]
+STREAM = "signups"
+
+
+def job_count(store: JobStore) -> int:
+    with Session(store.engine) as session:
+        return int(session.exec(select(func.count()).select_from(ProvisioningJob)).one())
+
+
+def consumer(client: redis.Redis, store: JobStore, name: str = "c1", **kw: int) -> StreamConsumer:
+    return StreamConsumer(
+        client,
+        store,
+        RecordingDispatcher(),
+        stream=STREAM,
+        group="g",
+        consumer=name,
+        block_ms=10,
+        **kw,
+    )
+
+
+def test_poison_entries_are_dead_lettered_and_acknowledged(redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    c = consumer(client, store)
+    c.ensure_group()
+    client.xadd(STREAM, {"event": json.dumps(event(1))})
+    client.xadd(STREAM, {"event": "{not json"})
+    client.xadd(STREAM, {"event": json.dumps(event(2, timezone="Mars/Olympus"))})
+    client.xadd(STREAM, {"other": "field"})
+    client.xadd(STREAM, {"event": json.dumps(event(1))})  # a redelivered duplicate
+    client.xadd(STREAM, {"event": json.dumps(event(1, domain="x.example.com"))})  # key reused
+    assert c.step() == 6
+    assert (c.stats.queued, c.stats.duplicate, c.stats.dead) == (1, 1, 4)
+    dead = [fields for _, fields in client.xrange(f"{STREAM}:dead")]
+    assert [d["field"] for d in dead] == ["", "timezone", "", "id"]
+    assert "not valid JSON" in dead[0]["reason"]
+    assert "Mars/Olympus" in dead[1]["reason"]
+    assert client.xpending(STREAM, "g")["pending"] == 0
+    assert job_count(store) == 1
+
+
+def test_pending_entries_are_processed_on_restart_and_stale_ones_claimed(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    first = consumer(client, store, "c1")
+    first.ensure_group()
+    for n in range(5):
+        client.xadd(STREAM, {"event": json.dumps(event(n))})
+    # c1 reads but dies before committing or acknowledging anything.
+    client.xreadgroup("g", "c1", {STREAM: ">"}, count=3)
+    client.xreadgroup("g", "c2", {STREAM: ">"}, count=2)  # c2 dies too and never comes back
+    restarted = consumer(client, store, "c1", claim_idle_ms=0)
+    restarted.recover()
+    assert restarted.stats.queued == 5
+    assert client.xpending(STREAM, "g")["pending"] == 0
+    assert job_count(store) == 5
+
+
+def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    database = f"sqlite:///{tmp_path / 'consume.db'}"
+    store = JobStore(make_engine(database))
+    total = 3000
+    pipe = client.pipeline()
+    for n in range(total):
+        pipe.xadd(STREAM, {"event": json.dumps(event(n))})
+    pipe.execute()
+    env = {
+        **os.environ,
+        "PROVISIONER_DATABASE_URL": database,
+        "PROVISIONER_BROKER_URL": redis_url,  # messages wait in Redis db 14; no worker runs
+        "PROVISIONER_STREAM_REDIS_URL": redis_url,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "producers.cli",
+        "consume",
+        "--stream",
+        STREAM,
+        "--group",
+        "g",
+        "--consumer",
+        "c1",
+        "--count",
+        "50",
+    ]
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (tmp_path / "consume.log").open("ab")
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log, start_new_session=True
+        )
+
+    proc = start()
+    try:
+        wait_until(lambda: job_count(store) >= 200, what="the consumer to enqueue some jobs")
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-stream, likely mid-batch
+        proc.wait(timeout=30)
+        killed_at = job_count(store)
+        assert killed_at < total
+        proc = start()
+        wait_until(
+            lambda: (
+                job_count(store) == total and client.xpending(STREAM, "g")["pending"] == 0
+                if client.exists(STREAM)
+                else False
+            ),
+            timeout=120,
+            what="every event to be enqueued and acknowledged",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    with Session(store.engine) as session:
+        keys = session.exec(select(ProvisioningJob.idempotency_key)).all()
+    assert len(keys) == len(set(keys)) == total
+    assert set(keys) == {f"evt_{n}" for n in range(total)}
+    assert client.xlen(f"{STREAM}:dead") == 0
