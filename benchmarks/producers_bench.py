@@ -1,0 +1,171 @@
+"""Producer throughput, on demand: ``python benchmarks/producers_bench.py``.
+
+1. rows/s importing 100,000 signup rows into SQLite and into PostgreSQL (``--postgres`` URL of a
+   server where a scratch database may be created and dropped);
+2. status GET requests/s and p99 latency at concurrency 50 against a real ``provision serve``
+   subprocess on loopback (SQLite status table, no broker traffic: GETs only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from producers.importer import import_file  # noqa: E402
+from worker.db import make_engine  # noqa: E402
+from worker.store import JobStore  # noqa: E402
+
+TOKEN = "bench-token"
+
+
+class NullDispatcher:
+    def publish(self, job_ids: object) -> None:
+        pass
+
+
+def write_file(path: Path, rows: int) -> None:
+    with path.open("w") as handle:
+        for n in range(rows):
+            event = {
+                "id": f"evt_{n}",
+                "domain": f"site{n}.example.com",
+                "timezone": "Europe/Berlin",
+                "goals": [
+                    {"goal_type": "event", "event_name": "Signup"},
+                    {"goal_type": "page", "page_path": "/pricing/*"},
+                ],
+                "shared_links": ["WordPress"],
+            }
+            handle.write(json.dumps(event) + "\n")
+
+
+def bench_import(url: str, path: Path, rows: int) -> float:
+    store = JobStore(make_engine(url))
+    started = time.perf_counter()
+    summary = import_file(store, NullDispatcher(), path)
+    elapsed = time.perf_counter() - started
+    assert summary.queued == rows, summary.line()
+    store.engine.dispose()
+    return rows / elapsed
+
+
+def bench_import_postgres(admin_url: str, path: Path, rows: int) -> float:
+    name = f"prov_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        return bench_import(url, path, rows)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+async def hammer(base: str, refs: list[str], total: int, concurrency: int) -> tuple[float, float]:
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, limits=limits
+    ) as client:
+
+        async def worker() -> None:
+            for n in counter:
+                start = time.perf_counter()
+                response = await client.get(f"/jobs/{refs[n % len(refs)]}")
+                latencies.append(time.perf_counter() - start)
+                assert response.status_code == 200, response.text
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return total / elapsed, latencies[int(len(latencies) * 0.99) - 1] * 1000
+
+
+def bench_status(tmp: Path, requests: int, concurrency: int) -> tuple[float, float]:
+    url = f"sqlite:///{tmp / 'serve.db'}"
+    path = tmp / "status.jsonl"
+    write_file(path, 1000)
+    store = JobStore(make_engine(url))
+    import_file(store, NullDispatcher(), path)
+    refs = [job.id for job in store.list_jobs(limit=1000)]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "PROVISIONER_DATABASE_URL": url,
+        "PROVISIONER_API_TOKEN": TOKEN,
+        "PROVISIONER_BROKER_URL": "memory://",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/jobs/{refs[0]}", headers={"Authorization": f"Bearer {TOKEN}"})
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        return asyncio.run(hammer(base, refs, requests, concurrency))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="producers-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        path = tmp / "signups.jsonl"
+        write_file(path, args.rows)
+        sqlite_url = f"sqlite:///{tmp / 'b.db'}"
+        print(
+            f"import {args.rows} rows, SQLite:     {bench_import(sqlite_url, path, args.rows):,.0f} rows/s"
+        )
+        print(
+            f"import {args.rows} rows, PostgreSQL: {bench_import_postgres(args.postgres, path, args.rows):,.0f} rows/s"
+        )
+        rps, p99 = bench_status(tmp, args.requests, args.concurrency)
+        print(
+            f"GET /jobs/{{id}} at concurrency {args.concurrency}: {rps:,.0f} requests/s, p99 {p99:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
