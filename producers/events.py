@@ -128,7 +128,8 @@ def parse_goal(item: object, *, field: str) -> GoalSpec:
     goal_type = item.get("goal_type")
     if goal_type not in ("event", "page"):
         raise InvalidRequestError(
-            f"unknown goal_type {goal_type!r}; expected 'event' or 'page'", field=f"{field}.goal_type"
+            f"unknown goal_type {goal_type!r}; expected 'event' or 'page'",
+            field=f"{field}.goal_type",
         )
     event_name = page_path = None
     if goal_type == "event":
@@ -142,7 +143,9 @@ def parse_goal(item: object, *, field: str) -> GoalSpec:
                 field=f"{field}.event_name",
             )
         if event_name in rules.RESERVED_EVENT_NAMES:
-            raise InvalidRequestError(f"event name {event_name!r} is reserved", field=f"{field}.event_name")
+            raise InvalidRequestError(
+                f"event name {event_name!r} is reserved", field=f"{field}.event_name"
+            )
     else:
         raw = item.get("page_path")
         if not isinstance(raw, str) or not raw.strip():
@@ -150,7 +153,9 @@ def parse_goal(item: object, *, field: str) -> GoalSpec:
         page_path = rules.normalise_page_path(raw)
     display_name = item.get("display_name")
     if display_name is not None and (not isinstance(display_name, str) or not display_name.strip()):
-        raise InvalidRequestError("display_name must be a non-empty string", field=f"{field}.display_name")
+        raise InvalidRequestError(
+            "display_name must be a non-empty string", field=f"{field}.display_name"
+        )
     return GoalSpec(
         goal_type=goal_type,
         event_name=event_name,
@@ -168,7 +173,9 @@ def _custom_props(value: object, *, field: str) -> dict[str, str]:
     ):
         raise InvalidRequestError("custom_props must map strings to strings", field=field)
     if len(value) > MAX_CUSTOM_PROPS:
-        raise InvalidRequestError(f"use at most {MAX_CUSTOM_PROPS} custom properties per goal", field=field)
+        raise InvalidRequestError(
+            f"use at most {MAX_CUSTOM_PROPS} custom properties per goal", field=field
+        )
     for k, v in value.items():
         if not 1 <= len(k) <= 300:
             raise InvalidRequestError("custom property names are 1..300 characters", field=field)
@@ -207,5 +214,7 @@ def _goal_delete(data: Mapping[str, Any], domain: str) -> JobRequest:
     elif data.get("page_path") is not None:
         goal = parse_goal({"goal_type": "page", "page_path": data["page_path"]}, field="goal")
     else:
-        raise InvalidRequestError("goal.delete needs goal_id, event_name or page_path", field="goal_id")
+        raise InvalidRequestError(
+            "goal.delete needs goal_id, event_name or page_path", field="goal_id"
+        )
     return JobRequest(operation=Operation.delete_goal, domain=domain, goal=goal)
