@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from producers import views
 from producers.events import parse_domain, parse_event
-from producers.submit import publish
+from producers.submit import publish, submit
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.models import JobStatus
 from worker.store import JobStore
@@ -95,11 +95,9 @@ def create_app(
         except InvalidRequestError as exc:
             raise _error(422, "validation_error", exc.message, exc.field) from None
         try:
-            result = store.enqueue(parsed.request, key=parsed.key)
+            result = submit(store, dispatcher, parsed.request, key=parsed.key)
         except IdempotencyConflictError as exc:
             raise _error(409, "idempotency_key_reused", str(exc), "id") from None
-        if result.created:
-            publish(store, dispatcher, [result.job.id])
         _accepted(response, result.job.id)
         return views.job_view(result.job)
 
