@@ -35,14 +35,24 @@ class LeaseLostError(Exception):
     """The job's lease was taken over (it expired); the holder must stop touching the job."""
 
 
+def _canonical(request: JobRequest) -> tuple[dict[str, Any], str]:
+    """The request as stored, and the sha256 of its canonical JSON (its fingerprint)."""
+    data = request.model_dump(mode="json")
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return data, hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def fingerprint(request: JobRequest) -> str:
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return _canonical(request)[1]
 
 
 def derive_key(request: JobRequest) -> str:
     """The idempotency key of a request that came without one: stable across runs and hosts."""
-    return f"req-{fingerprint(request)[:40]}"
+    return _key_from_fingerprint(fingerprint(request))
+
+
+def _key_from_fingerprint(digest: str) -> str:
+    return f"req-{digest[:40]}"
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -80,17 +90,7 @@ class JobStore:
         self, request: JobRequest, *, key: str | None = None, batch_id: str | None = None
     ) -> ProvisioningJob:
         """A job row for ``request``, not yet added to any session."""
-        now = self.clock()
-        return ProvisioningJob(
-            idempotency_key=key or derive_key(request),
-            operation=request.operation,
-            domain=request.domain,
-            batch_id=batch_id,
-            request=request.model_dump(mode="json"),
-            fingerprint=fingerprint(request),
-            created_at=now,
-            updated_at=now,
-        )
+        return ProvisioningJob(**job_values(request, key=key, batch_id=batch_id, now=self.clock()))
 
     def enqueue(
         self, request: JobRequest, *, key: str | None = None, batch_id: str | None = None
@@ -138,17 +138,14 @@ class JobStore:
 
     def mark_dispatched(self, job_ids: Iterable[str]) -> None:
         ids = list(job_ids)
-        if not ids:
-            return
-        now = self.clock()
-        with Session(self.engine) as session:
-            session.execute(
-                update(ProvisioningJob)
-                .where(col(ProvisioningJob.id).in_(ids))
-                .where(col(ProvisioningJob.dispatched_at).is_(None))
-                .values(dispatched_at=now, dispatch_count=ProvisioningJob.dispatch_count + 1)
+        if ids:
+            t = ProvisioningJob
+            self._update(
+                col(t.id).in_(ids),
+                col(t.dispatched_at).is_(None),
+                dispatched_at=self.clock(),
+                dispatch_count=t.dispatch_count + 1,
             )
-            session.commit()
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -162,26 +159,21 @@ class JobStore:
             and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
             and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
         )
-        with Session(self.engine) as session:
-            result = session.execute(
-                update(t)
-                .where(col(t.id) == job_id, claimable)
-                .values(
-                    status=JobStatus.running,
-                    lease_token=token,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    attempts=t.attempts + 1,
-                    next_attempt_at=None,
-                    started_at=func.coalesce(t.started_at, now),
-                    updated_at=now,
-                )
-            )
-            session.commit()
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            job = session.get(ProvisioningJob, job_id)
-            assert job is not None
-            return Claim(job.id, token, job.attempts, job.spec, dict(job.progress))
+        changed = self._update(
+            col(t.id) == job_id,
+            claimable,
+            status=JobStatus.running,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=t.attempts + 1,
+            next_attempt_at=None,
+            started_at=func.coalesce(t.started_at, now),
+            updated_at=now,
+        )
+        job = self.get(job_id) if changed == 1 else None
+        if job is None:
+            return None
+        return Claim(job.id, token, job.attempts, job.spec, dict(job.progress))
 
     def checkpoint(self, claim: Claim, progress: dict[str, Any]) -> None:
         """Record finished steps, so a later attempt resumes after them."""
@@ -254,15 +246,16 @@ class JobStore:
 
     def _apply(self, claim: Claim, **values: Any) -> None:
         t = ProvisioningJob
-        with Session(self.engine) as session:
-            result = session.execute(
-                update(t)
-                .where(col(t.id) == claim.job_id, col(t.lease_token) == claim.token)
-                .values(updated_at=self.clock(), **values)
-            )
-            session.commit()
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        fenced = (col(t.id) == claim.job_id, col(t.lease_token) == claim.token)
+        if self._update(*fenced, updated_at=self.clock(), **values) != 1:
             raise LeaseLostError(claim.job_id)
+
+    def _update(self, *conditions: Any, **values: Any) -> int:
+        """One conditional UPDATE in its own transaction; returns how many rows it changed."""
+        with Session(self.engine) as session:
+            result = session.execute(update(ProvisioningJob).where(*conditions).values(**values))
+            session.commit()
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- sweeper -----------------------------------------------------------------------------
 
@@ -342,15 +335,8 @@ class JobStore:
     def release_dispatch(self, job_ids: Iterable[str]) -> None:
         """Publishing failed: let the next sweep try again at once."""
         ids = list(job_ids)
-        if not ids:
-            return
-        with Session(self.engine) as session:
-            session.execute(
-                update(ProvisioningJob)
-                .where(col(ProvisioningJob.id).in_(ids))
-                .values(dispatched_at=None)
-            )
-            session.commit()
+        if ids:
+            self._update(col(ProvisioningJob.id).in_(ids), dispatched_at=None)
 
     # -- producers: queries and operator actions ----------------------------------------------
 
@@ -483,46 +469,37 @@ class JobStore:
         """Withdraw a queued or waiting job; False if it is in any other status (or unknown)."""
         now = self.clock()
         t = ProvisioningJob
-        with Session(self.engine) as session:
-            result = session.execute(
-                update(t)
-                .where(col(t.id) == job_id, col(t.status).in_(CANCELLABLE))
-                .values(
-                    status=JobStatus.cancelled,
-                    next_attempt_at=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
-            )
-            session.commit()
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        changed = self._update(
+            col(t.id) == job_id,
+            col(t.status).in_(CANCELLABLE),
+            status=JobStatus.cancelled,
+            next_attempt_at=None,
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+        return changed == 1
 
 
     def retry(self, job_id: str) -> bool:
         """Queue a failed job again from its last checkpoint, with a fresh attempt budget and no
         message yet (the caller publishes it; else the sweeper does). False unless it was failed."""
-        now = self.clock()
         t = ProvisioningJob
-        with Session(self.engine) as session:
-            result = session.execute(
-                update(t)
-                .where(col(t.id) == job_id, col(t.status) == JobStatus.failed)
-                .values(
-                    status=JobStatus.queued,
-                    attempts=0,
-                    error_code=None,
-                    error_message=None,
-                    error_status=None,
-                    next_attempt_at=None,
-                    finished_at=None,
-                    dispatched_at=None,
-                    updated_at=now,
-                )
-            )
-            session.commit()
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        changed = self._update(
+            col(t.id) == job_id,
+            col(t.status) == JobStatus.failed,
+            status=JobStatus.queued,
+            attempts=0,
+            error_code=None,
+            error_message=None,
+            error_status=None,
+            next_attempt_at=None,
+            finished_at=None,
+            dispatched_at=None,
+            updated_at=self.clock(),
+        )
+        return changed == 1
 
 
 def check_same_request(existing: ProvisioningJob, new_fingerprint: str) -> None:
@@ -567,12 +544,10 @@ def job_values(
 ) -> dict[str, Any]:
     """A new queued job's column values, for a bulk INSERT: the same row ``new_job`` builds,
     without constructing a model object per row (which dominates the cost of a large import)."""
-    data = request.model_dump(mode="json")
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    data, digest = _canonical(request)
     return {
         "id": uuid.uuid4().hex,
-        "idempotency_key": key or f"req-{digest[:40]}",
+        "idempotency_key": key or _key_from_fingerprint(digest),
         "operation": request.operation,
         "domain": request.domain,
         "batch_id": batch_id,
