@@ -1,0 +1,117 @@
+"""The CLI as a user runs it with nothing but SQLite: embedded workers against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sandbox_process import SandboxProcess
+
+REPO = Path(__file__).resolve().parent.parent
+
+EVENTS = [
+    {
+        "id": "evt_a",
+        "domain": "https://www.Shop.Example.com/",
+        "timezone": "Europe/Berlin",
+        "goals": [
+            {"goal_type": "event", "event_name": "Signup"},
+            {"goal_type": "page", "page_path": "/pricing/*"},
+        ],
+        "shared_links": ["WordPress"],
+    },
+    {"id": "evt_b", "domain": "blog.example.org", "goals": [{"goal_type": "event", "event_name": "Newsletter"}]},
+    {"id": "evt_c", "domain": "taken.example.net"},
+]
+
+
+@pytest.fixture
+def env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "PLAUSIBLE_"))}
+    return {
+        **clean,
+        "PROVISIONER_DATABASE_URL": f"sqlite:///{tmp_path / 'status.db'}",
+        "PLAUSIBLE_BASE_URL": sandbox.base_url,
+        "PLAUSIBLE_API_KEY": "test-key",
+    }
+
+
+def provision(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "producers", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_embedded_import_provisions_and_status_reports_every_way(
+    sandbox: SandboxProcess, env: dict[str, str], tmp_path: Path
+) -> None:
+    with sandbox.client("other-team-key") as other:
+        assert other.post("/api/v1/sites", json={"domain": "taken.example.net"}).status_code == 200
+    signups = tmp_path / "signups.jsonl"
+    signups.write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
+
+    result = provision(env, "import", str(signups), "--json")
+
+    out = as_json(result)
+    assert (out["queued"], out["duplicate"], out["invalid"]) == (3, 0, 0)
+    batch = out["batch"]
+    assert batch["done"] is True
+    assert batch["counts"]["succeeded"] == 2
+    assert [f["error"]["code"] for f in batch["failures"]] == ["domain_taken"]
+
+    job = as_json(provision(env, "status", "--json", "evt_a"))
+    state = sandbox.state()
+    assert job["status"] == "succeeded"
+    assert job["domain"] == "shop.example.com"
+    assert {g["id"] for g in job["goals"]} == {
+        g["id"] for g in state["goals"] if g["domain"] == "shop.example.com"
+    }
+    [link] = job["shared_links"]
+    assert link["url"].startswith(f"{sandbox.base_url}/share/shop.example.com?auth=")
+
+    by_batch = as_json(provision(env, "status", "--by", "batch", "--json", batch["batch_id"]))
+    assert by_batch["counts"] == batch["counts"]
+    by_domain = provision(env, "status", "--by", "domain", "Shop.Example.com")
+    assert by_domain.returncode == 0, by_domain.stderr
+    assert "evt_a" in by_domain.stdout
+    assert "succeeded" in by_domain.stdout
+
+    again = as_json(provision(env, "import", str(signups), "--json"))
+    assert (again["queued"], again["duplicate"]) == (0, 3)
+    assert len(sandbox.state()["sites"]) == 3  # ours two, the other team's one; nothing new
+
+
+def test_demo_command_onboards_the_sample_files(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "PLAUSIBLE_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "producers", "demo", "--database", f"sqlite:///{tmp_path / 'demo.db'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    succeeded = [line for line in lines if line.startswith("succeeded")]
+    assert len(succeeded) == 8  # five sites provisioned, two goals and one site deleted
+    assert not [line for line in lines if line.startswith(("failed", "waiting", "queued", "running"))]
+    assert "line 6: domain:" in result.stdout
