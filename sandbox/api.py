@@ -7,19 +7,36 @@ HTTP. API requests run, in Plausible's order: fault injection, body parsing (400
 Admin routes, outside ``/api``, never faulted, never rate limited, not counted:
 
 - ``GET /_sandbox/health`` → ``{"status": "ok"}``.
-- ``GET /_sandbox/state`` → teams, keys (6-character prefixes only), sites (domain, timezone,
-  team, tracker config, custom props, shared links, guests, old domain), goals, settings and
-  request counters ``{"total", "by_status", "dropped", "failed_injected", "rate_limited"}``.
-- ``POST /_sandbox/reset`` → forget sites, goals, counters, rate windows and the teams and keys
-  added at runtime; restore the start-up settings and re-seed the random source.
+- ``GET /_sandbox/state`` → teams, keys (6-character prefixes only, with their user and, for
+  team-scoped keys, team and role), users (name, email, team roles), sites (domain, timezone,
+  team, consolidated, tracker config, custom props, shared links, guests, old domain), goals,
+  settings and request counters ``{"total", "by_status", "dropped", "failed_injected",
+  "rate_limited"}``.
+- ``POST /_sandbox/reset`` → forget sites, goals, counters, rate windows and the teams, users and
+  keys added at runtime; restore the start-up settings and re-seed the random source.
 - ``POST /_sandbox/config`` with a JSON object of any of ``fail_rate``, ``drop_rate``,
-  ``latency_ms``, ``hourly_limit``, ``burst_limit``, ``burst_seconds``, ``hour_seconds``,
-  ``max_goals_per_site`` → the new settings.
+  ``latency_ms``, ``hourly_limit`` (a team's default), ``legacy_hourly_limit`` (a legacy key's
+  per-user bucket), ``burst_limit``, ``burst_seconds``, ``hour_seconds``, ``max_goals_per_site``
+  → the new settings.
 - ``POST /_sandbox/teams`` with ``{"name", "features": [SitesAPI, StatsAPI, SharedLinks, Props,
   RevenueGoals], "locked", "site_limit", "hourly_limit", "setup"}`` → the team with its ``id``.
 - ``POST /_sandbox/keys`` with ``{"key", "team": <team id>, "role": owner|admin|editor|viewer|
-  billing, "scopes": [...]}`` → the key's team, role and scopes. The default team is used when
-  ``team`` is omitted, ``owner`` and ``["sites:provision:*"]`` are the defaults.
+  billing, "scopes": [...], "user"?}`` → a team-scoped key: ``{"team", "legacy": false, "user",
+  "role", "scopes"}``. The default team is used when ``team`` is omitted, ``["sites:provision:*"]``
+  is the default scope. ``user`` names the key's user (created on demand; a new anonymous user
+  by default); ``role`` becomes that user's role in the team (default: their current role, else
+  ``owner``).
+- ``POST /_sandbox/keys`` with ``{"key", "legacy": true, "user", "scopes"?}`` → a legacy key
+  (no team, §1) of the named user, created on demand with no memberships.
+- ``POST /_sandbox/memberships`` with ``{"user", "team": <team id>, "role": owner|admin|editor|
+  viewer|billing}`` sets the user's team role; with ``{"user", "site": <domain>, "role":
+  viewer|editor}`` it makes the user an accepted guest of that site instead. Users are created
+  on demand. → ``{"user", "team"|"site", "role", "guest"}``.
+- ``POST /_sandbox/sites`` with ``{"domain", "team": <team id>, "timezone"?, "consolidated"?:
+  bool, "domain_changed_from"?: str}`` → the site, placed as if made in Plausible's UI: the
+  domain is normalised and validated, but no key, role, feature, lock or site limit is checked.
+  An old domain stays usable for 72 hours from now; a consolidated view answers every
+  site-context route with 400 and is never listed.
 
 Admin errors are ``400 {"error": "..."}``.
 """
@@ -34,6 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox import resources, sites
+from sandbox.access import authorize
 from sandbox.admin import admin_route
 from sandbox.http import Call, Reply, Request, Response, error, framework_error, json_response
 from sandbox.params import (
@@ -46,21 +64,6 @@ from sandbox.params import (
 from sandbox.state import FEATURES, SITES_API_SCOPE, RateLimiter, Settings, World
 
 Handler = Callable[[Call], dict[str, Any]]
-INVALID_KEY = (
-    "Invalid API key. Please make sure you're using a valid API key with access to the resource "
-    "you've requested."
-)
-LOCKED = (
-    "This Plausible site is locked due to missing active subscription. In order to access it, the "
-    "site owner should subscribe to a suitable plan"
-)
-
-
-def _no_access(feature: str) -> str:
-    return (
-        f"The account that owns this API key does not have access to {feature}. Please make sure "
-        f"you're using the API key of a subscriber account and that the subscription plan includes {feature}"
-    )
 
 
 class SandboxAPI:
@@ -161,8 +164,7 @@ class SandboxAPI:
         params = {**query, **body, **path_params}
         if not accepts_json(request.header("accept")):
             raise framework_error(406)
-        call = self._authorize(request, params, scope, site_context)
-        return handler(call)
+        return handler(authorize(self, request, params, scope, site_context))
 
     def _route(self, method: str, path: str) -> tuple[Handler, dict[str, Any], str, bool]:
         """Phoenix's router: literal segments before ``/:site_id``; path segments decoded."""
@@ -212,65 +214,3 @@ class SandboxAPI:
         elif method == "DELETE" and len(rest) == 2 and head == "guests":
             return resources.delete_guest, {"email": decoded[1]}, write, True
         raise framework_error(404)
-
-    def _authorize(self, request: Request, params: dict[str, Any], scope: str, site_context: bool) -> Call:
-        """``AuthorizePublicAPI``, step by step (§3); the first failure answers."""
-        header = request.header("authorization")
-        if header is None or not header.startswith("Bearer "):
-            raise error(401, "Missing API key. Please use a valid Plausible API key as a Bearer Token.")
-        if site_context and params.get("site_id") in (None, ""):
-            raise error(400, "Missing site ID. Please provide the required site_id parameter with your request.")
-        key = self.world.keys.get(header[len("Bearer ") :].strip())
-        if key is None:
-            raise error(401, INVALID_KEY)
-        team = self.world.teams[key.team_id]
-        self._check_rate_limits(team.identifier, team.hourly_limit)
-        if scope == SITES_API_SCOPE and not any(
-            SITES_API_SCOPE.startswith(s.removesuffix("*")) for s in key.scopes if s.endswith("*")
-        ):
-            raise error(401, INVALID_KEY)
-        feature = "SitesAPI" if scope == SITES_API_SCOPE else "StatsAPI"
-        name = "Sites API" if feature == "SitesAPI" else "Stats API"
-        now = self.clock()
-        site_id = params.get("site_id")
-        if site_id is not None:
-            if not isinstance(site_id, str):
-                # Ecto.Query.CastError in the plug, rendered by the error view.
-                raise framework_error(400)
-            site = self.world.find_site(site_id, now)
-            if site is not None:
-                site_team = self.world.teams[site.team_id]
-                if site_team.id != team.id:
-                    raise error(401, INVALID_KEY)
-                self._check_team(site_team.locked, feature in site_team.features, name)
-        self._check_team(team.locked, feature in team.features, name)
-        return Call(self.world, self.settings, key, team, params, now, self.base_url)
-
-    @staticmethod
-    def _check_team(locked: bool, has_feature: bool, name: str) -> None:
-        if locked:
-            raise error(402, LOCKED)
-        if not has_feature:
-            raise error(402, _no_access(name))
-
-    def _check_rate_limits(self, team_identifier: str, team_limit: int | None) -> None:
-        settings, now = self.settings, self.clock()
-        bucket = f"api_request:team:{team_identifier}"
-        hourly = settings.hourly_limit if team_limit is None else team_limit
-        # Hourly first: it counts even the requests the burst check then refuses.
-        if not self.limiter.hit(bucket, "hour", now, settings.hour_seconds, hourly):
-            raise error(
-                429,
-                f"Too many API requests. The limit is {hourly} per hour. Please contact us to request more capacity.",
-            )
-        if not self.limiter.hit(bucket, "burst", now, settings.burst_seconds, settings.burst_limit):
-            seconds = _number(settings.burst_seconds)
-            raise error(
-                429,
-                f"Too many API requests in a short period of time. The limit is {settings.burst_limit} "
-                f"per {seconds} seconds. Please throttle your requests.",
-            )
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)

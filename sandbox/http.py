@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.state import ApiKey, Settings, Team, World
+from sandbox.state import ApiKey, Settings, Team, User, World
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 FRAMEWORK_MESSAGES = {400: "Bad Request", 404: "Not Found", 406: "Not Acceptable"}
@@ -67,12 +67,17 @@ def framework_error(status: int) -> Reply:
 
 @dataclass
 class Call:
-    """An authorised API call on its way into a handler."""
+    """An authorised API call on its way into a handler.
+
+    ``team`` is the plug's team context: the key's team, or for a legacy key the team its
+    ``team_id`` param named (None when there is none).
+    """
 
     world: World
     settings: Settings
     key: ApiKey
-    team: Team
+    user: User
+    team: Team | None
     params: dict[str, Any]
     now: float
     base_url: str

@@ -269,8 +269,7 @@ def find_or_create_guest(call: Call) -> dict[str, Any]:
     site = find_site(call, params["site_id"], ("owner", "admin"))
     existing = next((g for g in site.guests if g.email == email), None)
     if existing is None:
-        members = {k.email for k in call.world.keys.values() if k.team_id == site.team_id}
-        if not isinstance(email, str) or email in members:
+        if not isinstance(email, str) or email in call.world.member_emails(site.team_id):
             # The invite is refused and the controller's case has no clause for it.
             raise internal_error()
         existing = Guest(call.world.new_id(), email, params["role"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.http import Call, error, internal_error
+from sandbox.http import Call, Reply, error, internal_error
 from sandbox.pagination import paginate
-from sandbox.state import TRACKER_BOOLEANS, Goal, Site
+from sandbox.state import PERSONAL_TEAM_NAME, TRACKER_BOOLEANS, Goal, Site, Team, World
 from worker import rules
 
 READ_ROLES = ("owner", "admin", "editor", "viewer")
@@ -23,9 +23,16 @@ _BOOLEAN_CASTS = {True: True, False: False, "true": True, "false": False, "1": T
 
 
 def find_site(call: Call, site_id: Any, roles: tuple[str, ...]) -> Site:
-    """The site, if the key's role is good enough; else Plausible's 404 (never a 403)."""
+    """The site, if the user's role on it is good enough; else Plausible's 404 (never a 403).
+
+    A team-scoped key only ever finds its own team's sites.
+    """
     site = call.world.find_site(site_id, call.now) if isinstance(site_id, str) else None
-    if site is None or site.team_id != call.team.id or call.key.role not in roles:
+    if (
+        site is None
+        or (call.key.team_id is not None and site.team_id != call.key.team_id)
+        or call.world.site_role(call.user.id, site) not in roles
+    ):
         raise error(404, "Site could not be found")
     return site
 
@@ -39,25 +46,39 @@ def site_response(site: Site) -> dict[str, Any]:
     }
 
 
+def _listed(call: Call, site: Site) -> bool:
+    """§7.1 scoping: the team context's sites, else every site the user can reach."""
+    if site.consolidated:
+        return False
+    if call.team is not None:
+        return site.team_id == call.team.id
+    return call.world.site_role(call.user.id, site) is not None
+
+
 def list_sites(call: Call) -> dict[str, Any]:
-    sites = sorted(
-        (s for s in call.world.sites.values() if s.team_id == call.team.id), key=lambda s: -s.id
-    )
+    sites = sorted((s for s in call.world.sites.values() if _listed(call, s)), key=lambda s: -s.id)
     page, meta = paginate(sites, call.params, lambda s: s.id)
     return {"sites": [{"domain": s.domain, "timezone": s.timezone} for s in page], "meta": meta}
 
 
 def list_teams(call: Call) -> dict[str, Any]:
-    page, meta = paginate([call.team], call.params, lambda t: t.id)
-    teams = [
+    """The key's team; for a legacy key every team the user is a (non-guest) member of."""
+    world = call.world
+    if call.key.team_id is not None:
+        teams = [world.teams[call.key.team_id]]
+    else:
+        member_of = {t for (u, t) in world.memberships if u == call.user.id}
+        teams = sorted((world.teams[t] for t in member_of), key=lambda t: -t.id)
+    page, meta = paginate(teams, call.params, lambda t: t.id)
+    entries = [
         {
             "id": t.identifier,
-            "name": t.name if t.setup else "My personal sites",
+            "name": t.name if t.setup else PERSONAL_TEAM_NAME,
             "api_available": "StatsAPI" in t.features,
         }
         for t in page
     ]
-    return {"teams": teams, "meta": meta}
+    return {"teams": entries, "meta": meta}
 
 
 def _site_changeset_error(params: dict[str, Any]) -> tuple[str | None, str]:
@@ -83,10 +104,14 @@ def _site_changeset_error(params: dict[str, Any]) -> tuple[str | None, str]:
     return (errors[-1] if errors else None), domain
 
 
-def _domain_taken(call: Call, domain: str, site: Site | None) -> bool:
-    """Unique index on domains, plus the trigger guarding another team's old domain for 72 h."""
-    team_id = site.team_id if site else call.team.id
-    for other in call.world.sites.values():
+def domain_taken(
+    world: World, now: float, domain: str, team_id: int, site: Site | None, owner: int | None = None
+) -> bool:
+    """Unique index on domains, plus the trigger guarding another team's old domain for 72 h.
+
+    Old domains of sites that user ``owner`` owns do not count: a create clears them first.
+    """
+    for other in world.sites.values():
         if other is site:
             continue
         if other.domain == domain:
@@ -94,7 +119,8 @@ def _domain_taken(call: Call, domain: str, site: Site | None) -> bool:
         if (
             other.domain_changed_from == domain
             and other.team_id != team_id
-            and not call.world.old_domain_expired(other, call.now)
+            and not world.old_domain_expired(other, now)
+            and (owner is None or world.team_role(owner, other.team_id) != "owner")
         ):
             return True
     return False
@@ -122,8 +148,8 @@ def tracker_config(current: dict[str, Any], changes: Any) -> dict[str, Any]:
     return config
 
 
-def _new_tracker(call: Call) -> dict[str, Any]:
-    config: dict[str, Any] = {"id": "pa-" + call.world.nanoid(), "installation_type": None}
+def new_tracker(world: World) -> dict[str, Any]:
+    config: dict[str, Any] = {"id": "pa-" + world.nanoid(), "installation_type": None}
     config.update(dict.fromkeys(TRACKER_BOOLEANS, False))
     return config
 
@@ -139,11 +165,38 @@ def _sync_auto_goals(call: Call, site: Site, before: dict[str, Any]) -> None:
                 del call.world.goals[goal.id]
 
 
+def _target_team(call: Call) -> tuple[Team, bool]:
+    """§7.3 step 1: the team a create goes to, and whether it is a personal team made just now."""
+    world, user = call.world, call.user
+    if call.team is not None:
+        # The key's team, or the team a legacy key named with team_id.
+        if world.team_role(user.id, call.team.id) not in WRITE_ROLES:
+            raise error(403, "You can't add sites to the selected team.")
+        return call.team, False
+    personal = world.owned_personal_teams(user.id)
+    if len(personal) > 1:
+        raise error(400, "You must select a team with 'team_id' parameter.")
+    if personal:
+        return personal[0], False
+    # Teams.get_or_create: a new personal team on a trial (no Sites API feature).
+    return world.create_personal_team(user), True
+
+
 def create_site(call: Call) -> dict[str, Any]:
-    team, params = call.team, call.params
-    if call.key.role not in WRITE_ROLES:
-        raise error(403, "You can't add sites to the selected team.")
-    team_sites = sum(1 for s in call.world.sites.values() if s.team_id == team.id)
+    team, created = _target_team(call)
+    try:
+        return _create_in(call, team)
+    except Reply:
+        if created:
+            # One transaction: the personal team goes with the failed site.
+            del call.world.teams[team.id]
+            del call.world.memberships[(call.user.id, team.id)]
+        raise
+
+
+def _create_in(call: Call, team: Team) -> dict[str, Any]:
+    world, params = call.world, call.params
+    team_sites = sum(1 for s in world.sites.values() if s.team_id == team.id)
     if team.site_limit is not None and team_sites >= team.site_limit:
         raise error(
             402,
@@ -155,17 +208,16 @@ def create_site(call: Call) -> dict[str, Any]:
         raise error(400, message)
     if len(domain) > rules.MAX_DOMAIN_LENGTH:
         raise internal_error()
-    if _domain_taken(call, domain, None):
+    if domain_taken(world, call.now, domain, team.id, None, owner=call.user.id):
         raise error(400, rules.DOMAIN_TAKEN_MESSAGE)
-    blank = _new_tracker(call)
+    blank = new_tracker(world)
     tracker = tracker_config(blank, _given(params.get("tracker_script_configuration"), {}))
-    if call.key.role == "owner":
-        # Re-registering your own old domain clears its 72-hour marker first.
-        for other in call.world.sites.values():
-            if other.team_id == team.id and other.domain_changed_from == domain:
-                other.domain_changed_from = other.domain_changed_at = None
-    site = Site(call.world.new_id(), domain, params.get("timezone", "Etc/UTC"), team.id, tracker)
-    call.world.sites[site.id] = site
+    # Re-registering your own old domain clears its 72-hour marker first.
+    for other in world.sites.values():
+        if other.domain_changed_from == domain and world.team_role(call.user.id, other.team_id) == "owner":
+            other.domain_changed_from = other.domain_changed_at = None
+    site = Site(world.new_id(), domain, params.get("timezone", "Etc/UTC"), team.id, tracker)
+    world.sites[site.id] = site
     _sync_auto_goals(call, site, blank)
     return site_response(site)
 
@@ -212,7 +264,7 @@ def _checked_new_domain(call: Call, site: Site, raw: Any) -> str | None:
         raise error(400, message)
     if len(domain) > rules.MAX_DOMAIN_LENGTH:
         raise internal_error()
-    if _domain_taken(call, domain, site):
+    if domain_taken(call.world, call.now, domain, site.team_id, site):
         raise error(400, rules.DOMAIN_TAKEN_MESSAGE)
     return domain
 

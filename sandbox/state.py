@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 import string
 import uuid
 from dataclasses import dataclass, field
@@ -12,6 +13,11 @@ from typing import Any
 
 FEATURES = frozenset({"SitesAPI", "StatsAPI", "SharedLinks", "Props", "RevenueGoals"})
 ROLES = frozenset({"owner", "admin", "editor", "viewer", "billing"})
+GUEST_ROLES = frozenset({"viewer", "editor"})
+#: A trial has every feature but SitesAPI (and SSO, which the sandbox does not model).
+TRIAL_FEATURES = FEATURES - {"SitesAPI"}
+TRIAL_SITE_LIMIT = 10
+PERSONAL_TEAM_NAME = "My personal sites"
 SITES_API_SCOPE = "sites:provision:*"
 STATS_API_SCOPE = "stats:read:*"
 TRACKER_BOOLEANS = (
@@ -26,6 +32,7 @@ TRACKER_BOOLEANS = (
 )
 NANOID_ALPHABET = "_-" + string.digits + string.ascii_letters
 OLD_DOMAIN_SECONDS = 72 * 3600
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass
@@ -33,6 +40,8 @@ class Settings:
     """Knobs that ``POST /_sandbox/config`` may change at runtime."""
 
     hourly_limit: int = 600
+    #: ``legacy_per_user_hourly_request_limit``: the bucket of a legacy key's user (§4).
+    legacy_hourly_limit: int = 600
     burst_limit: int = 60
     burst_seconds: float = 10
     hour_seconds: float = 3600
@@ -75,12 +84,19 @@ class Team:
 
 
 @dataclass
-class ApiKey:
-    key: str
-    team_id: int
-    user_id: int
+class User:
+    id: int
+    name: str
     email: str
-    role: str
+
+
+@dataclass
+class ApiKey:
+    """A team-scoped key (``team_id`` set) or a legacy key (``team_id`` None), owned by a user."""
+
+    key: str
+    team_id: int | None
+    user_id: int
     scopes: list[str]
 
 
@@ -122,6 +138,7 @@ class Site:
     guests: list[Guest] = field(default_factory=list)
     domain_changed_from: str | None = None
     domain_changed_at: float | None = None
+    consolidated: bool = False
 
 
 class RateLimiter:
@@ -148,6 +165,10 @@ class World:
     rng: random.Random
     teams: dict[int, Team] = field(default_factory=dict)
     keys: dict[str, ApiKey] = field(default_factory=dict)
+    users: dict[int, User] = field(default_factory=dict)
+    users_by_name: dict[str, User] = field(default_factory=dict)
+    #: (user id, team id) -> team role.
+    memberships: dict[tuple[int, int], str] = field(default_factory=dict)
     sites: dict[int, Site] = field(default_factory=dict)
     goals: dict[int, Goal] = field(default_factory=dict)
     next_id: int = 1
@@ -166,11 +187,72 @@ class World:
         self.teams[team.id] = team
         return team
 
-    def add_key(self, key: str, team: Team, role: str, scopes: list[str]) -> ApiKey:
+    def add_user(self, name: str | None = None) -> User:
+        """The user called ``name``, created on demand; an anonymous new user without a name."""
+        if name is not None and name in self.users_by_name:
+            return self.users_by_name[name]
         user_id = self.new_id()
-        api_key = ApiKey(key, team.id, user_id, f"user{user_id}@sandbox.test", role, scopes)
+        name = name or f"user{user_id}"
+        user = User(user_id, name, name if "@" in name else f"{name}@sandbox.test")
+        self.users[user_id] = user
+        self.users_by_name[name] = user
+        return user
+
+    def add_key(
+        self, key: str, team: Team | None, role: str, scopes: list[str], user: User | None = None
+    ) -> ApiKey:
+        """A key of ``user`` (a new one by default); with a team, ``role`` is the user's role there."""
+        user = user or self.add_user()
+        if team is not None:
+            self.memberships[(user.id, team.id)] = role
+        api_key = ApiKey(key, None if team is None else team.id, user.id, scopes)
         self.keys[key] = api_key
         return api_key
+
+    def team_role(self, user_id: int, team_id: int) -> str | None:
+        return self.memberships.get((user_id, team_id))
+
+    def guest_role(self, user_id: int, site: Site) -> str | None:
+        email = self.users[user_id].email
+        return next((g.role for g in site.guests if g.status == "accepted" and g.email == email), None)
+
+    def site_role(self, user_id: int, site: Site) -> str | None:
+        """The guest role on ``site`` if the user is its guest, else the team role (§7.0)."""
+        if site.guests:
+            guest = self.guest_role(user_id, site)
+            if guest is not None:
+                return guest
+        return self.memberships.get((user_id, site.team_id))
+
+    def member_emails(self, team_id: int) -> set[str]:
+        return {self.users[u].email for (u, t) in self.memberships if t == team_id}
+
+    def team_by_param(self, value: object) -> Team | None:
+        """``team_id`` as the plug reads it: a UUID identifier, or a JSON integer internal id."""
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return self.teams.get(value)
+        if isinstance(value, str) and _UUID.fullmatch(value):
+            # Ecto.UUID casts the hyphenated form, any case, to lowercase.
+            return self.team_by_identifier(value.lower())
+        return None
+
+    def owned_personal_teams(self, user_id: int) -> list[Team]:
+        """Teams the user owns that are not set up (personal teams), oldest first."""
+        return [
+            t
+            for t in sorted(self.teams.values(), key=lambda t: t.id)
+            if not t.setup and self.memberships.get((user_id, t.id)) == "owner"
+        ]
+
+    def create_personal_team(self, user: User) -> Team:
+        """``Teams.get_or_create``'s new team: not set up, on a trial, owned by ``user``."""
+        team = self.add_team(
+            PERSONAL_TEAM_NAME, set(TRIAL_FEATURES), site_limit=TRIAL_SITE_LIMIT, setup=False
+        )
+        self.memberships[(user.id, team.id)] = "owner"
+        return team
 
     def team_by_identifier(self, identifier: str) -> Team | None:
         return next((t for t in self.teams.values() if t.identifier == identifier), None)

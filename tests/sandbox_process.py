@@ -127,8 +127,23 @@ class SandboxProcess:
         return result
 
     def add_key(self, **key: Any) -> dict[str, Any]:
-        """Create a key: key, team (id), role, scopes."""
+        """Create a key: key, team (id), role, scopes, user; or key, legacy=True, user, scopes."""
         result: dict[str, Any] = self._post("/_sandbox/keys", key)
+        return result
+
+    def add_legacy_key(self, key: str, user: str, **options: Any) -> dict[str, Any]:
+        """A legacy key (no team) of ``user``, who is created on demand."""
+        return self.add_key(key=key, legacy=True, user=user, **options)
+
+    def add_membership(self, **membership: Any) -> dict[str, Any]:
+        """Give ``user`` a team role (user, team, role) or a guest role (user, site, role)."""
+        result: dict[str, Any] = self._post("/_sandbox/memberships", membership)
+        return result
+
+    def add_site(self, **site: Any) -> dict[str, Any]:
+        """Place a site as if made in Plausible's UI: domain, team (id), timezone, consolidated,
+        domain_changed_from. No feature or role checks."""
+        result: dict[str, Any] = self._post("/_sandbox/sites", site)
         return result
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
