@@ -123,8 +123,13 @@ class JobStore:
             ).first()
 
     def find(self, ref: str) -> ProvisioningJob | None:
-        """A job by its id or its idempotency key."""
-        return self.get(ref) or self.get_by_key(ref)
+        """A job by its id or its idempotency key (the id wins if both match), in one query."""
+        t = ProvisioningJob
+        with Session(self.engine, expire_on_commit=False) as session:
+            jobs = session.exec(
+                select(t).where(or_(col(t.id) == ref, col(t.idempotency_key) == ref))
+            ).all()
+        return next((job for job in jobs if job.id == ref), jobs[0] if jobs else None)
 
     def batch(self, batch_id: str) -> list[ProvisioningJob]:
         with Session(self.engine, expire_on_commit=False) as session:
