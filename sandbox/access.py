@@ -42,7 +42,9 @@ def authorize(
         raise error(401, "Missing API key. Please use a valid Plausible API key as a Bearer Token.")
     site_id = params.get("site_id")
     if site_context and site_id in (None, ""):
-        raise error(400, "Missing site ID. Please provide the required site_id parameter with your request.")
+        raise error(
+            400, "Missing site ID. Please provide the required site_id parameter with your request."
+        )
     world = api.world
     key = world.keys.get(header[len("Bearer ") :].strip())
     if key is None:
