@@ -178,6 +178,8 @@ def _team_view(api: SandboxAPI, team_id: int) -> dict[str, Any]:
     team = api.world.teams[team_id]
     return {
         "id": team.identifier,
+        # The numeric id a JSON integer team_id is looked up by (§3 note 3).
+        "internal_id": team.id,
         "name": team.name,
         "features": sorted(team.features),
         "locked": team.locked,

@@ -19,7 +19,8 @@ Admin routes, outside ``/api``, never faulted, never rate limited, not counted:
   per-user bucket), ``burst_limit``, ``burst_seconds``, ``hour_seconds``, ``max_goals_per_site``
   → the new settings.
 - ``POST /_sandbox/teams`` with ``{"name", "features": [SitesAPI, StatsAPI, SharedLinks, Props,
-  RevenueGoals], "locked", "site_limit", "hourly_limit", "setup"}`` → the team with its ``id``.
+  RevenueGoals], "locked", "site_limit", "hourly_limit", "setup"}`` → the team with its ``id``
+  (UUID) and ``internal_id`` (the integer a JSON ``team_id`` is looked up by).
 - ``POST /_sandbox/keys`` with ``{"key", "team": <team id>, "role": owner|admin|editor|viewer|
   billing, "scopes": [...], "user"?}`` → a team-scoped key: ``{"team", "legacy": false, "user",
   "role", "scopes"}``. The default team is used when ``team`` is omitted, ``["sites:provision:*"]``

@@ -737,13 +737,18 @@ def test_legacy_create_with_team_id_checks_the_team(sandbox: SandboxProcess) -> 
         no_feature = create(client, "a.test", team_id=unpaid["id"])
         not_member = create(client, "a.test", team_id=stranger["id"])
         upper_case = create(client, "upper.test", team_id=edited["id"].upper())
+        # A JSON integer is looked up by the internal id.
+        by_number = create(client, "number.test", team_id=edited["internal_id"])
         sites_of_edited = client.get("/api/v1/sites", params={"team_id": edited["id"]}).json()["sites"]
     assert (forbidden.status_code, error_of(forbidden)) == (403, "You can't add sites to the selected team.")
     assert (no_feature.status_code, error_of(no_feature)) == (402, NO_SITES_API)
     assert (not_member.status_code, error_of(not_member)) == (401, INVALID_KEY)
-    assert upper_case.status_code == 200
-    assert [(s["domain"], s["team"]) for s in sandbox.state()["sites"]] == [("upper.test", edited["id"])]
-    assert [s["domain"] for s in sites_of_edited] == ["upper.test"]
+    assert (upper_case.status_code, by_number.status_code) == (200, 200)
+    assert [(s["domain"], s["team"]) for s in sandbox.state()["sites"]] == [
+        ("upper.test", edited["id"]),
+        ("number.test", edited["id"]),
+    ]
+    assert [s["domain"] for s in sites_of_edited] == ["number.test", "upper.test"]
 
 
 @pytest.mark.parametrize("team_id", ["not-a-uuid", "00000000-0000-4000-8000-000000000000", 987654])
