@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from worker.db import make_engine
+from worker.runtime import make_store
 from worker.settings import Settings
 from worker.store import JobStore
 from worker.sweeper import Dispatcher
 
-
-def make_store(settings: Settings) -> JobStore:
-    return JobStore(make_engine(settings.database_url))
+__all__ = ["make_store", "runtime"]
 
 
 @contextlib.contextmanager

@@ -33,13 +33,16 @@ EVENTS = [
 
 @pytest.fixture
 def env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "PLAUSIBLE_"))}
     return {
-        **clean,
+        **clean_environ(),
         "PROVISIONER_DATABASE_URL": f"sqlite:///{tmp_path / 'status.db'}",
         "PLAUSIBLE_BASE_URL": sandbox.base_url,
         "PLAUSIBLE_API_KEY": "test-key",
     }
+
+
+def clean_environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "PLAUSIBLE_"))}
 
 
 def provision(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,16 +102,7 @@ def test_embedded_import_provisions_and_status_reports_every_way(
 
 
 def test_demo_command_onboards_the_sample_files(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "PLAUSIBLE_"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "producers", "demo", "--database", f"sqlite:///{tmp_path / 'demo.db'}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = provision(clean_environ(), "demo", "--database", f"sqlite:///{tmp_path / 'demo.db'}")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     succeeded = [line for line in lines if line.startswith("succeeded")]
