@@ -31,7 +31,8 @@ def make_engine(database_url: str, *, create_tables: bool = True) -> Engine:
     else:
         engine = create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     if create_tables:
-        SQLModel.metadata.create_all(engine, tables=[models.ProvisioningJob.__table__])  # type: ignore[attr-defined]
+        tables = [models.ProvisioningJob.__table__, models.QuotaGateRow.__table__]  # type: ignore[attr-defined]
+        SQLModel.metadata.create_all(engine, tables=tables)
     return engine
 
 

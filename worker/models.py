@@ -114,3 +114,15 @@ class ProvisioningJob(SQLModel, table=True):
     @property
     def spec(self) -> JobRequest:
         return JobRequest.model_validate(self.request)
+
+
+class QuotaGateRow(SQLModel, table=True):
+    """Plausible's quota as last seen by any worker: closed until the refused window reopens."""
+
+    __tablename__ = "quota_gates"
+
+    #: Which quota: one per API key in use, named in configuration (never derived from the key).
+    name: str = Field(primary_key=True, max_length=64)
+    closed_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    reason: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

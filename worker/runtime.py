@@ -6,6 +6,7 @@ from sqlalchemy.engine import Engine
 
 from worker.db import make_engine
 from worker.plausible import PlausibleClient
+from worker.quota import QuotaGate
 from worker.retrying import RetryPolicy
 from worker.service import Pipeline
 from worker.settings import Settings
@@ -33,4 +34,5 @@ def make_pipeline(settings: Settings, store: JobStore) -> Pipeline:
         policy=RetryPolicy.from_settings(settings),
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.job_max_attempts,
+        gate=QuotaGate(store.engine, name=settings.quota_name),
     )

@@ -14,6 +14,7 @@ delete_goal      resolve the goal id (given, from the status table, or from the 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,14 +32,16 @@ from worker.errors import (
 )
 from worker.models import GoalSpec, JobRequest, JobStatus, Operation, ProvisioningJob
 from worker.plausible import Goal, PlausibleClient
+from worker.quota import QuotaGate
 from worker.retrying import RetryPolicy
 from worker.store import Claim, JobStore, LeaseLostError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Seconds added after a quota window reopens, so parked jobs don't all hit the API at once.
-RATE_LIMIT_SPREAD_SECONDS = 2.0
+#: Parked jobs wake at random within this many seconds after their quota window reopens, so they
+#: don't all hit the API in the same instant.
+RATE_LIMIT_SPREAD_SECONDS = 5.0
 
 
 class JobFailed(Exception):
@@ -60,13 +63,27 @@ class Run:
     store: JobStore
     policy: RetryPolicy
     progress: dict[str, Any] = field(default_factory=dict)
+    gate: QuotaGate | None = None
 
     @property
     def request(self) -> JobRequest:
         return self.claim.request
 
     def call(self, fn: Callable[[], T]) -> T:
-        return self.policy.call(fn)
+        """One API call, with in-process retries; none goes out while the quota gate is shut."""
+        gate = self.gate
+        if gate is None:
+            return self.policy.call(fn)
+
+        def gated() -> T:
+            gate.check()
+            try:
+                return fn()
+            except RateLimitedError as exc:
+                gate.close(exc)
+                raise
+
+        return self.policy.call(gated)
 
     def save(self, **changes: Any) -> None:
         self.progress.update(changes)
@@ -82,6 +99,7 @@ class Pipeline:
     policy: RetryPolicy
     lease_seconds: float
     max_attempts: int
+    gate: QuotaGate | None = None
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it can be claimed; returns its new status, or None if not claimed."""
@@ -89,7 +107,7 @@ class Pipeline:
         if claim is None:
             log.info("job %s not claimable (running elsewhere, done, or not due)", job_id)
             return None
-        run = Run(claim, self.client, self.store, self.policy, dict(claim.progress))
+        run = Run(claim, self.client, self.store, self.policy, dict(claim.progress), self.gate)
         try:
             if claim.attempts > self.max_attempts:
                 raise JobFailed(
@@ -104,7 +122,7 @@ class Pipeline:
         except PermanentError as exc:
             return self._fail(run, exc.code, exc.message, exc.status)
         except RateLimitedError as exc:
-            until = exc.reset_at + timedelta(seconds=RATE_LIMIT_SPREAD_SECONDS)
+            until = exc.reset_at + timedelta(seconds=random.uniform(0, RATE_LIMIT_SPREAD_SECONDS))
             return self._park(run, until, exc.code, exc.message, exc.status, refund_attempt=True)
         except TransientError as exc:
             delay = self.policy.job_backoff(claim.attempts)

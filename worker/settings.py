@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     plausible_base_url: str = Field(
         default="https://plausible.io", validation_alias=AliasChoices("PLAUSIBLE_BASE_URL")
     )
+    #: Name of the quota the API key draws on; workers sharing a key share its gate. Set it per
+    #: key when several keys are in use (it is a label, never derived from the key).
+    quota_name: str = "default"
     #: Length of Plausible's hourly quota window; only a sandbox with a compressed hour changes it.
     plausible_hour_seconds: float = 3600.0
 
