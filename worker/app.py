@@ -47,6 +47,10 @@ def create_app(settings: Settings) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         broker_transport_options=transport_options,
+        # On a cold shutdown, first hand unacknowledged messages back to the broker; otherwise
+        # Redis keeps them invisible for the whole visibility timeout.
+        worker_soft_shutdown_timeout=10.0,
+        worker_enable_soft_shutdown_on_idle=True,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,

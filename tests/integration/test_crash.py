@@ -10,6 +10,7 @@ messages that died with the worker are re-published by the sweeper.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 from tests.integration.conftest import (
@@ -74,3 +75,32 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(stack: Stack) -> N
     not_rerun = [(by_id[i].domain, step) for i, step in interrupted if by_id[i].attempts < 2]
     assert not not_rerun, f"killed mid-job yet finished in one attempt: {not_rerun}"
     assert {step for _, step in interrupted} == {*STEPS, "whole worker"}
+
+
+def test_sigterm_finishes_running_jobs_and_hands_back_the_rest(stack: Stack) -> None:
+    """A deploy: the worker is asked to stop while jobs run and more wait in the broker."""
+    stack.sandbox.configure(latency_ms=150)
+    worker = stack.start_worker(concurrency=2)
+    ids = stack.submit_sites(f"deploy{n}.example.com" for n in range(12))
+    running = wait_for(
+        lambda: [j.id for j in stack.jobs(ids) if j.status == JobStatus.running],
+        timeout=20,
+        interval=0.02,
+        describe="a running job",
+    )
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=30) == 0, worker.log_tail()
+
+    after_stop = {job.id: job for job in stack.jobs(ids)}
+    # Warm shutdown: what was running finished, in its first attempt; nothing is left leased.
+    assert all(after_stop[i].status == JobStatus.succeeded for i in running), [
+        (after_stop[i].domain, after_stop[i].status.value) for i in running
+    ]
+    assert not [j for j in after_stop.values() if j.status == JobStatus.running]
+
+    stack.start_worker(concurrency=2)
+    jobs = stack.wait_done(ids, timeout=60)
+    assert_all_succeeded(jobs)
+    assert_provisioned_once(stack.sandbox.state(), jobs)
+    assert all(job.attempts == 1 for job in jobs), [(j.domain, j.attempts) for j in jobs]
