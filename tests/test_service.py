@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -76,7 +76,11 @@ def test_resumed_job_skips_finished_steps(sandbox: SandboxProcess, store: JobSto
     claim = store.claim(job.id, lease_seconds=0)  # a worker that died right after creating the site
     assert claim is not None
     site = pipeline.client.create_site("shop.example.com", timezone="Europe/Berlin")
-    store.checkpoint(claim, {"site": {"domain": site.domain, "timezone": site.timezone, "adopted": False}})
+    store.checkpoint(
+        claim,
+        {"site": {"domain": site.domain, "timezone": site.timezone, "adopted": False}},
+        lease_seconds=0,
+    )
     before = api_requests(sandbox)
     assert pipeline.run(job.id) is JobStatus.succeeded
     # two goals and one link; no second create, no lookup
@@ -246,3 +250,39 @@ def test_job_that_keeps_dying_is_failed_after_max_attempts(store: JobStore, pipe
     done = store.get(job.id)
     assert done is not None
     assert done.error_code == "too_many_attempts"
+
+
+def test_a_long_step_renews_its_lease_so_no_one_takes_the_job_over(
+    sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    clock = Clock()
+    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'lease.db'}"), clock=clock)
+    takeovers: list[object] = []
+    job = store.enqueue(provision()).job
+
+    def backoff(_: float) -> None:
+        # Each retry of the failing create waits 40 s by the store's clock, past the 60 s lease
+        # after two; a second worker tries to take the job over every time.
+        clock.advance(40)
+        takeovers.append(store.claim(job.id, lease_seconds=60))
+
+    pipeline = dataclasses.replace(
+        make_pipeline(sandbox, store),
+        lease_seconds=60,
+        policy=RetryPolicy(max_attempts=4, max_elapsed_seconds=1e9, sleep=backoff),
+    )
+    sandbox.configure(fail_rate=1.0)
+    assert pipeline.run(job.id) is JobStatus.waiting  # 4 failed tries, 120 s, then parked
+    assert takeovers == [None, None, None]
+    pipeline.client.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)

@@ -107,12 +107,28 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(store: JobStore, c
     assert new is not None
     assert new.attempts == 2
     with pytest.raises(LeaseLostError):
-        store.checkpoint(old, {"site": {"domain": "stale"}})
+        store.checkpoint(old, {"site": {"domain": "stale"}}, lease_seconds=10)
     store.succeed(new, {"site": {"domain": "shop.example.com"}})
     finished = store.get(job.id)
     assert finished is not None
     assert finished.status is JobStatus.succeeded
     assert finished.progress == {"site": {"domain": "shop.example.com"}}
+
+
+def test_renewed_lease_keeps_the_job_and_a_stale_holder_cannot_renew(
+    store: JobStore, clock: Clock
+) -> None:
+    job = store.enqueue(provision()).job
+    claim = store.claim(job.id, lease_seconds=10)
+    assert claim is not None
+    clock.advance(8)
+    store.renew(claim, lease_seconds=10)
+    clock.advance(8)  # 16 s after the claim, 8 s after the renewal
+    assert store.claim(job.id, lease_seconds=10) is None
+    clock.advance(3)
+    assert store.claim(job.id, lease_seconds=10) is not None
+    with pytest.raises(LeaseLostError):
+        store.renew(claim, lease_seconds=10)
 
 
 def test_parked_job_is_claimable_only_when_due(store: JobStore, clock: Clock) -> None:

@@ -62,32 +62,40 @@ class Run:
     client: PlausibleClient
     store: JobStore
     policy: RetryPolicy
+    lease_seconds: float
     progress: dict[str, Any] = field(default_factory=dict)
     gate: QuotaGate | None = None
+    #: When the lease was last extended, by the store's clock (the one leases are measured on).
+    renewed_at: datetime | None = None
 
     @property
     def request(self) -> JobRequest:
         return self.claim.request
 
     def call(self, fn: Callable[[], T]) -> T:
-        """One API call, with in-process retries; none goes out while the quota gate is shut."""
-        gate = self.gate
-        if gate is None:
-            return self.policy.call(fn)
+        """One API call, with in-process retries. Before each try the lease is renewed if a
+        third of it has passed, and nothing goes out while the quota gate is shut."""
 
-        def gated() -> T:
-            gate.check()
+        def attempt() -> T:
+            now = self.store.clock()
+            if now - (self.renewed_at or now) >= timedelta(seconds=self.lease_seconds / 3):
+                self.store.renew(self.claim, lease_seconds=self.lease_seconds)
+                self.renewed_at = now
+            if self.gate is None:
+                return fn()
+            self.gate.check()
             try:
                 return fn()
             except RateLimitedError as exc:
-                gate.close(exc)
+                self.gate.close(exc)
                 raise
 
-        return self.policy.call(gated)
+        return self.policy.call(attempt)
 
     def save(self, **changes: Any) -> None:
         self.progress.update(changes)
-        self.store.checkpoint(self.claim, self.progress)
+        self.store.checkpoint(self.claim, self.progress, lease_seconds=self.lease_seconds)
+        self.renewed_at = self.store.clock()
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,16 @@ class Pipeline:
         if claim is None:
             log.info("job %s not claimable (running elsewhere, done, or not due)", job_id)
             return None
-        run = Run(claim, self.client, self.store, self.policy, dict(claim.progress), self.gate)
+        run = Run(
+            claim,
+            self.client,
+            self.store,
+            self.policy,
+            self.lease_seconds,
+            dict(claim.progress),
+            self.gate,
+            renewed_at=self.store.clock(),
+        )
         try:
             if claim.attempts > self.max_attempts:
                 raise JobFailed(

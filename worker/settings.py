@@ -47,9 +47,11 @@ class Settings(BaseSettings):
     #: A job is failed after this many claims (guards against a job that kills its worker).
     job_max_attempts: int = 25
 
-    #: How long a claim on a running job lasts. Longer than the task's hard time limit, so a live
-    #: worker is always killed by its own time limit before its lease can be taken over.
-    lease_seconds: float = 150.0
+    #: How long a claim on a running job lasts without news from its worker. The worker renews
+    #: it at every checkpoint and before any API call once a third has passed, so it only has to
+    #: outlast one call with its in-process retries (about 45 s at the defaults below). When a
+    #: worker dies, its jobs are taken over once their lease runs out.
+    lease_seconds: float = 60.0
     task_soft_time_limit: float = 90.0
     task_time_limit: float = 120.0
     #: Redis redelivers unacknowledged messages after this long; far above the time limit.

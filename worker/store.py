@@ -180,9 +180,16 @@ class JobStore:
             return None
         return Claim(job.id, token, job.attempts, job.spec, dict(job.progress))
 
-    def checkpoint(self, claim: Claim, progress: dict[str, Any]) -> None:
-        """Record finished steps, so a later attempt resumes after them."""
-        self._apply(claim, progress=progress)
+    def checkpoint(self, claim: Claim, progress: dict[str, Any], *, lease_seconds: float) -> None:
+        """Record finished steps, so a later attempt resumes after them; renews the lease."""
+        self._apply(claim, progress=progress, lease_expires_at=self._lease_end(lease_seconds))
+
+    def renew(self, claim: Claim, *, lease_seconds: float) -> None:
+        """Extend a live claim; raises LeaseLostError if it was already taken over."""
+        self._apply(claim, lease_expires_at=self._lease_end(lease_seconds))
+
+    def _lease_end(self, lease_seconds: float) -> datetime:
+        return self.clock() + timedelta(seconds=lease_seconds)
 
     def succeed(self, claim: Claim, progress: dict[str, Any]) -> None:
         now = self.clock()
