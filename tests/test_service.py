@@ -286,3 +286,39 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def test_retrying_a_failed_delete_of_an_unknown_site_fails_again(store: JobStore, pipeline: Pipeline) -> None:
+    job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="nobody.example.com")).job
+    assert pipeline.run(job.id) is JobStatus.failed
+    assert store.retry(job.id)
+    assert pipeline.run(job.id) is JobStatus.failed  # a definite 404 never counts as "already gone"
+
+
+def test_delete_goal_looks_again_when_our_record_is_stale(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    created = store.enqueue(provision()).job
+    assert pipeline.run(created.id) is JobStatus.succeeded
+    recorded = store.goal_id_from_history("shop.example.com", EVENT.natural_key)
+    # Someone deletes the goal in Plausible's UI and makes it again: it gets a new id.
+    pipeline.client.delete_goal("shop.example.com", recorded)
+    again = pipeline.client.ensure_goal("shop.example.com", goal_type="event", event_name="Signup")
+    assert again.id != recorded
+    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=EVENT)).job
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    done = store.get(job.id)
+    assert done is not None
+    assert (done.progress["goal_id"], done.progress["goal_id_source"]) == (again.id, "list")
+    assert "Signup" not in [g["event_name"] for g in sandbox.state()["goals"]]
+
+
+def test_an_unforeseen_crash_fails_the_job_instead_of_looping(store: JobStore, pipeline: Pipeline) -> None:
+    # A lone surrogate cannot be encoded into the request; edge validation normally stops it.
+    broken = GoalSpec(goal_type="event", event_name="Sign\ud800up")
+    job = store.enqueue(JobRequest(operation=Operation.provision_site, domain="shop.example.com", goals=(broken,))).job
+    assert pipeline.run(job.id) is JobStatus.failed
+    done = store.get(job.id)
+    assert done is not None
+    assert done.error_code == "internal_error"
+    assert done.progress["site"]["domain"] == "shop.example.com"  # the steps before it stay done

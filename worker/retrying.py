@@ -22,16 +22,16 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from worker.errors import RateLimitedError, TransientError
+from worker.errors import PlausibleError, RateLimitedError
 from worker.settings import Settings
 
 T = TypeVar("T")
 
 
 def is_retryable_now(exc: BaseException) -> bool:
-    """Worth an immediate retry. A 429 is not: the window will not reopen within seconds, and
-    Plausible counts every rejected request against the quota."""
-    return isinstance(exc, TransientError) and not isinstance(exc, RateLimitedError)
+    """Worth an immediate retry: a retryable Plausible error, except a 429, whose window will not
+    reopen within seconds, while Plausible counts every refused request against the quota."""
+    return isinstance(exc, PlausibleError) and exc.retryable and not isinstance(exc, RateLimitedError)
 
 
 @dataclass(frozen=True)

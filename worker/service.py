@@ -6,9 +6,9 @@ next one starts, so a redelivered or retried job resumes at the first unfinished
 
 provision_site   ensure site (create, or adopt it when the domain is already ours)
                  -> ensure each goal -> ensure each shared link
-delete_site      delete; a 404 after an earlier attempt of this job means it is already gone
+delete_site      delete; a 404 after a try whose outcome was unknown means it is already gone
 delete_goal      resolve the goal id (given, from the status table, or from the goals list)
-                 -> delete; a 404 after an earlier attempt means it is already gone
+                 -> delete; likewise, and a stale id from our records is looked up again
 """
 
 from __future__ import annotations
@@ -20,18 +20,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker.errors import (
     AuthenticationError,
+    BadRequestError,
     DomainTakenError,
     NotFoundError,
+    PaymentRequiredError,
     PermanentError,
+    PlausibleConnectionError,
     RateLimitedError,
+    ServerError,
     TransientError,
 )
-from worker.models import GoalSpec, JobRequest, JobStatus, Operation, ProvisioningJob
-from worker.plausible import Goal, PlausibleClient
+from worker.models import GoalSpec, JobRequest, JobStatus, Operation
+from worker.plausible import Goal, PlausibleClient, SharedLink
 from worker.quota import QuotaGate
 from worker.retrying import RetryPolicy
 from worker.store import Claim, JobStore, LeaseLostError
@@ -131,6 +135,7 @@ class Pipeline:
                     "too_many_attempts", f"gave up after {claim.attempts - 1} attempts"
                 )
             STEPS[claim.request.operation](run)
+            self.store.succeed(claim, run.progress)
         except LeaseLostError:
             log.warning("job %s: lease lost to another worker; stopping", job_id)
             return None
@@ -145,7 +150,13 @@ class Pipeline:
             delay = self.policy.job_backoff(claim.attempts)
             until = self.store.clock() + timedelta(seconds=delay)
             return self._park(run, until, exc.code, exc.message, exc.status)
-        self.store.succeed(claim, run.progress)
+        except SQLAlchemyError:
+            raise  # the status table is unreachable: the job keeps its lease, the sweeper re-drives it
+        except Exception as exc:
+            # A bug or an input nobody foresaw: retrying the same code on the same input would fail
+            # the same way, so fail now (an operator can retry) instead of looping until the limit.
+            log.exception("job %s crashed", job_id)
+            return self._fail(run, "internal_error", f"{type(exc).__name__} while running the job", None)
         log.info("job %s succeeded after %d attempt(s)", job_id, claim.attempts)
         return JobStatus.succeeded
 
@@ -201,7 +212,7 @@ def provision_site(run: Run) -> None:
     links: dict[str, str] = dict(run.progress.get("shared_links", {}))
     for name in run.request.shared_links:
         if name not in links:
-            link = run.call(lambda name=name: run.client.ensure_shared_link(domain, name))  # type: ignore[misc]
+            link = run.call(lambda name=name: ensure_shared_link(run.client, domain, name))  # type: ignore[misc]
             links[name] = link.url
             run.save(shared_links=links)
 
@@ -219,7 +230,8 @@ def ensure_site(run: Run) -> dict[str, Any]:
     except DomainTakenError as taken:
         try:
             site = run.call(lambda: run.client.get_site(request.domain))
-        except (AuthenticationError, NotFoundError):
+        except (AuthenticationError, NotFoundError, PaymentRequiredError):
+            # 401/402/404 on a domain that exists: it belongs to a team this key cannot reach.
             raise JobFailed(
                 "domain_taken",
                 f"{request.domain} is registered to a site this API key cannot access",
@@ -238,6 +250,16 @@ def ensure_goal(client: PlausibleClient, domain: str, spec: GoalSpec) -> Goal:
         display_name=spec.display_name,
         custom_props=spec.custom_props or None,
     )
+
+
+def ensure_shared_link(client: PlausibleClient, domain: str, name: str) -> SharedLink:
+    try:
+        return client.ensure_shared_link(domain, name)
+    except BadRequestError as exc:
+        if "has already been taken" not in exc.message:
+            raise
+        # A concurrent find-or-create of the same name won the race (§7.7): the link exists now.
+        return client.ensure_shared_link(domain, name)
 
 
 def goal_record(goal: Goal) -> dict[str, Any]:
@@ -259,19 +281,22 @@ def delete_site(run: Run) -> None:
 
 
 def _delete_once(run: Run, gone_code: str, delete: Callable[[], object]) -> Callable[[], None]:
-    """A delete that counts "not found" as success when an earlier try of this job was sent:
-    that earlier try did the deleting and only its answer was lost."""
+    """A delete that counts "not found" as success when an earlier try of this job may have done
+    the deleting: a try that got no answer, or a 5xx, is recorded before it is retried. A definite
+    answer (a 4xx) records nothing, so a delete of something that never existed still fails."""
 
     def attempt() -> None:
-        sent_before = bool(run.progress.get("delete_sent"))
-        if not sent_before:
-            run.save(delete_sent=True)
+        maybe_done = bool(run.progress.get("delete_outcome_unknown"))
         try:
             delete()
         except NotFoundError as exc:
-            if exc.code != gone_code or not sent_before:
+            if exc.code != gone_code or not maybe_done:
                 raise
             run.progress["already_gone"] = True
+        except (PlausibleConnectionError, ServerError):
+            if not maybe_done:
+                run.save(delete_outcome_unknown=True)
+            raise
         run.progress["deleted"] = True
 
     return attempt
@@ -282,46 +307,42 @@ def _delete_once(run: Run, gone_code: str, delete: Callable[[], object]) -> Call
 
 def delete_goal(run: Run) -> None:
     domain = run.request.domain
-    goal_id = run.progress.get("goal_id")
-    if goal_id is None:
-        goal_id = run.request.goal_id or resolve_goal_id(run)
-        run.save(goal_id=goal_id)
-    run.call(_delete_once(run, "goal_not_found", lambda: run.client.delete_goal(domain, goal_id)))
+    if run.progress.get("goal_id") is None:
+        goal_id, source = resolve_goal_id(run)
+        run.save(goal_id=goal_id, goal_id_source=source)
+    try:
+        run.call(_delete_once(run, "goal_not_found", lambda: run.client.delete_goal(domain, run.progress["goal_id"])))
+    except NotFoundError as exc:
+        if exc.code != "goal_not_found" or run.progress.get("goal_id_source") != "history":
+            raise
+        # Our record is stale: the goal was deleted and made again outside the provisioner.
+        run.save(goal_id=goal_id_from_list(run), goal_id_source="list")
+        run.call(_delete_once(run, "goal_not_found", lambda: run.client.delete_goal(domain, run.progress["goal_id"])))
 
 
-def resolve_goal_id(run: Run) -> int:
-    """The id of the goal named by event name or page path: from our own records if a job of ours
-    created it, otherwise from Plausible's goals list."""
+def resolve_goal_id(run: Run) -> tuple[int, str]:
+    """The goal's id and where it came from: the request, our own records (a job of ours made
+    the goal), or Plausible's goals list."""
+    if run.request.goal_id is not None:
+        return run.request.goal_id, "request"
     spec = run.request.goal
     if spec is None:
         raise JobFailed("validation_error", "delete_goal needs a goal_id, event_name or page_path")
-    known = goal_id_from_history(run.store, run.request.domain, spec.natural_key)
+    known = run.store.goal_id_from_history(run.request.domain, spec.natural_key)
     if known is not None:
-        return known
+        return known, "history"
+    return goal_id_from_list(run), "list"
+
+
+def goal_id_from_list(run: Run) -> int:
+    spec = run.request.goal
+    assert spec is not None
     for goal in run.call(lambda: list(run.client.list_goals(run.request.domain))):
-        if goal.goal_type == spec.goal_type and (
-            goal.event_name == spec.event_name if spec.goal_type == "event" else goal.page_path == spec.page_path
-        ):
+        same = goal.event_name == spec.event_name if spec.goal_type == "event" else goal.page_path == spec.page_path
+        if goal.goal_type == spec.goal_type and same:
             return goal.id
-    raise JobFailed(
-        "goal_not_found", f"no {spec.goal_type} goal {spec.natural_key.split(':', 1)[1]!r} on {run.request.domain}", 404
-    )
-
-
-def goal_id_from_history(store: JobStore, domain: str, natural_key: str) -> int | None:
-    t = ProvisioningJob
-    with Session(store.engine) as session:
-        rows = session.exec(
-            select(t)
-            .where(t.domain == domain, t.operation == Operation.provision_site)
-            .where(t.status == JobStatus.succeeded)
-            .order_by(col(t.finished_at).desc())
-        ).all()
-    for job in rows:
-        goal = job.progress.get("goals", {}).get(natural_key)
-        if goal is not None:
-            return int(goal["id"])
-    return None
+    name = spec.event_name if spec.goal_type == "event" else spec.page_path
+    raise JobFailed("goal_not_found", f"no {spec.goal_type} goal {name!r} on {run.request.domain}", 404)
 
 
 STEPS: dict[Operation, Callable[[Run], None]] = {

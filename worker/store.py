@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from worker.errors import IdempotencyConflictError
-from worker.models import JobRequest, JobStatus, ProvisioningJob, utcnow
+from worker.models import JobRequest, JobStatus, Operation, ProvisioningJob, utcnow
 
 Clock = Callable[[], datetime]
 
@@ -268,6 +268,22 @@ class JobStore:
             result = session.execute(update(ProvisioningJob).where(*conditions).values(**values))
             session.commit()
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def goal_id_from_history(self, domain: str, natural_key: str) -> int | None:
+        """The id our newest succeeded provisioning of ``domain`` recorded for a goal, if any."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            progresses = session.execute(
+                select(t.progress)
+                .where(col(t.domain) == domain, col(t.operation) == Operation.provision_site)
+                .where(col(t.status) == JobStatus.succeeded)
+                .order_by(col(t.finished_at).desc())
+            ).scalars()
+            for progress in progresses:
+                goal = progress.get("goals", {}).get(natural_key)
+                if goal is not None:
+                    return int(goal["id"])
+        return None
 
     # -- sweeper -----------------------------------------------------------------------------
 
