@@ -202,3 +202,20 @@ def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: C
     again = store.get(crashed.id)
     assert again is not None
     assert again.status is JobStatus.queued
+
+
+def test_a_backlog_waiting_out_its_backoff_never_starves_an_unpublished_job(
+    store: JobStore, clock: Clock
+) -> None:
+    dispatcher = RecordingDispatcher()
+    backlog = [store.enqueue(provision(f"b{n}.example.com")).job.id for n in range(30)]
+    store.mark_dispatched(backlog)
+    for _ in range(3):  # published three times: each now waits 4 x 60 s before the next
+        clock.advance(60 * 2**_ + 1)
+        assert sorted(store.take_for_dispatch(undispatched_grace=5, redispatch_after=60)) == sorted(backlog)
+    orphan = store.enqueue(provision("orphan.example.com")).job  # its producer died before publishing
+    clock.advance(100)  # the backlog was published 100 s ago: past the base wait, inside its backoff
+    taken = store.take_for_dispatch(undispatched_grace=5, redispatch_after=60, limit=10)
+    assert taken == [orphan.id]
+    sweep_once(store, dispatcher, settings())
+    assert dispatcher.published == []

@@ -320,31 +320,36 @@ class JobStore:
         """Queued jobs that need a (new) message, each taken by exactly one sweeper.
 
         A job never published gets its message after a short grace (its producer died between
-        commit and publish). A job published long ago that never started lost its message (the
-        broker was flushed or restarted); the wait before re-publishing doubles each time so a
-        long but healthy backlog is not flooded with duplicates.
+        commit and publish); these come first, so a backlog can never starve them. A job
+        published long ago that never started lost its message (the broker was flushed or
+        restarted); the wait before re-publishing doubles with each message, up to 64 times
+        ``redispatch_after``, so a long but healthy backlog is not flooded with duplicates.
         """
         now = self.clock()
         t = ProvisioningJob
         never_sent = and_(
-            col(t.dispatched_at).is_(None), col(t.updated_at) <= now - timedelta(seconds=undispatched_grace)
+            col(t.dispatched_at).is_(None),
+            col(t.updated_at) <= now - timedelta(seconds=undispatched_grace),
         )
-        sent_long_ago = col(t.dispatched_at) <= now - timedelta(seconds=redispatch_after)
-        taken: list[str] = []
+        candidates: list[tuple[str, datetime | None]] = []
         with Session(self.engine) as session:
-            rows: Sequence[tuple[str, datetime | None, int]] = session.execute(
-                select(t.id, t.dispatched_at, t.dispatch_count)
-                .where(col(t.status) == JobStatus.queued, or_(never_sent, sent_long_ago))
-                .order_by(col(t.created_at))
-                .limit(limit)
-            ).all()
+            for due, order in (
+                (never_sent, col(t.created_at)),
+                (_redispatch_due(now, redispatch_after), col(t.dispatched_at)),
+            ):
+                rows = session.execute(
+                    select(t.id, t.dispatched_at)
+                    .where(col(t.status) == JobStatus.queued, due)
+                    .order_by(order)
+                    .limit(limit - len(candidates))
+                ).all()
+                candidates += [(job_id, sent) for job_id, sent in rows]
+                if len(candidates) >= limit:
+                    break
+        taken: list[str] = []
         # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
         with Session(self.engine) as session:
-            for job_id, dispatched_at, count in rows:
-                sent = as_utc(dispatched_at)
-                backoff = redispatch_after * 2 ** min(max(count - 1, 0), 6)
-                if sent is not None and sent > now - timedelta(seconds=backoff):
-                    continue
+            for job_id, dispatched_at in candidates:
                 result = session.execute(
                     update(t)
                     .where(col(t.id) == job_id, col(t.status) == JobStatus.queued)
@@ -528,6 +533,27 @@ class JobStore:
             updated_at=self.clock(),
         )
         return changed == 1
+
+
+#: Re-publishing waits double with each message sent, up to this many times the base wait.
+MAX_REDISPATCH_DOUBLINGS = 6
+
+
+def _redispatch_due(now: datetime, base_seconds: float) -> Any:
+    """Published at least ``base * 2**(messages - 1)`` seconds ago (capped), as one portable SQL
+    condition: one clause per doubling, since SQLite and PostgreSQL spell powers differently."""
+    t = ProvisioningJob
+    count, sent = col(t.dispatch_count), col(t.dispatched_at)
+
+    def sent_before(doublings: int) -> Any:
+        return sent <= now - timedelta(seconds=base_seconds * 2**doublings)
+
+    top = MAX_REDISPATCH_DOUBLINGS
+    return or_(
+        and_(count <= 1, sent_before(0)),
+        *(and_(count == n + 1, sent_before(n)) for n in range(1, top)),
+        and_(count >= top + 1, sent_before(top)),
+    )
 
 
 def check_same_request(existing: ProvisioningJob, new_fingerprint: str) -> None:
