@@ -7,6 +7,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import SecretStr
@@ -16,12 +17,24 @@ from producers.importer import ImportSummary, Invalid, import_file, wait_for_bat
 from producers.rows import Format
 from producers.status import Kind, lookup
 from producers.wiring import make_store, runtime
+from worker.errors import ConfigurationError
+from worker.runtime import make_client
 from worker.settings import Settings, get_settings
 from worker.store import JobStore
 from worker.sweeper import Dispatcher
 
 
-@click.group()
+class _Commands(click.Group):
+    """Configuration mistakes end a command with a usage error, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="plausible-provisioner")
 def main() -> None:
     """Provision websites on Plausible Analytics, exactly once."""
@@ -36,6 +49,7 @@ def worker(ctx: click.Context) -> None:
     settings = get_settings()
     if not settings.broker_url:
         raise click.UsageError("PROVISIONER_BROKER_URL is not set; a worker needs a broker")
+    make_client(settings).close()  # fail now on a bad configuration, not in every task
     app = create_app(settings)
     app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
 

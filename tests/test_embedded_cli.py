@@ -109,3 +109,13 @@ def test_demo_command_onboards_the_sample_files(tmp_path: Path) -> None:
     assert len(succeeded) == 8  # five sites provisioned, two goals and one site deleted
     assert not [line for line in lines if line.startswith(("failed", "waiting", "queued", "running"))]
     assert "line 6: domain:" in result.stdout
+
+
+def test_embedded_import_without_an_api_key_stops_with_a_clear_error(tmp_path: Path) -> None:
+    signups = tmp_path / "signups.jsonl"
+    signups.write_text(json.dumps(EVENTS[0]) + "\n")
+    env = {**clean_environ(), "PROVISIONER_DATABASE_URL": f"sqlite:///{tmp_path / 'status.db'}"}
+    result = provision(env, "import", str(signups))
+    assert result.returncode == 2
+    assert "PLAUSIBLE_API_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr

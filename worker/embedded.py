@@ -12,7 +12,7 @@ import queue
 import threading
 from collections.abc import Sequence
 
-from worker.runtime import make_pipeline
+from worker.runtime import make_client, make_pipeline
 from worker.settings import Settings
 from worker.store import JobStore
 from worker.sweeper import SweeperThread
@@ -38,6 +38,7 @@ class EmbeddedWorkers:
             self._queue.put(job_id)
 
     def start(self) -> EmbeddedWorkers:
+        make_client(self.settings).close()  # a bad configuration fails here, not in every thread
         for thread in self._threads:
             thread.start()
         self._sweeper.start()

@@ -14,6 +14,7 @@ ProvisionerError                      anything of ours
 │       ├── PaymentRequiredError      402                 code sites_api_unavailable, site_limit_reached, ...
 │       ├── ForbiddenError            403                 code team_forbidden
 │       └── NotFoundError             404                 code site_not_found / goal_not_found / not_found
+├── ConfigurationError                the process cannot run as configured (e.g. no API key)
 ├── InvalidRequestError               a provisioning request failed validation before it was queued
 └── IdempotencyConflictError          an idempotency key was reused for a different request
 
@@ -134,6 +135,10 @@ class NotFoundError(PermanentError):
     """404: the site or goal does not exist, or the key's role may not see it."""
 
     default_code = "not_found"
+
+
+class ConfigurationError(ProvisionerError):
+    """The process cannot run as configured; the message says which setting to fix."""
 
 
 class InvalidRequestError(ProvisionerError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from worker.db import make_engine
+from worker.errors import ConfigurationError
 from worker.plausible import PlausibleClient
 from worker.quota import QuotaGate
 from worker.retrying import RetryPolicy
@@ -14,6 +15,8 @@ from worker.store import JobStore
 
 
 def make_client(settings: Settings) -> PlausibleClient:
+    if not settings.plausible_api_key.get_secret_value():
+        raise ConfigurationError("PLAUSIBLE_API_KEY is not set: workers cannot call Plausible")
     return PlausibleClient(
         base_url=settings.plausible_base_url,
         api_key=settings.plausible_api_key.get_secret_value(),
