@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import sqlalchemy.exc
 
 from producers.events import Event, parse_event
 from producers.submit import publish
@@ -116,28 +117,52 @@ class StreamConsumer:
         return _decode(reply[0][1]) if reply else []
 
     def process(self, entries: list[Entry]) -> None:
-        """Commit the valid entries' jobs, dead-letter the invalid ones, then acknowledge all."""
+        """Commit the valid entries' jobs, dead-letter the invalid ones, then acknowledge all.
+
+        Whatever an entry holds, it either becomes a job row or is dead-lettered: validation
+        catches every exception (not only the expected ones), and if the batch INSERT fails the
+        entries are inserted one by one so only the one(s) at fault are dead-lettered. Only an
+        error that no entry caused (the database is down) escapes, leaving the batch pending.
+        """
         valid: list[tuple[str, Event]] = []
         for entry_id, fields in entries:
             if not fields:  # deleted from the stream (XDEL/XTRIM) while pending
                 continue
             try:
                 valid.append((entry_id, parse_event(json.loads(fields.get("event", "")))))
-            except (json.JSONDecodeError, InvalidRequestError) as exc:
-                self._dead(entry_id, fields, getattr(exc, "field", None), _reason(exc))
+            except InvalidRequestError as exc:
+                self._dead(entry_id, fields, exc.field, exc.message)
+            except Exception as exc:
+                self._dead(entry_id, fields, None, _reason(exc))
         if valid:
-            result = self.store.enqueue_many([(e.key, e.request) for _, e in valid])
-            self.stats.queued += len(result.created)
-            self.stats.duplicate += len(result.duplicate)
-            for index, conflict in result.conflict.items():
-                entry_id = valid[index][0]
-                self._dead(entry_id, dict(entries)[entry_id], "id", str(conflict))
-            publish(self.store, self.dispatcher, list(result.created.values()))
+            try:
+                self._enqueue(valid, entries)
+            except Exception as exc:
+                if not _entry_fault(exc):
+                    raise
+                log.warning("batch insert failed (%s); inserting one by one", _reason(exc))
+                for one in valid:
+                    try:
+                        self._enqueue([one], entries)
+                    except Exception as single:
+                        if not _entry_fault(single):
+                            raise
+                        self._dead(one[0], dict(entries)[one[0]], None, _reason(single))
         # Acknowledge only now: every job row is committed, every poison entry dead-lettered.
         self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
 
+    def _enqueue(self, valid: list[tuple[str, Event]], entries: list[Entry]) -> None:
+        result = self.store.enqueue_many([(e.key, e.request) for _, e in valid])
+        self.stats.queued += len(result.created)
+        self.stats.duplicate += len(result.duplicate)
+        for index, conflict in result.conflict.items():
+            entry_id = valid[index][0]
+            self._dead(entry_id, dict(entries)[entry_id], "id", str(conflict))
+        publish(self.store, self.dispatcher, list(result.created.values()))
+
     def _dead(self, entry_id: str, fields: dict[str, str], field: str | None, reason: str) -> None:
         self.stats.dead += 1
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
         log.warning("dead-lettering %s %s: %s: %s", self.stream, entry_id, field or "event", reason)
         self.client.xadd(
             self.dead_stream,
@@ -150,10 +175,22 @@ class StreamConsumer:
         )
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"not valid JSON: {exc.msg}"
-    return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def _entry_fault(exc: BaseException) -> bool:
+    """Whether an INSERT failed because of the rows' content (and not, say, a lost connection)."""
+    if isinstance(exc, sqlalchemy.exc.DataError):  # e.g. PostgreSQL: NUL in text, value too long
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):  # operational, integrity, programming errors
+        return False
+    if isinstance(exc, sqlalchemy.exc.StatementError) and exc.orig is not None:
+        return _entry_fault(exc.orig)
+    # Raised while binding parameters: a lone surrogate (UnicodeEncodeError), NUL, overflow.
+    return isinstance(exc, ValueError | TypeError | OverflowError | RecursionError)
 
 
 def _decode(raw: Any) -> list[Entry]:

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 from sqlalchemy import func
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from producers.consumer import StreamConsumer
@@ -147,3 +149,80 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert len(keys) == len(set(keys)) == total
     assert set(keys) == {f"evt_{n}" for n in range(total)}
     assert client.xlen(f"{STREAM}:dead") == 0
+
+
+def test_entries_that_crash_validation_or_the_insert_are_dead_lettered(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Not only the expected errors: anything an entry makes parsing or the INSERT raise."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    c = consumer(client, store)
+    c.ensure_group()
+    client.xadd(STREAM, {"event": json.dumps(event(1))})
+    client.xadd(STREAM, {"event": json.dumps({"type": [], "domain": "a.example.com"})})
+    client.xadd(STREAM, {"event": '{"id": ' + "9" * 5000 + "}"})  # ValueError, not JSONDecodeError
+    client.xadd(STREAM, {"event": "[" * 100_000})  # RecursionError
+    client.xadd(STREAM, {"event": json.dumps(event(5, id="evt_\ud800"))})  # unencodable key
+    client.xadd(STREAM, {"event": json.dumps(event(6))})
+    assert c.step() == 6
+    assert (c.stats.queued, c.stats.dead) == (2, 4)
+    assert client.xpending(STREAM, "g")["pending"] == 0
+    assert job_count(store) == 2
+    reasons = [fields["reason"] for _, fields in client.xrange(f"{STREAM}:dead")]
+    assert len(reasons) == 4
+    assert "ValueError" in reasons[1]
+    assert "RecursionError" in reasons[2]
+
+
+class FailsOnKey(JobStore):
+    """A store whose INSERT fails (as a driver does on bad data) whenever one key is in it."""
+
+    def __init__(self, inner: JobStore, bad_key: str) -> None:
+        super().__init__(inner.engine)
+        self.bad_key = bad_key
+
+    def enqueue_many(self, items, *, batch_id=None):  # type: ignore[no-untyped-def]
+        if any(key == self.bad_key for key, _ in items):
+            raise UnicodeEncodeError("utf-8", self.bad_key, 0, 1, "surrogates not allowed")
+        return super().enqueue_many(items, batch_id=batch_id)
+
+
+def test_a_failing_batch_insert_is_retried_row_by_row(redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = FailsOnKey(JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}")), "evt_2")
+    c = StreamConsumer(
+        client, store, RecordingDispatcher(), stream=STREAM, group="g", consumer="c1", block_ms=10
+    )
+    c.ensure_group()
+    for n in range(4):
+        client.xadd(STREAM, {"event": json.dumps(event(n))})
+    assert c.step() == 4
+    assert (c.stats.queued, c.stats.dead) == (3, 1)
+    dead = [fields for _, fields in client.xrange(f"{STREAM}:dead")]
+    assert len(dead) == 1
+    assert "UnicodeEncodeError" in dead[0]["reason"]
+    assert json.loads(dead[0]["event"])["id"] == "evt_2"
+    assert client.xpending(STREAM, "g")["pending"] == 0
+    assert job_count(store) == 3
+
+
+class DatabaseDown(JobStore):
+    def enqueue_many(self, items, *, batch_id=None):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+
+def test_a_database_outage_dead_letters_nothing_and_leaves_the_batch_pending(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = DatabaseDown(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    c = StreamConsumer(
+        client, store, RecordingDispatcher(), stream=STREAM, group="g", consumer="c1", block_ms=10
+    )
+    c.ensure_group()
+    client.xadd(STREAM, {"event": json.dumps(event(1))})
+    with pytest.raises(OperationalError):
+        c.step()
+    assert client.xlen(f"{STREAM}:dead") == 0
+    assert client.xpending(STREAM, "g")["pending"] == 1
