@@ -21,7 +21,7 @@ from worker.runtime import make_pipeline, make_store
 from worker.service import Pipeline
 from worker.settings import Settings
 from worker.store import JobStore
-from worker.sweeper import sweep_once
+from worker.sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +140,9 @@ class _ProcessState:
 def run_sweeper(settings: Settings, parent_pid: int) -> None:
     """The sweeper process of one worker; it exits when its worker is gone, even if killed."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/sweeper] %(message)s")
-    store = make_store(settings)
-    dispatcher = CeleryDispatcher(create_app(settings))
-    while os.getppid() == parent_pid:
-        try:
-            sweep_once(store, dispatcher, settings)
-        except Exception:
-            # A database or broker outage must not end the sweeper; it tries again next tick.
-            log.exception("sweep failed; retrying in %.1fs", settings.sweep_interval_seconds)
-        time.sleep(settings.sweep_interval_seconds)
+
+    def orphaned_after(seconds: float) -> bool:
+        time.sleep(seconds)
+        return os.getppid() != parent_pid
+
+    sweep_forever(make_store(settings), CeleryDispatcher(create_app(settings)), settings, orphaned_after)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,8 +52,20 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
     return SweepResult(requeued=len(requeued), dispatched=len(ids))
 
 
+def sweep_forever(
+    store: JobStore, dispatcher: Dispatcher, settings: Settings, wait: Callable[[float], bool]
+) -> None:
+    """Sweep every ``sweep_interval_seconds`` until ``wait(interval)`` returns True."""
+    while not wait(settings.sweep_interval_seconds):
+        try:
+            sweep_once(store, dispatcher, settings)
+        except Exception:
+            # A database or broker outage must not end the sweeper; it tries again next tick.
+            log.exception("sweep failed; retrying in %.1fs", settings.sweep_interval_seconds)
+
+
 class SweeperThread(threading.Thread):
-    """Runs ``sweep_once`` every ``sweep_interval_seconds`` until stopped."""
+    """``sweep_forever`` on a thread, until stopped."""
 
     def __init__(self, store: JobStore, dispatcher: Dispatcher, settings: Settings) -> None:
         super().__init__(name="provisioner-sweeper", daemon=True)
@@ -63,12 +75,7 @@ class SweeperThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.settings.sweep_interval_seconds):
-            try:
-                sweep_once(self.store, self.dispatcher, self.settings)
-            except Exception:
-                # A database or broker outage must not kill the sweeper; it tries again next tick.
-                log.exception("sweep failed; retrying in %.1fs", self.settings.sweep_interval_seconds)
+        sweep_forever(self.store, self.dispatcher, self.settings, self._stop_event.wait)
 
     def stop(self) -> None:
         self._stop_event.set()
