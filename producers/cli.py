@@ -165,12 +165,17 @@ def serve(host: str, port: int, dev: bool) -> None:
 )
 @click.option("--stream", default="signups", show_default=True)
 @click.option("--group", default="provisioner", show_default=True)
-@click.option("--consumer", "name", default=None, help="Consumer name (default: host-pid).")
+@click.option(
+    "--consumer",
+    "name",
+    default=None,
+    help="Consumer name, stable across restarts (default: the host name).",
+)
 @click.option(
     "--claim-idle-ms",
     default=60_000,
     show_default=True,
-    help="Claim others' entries idle this long.",
+    help="Claim entries idle this long (checked at start and every half of this while running).",
 )
 @click.option("--count", default=100, show_default=True, help="Entries per read (one transaction).")
 def consume(
@@ -178,13 +183,11 @@ def consume(
 ) -> None:
     """Enqueue signup events from a Redis Stream through a consumer group."""
     import logging
-    import os
     import signal
-    import socket
 
     import redis
 
-    from producers.consumer import StreamConsumer
+    from producers.consumer import StreamConsumer, default_consumer_name
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -197,7 +200,7 @@ def consume(
             dispatcher,
             stream=stream,
             group=group,
-            consumer=name or f"{socket.gethostname()}-{os.getpid()}",
+            consumer=name or default_consumer_name(),
             count=count,
             claim_idle_ms=claim_idle_ms,
         )

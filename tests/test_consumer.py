@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from producers.consumer import StreamConsumer
+from producers.consumer import StreamConsumer, default_consumer_name
 from tests.producer_fixtures import redis_url
 from tests.producer_helpers import RecordingDispatcher, event, wait_until
 from tests.sandbox_process import REPO_ROOT
@@ -226,3 +228,37 @@ def test_a_database_outage_dead_letters_nothing_and_leaves_the_batch_pending(
         c.step()
     assert client.xlen(f"{STREAM}:dead") == 0
     assert client.xpending(STREAM, "g")["pending"] == 1
+
+
+def test_a_running_consumer_claims_a_dead_consumers_entries_without_restarting(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    b = consumer(client, store, "b", claim_every_ms=0)  # claim_idle_ms stays 60 s
+    b.ensure_group()
+    for n in range(3):
+        client.xadd(STREAM, {"event": json.dumps(event(n))})
+    read = client.xreadgroup("g", "a", {STREAM: ">"})  # consumer "a" reads, then dies
+    ids = [entry_id for entry_id, _ in read[0][1]]
+    steps: list[int] = []
+    original_step = b.step
+    b.step = lambda: steps.append(1) or original_step()  # type: ignore[method-assign]
+    thread = threading.Thread(target=b.run)
+    thread.start()
+    try:
+        # b started while a's entries were fresh, so its start-up claim left them alone.
+        wait_until(lambda: len(steps) >= 2, what="b to be consuming")
+        assert b.stats.queued == 0
+        # a's entries now look idle for an hour: b must take them over while it runs.
+        client.xclaim(STREAM, "g", "a", 0, ids, idle=3_600_000)
+        wait_until(lambda: b.stats.queued == 3, what="b to claim a's stale entries")
+    finally:
+        b.stop()
+        thread.join(timeout=30)
+    assert client.xpending(STREAM, "g")["pending"] == 0
+    assert job_count(store) == 3
+
+
+def test_the_default_consumer_name_survives_a_restart() -> None:
+    assert default_consumer_name() == default_consumer_name() == socket.gethostname()
