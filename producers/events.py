@@ -10,9 +10,12 @@ entry):
      "shared_links": ["WordPress"]}
 
 ``site.delete`` takes a ``domain``; ``goal.delete`` takes a ``domain`` and a goal, as
-``goal_id`` or as ``event_name`` / ``page_path``. ``id`` is the idempotency key; without one the
-key is derived from the request. Validation applies Plausible's own rules (``worker.rules``), so
-an event that passes here is not refused by Plausible for its shape.
+``goal_id`` (an integer >= 1) or as ``event_name`` / ``page_path``. ``id`` is the idempotency key
+(a string or an integer, trimmed; ``parse_key``); without one the key is derived from the request.
+Validation applies Plausible's own rules (``worker.rules``), so an event that passes here is not
+refused by Plausible for its shape. Every string anywhere in the event, keys included, must be
+encodable as UTF-8 (no lone surrogate) and hold no NUL character; the event may nest at most
+``MAX_DEPTH`` levels. Any problem raises InvalidRequestError naming the field.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ MAX_KEY_LENGTH = 255
 MAX_CUSTOM_PROPS = 3
 #: Plausible's default per-site goal limit; a request above it can never fully succeed.
 MAX_GOALS = 1000
+#: Deepest nesting an event can need is 4 (event > goals > goal > custom_props).
+MAX_DEPTH = 8
+#: Plausible's goal ids are PostgreSQL bigints.
+MAX_GOAL_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,10 @@ def parse_event(data: object) -> Event:
     """Validate one event; raises InvalidRequestError naming the field at fault."""
     if not isinstance(data, Mapping):
         raise InvalidRequestError("an event must be a JSON object", field=None)
-    key = _key(data.get("id"))
+    check_strings(data)
+    key = parse_key(data.get("id"))
     kind = data.get("type", "site.provision")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidRequestError(
             f"unknown type {kind!r}; expected one of {', '.join(EVENT_TYPES)}", field="type"
         )
@@ -86,7 +94,42 @@ def parse_domain(value: object) -> str:
     return domain
 
 
-def _key(value: object) -> str | None:
+def check_strings(value: object, field: str | None = None, depth: int = 0) -> None:
+    """Refuse any string, at any depth (mapping keys too), that no database can store: one with
+    a NUL character or a lone surrogate (not encodable as UTF-8). Also bounds the nesting."""
+    if isinstance(value, str):
+        _check_text(value, field)
+    elif isinstance(value, Mapping | list | tuple):
+        if depth >= MAX_DEPTH:
+            raise InvalidRequestError(f"nested more than {MAX_DEPTH} levels deep", field=field)
+        if isinstance(value, Mapping):
+            for name, item in value.items():
+                if isinstance(name, str):
+                    _check_text(name, field, what=f"a key of {field or 'the event'}")
+                    check_strings(item, name if field is None else f"{field}.{name}", depth + 1)
+                else:
+                    check_strings(item, field, depth + 1)
+        else:
+            for index, item in enumerate(value):
+                check_strings(item, f"{field or ''}[{index}]", depth + 1)
+
+
+def _check_text(text: str, field: str | None, *, what: str | None = None) -> None:
+    subject = what or field or "the event"
+    if "\x00" in text:
+        raise InvalidRequestError(f"{subject} contains a NUL character", field=field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{subject} is not valid Unicode (lone surrogate {text[exc.start]!r} at position "
+            f"{exc.start})",
+            field=field,
+        ) from None
+
+
+def parse_key(value: object) -> str | None:
+    """An idempotency key as given (a string or an integer), trimmed; None if absent."""
     if value is None:
         return None
     if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
@@ -116,9 +159,24 @@ def _goals(value: object) -> tuple[GoalSpec, ...]:
     if len(value) > MAX_GOALS:
         raise InvalidRequestError(f"at most {MAX_GOALS} goals per site", field="goals")
     goals: dict[str, GoalSpec] = {}
+    display_names: dict[str, int] = {}
     for index, item in enumerate(value):
         goal = parse_goal(item, field=f"goals[{index}]")
-        goals.setdefault(goal.natural_key, goal)  # Plausible would return the same goal twice
+        if goal.natural_key in goals:
+            continue  # Plausible would return the same goal twice
+        # Plausible keeps display names unique per site; a clash with a different goal makes its
+        # find-or-create fail (a 404 "internal server error"), so refuse it here.
+        name = goal.display_name or rules.default_display_name(
+            event_name=goal.event_name, page_path=goal.page_path
+        )
+        if name in display_names:
+            raise InvalidRequestError(
+                f"display name {name!r} is also that of goals[{display_names[name]}]; "
+                "Plausible needs a distinct display_name per goal",
+                field=f"goals[{index}].display_name",
+            )
+        display_names[name] = index
+        goals[goal.natural_key] = goal
     return tuple(goals.values())
 
 
@@ -194,6 +252,7 @@ def _links(value: object) -> tuple[str, ...]:
         where = f"shared_links[{index}]"
         if not isinstance(name, str) or not name.strip():
             raise InvalidRequestError("a shared link name must be a non-empty string", field=where)
+        name = name.strip()
         if name in rules.RESERVED_SHARED_LINK_NAMES:
             raise InvalidRequestError(f"the name {name!r} is reserved by Plausible", field=where)
         if name not in names:
@@ -204,11 +263,15 @@ def _links(value: object) -> tuple[str, ...]:
 def _goal_delete(data: Mapping[str, Any], domain: str) -> JobRequest:
     goal_id = data.get("goal_id")
     if goal_id is not None:
-        if isinstance(goal_id, bool) or not (
-            isinstance(goal_id, int) or (isinstance(goal_id, str) and goal_id.isdecimal())
-        ):
+        if isinstance(goal_id, str) and goal_id.strip().isascii() and goal_id.strip().isdigit():
+            goal_id = int(goal_id.strip()) if len(goal_id.strip()) <= 19 else MAX_GOAL_ID + 1
+        if isinstance(goal_id, bool) or not isinstance(goal_id, int):
             raise InvalidRequestError("goal_id must be an integer", field="goal_id")
-        return JobRequest(operation=Operation.delete_goal, domain=domain, goal_id=int(goal_id))
+        if not 1 <= goal_id <= MAX_GOAL_ID:
+            raise InvalidRequestError(
+                f"goal_id must be between 1 and {MAX_GOAL_ID}", field="goal_id"
+            )
+        return JobRequest(operation=Operation.delete_goal, domain=domain, goal_id=goal_id)
     if data.get("event_name") is not None:
         goal = parse_goal({"goal_type": "event", "event_name": data["event_name"]}, field="goal")
     elif data.get("page_path") is not None:

@@ -71,6 +71,8 @@ def validate(row: Row) -> Event | Invalid:
         return parse_event(row.data)
     except InvalidRequestError as exc:
         return Invalid(row.line, exc.field, exc.message)
+    except Exception as exc:
+        return Invalid(row.line, None, f"{type(exc).__name__}: {exc}"[:1000])
 
 
 def import_file(

@@ -57,8 +57,12 @@ def read_rows(handle: Iterable[bytes], fmt: Format) -> Iterator[Row]:
     return _csv_rows(lines) if fmt == "csv" else _jsonl_rows(lines)
 
 
-def _decoded_lines(handle: Iterable[bytes]) -> Iterator[tuple[int, str | None, str | None]]:
-    """(line number, text without its line ending, or None and the decoding error)."""
+Line = tuple[int, str, str | None]
+
+
+def _decoded_lines(handle: Iterable[bytes]) -> Iterator[Line]:
+    """(line number, text without its line ending, None) or, for a line that is not valid UTF-8,
+    (line number, the text with U+FFFD for the bad bytes, why it could not be decoded)."""
     for number, raw in enumerate(handle, start=1):
         if number == 1 and raw.startswith(BOM):
             raw = raw[len(BOM) :]
@@ -68,14 +72,14 @@ def _decoded_lines(handle: Iterable[bytes]) -> Iterator[tuple[int, str | None, s
         except UnicodeDecodeError as exc:
             yield (
                 number,
-                None,
+                raw.decode("utf-8", "replace"),
                 f"not valid UTF-8 (byte {exc.start + 1}: {raw[exc.start : exc.start + 1]!r})",
             )
 
 
-def _jsonl_rows(lines: Iterable[tuple[int, str | None, str | None]]) -> Iterator[Row]:
+def _jsonl_rows(lines: Iterable[Line]) -> Iterator[Row]:
     for number, text, problem in lines:
-        if text is None:
+        if problem is not None:
             yield Row(number, None, problem)
             continue
         if not text.strip():
@@ -85,32 +89,64 @@ def _jsonl_rows(lines: Iterable[tuple[int, str | None, str | None]]) -> Iterator
         except json.JSONDecodeError as exc:
             yield Row(number, None, f"not valid JSON: {exc.msg} (column {exc.colno})")
             continue
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            yield Row(number, None, f"not valid JSON: {exc}")
+            continue
+        except RecursionError:
+            yield Row(number, None, "not valid JSON: nested too deeply")
+            continue
         if not isinstance(data, dict):
             yield Row(number, None, "an event must be a JSON object")
             continue
         yield Row(number, data)
 
 
-def _csv_rows(lines: Iterable[tuple[int, str | None, str | None]]) -> Iterator[Row]:
+def _csv_rows(lines: Iterable[Line]) -> Iterator[Row]:
+    """CSV records, read by ``csv.reader`` (a quoted cell may span lines).
+
+    A record the reader refuses (a cell longer than ``csv.field_size_limit()``, 131072 characters
+    by default, or a stray carriage return) is reported with the lines it covered, and reading
+    resumes on the next line: the rows before and after it are unaffected. A quote that opens a
+    cell and is never closed makes the cell run on over the following lines, up to that limit (or
+    the end of the file); those lines are reported as part of the one malformed record.
+    """
+    consumed: list[int] = []  # line numbers handed to the reader since the last record
+    undecodable: list[Row] = []  # and those of them that were not valid UTF-8
+
+    def feed() -> Iterator[str]:
+        for number, text, problem in lines:
+            consumed.append(number)
+            if problem is not None:
+                undecodable.append(Row(number, None, problem))
+            yield text + "\n"
+
+    reader = csv.reader(feed())
     header: list[str] | None = None
-    # A quoted cell may span lines: collect physical lines until the record is complete.
-    pending: list[str] = []
-    start = 0
-    for number, text, problem in lines:
-        if text is None:
-            pending, start = [], 0
-            yield Row(number, None, problem)
+    while True:
+        error: csv.Error | None = None
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            cells, error = [], exc
+        numbers, consumed[:] = list(consumed), []
+        problems, undecodable[:] = list(undecodable), []
+        if not numbers:  # pragma: no cover - the reader always consumes a line
             continue
-        if not pending and not text.strip():
+        start, end = numbers[0], numbers[-1]
+        if problems:
+            yield from problems
             continue
-        if not pending:
-            start = number
-        pending.append(text)
-        joined = "\n".join(pending)
-        if joined.count('"') % 2:  # inside a quoted cell: the record continues on the next line
+        span = f"line {start}" if start == end else f"lines {start}-{end}"
+        if error is not None:
+            problem = f"malformed CSV record ({span}): {error}; reading resumes at line {end + 1}"
+            yield Row(start, None, problem, "header" if header is None else None)
+            if header is None:
+                return
             continue
-        pending = []
-        cells = next(csv.reader([joined]), [])
+        if len(cells) <= 1 and not "".join(cells).strip():
+            continue  # a blank line
         if header is None:
             header = [cell.strip().lower() for cell in cells]
             unknown = [name for name in header if name not in CSV_COLUMNS]
@@ -121,18 +157,26 @@ def _csv_rows(lines: Iterable[tuple[int, str | None, str | None]]) -> Iterator[R
                 return
             continue
         if len(cells) != len(header):
-            yield Row(start, None, f"{len(cells)} cells, but the header has {len(header)}")
+            hint = "" if start == end else f" (one record over {span}: is a quote unbalanced?)"
+            yield Row(start, None, f"{len(cells)} cells, but the header has {len(header)}{hint}")
             continue
         try:
             yield Row(start, csv_event(dict(zip(header, cells, strict=True))))
-        except ValueError as exc:
-            yield Row(start, None, str(exc.args[1]), str(exc.args[0]))
-    if pending:
-        yield Row(start, None, "unterminated quoted cell at end of file")
+        except CellError as exc:
+            yield Row(start, None, exc.reason, exc.field)
+
+
+class CellError(ValueError):
+    """A malformed CSV cell."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.field = field
+        self.reason = reason
 
 
 def csv_event(cells: dict[str, str]) -> dict[str, Any]:
-    """A CSV row as a signup event; raises ValueError(field, reason) for a malformed cell."""
+    """A CSV row as a signup event; raises CellError for a malformed cell."""
     event: dict[str, Any] = {k: v.strip() for k, v in cells.items() if v.strip() != ""}
     if "goals" in event:
         event["goals"] = _goals_cell(event["goals"])
@@ -146,7 +190,11 @@ def _list_cell(field: str, cell: str) -> Any:
         try:
             return json.loads(cell)
         except json.JSONDecodeError as exc:
-            raise ValueError(field, f"not a valid JSON array: {exc.msg}") from None
+            raise CellError(field, f"not a valid JSON array: {exc.msg}") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise CellError(field, f"not a valid JSON array: {exc}") from None
+        except RecursionError:
+            raise CellError(field, "not a valid JSON array: nested too deeply") from None
     return [part.strip() for part in cell.split("|") if part.strip()]
 
 
@@ -157,7 +205,7 @@ def _goals_cell(cell: str) -> Any:
     for part in _list_cell("goals", cell):
         kind, sep, value = part.partition(":")
         if not sep:
-            raise ValueError("goals", f"{part!r} should be event:<name> or page:<path>")
+            raise CellError("goals", f"{part!r} should be event:<name> or page:<path>")
         kind = kind.strip()
         key = {"event": "event_name", "page": "page_path"}.get(kind, "value")
         goals.append({"goal_type": kind, key: value.strip()})

@@ -1,7 +1,8 @@
 """``provision serve``: the HTTP service (FastAPI). OpenAPI docs at ``/docs``.
 
 - ``POST /jobs`` takes a signup event. Its idempotency key is the body's ``id`` or the
-  ``Idempotency-Key`` header (if both are given they must match). Answers ``202`` with the job,
+  ``Idempotency-Key`` header (if both are given they must match once normalised alike: trimmed,
+  an integer id equal to its decimal string). Answers ``202`` with the job,
   ``Location: /jobs/{id}`` and ``Retry-After``. The same key with the same body returns the same
   job (202 again); the same key with a different body is ``409 Conflict``
   (``idempotency_key_reused``). An invalid event is ``422`` naming the field.
@@ -28,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import SecretStr
 
 from producers import views
-from producers.events import parse_domain, parse_event
+from producers.events import check_strings, parse_domain, parse_event, parse_key
 from producers.submit import publish, submit
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.models import JobStatus
@@ -86,11 +87,15 @@ def create_app(
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         """Enqueue a signup event (see the README's "Signup events")."""
-        if idempotency_key is not None:
-            if body.get("id") not in (None, idempotency_key):
-                raise _error(422, "key_mismatch", "Idempotency-Key and body id differ", "id")
-            body = {**body, "id": idempotency_key}
         try:
+            if idempotency_key is not None:
+                # Both normalised alike (trimmed; 42 and "42" are one key) before comparing.
+                check_strings(idempotency_key, "Idempotency-Key")
+                header_key = parse_key(idempotency_key)
+                body_key = parse_key(body.get("id"))
+                if body_key is not None and body_key != header_key:
+                    raise _error(422, "key_mismatch", "Idempotency-Key and body id differ", "id")
+                body = {**body, "id": header_key}
             parsed = parse_event(body)
         except InvalidRequestError as exc:
             raise _error(422, "validation_error", exc.message, exc.field) from None

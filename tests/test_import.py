@@ -140,6 +140,79 @@ def test_csv_rows_map_to_the_same_events(store: JobStore, tmp_path: Path) -> Non
     assert by_key["c3"].goal.event_name == "Signup"
 
 
+def test_jsonl_rows_that_crash_parsers_are_reported_per_line(
+    store: JobStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "edge.jsonl"
+    lines = [
+        json.dumps(event(1)),
+        json.dumps({"type": [], "domain": "a.example.com"}),  # 2 unhashable type
+        '{"id": "evt_3", "domain": "c.example.com", "goal_id": ' + "9" * 5000 + "}",  # 3
+        "[" * 100_000,  # 4 RecursionError
+        json.dumps(event(5, id="evt_\ud800")),  # 5 lone surrogate
+        json.dumps(event(6, domain="s6\u0000.example.com")),  # 6 NUL
+        json.dumps(event(7, shared_links=["Docs\x00"])),  # 7 NUL in a link name
+        json.dumps(event(8)),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = import_file(store, RecordingDispatcher(), path)
+    assert [(r.line, r.field) for r in summary.invalid_rows] == [
+        (2, "type"),
+        (3, None),
+        (4, None),
+        (5, "id"),
+        (6, "domain"),
+        (7, "shared_links[0]"),
+    ]
+    assert "4300" in summary.invalid_rows[1].reason
+    assert "nested too deeply" in summary.invalid_rows[2].reason
+    assert summary.queued == 2
+
+
+def test_csv_records_that_crash_the_reader_are_reported_and_reading_resumes(
+    store: JobStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "edge.csv"
+    rows = [
+        "id,domain,goals,shared_links",  # 1
+        "c2,s2.example.com,,",  # 2 valid
+        "c3,s3.example.com,[" + "9" * 5000 + "],",  # 3 huge integer in a JSON cell
+        "c4,s4.example.com,," + "[" * 100_000,  # 4 deeply nested JSON cell
+        'c5,s5.exa"mple.com,,',  # 5 stray quote inside an unquoted cell: a literal quote
+        "c6,s6.example.com,,",  # 6 valid
+        "c7,s7.example.com,," + "x" * 200_000,  # 7 cell over the field size limit
+        "c8,s8.example.com,,",  # 8 valid
+        "c9,s9.example.com\rx,,",  # 9 stray carriage return
+        "c10,s10.example.com,,",  # 10 valid
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = import_file(store, RecordingDispatcher(), path)
+    got = [(r.line, r.field) for r in summary.invalid_rows]
+    assert got == [(3, "goals"), (4, "shared_links"), (5, "domain"), (7, None), (9, None)]
+    assert "field larger than field limit" in summary.invalid_rows[3].reason
+    assert "reading resumes at line 8" in summary.invalid_rows[3].reason
+    assert sorted(job.idempotency_key for job in store.batch(summary.batch_id)) == [
+        "c10",
+        "c2",
+        "c6",
+        "c8",
+    ]
+
+
+def test_an_unclosed_csv_quote_is_one_bad_record_not_a_crash(
+    store: JobStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "quote.csv"
+    path.write_text(
+        'id,domain\nc2,s2.example.com\nc3,"s3.example.com\nc4,s4.example.com\n', encoding="utf-8"
+    )
+    summary = import_file(store, RecordingDispatcher(), path)
+    # The quoted cell runs to the end of the file: one record from line 3, whose domain cell
+    # swallowed line 4, is refused; the row before it is queued.
+    assert [(r.line, r.field) for r in summary.invalid_rows] == [(3, "domain")]
+    assert summary.queued == 1
+
+
 def test_postgres_import_is_batched_and_idempotent(pg_url: str, tmp_path: Path) -> None:
     store = JobStore(make_engine(pg_url))
     path = tmp_path / "signups.jsonl"

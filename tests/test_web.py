@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -214,3 +215,54 @@ def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> N
         proc.wait(timeout=30)
         log.close()
     assert TOKEN not in (tmp_path / "serve.log").read_text()  # the secret is never logged
+
+
+def test_a_numeric_body_id_matches_the_same_idempotency_key_header(client: TestClient) -> None:
+    first = client.post("/jobs", json=event(1, id=42), headers={**AUTH, "Idempotency-Key": "42"})
+    assert first.status_code == 202
+    assert first.json()["idempotency_key"] == "42"
+    again = client.post(
+        "/jobs", json=event(1, id="42"), headers={**AUTH, "Idempotency-Key": " 42 "}
+    )
+    assert again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    other = client.post("/jobs", json=event(1, id=43), headers={**AUTH, "Idempotency-Key": "42"})
+    assert other.status_code == 422
+    assert other.json()["detail"]["code"] == "key_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": [], "domain": "a.example.com"}, "type"),
+        ({"type": {}, "domain": "a.example.com"}, "type"),
+        ({"id": "evt_\ud800", "domain": "a.example.com"}, "id"),
+        ({"domain": "a\u0000.example.com"}, "domain"),
+        (
+            event(1, goals=[{"goal_type": "event", "event_name": "Sign\ud800"}]),
+            "goals[0].event_name",
+        ),
+        (
+            event(
+                1,
+                goals=[
+                    {"goal_type": "event", "event_name": "Visit /x"},
+                    {"goal_type": "page", "page_path": "/x"},
+                ],
+            ),
+            "goals[1].display_name",
+        ),
+        ({"type": "goal.delete", "domain": "a.example.com", "goal_id": 0}, "goal_id"),
+    ],
+)
+def test_edge_inputs_are_422_naming_the_field(
+    client: TestClient, body: dict[str, object], field: str
+) -> None:
+    # Encoded by hand: JSON escapes a lone surrogate as \ud800, which a client may refuse to send.
+    response = client.post(
+        "/jobs",
+        content=json.dumps(body).encode(),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"]["field"] == field

@@ -1,0 +1,96 @@
+"""Signup-event validation at the edge: whatever the input, a clear error naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from producers.events import parse_event
+from worker.errors import InvalidRequestError
+
+DOMAIN = "shop.example.com"
+
+
+def goal(kind: str, value: str, **extra: Any) -> dict[str, Any]:
+    return {"goal_type": kind, ("event_name" if kind == "event" else "page_path"): value, **extra}
+
+
+BAD = [
+    ({"type": [], "domain": DOMAIN}, "type"),
+    ({"type": {}, "domain": DOMAIN}, "type"),
+    ({"id": "evt_\ud800", "domain": DOMAIN}, "id"),
+    ({"id": "evt_\x00", "domain": DOMAIN}, "id"),
+    ({"domain": "shop\x00.example.com"}, "domain"),
+    ({"domain": "shop\udc80.example.com"}, "domain"),
+    ({"domain": DOMAIN, "timezone": "Europe/Berlin\x00"}, "timezone"),
+    ({"domain": DOMAIN, "goals": [goal("event", "Sign\x00up")]}, "goals[0].event_name"),
+    ({"domain": DOMAIN, "goals": [goal("event", "Sign\ud800up")]}, "goals[0].event_name"),
+    ({"domain": DOMAIN, "goals": [goal("page", "/a\x00")]}, "goals[0].page_path"),
+    ({"domain": DOMAIN, "goals": [goal("page", "/\ud800")]}, "goals[0].page_path"),
+    (
+        {"domain": DOMAIN, "goals": [goal("event", "A", display_name="x\ud800")]},
+        "goals[0].display_name",
+    ),
+    (
+        {"domain": DOMAIN, "goals": [goal("event", "A", custom_props={"k": "v\x00"})]},
+        "goals[0].custom_props.k",
+    ),
+    (
+        {"domain": DOMAIN, "goals": [goal("event", "A", custom_props={"k\ud800": "v"})]},
+        "goals[0].custom_props",
+    ),
+    ({"domain": DOMAIN, "shared_links": ["Docs\x00"]}, "shared_links[0]"),
+    ({"domain": DOMAIN, "shared_links": ["Docs", "\ud800"]}, "shared_links[1]"),
+    ({"type": "goal.delete", "domain": DOMAIN, "event_name": "A\x00"}, "event_name"),
+    ({"type": "goal.delete", "domain": DOMAIN, "goal_id": 0}, "goal_id"),
+    ({"type": "goal.delete", "domain": DOMAIN, "goal_id": -5}, "goal_id"),
+    ({"type": "goal.delete", "domain": DOMAIN, "goal_id": "0"}, "goal_id"),
+    ({"type": "goal.delete", "domain": DOMAIN, "goal_id": "9" * 5000}, "goal_id"),
+    ({"type": "goal.delete", "domain": DOMAIN, "goal_id": 2**64}, "goal_id"),
+    ({"domain": DOMAIN, "shared_links": [" WordPress - Shared Dashboard "]}, "shared_links[0]"),
+    (
+        {"domain": DOMAIN, "goals": [goal("event", "Visit /x"), goal("page", "/x")]},
+        "goals[1].display_name",
+    ),
+    (
+        {
+            "domain": DOMAIN,
+            "goals": [goal("event", "A", display_name="Z"), goal("page", "/b", display_name="Z")],
+        },
+        "goals[1].display_name",
+    ),
+    (
+        {
+            "domain": DOMAIN,
+            "goals": [goal("event", "Signup"), goal("page", "/b", display_name="Signup")],
+        },
+        "goals[1].display_name",
+    ),
+    ({"domain": DOMAIN, "extra": [[[[[[[[[[1]]]]]]]]]]}, "extra[0][0][0][0][0][0][0]"),
+]
+
+
+@pytest.mark.parametrize(("data", "field"), BAD)
+def test_bad_input_is_an_error_naming_the_field(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_event(data)
+    assert caught.value.field == field
+    assert caught.value.message
+
+
+def test_shared_link_names_are_stored_stripped() -> None:
+    event = parse_event({"domain": DOMAIN, "shared_links": [" Docs ", "Docs", "Team "]})
+    assert event.request.shared_links == ("Docs", "Team")
+
+
+def test_goal_ids_may_be_decimal_strings() -> None:
+    event = parse_event({"type": "goal.delete", "domain": DOMAIN, "goal_id": " 12 "})
+    assert event.request.goal_id == 12
+
+
+def test_the_same_goal_twice_is_no_display_name_clash() -> None:
+    event = parse_event(
+        {"domain": DOMAIN, "goals": [goal("page", "/x"), goal("page", "x"), goal("event", "X")]}
+    )
+    assert [g.page_path or g.event_name for g in event.request.goals] == ["/x", "X"]
