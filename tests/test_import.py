@@ -8,11 +8,14 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import event as sa_event
 
 from producers.cli import main
+from producers.events import parse_event
 from producers.importer import import_file
 from tests.producer_fixtures import pg_url
 from tests.producer_helpers import RecordingDispatcher, event, jsonl
@@ -319,3 +322,29 @@ def test_a_100k_line_file_is_imported_in_flat_memory(tmp_path: Path) -> None:
     # raw bytes would add its whole size by the end, and as parsed events about ten times it.
     assert max(samples) < size_kib // 4, (samples, size_kib)
     assert samples[-1] - samples[4] < size_kib // 10, (samples, size_kib)
+
+
+def test_bulk_inserts_go_in_key_order_and_report_by_input_position(store: JobStore) -> None:
+    """Concurrent importers inserting overlapping keys in opposite orders would deadlock on
+    PostgreSQL; rows sorted by key take their locks in one global order."""
+    inserted: list[list[str]] = []
+
+    def record(conn: Any, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
+        rows = multiparams[0] if multiparams and isinstance(multiparams[0], list) else multiparams
+        keys = [
+            row["idempotency_key"] for row in rows if isinstance(row, dict) and "fingerprint" in row
+        ]
+        if keys:
+            inserted.append(keys)
+
+    sa_event.listen(store.engine, "before_execute", record)
+    requests = [parse_event(event(n)).request for n in (3, 1, 2)]
+    store.enqueue_many([("k-1", requests[1])])
+    result = store.enqueue_many(
+        [("k-3", requests[0]), ("k-1", requests[1]), ("k-2", requests[2]), ("k-3", requests[0])]
+    )
+    assert inserted[-1] == ["k-1", "k-2", "k-3"]  # given as k-3, k-1, k-2
+    assert sorted(result.created) == [0, 2]
+    assert sorted(result.duplicate) == [1, 3]
+    assert result.duplicate[3] == result.created[0]
+    assert store.get(result.created[0]).idempotency_key == "k-3"  # type: ignore[union-attr]

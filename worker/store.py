@@ -391,7 +391,9 @@ class JobStore:
         first: dict[str, int] = {}
         for index, job in enumerate(jobs):
             first.setdefault(job["idempotency_key"], index)
-        unique = [jobs[i] for i in sorted(first.values())]
+        # Inserted in key order, whatever the input order: two transactions inserting
+        # overlapping keys then lock them in the same order and cannot deadlock (PostgreSQL).
+        unique = [jobs[first[key]] for key in sorted(first)]
         inserted: dict[str, str] = {}
         if unique:
             with Session(self.engine) as session:
