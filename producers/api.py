@@ -26,9 +26,8 @@ from sqlmodel import col, select
 from producers import views
 from producers.events import Event, parse_event
 from producers.submit import publish
-from worker.errors import IdempotencyConflictError
 from worker.models import JobRequest, ProvisioningJob, utcnow
-from worker.store import JobStore, insert_ignoring_duplicates, job_values
+from worker.store import JobStore, check_same_request, insert_ignoring_duplicates, job_values
 from worker.sweeper import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -69,12 +68,11 @@ class Provisioner:
             _stage(session, self, job_id)
             return job_id
         t = ProvisioningJob
-        found = session.execute(
+        found_id, found_fingerprint = session.execute(
             select(t.id, t.fingerprint).where(col(t.idempotency_key) == row["idempotency_key"])
         ).one()
-        if found[1] != row["fingerprint"]:
-            raise IdempotencyConflictError(row["idempotency_key"], found[0])
-        return str(found[0])
+        check_same_request(row["idempotency_key"], row["fingerprint"], found_id, found_fingerprint)
+        return str(found_id)
 
     def status(self, ref: str) -> dict[str, Any] | None:
         """A job by id or idempotency key, as ``views.job_view``; None if there is none."""

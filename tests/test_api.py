@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import Session
 
 from producers.api import Provisioner
+from producers.events import parse_event
 from tests.producer_fixtures import pg_url
 from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
@@ -122,3 +123,53 @@ def test_crash_between_commit_and_publish_is_swept_exactly_once(
     sweep_once(store, dispatcher, settings)
     sweep_once(store, dispatcher, settings)
     assert dispatcher.published == [job.id]
+
+
+def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JobStore.enqueue is a one-row enqueue_many; the session-bound path applies the same
+    check_same_request; so all three answer a reused key alike."""
+    import producers.api
+    import worker.store
+
+    bulk_calls: list[int] = []
+    real_bulk = JobStore.enqueue_many
+
+    def spy_bulk(self: JobStore, items, *, batch_id=None):  # type: ignore[no-untyped-def]
+        bulk_calls.append(len(items))
+        return real_bulk(self, items, batch_id=batch_id)
+
+    checks: list[str] = []
+    real_check = worker.store.check_same_request
+
+    def spy_check(key: str, new: str, existing_id: str, existing: str) -> None:
+        checks.append(key)
+        real_check(key, new, existing_id, existing)
+
+    monkeypatch.setattr(JobStore, "enqueue_many", spy_bulk)
+    monkeypatch.setattr(producers.api, "check_same_request", spy_check)
+    monkeypatch.setattr(worker.store, "check_same_request", spy_check)
+
+    request = parse_event(event(1)).request
+    other = parse_event(event(1, domain="other.example.com")).request
+    first = store.enqueue(request, key="evt_1")
+    assert first.created
+    assert bulk_calls == [1]
+    assert store.enqueue(request, key="evt_1").job.id == first.job.id
+    assert store.enqueue_many([("evt_1", request)]).duplicate == {0: first.job.id}
+    provisioner = Provisioner(store, RecordingDispatcher())
+    with Session(store.engine) as session:
+        assert provisioner.enqueue(session, request, key="evt_1") == first.job.id
+        session.commit()
+    assert checks == ["evt_1"] * 3
+    conflicts: list[str] = []
+    with pytest.raises(IdempotencyConflictError) as caught:
+        store.enqueue(other, key="evt_1")
+    conflicts.append(str(caught.value))
+    conflicts.append(str(store.enqueue_many([("evt_1", other)]).conflict[0]))
+    with Session(store.engine) as session, pytest.raises(IdempotencyConflictError) as caught:
+        provisioner.enqueue(session, other, key="evt_1")
+    conflicts.append(str(caught.value))
+    assert len(set(conflicts)) == 1
+    assert first.job.id in conflicts[0]

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from worker.errors import IdempotencyConflictError
@@ -97,20 +96,17 @@ class JobStore:
     ) -> Enqueued:
         """Write a queued job, or return the job that already has this key.
 
-        Raises IdempotencyConflictError when the key belongs to a different request.
+        Raises IdempotencyConflictError when the key belongs to a different request. A one-row
+        ``enqueue_many``: one insert-or-detect-duplicate path for every producer.
         """
-        job = self.new_job(request, key=key, batch_id=batch_id)
-        try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                session.add(job)
-                session.commit()
-            return Enqueued(job, created=True)
-        except IntegrityError:
-            existing = self.get_by_key(job.idempotency_key)
-            if existing is None:  # the row that clashed was deleted meanwhile
-                raise
-            check_same_request(existing, job.fingerprint)
-            return Enqueued(existing, created=False)
+        result = self.enqueue_many([(key, request)], batch_id=batch_id)
+        if 0 in result.conflict:
+            raise result.conflict[0]
+        created = 0 in result.created
+        job = self.get(result.created[0] if created else result.duplicate[0])
+        if job is None:  # deleted between the INSERT and this read: as good as a conflict
+            raise IdempotencyConflictError(key or derive_key(request), "?")
+        return Enqueued(job, created=created)
 
     def get(self, job_id: str) -> ProvisioningJob | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -426,10 +422,12 @@ class JobStore:
             else:  # deleted between the insert and the read: rare; report it as a conflict
                 conflict[index] = IdempotencyConflictError(key, "?")
                 continue
-            if fp == job["fingerprint"]:
-                duplicate[index] = job_id
+            try:
+                check_same_request(key, job["fingerprint"], job_id, fp)
+            except IdempotencyConflictError as exc:
+                conflict[index] = exc
             else:
-                conflict[index] = IdempotencyConflictError(key, job_id)
+                duplicate[index] = job_id
         return BulkResult(created, duplicate, conflict)
 
     def find_by_domain(self, domain: str, *, limit: int = 100) -> list[ProvisioningJob]:
@@ -558,9 +556,13 @@ def _redispatch_due(now: datetime, base_seconds: float) -> Any:
     )
 
 
-def check_same_request(existing: ProvisioningJob, new_fingerprint: str) -> None:
-    if existing.fingerprint != new_fingerprint:
-        raise IdempotencyConflictError(existing.idempotency_key, existing.id)
+def check_same_request(
+    key: str, new_fingerprint: str, existing_id: str, existing_fingerprint: str
+) -> None:
+    """The one rule for a key that already has a job (every enqueue path applies it): the same
+    request is a duplicate (return quietly); a different one raises IdempotencyConflictError."""
+    if existing_fingerprint != new_fingerprint:
+        raise IdempotencyConflictError(key, existing_id)
 
 
 # Producer-side helpers, used by the JobStore methods in the section of the same name.
