@@ -11,6 +11,13 @@ The job row is written in the caller's transaction with ``dispatched_at`` NULL (
 id is published from an ``after_commit`` hook; if the process dies between the commit and the
 publish, the sweeper publishes it after ``PROVISIONER_UNDISPATCHED_GRACE_SECONDS``. A rollback
 discards the row and nothing is published: no job is lost and none is invented.
+
+SQLite only: a transaction that has READ before ``enqueue`` holds a read snapshot, and if another
+writer committed since, SQLite cannot upgrade it to a write lock (``busy_timeout`` does not help:
+waiting cannot make the snapshot current). ``enqueue`` then raises StaleSnapshotError at once.
+Call ``enqueue`` before any read in the transaction, or begin the transaction with
+``BEGIN IMMEDIATE``; either way roll back and retry the whole transaction on the error.
+PostgreSQL has no such restriction.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 
@@ -31,6 +39,11 @@ from worker.store import JobStore, check_same_request, insert_ignoring_duplicate
 from worker.sweeper import Dispatcher
 
 log = logging.getLogger(__name__)
+
+
+class StaleSnapshotError(RuntimeError):
+    """SQLite refused ``enqueue``'s write in a transaction that had read before it."""
+
 
 #: Key in ``Session.info`` holding the ids to publish when the session's transaction commits.
 OUTBOX_KEY = "provisioner_outbox"
@@ -55,14 +68,28 @@ class Provisioner:
 
         ``item`` is a signup event (validated here; InvalidRequestError names the bad field), a
         parsed Event, or a JobRequest. The same key with the same request returns the existing
-        job's id; with a different request, IdempotencyConflictError. Flushes the session.
+        job's id; with a different request, IdempotencyConflictError. Flushes the session. On
+        SQLite, raises StaleSnapshotError if the transaction read before this call and another
+        writer has committed since (see the module docstring).
         """
         parsed = _as_event(item, key)
         row = job_values(parsed.request, key=parsed.key, batch_id=batch_id, now=utcnow())
         # ON CONFLICT DO NOTHING instead of catching IntegrityError: a failed INSERT would abort
         # the caller's whole transaction on PostgreSQL.
-        stmt = insert_ignoring_duplicates(session.get_bind().dialect.name)
-        inserted = session.execute(stmt, [row]).all()
+        dialect = session.get_bind().dialect.name
+        stmt = insert_ignoring_duplicates(dialect)
+        try:
+            inserted = session.execute(stmt, [row]).all()
+        except OperationalError as exc:
+            if dialect == "sqlite" and "database is locked" in str(exc.orig):
+                raise StaleSnapshotError(
+                    "SQLite could not write the job in this transaction: it read the database "
+                    "before enqueue and another writer has committed since (a read lock cannot "
+                    "be upgraded; busy_timeout does not help), or another writer held the lock "
+                    "longer than busy_timeout. Roll back and retry the transaction, calling "
+                    "enqueue before any read or beginning it with BEGIN IMMEDIATE."
+                ) from exc
+            raise
         if inserted:
             job_id: str = inserted[0][0]
             _stage(session, self, job_id)

@@ -8,15 +8,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from producers.api import Provisioner
+from producers.api import Provisioner, StaleSnapshotError
 from producers.events import parse_event
 from tests.producer_fixtures import pg_url
 from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
 from worker.db import make_engine
 from worker.errors import IdempotencyConflictError, InvalidRequestError
+from worker.models import ProvisioningJob
 from worker.settings import Settings
 from worker.store import JobStore
 from worker.sweeper import sweep_once
@@ -173,3 +174,20 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
     conflicts.append(str(caught.value))
     assert len(set(conflicts)) == 1
     assert first.job.id in conflicts[0]
+
+
+def test_sqlite_transaction_that_read_before_enqueue_gets_a_clear_error(tmp_path: Path) -> None:
+    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'stale.db'}"))
+    provisioner = Provisioner(store, RecordingDispatcher())
+    with Session(store.engine) as session:
+        assert store.engine.dialect.name == "sqlite"
+        session.exec(select(ProvisioningJob)).all()  # the caller reads first: a read snapshot
+        with Session(store.engine) as other:  # another writer commits meanwhile
+            provisioner.enqueue(other, event(2))
+            other.commit()
+        with pytest.raises(StaleSnapshotError, match="BEGIN IMMEDIATE"):
+            provisioner.enqueue(session, event(1))
+        session.rollback()
+        job_id = provisioner.enqueue(session, event(1))  # retried: enqueue first, then commit
+        session.commit()
+    assert store.get(job_id) is not None
