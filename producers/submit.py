@@ -1,4 +1,13 @@
-"""The one enqueue path every producer uses: write the job row, then publish its id.
+"""Write job rows, then publish their ids.
+
+Every single-job enqueue outside a caller's transaction goes through ``submit`` (the HTTP
+service): ``JobStore.enqueue``, then ``publish``. The bulk producers (``provision import``,
+``provision consume``) write many rows per transaction with ``JobStore.enqueue_many`` and then call
+``publish``; the Python API writes the row in the caller's session and calls ``publish`` after the
+commit. All of them insert with the same INSERT ... ON CONFLICT DO NOTHING
+(``worker.store.insert_ignoring_duplicates``; ``JobStore.enqueue`` is a one-row
+``enqueue_many``) and apply the same duplicate-or-conflict rule
+(``worker.store.check_same_request``).
 
 The row is committed before the message is published, so a worker never receives an id it
 cannot find. If the process dies between the two, the row stays unpublished and the sweeper
