@@ -7,6 +7,7 @@ and the mapping agree with a server that speaks the reference's exact texts.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -1491,3 +1492,39 @@ def test_legacy_keys_429_on_the_users_bucket_and_on_the_sites_team(box: Box) -> 
     ):
         expect_error(call, RateLimitedError, "rate_limited", hourly, 429)
     assert [s["domain"] for s in sandbox.state()["sites"]] == ["quota.test"]
+
+
+def test_a_body_trickling_past_the_total_timeout_is_a_timeout() -> None:
+    """httpx bounds each read, not the request: the client bounds the whole body itself."""
+    now = [0.0]
+
+    class Trickle(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            for _ in range(10):
+                now[0] += 8.0  # each chunk arrives within the read timeout, but they add up
+                yield b" "
+
+    client = PlausibleClient(
+        base_url="http://plausible.test",
+        api_key="trickle-key",
+        total_timeout=20.0,
+        monotonic=lambda: now[0],
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, stream=Trickle())),
+    )
+    with pytest.raises(PlausibleConnectionError) as raised:
+        client.get_site("slow.example.com")
+    assert (raised.value.code, raised.value.status) == ("timeout", None)
+    assert now[0] == 24.0  # gave up on the third chunk, not after all ten
+
+
+def test_a_compressed_response_is_decoded() -> None:
+    site = {"domain": "a.test", "timezone": "Etc/UTC", "custom_properties": [], "tracker_script_configuration": {}}
+    body = gzip.compress(json.dumps(site).encode())
+    client = PlausibleClient(
+        base_url="http://plausible.test",
+        api_key="gzip-key",
+        transport=httpx.MockTransport(
+            lambda request: httpx.Response(200, headers={"content-encoding": "gzip"}, content=body)
+        ),
+    )
+    assert client.get_site("a.test").domain == "a.test"

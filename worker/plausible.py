@@ -418,8 +418,10 @@ class PlausibleClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 15.0,
         transport: httpx.BaseTransport | None = None,
+        total_timeout: float = 20.0,
         hour_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not _API_KEY_SHAPE.fullmatch(api_key):
             # Deliberately does not echo the value.
@@ -430,6 +432,10 @@ class PlausibleClient:
         self._api_key = api_key
         self._hour_seconds = hour_seconds
         self._clock = clock
+        self._monotonic = monotonic
+        # httpx bounds each socket operation, not a whole request: a server trickling its body
+        # could hold a call indefinitely. This bounds the body; the head is one read.
+        self._total_timeout = total_timeout
         self._http = httpx.Client(
             base_url=self._base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -656,13 +662,19 @@ class PlausibleClient:
     ) -> httpx.Response:
         request = self._http.build_request(method, path, params=params, json=json_body)
         shown = request.url.raw_path.decode("ascii")
-        started = time.perf_counter()
+        started = self._monotonic()
         failure: PlausibleConnectionError | None = None
         try:
-            response = self._http.send(request)
+            response = self._receive(request, deadline=started + self._total_timeout)
         except httpx.RequestError as exc:
             failure = self._connection_error(method, shown, exc)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        except _DeadlineExceeded:
+            failure = PlausibleConnectionError(
+                f"{method} {shown}: no complete response within {self._total_timeout:g}s",
+                status=None,
+                code="timeout",
+            )
+        elapsed_ms = (self._monotonic() - started) * 1000
         if failure is not None:
             logger.debug("%s %s -> %s in %.1f ms", method, shown, failure.code, elapsed_ms)
             # Raised outside the except block on purpose: the httpx exception carries the request
@@ -670,6 +682,23 @@ class PlausibleClient:
             raise failure
         logger.debug("%s %s -> %d in %.1f ms", method, shown, response.status_code, elapsed_ms)
         return response
+
+    def _receive(self, request: httpx.Request, *, deadline: float) -> httpx.Response:
+        """Send ``request`` and read its body, giving up once ``deadline`` has passed."""
+        response = self._http.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if self._monotonic() > deadline:
+                    raise _DeadlineExceeded
+        finally:
+            response.close()
+        # The body is decoded already: the copy must not claim an encoding or the old length.
+        headers = response.headers.copy()
+        for name in ("content-encoding", "content-length"):
+            headers.pop(name, None)
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
 
     def _connection_error(
         self, method: str, path: str, exc: httpx.RequestError
@@ -679,6 +708,10 @@ class PlausibleClient:
         return PlausibleConnectionError(
             f"{method} {path}: {type(exc).__name__}: {detail}", status=None, code=code
         )
+
+
+class _DeadlineExceeded(Exception):
+    """The response did not complete within the client's total timeout."""
 
 
 def _page_parser(

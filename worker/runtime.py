@@ -22,6 +22,7 @@ def make_client(settings: Settings) -> PlausibleClient:
         api_key=settings.plausible_api_key.get_secret_value(),
         connect_timeout=settings.http_connect_timeout,
         read_timeout=settings.http_read_timeout,
+        total_timeout=settings.http_total_timeout,
         hour_seconds=settings.plausible_hour_seconds,
     )
 

@@ -78,11 +78,11 @@ class Run:
 
     def call(self, fn: Callable[[], T]) -> T:
         """One API call, with in-process retries. Before each try the lease is renewed if a
-        third of it has passed, and nothing goes out while the quota gate is shut."""
+        quarter of it has passed, and nothing goes out while the quota gate is shut."""
 
         def attempt() -> T:
             now = self.store.clock()
-            if now - (self.renewed_at or now) >= timedelta(seconds=self.lease_seconds / 3):
+            if now - (self.renewed_at or now) >= timedelta(seconds=self.lease_seconds / 4):
                 self.store.renew(self.claim, lease_seconds=self.lease_seconds)
                 self.renewed_at = now
             if self.gate is None:

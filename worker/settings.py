@@ -34,6 +34,8 @@ class Settings(BaseSettings):
 
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 15.0
+    #: Bound on a whole response body (httpx only bounds each read).
+    http_total_timeout: float = 20.0
 
     #: In-process retries of one call on a transient error: attempts and total time, both bounded.
     http_max_attempts: int = 4
@@ -48,9 +50,9 @@ class Settings(BaseSettings):
     job_max_attempts: int = 25
 
     #: How long a claim on a running job lasts without news from its worker. The worker renews
-    #: it at every checkpoint and before any API call once a third has passed, so it only has to
-    #: outlast one call with its in-process retries (about 45 s at the defaults below). When a
-    #: worker dies, its jobs are taken over once their lease runs out.
+    #: it at every checkpoint and before any API call once a quarter has passed, so it only has
+    #: to outlast a quarter plus one call and its backoff (about 15 + 35 + 4 s at the defaults).
+    #: When a worker dies, its jobs are taken over once their lease runs out.
     lease_seconds: float = 60.0
     task_soft_time_limit: float = 90.0
     task_time_limit: float = 120.0
