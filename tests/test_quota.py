@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
+from tests.fake_clock import START, FakeClock
 from tests.sandbox_process import SandboxProcess
 from tests.test_service import make_pipeline, provision
 from worker.db import make_engine
@@ -16,24 +17,6 @@ from worker.errors import RateLimitedError
 from worker.models import JobStatus
 from worker.quota import QuotaGate
 from worker.store import JobStore
-
-START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-        self.ticks = 0.0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.ticks
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-        self.ticks += seconds
 
 
 @pytest.fixture
@@ -45,12 +28,12 @@ def refused(until: datetime, limit: str = "burst") -> RateLimitedError:
     return RateLimitedError("Too many API requests", limit=limit, reset_at=until)
 
 
-def gate(engine: Engine, clock: Clock) -> QuotaGate:
+def gate(engine: Engine, clock: FakeClock) -> QuotaGate:
     return QuotaGate(engine, clock=clock, monotonic=clock.monotonic)
 
 
 def test_a_429_seen_by_one_worker_closes_the_gate_for_all(engine: Engine) -> None:
-    clock = Clock()
+    clock = FakeClock()
     first, second = gate(engine, clock), gate(engine, clock)
     assert second.closed_until() is None
     first.close(refused(START + timedelta(seconds=10)))
@@ -65,7 +48,7 @@ def test_a_429_seen_by_one_worker_closes_the_gate_for_all(engine: Engine) -> Non
 
 
 def test_a_closure_is_never_shortened(engine: Engine) -> None:
-    clock = Clock()
+    clock = FakeClock()
     hourly = START + timedelta(hours=1)
     gate(engine, clock).close(refused(hourly, "hourly"))
     gate(engine, clock).close(refused(START + timedelta(seconds=10)))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tests.fake_clock import FakeClock
 from tests.sandbox_process import SandboxProcess
 from worker.db import make_engine
 from worker.models import GoalSpec, JobRequest, JobStatus, Operation
@@ -255,7 +256,7 @@ def test_job_that_keeps_dying_is_failed_after_max_attempts(store: JobStore, pipe
 def test_a_long_step_renews_its_lease_so_no_one_takes_the_job_over(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = JobStore(make_engine(f"sqlite:///{tmp_path / 'lease.db'}"), clock=clock)
     takeovers: list[object] = []
     job = store.enqueue(provision()).job
@@ -275,17 +276,6 @@ def test_a_long_step_renews_its_lease_so_no_one_takes_the_job_over(
     assert pipeline.run(job.id) is JobStatus.waiting  # 4 failed tries, 120 s, then parked
     assert takeovers == [None, None, None]
     pipeline.client.close()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def test_retrying_a_failed_delete_of_an_unknown_site_fails_again(store: JobStore, pipeline: Pipeline) -> None:

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from tests.fake_clock import FakeClock
 from worker.db import make_engine
 from worker.errors import IdempotencyConflictError
 from worker.models import GoalSpec, JobRequest, JobStatus, Operation
 from worker.settings import Settings
 from worker.store import JobStore, LeaseLostError, derive_key
 from worker.sweeper import sweep_once
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class RecordingDispatcher:
@@ -36,12 +26,12 @@ class RecordingDispatcher:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> JobStore:
+def store(tmp_path: Path, clock: FakeClock) -> JobStore:
     return JobStore(make_engine(f"sqlite:///{tmp_path / 'jobs.db'}"), clock=clock)
 
 
@@ -98,7 +88,7 @@ def test_only_one_claim_wins(store: JobStore) -> None:
     assert second is None
 
 
-def test_expired_lease_is_taken_over_and_old_holder_is_fenced(store: JobStore, clock: Clock) -> None:
+def test_expired_lease_is_taken_over_and_old_holder_is_fenced(store: JobStore, clock: FakeClock) -> None:
     job = store.enqueue(provision()).job
     old = store.claim(job.id, lease_seconds=10)
     assert old is not None
@@ -116,7 +106,7 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(store: JobStore, c
 
 
 def test_renewed_lease_keeps_the_job_and_a_stale_holder_cannot_renew(
-    store: JobStore, clock: Clock
+    store: JobStore, clock: FakeClock
 ) -> None:
     job = store.enqueue(provision()).job
     claim = store.claim(job.id, lease_seconds=10)
@@ -131,7 +121,7 @@ def test_renewed_lease_keeps_the_job_and_a_stale_holder_cannot_renew(
         store.renew(claim, lease_seconds=10)
 
 
-def test_parked_job_is_claimable_only_when_due(store: JobStore, clock: Clock) -> None:
+def test_parked_job_is_claimable_only_when_due(store: JobStore, clock: FakeClock) -> None:
     job = store.enqueue(provision()).job
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
@@ -142,7 +132,7 @@ def test_parked_job_is_claimable_only_when_due(store: JobStore, clock: Clock) ->
     assert store.claim(job.id, lease_seconds=60) is not None
 
 
-def test_rate_limit_park_does_not_spend_an_attempt(store: JobStore, clock: Clock) -> None:
+def test_rate_limit_park_does_not_spend_an_attempt(store: JobStore, clock: FakeClock) -> None:
     job = store.enqueue(provision()).job
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
@@ -157,7 +147,7 @@ def settings(**overrides: float) -> Settings:
     return Settings(undispatched_grace_seconds=5, redispatch_after_seconds=60, **overrides)  # type: ignore[arg-type]
 
 
-def test_sweeper_publishes_a_job_its_producer_never_published(store: JobStore, clock: Clock) -> None:
+def test_sweeper_publishes_a_job_its_producer_never_published(store: JobStore, clock: FakeClock) -> None:
     dispatcher = RecordingDispatcher()
     job = store.enqueue(provision()).job
     sweep_once(store, dispatcher, settings())
@@ -168,7 +158,7 @@ def test_sweeper_publishes_a_job_its_producer_never_published(store: JobStore, c
     assert dispatcher.published == [job.id]
 
 
-def test_sweeper_republishes_a_lost_message_with_growing_waits(store: JobStore, clock: Clock) -> None:
+def test_sweeper_republishes_a_lost_message_with_growing_waits(store: JobStore, clock: FakeClock) -> None:
     dispatcher = RecordingDispatcher()
     job = store.enqueue(provision()).job
     store.mark_dispatched([job.id])
@@ -183,7 +173,7 @@ def test_sweeper_republishes_a_lost_message_with_growing_waits(store: JobStore, 
     assert dispatcher.published == [job.id, job.id]
 
 
-def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: Clock) -> None:
+def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: FakeClock) -> None:
     dispatcher = RecordingDispatcher()
     crashed = store.enqueue(provision("a.example.com")).job
     parked = store.enqueue(provision("b.example.com")).job
@@ -205,7 +195,7 @@ def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: C
 
 
 def test_a_backlog_waiting_out_its_backoff_never_starves_an_unpublished_job(
-    store: JobStore, clock: Clock
+    store: JobStore, clock: FakeClock
 ) -> None:
     dispatcher = RecordingDispatcher()
     backlog = [store.enqueue(provision(f"b{n}.example.com")).job.id for n in range(30)]
