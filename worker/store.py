@@ -85,12 +85,6 @@ class JobStore:
 
     # -- producers ---------------------------------------------------------------------------
 
-    def new_job(
-        self, request: JobRequest, *, key: str | None = None, batch_id: str | None = None
-    ) -> ProvisioningJob:
-        """A job row for ``request``, not yet added to any session."""
-        return ProvisioningJob(**job_values(request, key=key, batch_id=batch_id, now=self.clock()))
-
     def enqueue(
         self, request: JobRequest, *, key: str | None = None, batch_id: str | None = None
     ) -> Enqueued:
@@ -188,18 +182,7 @@ class JobStore:
         return self.clock() + timedelta(seconds=lease_seconds)
 
     def succeed(self, claim: Claim, progress: dict[str, Any]) -> None:
-        now = self.clock()
-        self._apply(
-            claim,
-            status=JobStatus.succeeded,
-            progress=progress,
-            finished_at=now,
-            error_code=None,
-            error_message=None,
-            error_status=None,
-            lease_token=None,
-            lease_expires_at=None,
-        )
+        self._release(claim, JobStatus.succeeded, progress, finished_at=self.clock())
 
     def fail(
         self,
@@ -210,16 +193,8 @@ class JobStore:
         http_status: int | None,
         progress: dict[str, Any],
     ) -> None:
-        self._apply(
-            claim,
-            status=JobStatus.failed,
-            progress=progress,
-            finished_at=self.clock(),
-            error_code=code,
-            error_message=message,
-            error_status=http_status,
-            lease_token=None,
-            lease_expires_at=None,
+        self._release(
+            claim, JobStatus.failed, progress, (code, message, http_status), finished_at=self.clock()
         )
 
     def park(
@@ -238,18 +213,36 @@ class JobStore:
         ``refund_attempt`` keeps a wait for quota from counting towards the attempt limit.
         """
         extra: dict[str, Any] = {"attempts": ProvisioningJob.attempts - 1} if refund_attempt else {}
+        self._release(
+            claim,
+            JobStatus.waiting,
+            progress,
+            (code, message, http_status),
+            next_attempt_at=until,
+            dispatched_at=None,
+            **extra,
+        )
+
+    def _release(
+        self,
+        claim: Claim,
+        status: JobStatus,
+        progress: dict[str, Any],
+        error: tuple[str, str, int | None] | None = None,
+        **values: Any,
+    ) -> None:
+        """End the claim: the job's new status, its progress and last error, lease cleared."""
+        code, message, http_status = error or (None, None, None)
         self._apply(
             claim,
-            **extra,
-            status=JobStatus.waiting,
+            status=status,
             progress=progress,
-            next_attempt_at=until,
             error_code=code,
             error_message=message,
             error_status=http_status,
             lease_token=None,
             lease_expires_at=None,
-            dispatched_at=None,
+            **values,
         )
 
     def _apply(self, claim: Claim, **values: Any) -> None:
@@ -600,8 +593,7 @@ class BatchSummary:
 def job_values(
     request: JobRequest, *, key: str | None, batch_id: str | None, now: datetime
 ) -> dict[str, Any]:
-    """A new queued job's column values, for a bulk INSERT: the same row ``new_job`` builds,
-    without constructing a model object per row (which dominates the cost of a large import)."""
+    """A new queued job's column values, for a bulk INSERT: built without constructing a model object per row (which dominates the cost of a large import)."""
     data, digest = _canonical(request)
     return {
         "id": uuid.uuid4().hex,
