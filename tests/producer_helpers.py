@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -36,19 +35,6 @@ def event(n: int, **overrides: Any) -> dict[str, Any]:
 
 def jsonl(*events: dict[str, Any]) -> str:
     return "".join(json.dumps(e) + "\n" for e in events)
-
-
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
-) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def service_unavailable(service: str, reason: str) -> None:

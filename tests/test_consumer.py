@@ -19,8 +19,9 @@ from sqlmodel import Session, select
 
 from producers.consumer import StreamConsumer, default_consumer_name
 from tests.producer_fixtures import redis_url
-from tests.producer_helpers import RecordingDispatcher, event, wait_until
+from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
+from tests.waiting import wait_for
 from worker.db import make_engine
 from worker.models import ProvisioningJob
 from worker.store import JobStore
@@ -127,20 +128,24 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
 
     proc = start()
     try:
-        wait_until(lambda: job_count(store) >= 200, what="the consumer to enqueue some jobs")
+        wait_for(
+            lambda: job_count(store) >= 200,
+            timeout=30,
+            describe="the consumer to enqueue some jobs",
+        )
         os.killpg(proc.pid, signal.SIGKILL)  # mid-stream, likely mid-batch
         proc.wait(timeout=30)
         killed_at = job_count(store)
         assert killed_at < total
         proc = start()
-        wait_until(
+        wait_for(
             lambda: (
                 job_count(store) == total and client.xpending(STREAM, "g")["pending"] == 0
                 if client.exists(STREAM)
                 else False
             ),
             timeout=120,
-            what="every event to be enqueued and acknowledged",
+            describe="every event to be enqueued and acknowledged",
         )
     finally:
         if proc.poll() is None:
@@ -248,11 +253,11 @@ def test_a_running_consumer_claims_a_dead_consumers_entries_without_restarting(
     thread.start()
     try:
         # b started while a's entries were fresh, so its start-up claim left them alone.
-        wait_until(lambda: len(steps) >= 2, what="b to be consuming")
+        wait_for(lambda: len(steps) >= 2, timeout=30, describe="b to be consuming")
         assert b.stats.queued == 0
         # a's entries now look idle for an hour: b must take them over while it runs.
         client.xclaim(STREAM, "g", "a", 0, ids, idle=3_600_000)
-        wait_until(lambda: b.stats.queued == 3, what="b to claim a's stale entries")
+        wait_for(lambda: b.stats.queued == 3, timeout=30, describe="b to claim a's stale entries")
     finally:
         b.stop()
         thread.join(timeout=30)

@@ -16,8 +16,9 @@ from pydantic import SecretStr
 
 from producers.web import create_app
 from tests.producer_fixtures import redis_url
-from tests.producer_helpers import RecordingDispatcher, event, wait_until
+from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
+from tests.waiting import wait_for
 from worker.db import make_engine
 from worker.store import JobStore
 
@@ -199,7 +200,7 @@ def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> N
                 assert proc.poll() is None, (tmp_path / "serve.log").read_text()
                 return False
 
-        wait_until(up, what="provision serve to answer")
+        wait_for(up, timeout=30, describe="provision serve to answer")
         assert httpx.get(f"{base}/jobs").status_code == 401
         created = httpx.post(f"{base}/jobs", json=event(1), headers=AUTH)
         assert created.status_code == 202

@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +34,7 @@ from sqlmodel import Session, select
 from producers.events import parse_event
 from producers.submit import submit
 from tests.sandbox_process import REPO_ROOT, SandboxProcess
+from tests.waiting import wait_for
 from worker.db import make_engine
 from worker.models import JobRequest, JobStatus, ProvisioningJob
 from worker.settings import Settings
@@ -221,26 +221,6 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 # -- waiting ---------------------------------------------------------------------------------
-
-
-def wait_for(
-    condition: Callable[[], T | None],
-    *,
-    timeout: float,
-    interval: float = 0.1,
-    describe: Callable[[], str] | str = "condition",
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with a description at the
-    deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            what = describe() if callable(describe) else describe
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}", pytrace=False)
-        time.sleep(interval)
 
 
 # -- worker processes ------------------------------------------------------------------------
