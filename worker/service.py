@@ -85,13 +85,13 @@ class Run:
             if now - (self.renewed_at or now) >= timedelta(seconds=self.lease_seconds / 4):
                 self.store.renew(self.claim, lease_seconds=self.lease_seconds)
                 self.renewed_at = now
-            if self.gate is None:
-                return fn()
-            self.gate.check()
+            if self.gate is not None:
+                self.gate.check()
             try:
                 return fn()
             except RateLimitedError as exc:
-                self.gate.close(exc)
+                if self.gate is not None:
+                    self.gate.close(exc)
                 raise
 
         return self.policy.call(attempt)
