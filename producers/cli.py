@@ -50,8 +50,38 @@ def worker(ctx: click.Context) -> None:
     if not settings.broker_url:
         raise click.UsageError("PROVISIONER_BROKER_URL is not set; a worker needs a broker")
     make_client(settings).close()  # fail now on a bad configuration, not in every task
+    make_store(settings).engine.dispose()  # and on a database behind this version's schema
     app = create_app(settings)
     app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
+
+
+@main.group()
+def db() -> None:
+    """The status database's schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(revision: str) -> None:
+    """Create the status table or migrate it to this version's schema."""
+    from worker.db import current_revision, make_engine, upgrade
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        upgrade(engine, revision)
+        with engine.connect() as connection:
+            click.echo(f"status database at revision {current_revision(connection)}")
+    finally:
+        engine.dispose()
+
+
+@db.command("check")
+def db_check() -> None:
+    """Exit 0 if the status database is at this version's schema, else say what to run."""
+    from worker.db import head_revision
+
+    make_store(get_settings()).engine.dispose()
+    click.echo(f"status database at revision {head_revision()} (current)")
 
 
 @main.command("import")

@@ -16,9 +16,11 @@ __all__ = ["make_store", "runtime"]
 @contextlib.contextmanager
 def runtime(settings: Settings) -> Iterator[tuple[JobStore, Dispatcher]]:
     """The store and a dispatcher: Celery when a broker is configured, else embedded workers
-    running in this process (which stop when the block ends)."""
-    store = make_store(settings)
-    if settings.broker_url:
+    running in this process (which stop when the block ends). Embedded mode brings its database
+    to the current schema; with a broker, ``provision db upgrade`` is the operator's step."""
+    embedded = not settings.broker_url
+    store = make_store(settings, migrate=embedded)
+    if not embedded:
         from worker.app import CeleryDispatcher, create_app
 
         yield store, CeleryDispatcher(create_app(settings))

@@ -12,10 +12,10 @@ from sqlmodel import Session, select
 
 from producers.api import Provisioner, StaleSnapshotError
 from producers.events import parse_event
+from tests.databases import migrated_engine
 from tests.producer_fixtures import pg_url
 from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
-from worker.db import make_engine
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.models import ProvisioningJob
 from worker.settings import Settings
@@ -35,7 +35,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(database_url: str) -> JobStore:
-    return JobStore(make_engine(database_url))
+    return JobStore(migrated_engine(database_url))
 
 
 def test_job_is_published_after_the_callers_commit(store: JobStore) -> None:
@@ -84,14 +84,14 @@ CRASHING_PRODUCER = textwrap.dedent(
     import os, sys
     from sqlmodel import Session
     from producers.api import Provisioner
-    from worker.db import make_engine
+    from tests.databases import migrated_engine
     from worker.store import JobStore
 
     class DiesBeforePublishing:
         def publish(self, ids):
             os._exit(3)  # killed between the commit and the publish
 
-    store = JobStore(make_engine(sys.argv[1]))
+    store = JobStore(migrated_engine(sys.argv[1]))
     with Session(store.engine) as session:
         Provisioner(store, DiesBeforePublishing()).enqueue(
             session, {"id": "evt_crash", "domain": "crash.example.com"}
@@ -177,7 +177,7 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
 
 
 def test_sqlite_transaction_that_read_before_enqueue_gets_a_clear_error(tmp_path: Path) -> None:
-    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'stale.db'}"))
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'stale.db'}"))
     provisioner = Provisioner(store, RecordingDispatcher())
     with Session(store.engine) as session:
         assert store.engine.dialect.name == "sqlite"

@@ -18,11 +18,11 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from producers.consumer import StreamConsumer, default_consumer_name
+from tests.databases import migrated_engine
 from tests.producer_fixtures import redis_url
 from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
-from worker.db import make_engine
 from worker.models import ProvisioningJob
 from worker.store import JobStore
 
@@ -50,7 +50,7 @@ def consumer(client: redis.Redis, store: JobStore, name: str = "c1", **kw: int) 
 
 def test_poison_entries_are_dead_lettered_and_acknowledged(redis_url: str, tmp_path: Path) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
     c = consumer(client, store)
     c.ensure_group()
     client.xadd(STREAM, {"event": json.dumps(event(1))})
@@ -73,7 +73,7 @@ def test_pending_entries_are_processed_on_restart_and_stale_ones_claimed(
     redis_url: str, tmp_path: Path
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
     first = consumer(client, store, "c1")
     first.ensure_group()
     for n in range(5):
@@ -93,7 +93,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     database = f"sqlite:///{tmp_path / 'consume.db'}"
-    store = JobStore(make_engine(database))
+    store = JobStore(migrated_engine(database))
     total = 3000
     pipe = client.pipeline()
     for n in range(total):
@@ -163,7 +163,7 @@ def test_entries_that_crash_validation_or_the_insert_are_dead_lettered(
 ) -> None:
     """Not only the expected errors: anything an entry makes parsing or the INSERT raise."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
     c = consumer(client, store)
     c.ensure_group()
     client.xadd(STREAM, {"event": json.dumps(event(1))})
@@ -197,7 +197,7 @@ class FailsOnKey(JobStore):
 
 def test_a_failing_batch_insert_is_retried_row_by_row(redis_url: str, tmp_path: Path) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = FailsOnKey(JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}")), "evt_2")
+    store = FailsOnKey(JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}")), "evt_2")
     c = StreamConsumer(
         client, store, RecordingDispatcher(), stream=STREAM, group="g", consumer="c1", block_ms=10
     )
@@ -223,7 +223,7 @@ def test_a_database_outage_dead_letters_nothing_and_leaves_the_batch_pending(
     redis_url: str, tmp_path: Path
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = DatabaseDown(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    store = DatabaseDown(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
     c = StreamConsumer(
         client, store, RecordingDispatcher(), stream=STREAM, group="g", consumer="c1", block_ms=10
     )
@@ -239,7 +239,7 @@ def test_a_running_consumer_claims_a_dead_consumers_entries_without_restarting(
     redis_url: str, tmp_path: Path
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
     b = consumer(client, store, "b", claim_every_ms=0)  # claim_idle_ms stays 60 s
     b.ensure_group()
     for n in range(3):

@@ -17,10 +17,10 @@ from sqlalchemy import event as sa_event
 from producers.cli import main
 from producers.events import parse_event
 from producers.importer import import_file
+from tests.databases import migrated_engine
 from tests.producer_fixtures import pg_url
 from tests.producer_helpers import RecordingDispatcher, event, jsonl
 from tests.sandbox_process import REPO_ROOT
-from worker.db import make_engine
 from worker.models import JobStatus
 from worker.settings import get_settings
 from worker.store import JobStore
@@ -30,13 +30,14 @@ __all__ = ["pg_url"]
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore(make_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
 
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Settings for the CLI: a SQLite file and an in-memory broker (no embedded workers)."""
     url = f"sqlite:///{tmp_path / 'cli.db'}"
+    migrated_engine(url).dispose()  # with a broker, creating the schema is the operator's step
     monkeypatch.setenv("PROVISIONER_DATABASE_URL", url)
     monkeypatch.setenv("PROVISIONER_BROKER_URL", "memory://")
     get_settings.cache_clear()
@@ -217,7 +218,7 @@ def test_an_unclosed_csv_quote_is_one_bad_record_not_a_crash(
 
 
 def test_postgres_import_is_batched_and_idempotent(pg_url: str, tmp_path: Path) -> None:
-    store = JobStore(make_engine(pg_url))
+    store = JobStore(migrated_engine(pg_url))
     path = tmp_path / "signups.jsonl"
     path.write_text(jsonl(*(event(n) for n in range(1200)), event(5)))
     first = import_file(store, RecordingDispatcher(), path, batch_size=500)
@@ -258,7 +259,7 @@ MEMORY_PROBE = textwrap.dedent(
     import gc, json, sys
     from pathlib import Path
     from producers.importer import import_file
-    from worker.db import make_engine
+    from tests.databases import migrated_engine
     from worker.store import JobStore
 
     class Null:
@@ -270,7 +271,7 @@ MEMORY_PROBE = textwrap.dedent(
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
-    store = JobStore(make_engine(sys.argv[2]))
+    store = JobStore(migrated_engine(sys.argv[2]))
     import_file(store, Null(), Path(sys.argv[3]))  # warm-up: imports, caches, first batches
     gc.collect()
     baseline = rss_kib()

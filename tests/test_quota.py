@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from tests.databases import migrated_engine
 from tests.fake_clock import START, FakeClock
 from tests.sandbox_process import SandboxProcess
 from tests.test_service import make_pipeline, provision
-from worker.db import make_engine
 from worker.errors import RateLimitedError
 from worker.models import JobStatus
 from worker.quota import QuotaGate
@@ -21,7 +21,7 @@ from worker.store import JobStore
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    return make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    return migrated_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
 
 
 def refused(until: datetime, limit: str = "burst") -> RateLimitedError:
@@ -58,7 +58,7 @@ def test_a_closure_is_never_shortened(engine: Engine) -> None:
 def test_parked_jobs_do_not_spend_quota_while_the_gate_is_shut(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'gated.db'}"))
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'gated.db'}"))
     pipeline = dataclasses.replace(make_pipeline(sandbox, store), gate=QuotaGate(store.engine))
     sandbox.configure(burst_limit=2, burst_seconds=60)
     first, second = (store.enqueue(provision(f"s{n}.example.com")).job for n in range(2))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
 from tests.sandbox_process import SandboxProcess
-from worker.db import make_engine
 from worker.models import GoalSpec, JobRequest, JobStatus, Operation
 from worker.plausible import PlausibleClient
 from worker.retrying import RetryPolicy
@@ -24,7 +24,7 @@ PAGE = GoalSpec(goal_type="page", page_path="/pricing/*")
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore(make_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
 
 
 def make_pipeline(sandbox: SandboxProcess, store: JobStore, key: str = "test-key") -> Pipeline:
@@ -257,7 +257,7 @@ def test_a_long_step_renews_its_lease_so_no_one_takes_the_job_over(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     clock = FakeClock()
-    store = JobStore(make_engine(f"sqlite:///{tmp_path / 'lease.db'}"), clock=clock)
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'lease.db'}"), clock=clock)
     takeovers: list[object] = []
     job = store.enqueue(provision()).job
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from producers.cli import main
 from producers.importer import import_file
+from tests.databases import migrated_engine
 from tests.producer_helpers import RecordingDispatcher, event, jsonl
-from worker.db import make_engine
 from worker.settings import get_settings
 from worker.store import JobStore
 
@@ -34,7 +34,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobStore]
     url = f"sqlite:///{tmp_path / 'status.db'}"
     monkeypatch.setenv("PROVISIONER_DATABASE_URL", url)
     get_settings.cache_clear()
-    yield JobStore(make_engine(url))
+    yield JobStore(migrated_engine(url))
     get_settings.cache_clear()
 
 

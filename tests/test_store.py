@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
-from worker.db import make_engine
 from worker.errors import IdempotencyConflictError
 from worker.models import GoalSpec, JobRequest, JobStatus, Operation
 from worker.settings import Settings
@@ -32,7 +32,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: FakeClock) -> JobStore:
-    return JobStore(make_engine(f"sqlite:///{tmp_path / 'jobs.db'}"), clock=clock)
+    return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'jobs.db'}"), clock=clock)
 
 
 def provision(domain: str = "shop.example.com") -> JobRequest:

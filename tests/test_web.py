@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from producers.web import create_app
+from tests.databases import migrated_engine
 from tests.producer_fixtures import redis_url
 from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
-from worker.db import make_engine
 from worker.store import JobStore
 
 __all__ = ["redis_url"]
@@ -29,7 +29,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore(make_engine(f"sqlite:///{tmp_path / 'web.db'}"))
+    return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'web.db'}"))
 
 
 @pytest.fixture
@@ -170,9 +170,11 @@ def free_port() -> int:
 
 def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> None:
     port = free_port()
+    database_url = f"sqlite:///{tmp_path / 'serve.db'}"
+    migrated_engine(database_url).dispose()
     env = {
         **os.environ,
-        "PROVISIONER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        "PROVISIONER_DATABASE_URL": database_url,
         "PROVISIONER_BROKER_URL": redis_url,  # messages wait in Redis db 14; no worker runs
         "PROVISIONER_API_TOKEN": TOKEN,
     }

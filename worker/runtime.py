@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from worker.db import make_engine
+from worker.db import make_engine, require_current, upgrade
 from worker.errors import ConfigurationError
 from worker.plausible import PlausibleClient
 from worker.quota import QuotaGate
@@ -27,8 +27,15 @@ def make_client(settings: Settings) -> PlausibleClient:
     )
 
 
-def make_store(settings: Settings, engine: Engine | None = None) -> JobStore:
-    return JobStore(engine or make_engine(settings.database_url))
+def make_store(settings: Settings, engine: Engine | None = None, *, migrate: bool = False) -> JobStore:
+    """The status table. ``migrate`` upgrades its schema first (embedded mode); otherwise a
+    database behind this version's schema stops the process with a ConfigurationError."""
+    engine = engine or make_engine(settings.database_url)
+    if migrate:
+        upgrade(engine)
+    else:
+        require_current(engine)
+    return JobStore(engine)
 
 
 def make_pipeline(settings: Settings, store: JobStore) -> Pipeline:

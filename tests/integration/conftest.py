@@ -33,9 +33,9 @@ from sqlmodel import Session, select
 
 from producers.events import parse_event
 from producers.submit import submit
+from tests.databases import migrated_engine
 from tests.sandbox_process import REPO_ROOT, SandboxProcess
 from tests.waiting import wait_for
-from worker.db import make_engine
 from worker.models import JobRequest, JobStatus, ProvisioningJob
 from worker.settings import Settings
 from worker.store import Enqueued, JobStore
@@ -352,7 +352,7 @@ class Stack:
         self.workdir = workdir
         self.workers: list[WorkerProcess] = []
         # The table exists before any worker starts, so workers never race to create it.
-        self.engine = make_engine(database_url)
+        self.engine = migrated_engine(database_url)
         self.store = JobStore(self.engine)
         self._app: Any = None
         self._dispatcher: Any = None
