@@ -191,7 +191,9 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres"], action="append")
     parser.add_argument("--pool", help="Celery pool (default: Celery's, prefork)")
     parser.add_argument(
-        "--concurrency", type=int, help="worker processes (default: PROVISIONER_WORKER_CONCURRENCY, 8)"
+        "--concurrency",
+        type=int,
+        help="worker processes (default: PROVISIONER_WORKER_CONCURRENCY, 8)",
     )
     args = parser.parse_args()
     extra: list[str] = []

@@ -86,9 +86,19 @@ def run_wrk(base: str, ref: str, concurrency: int) -> tuple[float, float]:
     """wrk, when installed: a C client leaves the 2 cores to the server, so the numbers say more
     about the service than the Python client below does."""
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{concurrency}", "-d10s", "--latency",
-         "-H", f"Authorization: Bearer {TOKEN}", f"{base}/jobs/{ref}"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t2",
+            f"-c{concurrency}",
+            "-d10s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            f"{base}/jobs/{ref}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]

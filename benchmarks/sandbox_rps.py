@@ -22,9 +22,22 @@ KEY = "bench-key"
 
 def start_sandbox() -> tuple[subprocess.Popen[str], str, int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--api-key", KEY,
-         "--hourly-limit", "100000000", "--burst-limit", "100000000"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+            "--hourly-limit",
+            "100000000",
+            "--burst-limit",
+            "100000000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -36,7 +49,9 @@ def start_sandbox() -> tuple[subprocess.Popen[str], str, int]:
 
 
 def requests(host: str) -> list[bytes]:
-    body = json.dumps({"site_id": "bench.test", "goal_type": "event", "event_name": "Signup"}).encode()
+    body = json.dumps(
+        {"site_id": "bench.test", "goal_type": "event", "event_name": "Signup"}
+    ).encode()
     common = f"Host: {host}\r\nAuthorization: Bearer {KEY}\r\nAccept: application/json\r\n"
     get = f"GET /api/v1/sites HTTP/1.1\r\n{common}\r\n".encode()
     put = (
@@ -71,7 +86,8 @@ async def hammer(host: str, port: int, seconds: float, connections: int) -> dict
     setup = json.dumps({"domain": "bench.test"}).encode()
     writer.write(
         f"POST /api/v1/sites HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(setup)}\r\n\r\n".encode() + setup
+        f"Content-Type: application/json\r\nContent-Length: {len(setup)}\r\n\r\n".encode()
+        + setup
     )
     assert await read_response(reader) == 200
     writer.close()

@@ -131,7 +131,11 @@ def _add_membership(api: SandboxAPI, payload: dict[str, Any]) -> dict[str, Any]:
     user = _user(api, payload)
     role = payload.get("role")
     if "site" in payload:
-        site = api.world.find_site(payload["site"], api.clock()) if isinstance(payload["site"], str) else None
+        site = (
+            api.world.find_site(payload["site"], api.clock())
+            if isinstance(payload["site"], str)
+            else None
+        )
         if site is None:
             raise AdminError("unknown site")
         if role not in GUEST_ROLES:
@@ -167,7 +171,9 @@ def _add_site(api: SandboxAPI, payload: dict[str, Any]) -> dict[str, Any]:
         raise AdminError("consolidated must be a boolean")
     if old is not None and (not isinstance(old, str) or not old):
         raise AdminError("domain_changed_from must be a non-empty string or null")
-    site = Site(world.new_id(), domain, timezone, team.id, new_tracker(world), consolidated=consolidated)
+    site = Site(
+        world.new_id(), domain, timezone, team.id, new_tracker(world), consolidated=consolidated
+    )
     if old is not None:
         site.domain_changed_from, site.domain_changed_at = old, now
     world.sites[site.id] = site

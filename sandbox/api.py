@@ -95,9 +95,13 @@ class SandboxAPI:
 
     def add_team(self, name: str, features: set[str] | None = None, **options: Any) -> str:
         """Create a team and return its identifier (UUID)."""
-        return self.world.add_team(name, set(FEATURES if features is None else features), **options).identifier
+        return self.world.add_team(
+            name, set(FEATURES if features is None else features), **options
+        ).identifier
 
-    def add_key(self, key: str, team: str, role: str = "owner", scopes: list[str] | None = None) -> None:
+    def add_key(
+        self, key: str, team: str, role: str = "owner", scopes: list[str] | None = None
+    ) -> None:
         found = self.world.team_by_identifier(team)
         if found is None:
             raise ValueError(f"unknown team: {team}")
@@ -199,7 +203,9 @@ class SandboxAPI:
             }
             if (method, head) in literal:
                 scope = read if method == "GET" else write
-                extra: dict[str, Any] = {"property": []} if head == "custom-props" and method == "DELETE" else {}
+                extra: dict[str, Any] = (
+                    {"property": []} if head == "custom-props" and method == "DELETE" else {}
+                )
                 return literal[(method, head)], extra, scope, head != "teams"
             by_site: dict[str, Handler] = {
                 "GET": sites.get_site,
@@ -207,7 +213,12 @@ class SandboxAPI:
                 "DELETE": sites.delete_site,
             }
             if method in by_site:
-                return by_site[method], {"site_id": decoded[0]}, read if method == "GET" else write, True
+                return (
+                    by_site[method],
+                    {"site_id": decoded[0]},
+                    read if method == "GET" else write,
+                    True,
+                )
         elif method == "DELETE" and head == "custom-props":
             return resources.delete_custom_prop, {"property": decoded[1:]}, write, True
         elif method == "DELETE" and len(rest) == 2 and head == "goals":

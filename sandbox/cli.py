@@ -57,18 +57,44 @@ async def _serve(api: SandboxAPI, host: str, port: int, base_url: str | None) ->
 @click.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
-@click.option("--api-key", "api_keys", multiple=True, metavar="KEY", help="Sites API key on the default team (repeatable; default sandbox-key).")
-@click.option("--stats-api-key", metavar="KEY", help="A key with only the Stats API scope, same team.")
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Sites API key on the default team (repeatable; default sandbox-key).",
+)
+@click.option(
+    "--stats-api-key", metavar="KEY", help="A key with only the Stats API scope, same team."
+)
 @click.option("--other-team-api-key", metavar="KEY", help="A Sites API key of another team.")
 @click.option("--hourly-limit", default=600, show_default=True, type=int)
 @click.option("--burst-limit", default=60, show_default=True, type=int)
 @click.option("--burst-seconds", default=10.0, show_default=True, type=float)
-@click.option("--hour-seconds", default=3600.0, show_default=True, type=float, help="Length of the hourly window.")
+@click.option(
+    "--hour-seconds",
+    default=3600.0,
+    show_default=True,
+    type=float,
+    help="Length of the hourly window.",
+)
 @click.option("--latency-ms", default=0.0, type=float, help="Delay before every API response.")
-@click.option("--fail-rate", default=0.0, type=click.FloatRange(0, 1), help="Share of requests answered 500 without effect.")
-@click.option("--drop-rate", default=0.0, type=click.FloatRange(0, 1), help="Share of requests carried out, then left unanswered.")
+@click.option(
+    "--fail-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Share of requests answered 500 without effect.",
+)
+@click.option(
+    "--drop-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Share of requests carried out, then left unanswered.",
+)
 @click.option("--seed", type=int, help="Seed ids and faults for repeatable runs.")
-@click.option("--site-limit", type=int, help="Sites allowed on the default team (default unlimited).")
+@click.option(
+    "--site-limit", type=int, help="Sites allowed on the default team (default unlimited)."
+)
 @click.option("--base-url", help="Base of shared-link URLs (default http://HOST:PORT).")
 def sandbox_command(
     host: str,

@@ -44,7 +44,9 @@ def find_or_create_shared_link(call: Call) -> dict[str, Any]:
         if name in rules.RESERVED_SHARED_LINK_NAMES:
             raise error(400, "This name is reserved. Please choose another one")
         site.shared_links[name] = call.world.nanoid()
-    url = f"{call.base_url}/share/{quote_plus(site.domain, safe='~')}?auth={site.shared_links[name]}"
+    url = (
+        f"{call.base_url}/share/{quote_plus(site.domain, safe='~')}?auth={site.shared_links[name]}"
+    )
     return {"name": name, "url": url}
 
 
@@ -107,7 +109,10 @@ def _goal_errors(params: dict[str, Any], goal: Goal, over_limit: bool) -> list[s
         if params.get("page_path") not in (None, ""):
             errors.append("event_name: cannot co-exist with page_path")
     if over_limit:
-        errors += ["event_name: Maximum number of goals reached", "page_path: Maximum number of goals reached"]
+        errors += [
+            "event_name: Maximum number of goals reached",
+            "page_path: Maximum number of goals reached",
+        ]
     return errors
 
 
@@ -188,7 +193,11 @@ def find_or_create_goal(call: Call) -> dict[str, Any]:
         matches = [
             g
             for g in existing
-            if (g.event_name == goal.event_name if goal.event_name else g.page_path == goal.page_path)
+            if (
+                g.event_name == goal.event_name
+                if goal.event_name
+                else g.page_path == goal.page_path
+            )
         ]
         if not matches:
             raise internal_error(404)
@@ -264,7 +273,8 @@ def find_or_create_guest(call: Call) -> dict[str, Any]:
     email = _expect(params, "email", "create guest")
     if params.get("role") not in ("viewer", "editor"):
         raise error(
-            400, "Parameter `role` is required to create guest. Possible values: `viewer` or `editor`"
+            400,
+            "Parameter `role` is required to create guest. Possible values: `viewer` or `editor`",
         )
     site = find_site(call, params["site_id"], ("owner", "admin"))
     existing = next((g for g in site.guests if g.email == email), None)

@@ -22,7 +22,9 @@ READ_SIZE = 65536
 EXTRA_HEADERS = [("cache-control", "max-age=0, private, must-revalidate")]
 
 
-async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, head: bool) -> None:
+async def _send(
+    conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, head: bool
+) -> None:
     headers = [*response.headers, *EXTRA_HEADERS, ("content-length", str(len(response.body)))]
     data = conn.send(h11.Response(status_code=response.status, headers=headers)) or b""
     if not head:
@@ -53,7 +55,9 @@ async def _next_request(
             return None
 
 
-async def serve_connection(api: SandboxAPI, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def serve_connection(
+    api: SandboxAPI, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     conn = h11.Connection(h11.SERVER)
     try:
         while True:

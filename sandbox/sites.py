@@ -214,7 +214,10 @@ def _create_in(call: Call, team: Team) -> dict[str, Any]:
     tracker = tracker_config(blank, _given(params.get("tracker_script_configuration"), {}))
     # Re-registering your own old domain clears its 72-hour marker first.
     for other in world.sites.values():
-        if other.domain_changed_from == domain and world.team_role(call.user.id, other.team_id) == "owner":
+        if (
+            other.domain_changed_from == domain
+            and world.team_role(call.user.id, other.team_id) == "owner"
+        ):
             other.domain_changed_from = other.domain_changed_at = None
     site = Site(world.new_id(), domain, params.get("timezone", "Etc/UTC"), team.id, tracker)
     world.sites[site.id] = site
@@ -237,7 +240,9 @@ def update_site(call: Call) -> dict[str, Any]:
     new_domain = _checked_new_domain(call, site, params.get("domain"))
     changes = params.get("tracker_script_configuration")
     # Domain and config change in one transaction: validate both before touching either.
-    tracker = site.tracker if _given(changes, None) is None else tracker_config(site.tracker, changes)
+    tracker = (
+        site.tracker if _given(changes, None) is None else tracker_config(site.tracker, changes)
+    )
     if new_domain is not None:
         site.domain_changed_from, site.domain_changed_at = site.domain, call.now
         site.domain = new_domain

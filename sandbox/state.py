@@ -183,7 +183,9 @@ class World:
 
     def add_team(self, name: str, features: set[str], **options: Any) -> Team:
         identifier = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        team = Team(id=self.new_id(), identifier=identifier, name=name, features=features, **options)
+        team = Team(
+            id=self.new_id(), identifier=identifier, name=name, features=features, **options
+        )
         self.teams[team.id] = team
         return team
 
@@ -214,7 +216,9 @@ class World:
 
     def guest_role(self, user_id: int, site: Site) -> str | None:
         email = self.users[user_id].email
-        return next((g.role for g in site.guests if g.status == "accepted" and g.email == email), None)
+        return next(
+            (g.role for g in site.guests if g.status == "accepted" and g.email == email), None
+        )
 
     def site_role(self, user_id: int, site: Site) -> str | None:
         """The guest role on ``site`` if the user is its guest, else the team role (§7.0)."""

@@ -26,7 +26,11 @@ EVENTS = [
         ],
         "shared_links": ["WordPress"],
     },
-    {"id": "evt_b", "domain": "blog.example.org", "goals": [{"goal_type": "event", "event_name": "Newsletter"}]},
+    {
+        "id": "evt_b",
+        "domain": "blog.example.org",
+        "goals": [{"goal_type": "event", "event_name": "Newsletter"}],
+    },
     {"id": "evt_c", "domain": "taken.example.net"},
 ]
 
@@ -107,7 +111,9 @@ def test_demo_command_onboards_the_sample_files(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     succeeded = [line for line in lines if line.startswith("succeeded")]
     assert len(succeeded) == 8  # five sites provisioned, two goals and one site deleted
-    assert not [line for line in lines if line.startswith(("failed", "waiting", "queued", "running"))]
+    assert not [
+        line for line in lines if line.startswith(("failed", "waiting", "queued", "running"))
+    ]
     assert "line 6: domain:" in result.stdout
 
 

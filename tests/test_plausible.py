@@ -1518,7 +1518,12 @@ def test_a_body_trickling_past_the_total_timeout_is_a_timeout() -> None:
 
 
 def test_a_compressed_response_is_decoded() -> None:
-    site = {"domain": "a.test", "timezone": "Etc/UTC", "custom_properties": [], "tracker_script_configuration": {}}
+    site = {
+        "domain": "a.test",
+        "timezone": "Etc/UTC",
+        "custom_properties": [],
+        "tracker_script_configuration": {},
+    }
     body = gzip.compress(json.dumps(site).encode())
     client = PlausibleClient(
         base_url="http://plausible.test",

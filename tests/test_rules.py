@@ -31,7 +31,10 @@ def test_normalise_domain_follows_plausible_order(raw: str, expected: str) -> No
         ("quero:café.test", "domain: must not contain URI reserved characters :?#[]@!$&'()*+,;="),
         ("h&llo.test", "domain: must not contain URI reserved characters :?#[]@!$&'()*+,;="),
         # Both checks fail: the reserved-characters error is added last and reported.
-        ("iamnot sur&about?this.com", "domain: must not contain URI reserved characters :?#[]@!$&'()*+,;="),
+        (
+            "iamnot sur&about?this.com",
+            "domain: must not contain URI reserved characters :?#[]@!$&'()*+,;=",
+        ),
         ("example.com/blog", None),
         ("до.101домен.рф/pages", None),  # noqa: RUF001 - an IDN on purpose
         ("under_score-dash.test", None),
@@ -48,7 +51,14 @@ def test_domain_taken_message_keeps_the_heredoc_newline() -> None:
 
 @pytest.mark.parametrize(
     ("name", "valid"),
-    [("Etc/UTC", True), ("Europe/Berlin", True), ("d", False), ("", False), (None, False), (3, False)],
+    [
+        ("Etc/UTC", True),
+        ("Europe/Berlin", True),
+        ("d", False),
+        ("", False),
+        (None, False),
+        (3, False),
+    ],
 )
 def test_is_valid_timezone_accepts_iana_names_only(name: object, valid: bool) -> None:
     assert rules.is_valid_timezone(name) is valid

@@ -15,7 +15,9 @@ INVALID_KEY = (
     "Invalid API key. Please make sure you're using a valid API key with access to the resource "
     "you've requested."
 )
-MISSING_SITE_ID = "Missing site ID. Please provide the required site_id parameter with your request."
+MISSING_SITE_ID = (
+    "Missing site ID. Please provide the required site_id parameter with your request."
+)
 TAKEN = (
     "domain: This domain cannot be registered. Perhaps one of your colleagues registered it? "
     "If that's not the case, please contact support@plausible.io\n"
@@ -67,13 +69,22 @@ def test_create_site_returns_the_full_shape(api: httpx.Client) -> None:
     [
         ({}, "domain: can't be blank"),
         ({"domain": "a.test", "timezone": "d"}, "timezone: is invalid"),
-        ({"domain": "quero:café.test"}, "domain: must not contain URI reserved characters :?#[]@!$&'()*+,;="),
-        ({"domain": "a b.test"}, "domain: only letters, numbers, slashes, underscores and period allowed"),
+        (
+            {"domain": "quero:café.test"},
+            "domain: must not contain URI reserved characters :?#[]@!$&'()*+,;=",
+        ),
+        (
+            {"domain": "a b.test"},
+            "domain: only letters, numbers, slashes, underscores and period allowed",
+        ),
         # The timezone error is added after the blank-domain one, and the last error is reported.
         ({"timezone": "d"}, "timezone: is invalid"),
         ({"domain": 123}, "domain: is invalid"),
         (
-            {"domain": "a.test", "tracker_script_configuration": {"installation_type": "x", "outbound_links": "x"}},
+            {
+                "domain": "a.test",
+                "tracker_script_configuration": {"installation_type": "x", "outbound_links": "x"},
+            },
             "tracker_script_configuration.installation_type: is invalid",
         ),
     ],
@@ -98,16 +109,25 @@ def test_create_site_with_an_over_long_domain_is_a_500(api: httpx.Client) -> Non
     assert (response.status_code, response.json()) == (500, {"error": "internal server error"})
 
 
-def test_create_site_accepts_form_and_multipart_bodies_with_brackets(sandbox: SandboxProcess, api: httpx.Client) -> None:
+def test_create_site_accepts_form_and_multipart_bodies_with_brackets(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
     form = api.post(
         "/api/v1/sites",
-        data={"domain": "form.test", "timezone": "Europe/Berlin", "tracker_script_configuration[outbound_links]": "true"},
+        data={
+            "domain": "form.test",
+            "timezone": "Europe/Berlin",
+            "tracker_script_configuration[outbound_links]": "true",
+        },
     )
     assert form.status_code == 200
     assert form.json()["tracker_script_configuration"]["outbound_links"] is True
     multipart = api.post(
         "/api/v1/sites",
-        files={"domain": (None, "multi.test"), "tracker_script_configuration[file_downloads]": (None, "true")},
+        files={
+            "domain": (None, "multi.test"),
+            "tracker_script_configuration[file_downloads]": (None, "true"),
+        },
     )
     assert multipart.status_code == 200
     assert multipart.json()["tracker_script_configuration"]["file_downloads"] is True
@@ -116,7 +136,9 @@ def test_create_site_accepts_form_and_multipart_bodies_with_brackets(sandbox: Sa
 
 
 def test_query_params_count_and_body_beats_query(api: httpx.Client) -> None:
-    response = api.post("/api/v1/sites?domain=query.test&timezone=Europe/Paris", json={"domain": "body.test"})
+    response = api.post(
+        "/api/v1/sites?domain=query.test&timezone=Europe/Paris", json={"domain": "body.test"}
+    )
     assert response.json()["domain"] == "body.test"
     assert response.json()["timezone"] == "Europe/Paris"
 
@@ -137,15 +159,23 @@ def test_viewer_cannot_create_sites(sandbox: SandboxProcess) -> None:
     sandbox.add_key(key="viewer-key", role="viewer")
     with sandbox.client("viewer-key") as client:
         response = create(client, "view.test")
-    assert (response.status_code, error_of(response)) == (403, "You can't add sites to the selected team.")
+    assert (response.status_code, error_of(response)) == (
+        403,
+        "You can't add sites to the selected team.",
+    )
 
 
 # -- delete site -------------------------------------------------------------------------------
 
 
-def test_delete_site_returns_boolean_true_and_then_404(sandbox: SandboxProcess, api: httpx.Client) -> None:
+def test_delete_site_returns_boolean_true_and_then_404(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
     create(api, "gone.test")
-    api.put("/api/v1/sites/goals", json={"site_id": "gone.test", "goal_type": "event", "event_name": "A"})
+    api.put(
+        "/api/v1/sites/goals",
+        json={"site_id": "gone.test", "goal_type": "event", "event_name": "A"},
+    )
     response = api.delete("/api/v1/sites/gone.test")
     assert (response.status_code, response.json()) == (200, {"deleted": True})
     assert sandbox.state()["sites"] == []
@@ -175,7 +205,10 @@ def test_delete_site_by_old_domain_and_domain_with_slash(api: httpx.Client) -> N
 
 def test_update_site_changes_domain_and_keeps_old_one_usable(api: httpx.Client) -> None:
     create(api, "before.test")
-    changed = api.put("/api/v1/sites/before.test", json={"domain": "after.test", "tracker_script_configuration": {"installation_type": "npm"}})
+    changed = api.put(
+        "/api/v1/sites/before.test",
+        json={"domain": "after.test", "tracker_script_configuration": {"installation_type": "npm"}},
+    )
     assert changed.status_code == 200
     assert changed.json()["domain"] == "after.test"
     assert changed.json()["tracker_script_configuration"]["installation_type"] == "npm"
@@ -183,15 +216,24 @@ def test_update_site_changes_domain_and_keeps_old_one_usable(api: httpx.Client) 
     same = api.put("/api/v1/sites/after.test", json={"domain": "after.test"})
     assert error_of(same) == "domain: New domain must be different than the current one"
     empty = api.put("/api/v1/sites/after.test", json={})
-    assert error_of(empty) == "Payload must contain at least one of the parameters 'domain', 'tracker_script_configuration'"
+    assert (
+        error_of(empty)
+        == "Payload must contain at least one of the parameters 'domain', 'tracker_script_configuration'"
+    )
     invalid = api.put("/api/v1/sites/after.test", json={"domain": 123})
     assert (invalid.status_code, error_of(invalid)) == (400, "domain: is invalid")
 
 
 def test_failed_config_update_rolls_back_the_domain_change(api: httpx.Client) -> None:
     create(api, "stay.test")
-    response = api.put("/api/v1/sites/stay.test", json={"domain": "moved.test", "tracker_script_configuration": {"tagged_events": "nope"}})
-    assert (response.status_code, error_of(response)) == (400, "tracker_script_configuration.tagged_events: is invalid")
+    response = api.put(
+        "/api/v1/sites/stay.test",
+        json={"domain": "moved.test", "tracker_script_configuration": {"tagged_events": "nope"}},
+    )
+    assert (response.status_code, error_of(response)) == (
+        400,
+        "tracker_script_configuration.tagged_events: is invalid",
+    )
     assert api.get("/api/v1/sites/stay.test").json()["domain"] == "stay.test"
 
 
@@ -208,7 +250,9 @@ def test_lists_are_newest_first_and_paginated(api: httpx.Client) -> None:
     assert isinstance(second["meta"]["before"], str)
     assert api.get("/api/v1/sites", params={"limit": "500"}).json()["meta"]["limit"] == 100
     assert api.get("/api/v1/sites", params={"limit": "x"}).status_code == 500
-    assert api.get("/api/v1/sites", params={"after": "%%%"}).json() == {"error": "internal server error"}
+    assert api.get("/api/v1/sites", params={"after": "%%%"}).json() == {
+        "error": "internal server error"
+    }
 
 
 def test_teams_list_shows_the_key_team_and_stats_availability(api: httpx.Client) -> None:
@@ -223,13 +267,17 @@ def test_teams_list_shows_the_key_team_and_stats_availability(api: httpx.Client)
 
 def test_shared_link_is_find_or_create(sandbox: SandboxProcess, api: httpx.Client) -> None:
     create(api, "example.com/blog")
-    first = api.put("/api/v1/sites/shared-links", json={"site_id": "example.com/blog", "name": "Wordpress"})
+    first = api.put(
+        "/api/v1/sites/shared-links", json={"site_id": "example.com/blog", "name": "Wordpress"}
+    )
     assert first.status_code == 200
     url = first.json()["url"]
     prefix = f"{sandbox.base_url}/share/example.com%2Fblog?auth="
     assert url.startswith(prefix)
     assert len(url) == len(prefix) + 21
-    again = api.put("/api/v1/sites/shared-links", data={"site_id": "example.com/blog", "name": "Wordpress"})
+    again = api.put(
+        "/api/v1/sites/shared-links", data={"site_id": "example.com/blog", "name": "Wordpress"}
+    )
     assert again.json() == {"name": "Wordpress", "url": url}
 
 
@@ -237,13 +285,19 @@ def test_shared_link_is_find_or_create(sandbox: SandboxProcess, api: httpx.Clien
     ("payload", "status", "message"),
     [
         ({"site_id": "links.test"}, 400, "Parameter `name` is required to create a shared link"),
-        ({"site_id": "links.test", "name": "WordPress - Shared Dashboard"}, 400, "This name is reserved. Please choose another one"),
+        (
+            {"site_id": "links.test", "name": "WordPress - Shared Dashboard"},
+            400,
+            "This name is reserved. Please choose another one",
+        ),
         ({"site_id": "links.test", "name": ""}, 400, "can't be blank"),
         ({"site_id": "unknown.test", "name": "x"}, 404, "Site could not be found"),
         ({"name": "x"}, 400, MISSING_SITE_ID),
     ],
 )
-def test_shared_link_errors(api: httpx.Client, payload: dict[str, Any], status: int, message: str) -> None:
+def test_shared_link_errors(
+    api: httpx.Client, payload: dict[str, Any], status: int, message: str
+) -> None:
     create(api, "links.test")
     response = api.put("/api/v1/sites/shared-links", json=payload)
     assert (response.status_code, error_of(response)) == (status, message)
@@ -254,8 +308,13 @@ def test_shared_link_needs_the_feature_to_create(sandbox: SandboxProcess) -> Non
     sandbox.add_key(key="nolinks-key", team=team["id"])
     with sandbox.client("nolinks-key") as client:
         create(client, "nolinks.test")
-        response = client.put("/api/v1/sites/shared-links", json={"site_id": "nolinks.test", "name": "x"})
-    assert (response.status_code, error_of(response)) == (402, "Your current subscription plan does not include Shared Links")
+        response = client.put(
+            "/api/v1/sites/shared-links", json={"site_id": "nolinks.test", "name": "x"}
+        )
+    assert (response.status_code, error_of(response)) == (
+        402,
+        "Your current subscription plan does not include Shared Links",
+    )
 
 
 # -- goals -------------------------------------------------------------------------------------
@@ -264,7 +323,10 @@ def test_shared_link_needs_the_feature_to_create(sandbox: SandboxProcess) -> Non
 def test_goal_find_or_create_is_idempotent(sandbox: SandboxProcess, api: httpx.Client) -> None:
     create(api, "goals.test")
     api.put("/api/v1/sites/goals.test", json={"domain": "goals2.test"})
-    first = api.put("/api/v1/sites/goals", json={"site_id": "goals.test", "goal_type": "event", "event_name": " Signup "})
+    first = api.put(
+        "/api/v1/sites/goals",
+        json={"site_id": "goals.test", "goal_type": "event", "event_name": " Signup "},
+    )
     body = first.json()
     assert first.status_code == 200
     assert body == {
@@ -277,9 +339,20 @@ def test_goal_find_or_create_is_idempotent(sandbox: SandboxProcess, api: httpx.C
         "display_name": "Signup",
     }
     assert isinstance(body["id"], int)
-    again = api.put("/api/v1/sites/goals", json={"site_id": "goals2.test", "goal_type": "event", "event_name": "Signup", "display_name": "Other"})
+    again = api.put(
+        "/api/v1/sites/goals",
+        json={
+            "site_id": "goals2.test",
+            "goal_type": "event",
+            "event_name": "Signup",
+            "display_name": "Other",
+        },
+    )
     assert again.json() == body
-    page = api.put("/api/v1/sites/goals", data={"site_id": "goals2.test", "goal_type": "page", "page_path": "blog"})
+    page = api.put(
+        "/api/v1/sites/goals",
+        data={"site_id": "goals2.test", "goal_type": "page", "page_path": "blog"},
+    )
     assert (page.json()["page_path"], page.json()["display_name"]) == ("/blog", "Visit /blog")
     assert len(sandbox.state()["goals"]) == 2
 
@@ -289,12 +362,32 @@ def test_goal_find_or_create_is_idempotent(sandbox: SandboxProcess, api: httpx.C
     [
         ({}, 400, "Parameter `goal_type` is required to create a goal"),
         ({"goal_type": "event"}, 400, "Parameter `event_name` is required to create a goal"),
-        ({"goal_type": "event", "event_name": 5}, 400, "Parameter `event_name` is required to create a goal"),
+        (
+            {"goal_type": "event", "event_name": 5},
+            400,
+            "Parameter `event_name` is required to create a goal",
+        ),
         ({"goal_type": "page"}, 400, "Parameter `page_path` is required to create a goal"),
         ({"goal_type": "scroll", "page_path": "/"}, 500, "internal server error"),
-        ({"goal_type": "event", "event_name": "A", "custom_props": {"a": "1", "b": "2", "c": "3", "d": "4"}}, 400, "custom_props: use at most 3 properties per goal"),
-        ({"goal_type": "event", "event_name": "A", "custom_props": {"a": 1}}, 400, "custom_props: must be a map with string keys and string values"),
-        ({"goal_type": "event", "event_name": "A" * 121}, 400, "event_name: should be at most 120 character(s)"),
+        (
+            {
+                "goal_type": "event",
+                "event_name": "A",
+                "custom_props": {"a": "1", "b": "2", "c": "3", "d": "4"},
+            },
+            400,
+            "custom_props: use at most 3 properties per goal",
+        ),
+        (
+            {"goal_type": "event", "event_name": "A", "custom_props": {"a": 1}},
+            400,
+            "custom_props: must be a map with string keys and string values",
+        ),
+        (
+            {"goal_type": "event", "event_name": "A" * 121},
+            400,
+            "event_name: should be at most 120 character(s)",
+        ),
     ],
 )
 def test_goal_errors(api: httpx.Client, payload: dict[str, Any], status: int, message: str) -> None:
@@ -306,15 +399,30 @@ def test_goal_errors(api: httpx.Client, payload: dict[str, Any], status: int, me
 def test_goal_limit(sandbox: SandboxProcess, api: httpx.Client) -> None:
     sandbox.configure(max_goals_per_site=1)
     create(api, "limit.test")
-    assert api.put("/api/v1/sites/goals", json={"site_id": "limit.test", "goal_type": "event", "event_name": "A"}).status_code == 200
-    response = api.put("/api/v1/sites/goals", json={"site_id": "limit.test", "goal_type": "event", "event_name": "B"})
-    assert error_of(response) == "event_name: Maximum number of goals reached, page_path: Maximum number of goals reached"
+    assert (
+        api.put(
+            "/api/v1/sites/goals",
+            json={"site_id": "limit.test", "goal_type": "event", "event_name": "A"},
+        ).status_code
+        == 200
+    )
+    response = api.put(
+        "/api/v1/sites/goals",
+        json={"site_id": "limit.test", "goal_type": "event", "event_name": "B"},
+    )
+    assert (
+        error_of(response)
+        == "event_name: Maximum number of goals reached, page_path: Maximum number of goals reached"
+    )
 
 
 def test_goal_list_and_delete(api: httpx.Client) -> None:
     create(api, "del.test")
     ids = [
-        api.put("/api/v1/sites/goals", json={"site_id": "del.test", "goal_type": "event", "event_name": n}).json()["id"]
+        api.put(
+            "/api/v1/sites/goals",
+            json={"site_id": "del.test", "goal_type": "event", "event_name": n},
+        ).json()["id"]
         for n in ("A", "B")
     ]
     listed = api.get("/api/v1/sites/goals", params={"site_id": "del.test"}).json()
@@ -336,27 +444,47 @@ def test_goal_list_and_delete(api: httpx.Client) -> None:
 def test_custom_props(api: httpx.Client) -> None:
     create(api, "props.test")
     for prop in ("title", "author", "title"):
-        assert api.put("/api/v1/sites/custom-props", json={"site_id": "props.test", "property": prop}).json() == {"created": True}
+        assert api.put(
+            "/api/v1/sites/custom-props", json={"site_id": "props.test", "property": prop}
+        ).json() == {"created": True}
     listed = api.get("/api/v1/sites/custom-props", params={"site_id": "props.test"}).json()
     assert listed == {"custom_properties": [{"property": "author"}, {"property": "title"}]}
     assert api.get("/api/v1/sites/props.test").json()["custom_properties"] == ["title", "author"]
-    too_long = api.put("/api/v1/sites/custom-props", json={"site_id": "props.test", "property": "x" * 301})
+    too_long = api.put(
+        "/api/v1/sites/custom-props", json={"site_id": "props.test", "property": "x" * 301}
+    )
     assert error_of(too_long) == "Parameter `property` is too long"
-    deleted = api.delete("/api/v1/sites/custom-props/prop1/with/slashes", params={"site_id": "props.test"})
+    deleted = api.delete(
+        "/api/v1/sites/custom-props/prop1/with/slashes", params={"site_id": "props.test"}
+    )
     assert deleted.json() == {"deleted": True}
 
 
 def test_guests(api: httpx.Client) -> None:
     create(api, "guests.test")
-    invited = api.put("/api/v1/sites/guests", json={"site_id": "guests.test", "email": "a@b.test", "role": "viewer"})
+    invited = api.put(
+        "/api/v1/sites/guests",
+        json={"site_id": "guests.test", "email": "a@b.test", "role": "viewer"},
+    )
     assert invited.json() == {"email": "a@b.test", "role": "viewer", "status": "invited"}
-    same = api.put("/api/v1/sites/guests", json={"site_id": "guests.test", "email": "a@b.test", "role": "editor"})
+    same = api.put(
+        "/api/v1/sites/guests",
+        json={"site_id": "guests.test", "email": "a@b.test", "role": "editor"},
+    )
     assert same.json() == invited.json()
-    bad_role = api.put("/api/v1/sites/guests", json={"site_id": "guests.test", "email": "c@b.test", "role": "owner"})
-    assert error_of(bad_role) == "Parameter `role` is required to create guest. Possible values: `viewer` or `editor`"
+    bad_role = api.put(
+        "/api/v1/sites/guests",
+        json={"site_id": "guests.test", "email": "c@b.test", "role": "owner"},
+    )
+    assert (
+        error_of(bad_role)
+        == "Parameter `role` is required to create guest. Possible values: `viewer` or `editor`"
+    )
     listed = api.get("/api/v1/sites/guests", params={"site_id": "guests.test"}).json()
     assert listed["guests"] == [invited.json()]
-    assert api.delete("/api/v1/sites/guests/a@b.test", params={"site_id": "guests.test"}).json() == {"deleted": True}
+    assert api.delete(
+        "/api/v1/sites/guests/a@b.test", params={"site_id": "guests.test"}
+    ).json() == {"deleted": True}
     assert api.get("/api/v1/sites/guests", params={"site_id": "guests.test"}).json()["guests"] == []
 
 
@@ -365,7 +493,10 @@ def test_guests(api: httpx.Client) -> None:
 
 def test_framework_errors(api: httpx.Client) -> None:
     bad_json = api.post("/api/v1/sites", content=b"{", headers={"content-type": "application/json"})
-    assert (bad_json.status_code, bad_json.json()) == (400, {"message": "Bad Request", "status": 400})
+    assert (bad_json.status_code, bad_json.json()) == (
+        400,
+        {"message": "Bad Request", "status": 400},
+    )
     unknown = api.get("/api/v1/nothing")
     assert (unknown.status_code, unknown.json()) == (404, {"message": "Not Found", "status": 404})
     assert api.patch("/api/v1/sites/x.test").status_code == 404
@@ -376,10 +507,17 @@ def test_framework_errors(api: httpx.Client) -> None:
 
 
 def test_auth_pipeline_order(sandbox: SandboxProcess, api: httpx.Client) -> None:
-    missing = httpx.get(f"{sandbox.base_url}/api/v1/sites", headers={"authorization": "bearer test-key"})
-    assert (missing.status_code, error_of(missing)) == (401, "Missing API key. Please use a valid Plausible API key as a Bearer Token.")
+    missing = httpx.get(
+        f"{sandbox.base_url}/api/v1/sites", headers={"authorization": "bearer test-key"}
+    )
+    assert (missing.status_code, error_of(missing)) == (
+        401,
+        "Missing API key. Please use a valid Plausible API key as a Bearer Token.",
+    )
     # Site ID is checked before the key is even looked up.
-    no_site = httpx.get(f"{sandbox.base_url}/api/v1/sites/goals", headers={"authorization": "Bearer bogus"})
+    no_site = httpx.get(
+        f"{sandbox.base_url}/api/v1/sites/goals", headers={"authorization": "Bearer bogus"}
+    )
     assert (no_site.status_code, error_of(no_site)) == (400, MISSING_SITE_ID)
     bogus = httpx.get(f"{sandbox.base_url}/api/v1/sites", headers={"authorization": "Bearer bogus"})
     assert (bogus.status_code, error_of(bogus)) == (401, INVALID_KEY)
@@ -402,7 +540,9 @@ def test_locked_team_and_missing_feature_give_402(sandbox: SandboxProcess) -> No
     with sandbox.client("locked-key") as client:
         response = create(client, "locked.test")
     assert response.status_code == 402
-    assert error_of(response).startswith("This Plausible site is locked due to missing active subscription.")
+    assert error_of(response).startswith(
+        "This Plausible site is locked due to missing active subscription."
+    )
     with sandbox.client("noapi-key") as client:
         response = create(client, "noapi.test")
     assert (response.status_code, error_of(response)) == (
@@ -414,12 +554,18 @@ def test_locked_team_and_missing_feature_give_402(sandbox: SandboxProcess) -> No
 
 # -- rate limits -------------------------------------------------------------------------------
 
-HOURLY = "Too many API requests. The limit is 3 per hour. Please contact us to request more capacity."
+HOURLY = (
+    "Too many API requests. The limit is 3 per hour. Please contact us to request more capacity."
+)
 BURST = "Too many API requests in a short period of time. The limit is 1 per 1000000 seconds. Please throttle your requests."
 
 
-def test_hourly_limit_counts_burst_rejections_and_is_shared_by_the_team(sandbox: SandboxProcess, api: httpx.Client) -> None:
-    sandbox.configure(hourly_limit=3, burst_limit=1, burst_seconds=1_000_000, hour_seconds=1_000_000_000)
+def test_hourly_limit_counts_burst_rejections_and_is_shared_by_the_team(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
+    sandbox.configure(
+        hourly_limit=3, burst_limit=1, burst_seconds=1_000_000, hour_seconds=1_000_000_000
+    )
     sandbox.add_key(key="second-key")
     assert api.get("/api/v1/sites").status_code == 200
     with sandbox.client("second-key") as second:
@@ -433,7 +579,9 @@ def test_hourly_limit_counts_burst_rejections_and_is_shared_by_the_team(sandbox:
     assert sandbox.state()["counters"]["rate_limited"] == 3
 
 
-def test_invalid_keys_and_missing_site_ids_are_not_counted(sandbox: SandboxProcess, api: httpx.Client) -> None:
+def test_invalid_keys_and_missing_site_ids_are_not_counted(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
     sandbox.configure(hourly_limit=1, hour_seconds=1_000_000_000)
     httpx.get(f"{sandbox.base_url}/api/v1/sites", headers={"authorization": "Bearer bogus"})
     api.get("/api/v1/sites/goals")
@@ -454,7 +602,9 @@ def test_hourly_window_rolls_over(sandbox: SandboxProcess, api: httpx.Client) ->
 # -- fault injection ---------------------------------------------------------------------------
 
 
-def test_fail_rate_answers_500_and_changes_nothing(sandbox: SandboxProcess, api: httpx.Client) -> None:
+def test_fail_rate_answers_500_and_changes_nothing(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
     sandbox.configure(fail_rate=1.0)
     response = create(api, "fail.test")
     assert (response.status_code, response.json()) == (500, {"error": "internal server error"})
@@ -465,7 +615,9 @@ def test_fail_rate_answers_500_and_changes_nothing(sandbox: SandboxProcess, api:
     assert sandbox.admin.get("/_sandbox/health").json() == {"status": "ok"}
 
 
-def test_drop_rate_applies_the_change_then_closes_without_answering(sandbox: SandboxProcess, api: httpx.Client) -> None:
+def test_drop_rate_applies_the_change_then_closes_without_answering(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
     sandbox.configure(drop_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
         create(api, "dropped.test")
@@ -505,8 +657,14 @@ def test_embedded_sandbox_serves_in_a_thread() -> None:
     handle = start_in_thread(api)
     try:
         headers = {"authorization": "Bearer embedded-key"}
-        created = httpx.post(f"{handle.url}/api/v1/sites", json={"domain": "in.test"}, headers=headers)
-        link = httpx.put(f"{handle.url}/api/v1/sites/shared-links", json={"site_id": "in.test", "name": "n"}, headers=headers)
+        created = httpx.post(
+            f"{handle.url}/api/v1/sites", json={"domain": "in.test"}, headers=headers
+        )
+        link = httpx.put(
+            f"{handle.url}/api/v1/sites/shared-links",
+            json={"site_id": "in.test", "name": "n"},
+            headers=headers,
+        )
     finally:
         handle.stop()
     assert created.status_code == 200
@@ -531,8 +689,12 @@ def default_team(sandbox: SandboxProcess) -> str:
 def seed_operations(client: httpx.Client, domain: str) -> dict[str, httpx.Response]:
     """The four seed operations on an existing site (create aside), keyed by name."""
     return {
-        "shared_link": client.put("/api/v1/sites/shared-links", json={"site_id": domain, "name": "n"}),
-        "goal": client.put("/api/v1/sites/goals", json={"site_id": domain, "goal_type": "event", "event_name": "E"}),
+        "shared_link": client.put(
+            "/api/v1/sites/shared-links", json={"site_id": domain, "name": "n"}
+        ),
+        "goal": client.put(
+            "/api/v1/sites/goals", json={"site_id": domain, "goal_type": "event", "event_name": "E"}
+        ),
         "delete_goal": client.delete("/api/v1/sites/goals/1", params={"site_id": domain}),
         "delete_site": client.delete(f"/api/v1/sites/{domain}"),
     }
@@ -542,10 +704,18 @@ def outcomes(responses: dict[str, httpx.Response]) -> dict[str, tuple[int, Any]]
     return {name: (r.status_code, r.json()) for name, r in responses.items()}
 
 
-def test_admin_site_in_a_team_without_sites_api_gives_402_to_that_teams_key(sandbox: SandboxProcess) -> None:
+def test_admin_site_in_a_team_without_sites_api_gives_402_to_that_teams_key(
+    sandbox: SandboxProcess,
+) -> None:
     team = sandbox.add_team(name="Stats only", features=["StatsAPI", "SharedLinks", "Props"])
-    placed = sandbox.add_site(domain="https://www.UI.test/", team=team["id"], timezone="Europe/Berlin")
-    assert (placed["domain"], placed["timezone"], placed["team"]) == ("ui.test", "Europe/Berlin", team["id"])
+    placed = sandbox.add_site(
+        domain="https://www.UI.test/", team=team["id"], timezone="Europe/Berlin"
+    )
+    assert (placed["domain"], placed["timezone"], placed["team"]) == (
+        "ui.test",
+        "Europe/Berlin",
+        team["id"],
+    )
     sandbox.add_key(key="stats-only-key", team=team["id"])
     with sandbox.client("stats-only-key") as client:
         responses = seed_operations(client, "ui.test")
@@ -561,23 +731,33 @@ def test_admin_site_rejects_bad_input(sandbox: SandboxProcess) -> None:
     for payload, message in [
         ({"domain": "taken.test", "team": team}, "domain is taken"),
         ({"domain": "x.test", "team": "nope"}, "unknown team"),
-        ({"domain": "a b.test", "team": team}, "domain: only letters, numbers, slashes, underscores and period allowed"),
+        (
+            {"domain": "a b.test", "team": team},
+            "domain: only letters, numbers, slashes, underscores and period allowed",
+        ),
         ({"domain": "x.test", "team": team, "timezone": "d"}, "timezone must be a valid IANA name"),
-        ({"domain": "x.test", "team": team, "consolidated": "yes"}, "consolidated must be a boolean"),
+        (
+            {"domain": "x.test", "team": team, "consolidated": "yes"},
+            "consolidated must be a boolean",
+        ),
     ]:
         response = sandbox.admin.post("/_sandbox/sites", json=payload)
         assert (response.status_code, response.json()) == (400, {"error": message})
 
 
 def test_admin_site_old_domain_resolves(sandbox: SandboxProcess, api: httpx.Client) -> None:
-    sandbox.add_site(domain="renamed.test", team=default_team(sandbox), domain_changed_from="original.test")
+    sandbox.add_site(
+        domain="renamed.test", team=default_team(sandbox), domain_changed_from="original.test"
+    )
     assert api.get("/api/v1/sites/original.test").json()["domain"] == "renamed.test"
     # Another team may not take the old domain during the 72 hours.
     with sandbox.client("other-team-key") as other:
         assert create(other, "original.test").json() == {"error": TAKEN}
 
 
-def test_consolidated_view_is_400_on_every_site_route_before_key_checks(sandbox: SandboxProcess, api: httpx.Client) -> None:
+def test_consolidated_view_is_400_on_every_site_route_before_key_checks(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
     view = "6f1c2a4e-0000-4000-8000-000000000001"
     sandbox.add_site(domain=view, team=default_team(sandbox), consolidated=True)
     create(api, "regular.test")
@@ -623,19 +803,31 @@ def test_guest_roles_decide_in_the_controller(sandbox: SandboxProcess) -> None:
     sandbox.add_membership(user="vic", site="hosted.test", role="viewer")
     sandbox.add_legacy_key("stranger-key", "stan")
     with sandbox.client("editor-guest-key") as editor:
-        goal = editor.put("/api/v1/sites/goals", json={"site_id": "hosted.test", "goal_type": "event", "event_name": "E"})
+        goal = editor.put(
+            "/api/v1/sites/goals",
+            json={"site_id": "hosted.test", "goal_type": "event", "event_name": "E"},
+        )
         assert goal.status_code == 200
-        link = editor.put("/api/v1/sites/shared-links", json={"site_id": "hosted.test", "name": "n"})
+        link = editor.put(
+            "/api/v1/sites/shared-links", json={"site_id": "hosted.test", "name": "n"}
+        )
         assert link.status_code == 200
         # Delete is owner only: a guest editor is told the site does not exist.
         deleted = editor.delete("/api/v1/sites/hosted.test")
         assert (deleted.status_code, error_of(deleted)) == (404, NOT_FOUND)
         assert [s["domain"] for s in editor.get("/api/v1/sites").json()["sites"]] == ["hosted.test"]
     with sandbox.client("viewer-guest-key") as viewer:
-        assert viewer.get("/api/v1/sites/goals", params={"site_id": "hosted.test"}).status_code == 200
-        refused = viewer.put("/api/v1/sites/goals", json={"site_id": "hosted.test", "goal_type": "event", "event_name": "E"})
+        assert (
+            viewer.get("/api/v1/sites/goals", params={"site_id": "hosted.test"}).status_code == 200
+        )
+        refused = viewer.put(
+            "/api/v1/sites/goals",
+            json={"site_id": "hosted.test", "goal_type": "event", "event_name": "E"},
+        )
         assert (refused.status_code, error_of(refused)) == (404, NOT_FOUND)
-        gone = viewer.delete(f"/api/v1/sites/goals/{goal.json()['id']}", params={"site_id": "hosted.test"})
+        gone = viewer.delete(
+            f"/api/v1/sites/goals/{goal.json()['id']}", params={"site_id": "hosted.test"}
+        )
         assert (gone.status_code, error_of(gone)) == (404, NOT_FOUND)
     with sandbox.client("stranger-key") as stranger:
         # Not a member at all: 7g.
@@ -645,9 +837,14 @@ def test_guest_roles_decide_in_the_controller(sandbox: SandboxProcess) -> None:
         assert stranger.get("/api/v1/sites").json()["sites"] == []
 
 
-def test_team_roles_below_owner_get_404_on_delete_and_viewers_on_writes(sandbox: SandboxProcess, api: httpx.Client) -> None:
+def test_team_roles_below_owner_get_404_on_delete_and_viewers_on_writes(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
     create(api, "roles.test")
-    goal_id = api.put("/api/v1/sites/goals", json={"site_id": "roles.test", "goal_type": "event", "event_name": "E"}).json()["id"]
+    goal_id = api.put(
+        "/api/v1/sites/goals",
+        json={"site_id": "roles.test", "goal_type": "event", "event_name": "E"},
+    ).json()["id"]
     team = default_team(sandbox)
     sandbox.add_key(key="editor-key", team=team, role="editor")
     sandbox.add_legacy_key("legacy-editor-key", "ed")
@@ -663,7 +860,12 @@ def test_team_roles_below_owner_get_404_on_delete_and_viewers_on_writes(sandbox:
             answers = outcomes(seed_operations(low, "roles.test"))
         assert answers == dict.fromkeys(answers, (404, {"error": NOT_FOUND}))
     with sandbox.client("viewer-key") as viewer:
-        assert viewer.get("/api/v1/sites/goals", params={"site_id": "roles.test"}).json()["goals"][0]["id"] == goal_id
+        assert (
+            viewer.get("/api/v1/sites/goals", params={"site_id": "roles.test"}).json()["goals"][0][
+                "id"
+            ]
+            == goal_id
+        )
     sandbox.add_legacy_key("legacy-owner-key", "olga")
     sandbox.add_membership(user="olga", team=team, role="owner")
     with sandbox.client("legacy-owner-key") as owner:
@@ -673,7 +875,9 @@ def test_team_roles_below_owner_get_404_on_delete_and_viewers_on_writes(sandbox:
 # -- create site with a legacy key (§7.3 step 1) --------------------------------------------------
 
 
-def test_legacy_create_without_team_id_uses_a_new_personal_trial_team(sandbox: SandboxProcess) -> None:
+def test_legacy_create_without_team_id_uses_a_new_personal_trial_team(
+    sandbox: SandboxProcess,
+) -> None:
     sandbox.add_legacy_key("legacy-key", "pat")
     with sandbox.client("legacy-key") as client:
         assert client.get("/api/v1/sites/teams").json()["teams"] == []
@@ -694,7 +898,9 @@ def test_legacy_create_without_team_id_uses_a_new_personal_trial_team(sandbox: S
     assert teams == [{"id": personal[0]["id"], "name": "My personal sites", "api_available": True}]
     assert answers == dict.fromkeys(answers, (402, {"error": NO_SITES_API}))
     assert [s["domain"] for s in listed] == ["second.test", "personal.test"]
-    assert next(u for u in state["users"] if u["name"] == "pat")["teams"] == {personal[0]["id"]: "owner"}
+    assert next(u for u in state["users"] if u["name"] == "pat")["teams"] == {
+        personal[0]["id"]: "owner"
+    }
 
 
 def test_legacy_create_failure_rolls_back_the_personal_team(sandbox: SandboxProcess) -> None:
@@ -717,9 +923,14 @@ def test_legacy_create_with_several_personal_teams_needs_team_id(sandbox: Sandbo
     with sandbox.client("legacy-key") as client:
         response = create(client, "which.test")
         chosen = create(client, "chosen.test", team_id=team["id"])
-    assert (response.status_code, error_of(response)) == (400, "You must select a team with 'team_id' parameter.")
+    assert (response.status_code, error_of(response)) == (
+        400,
+        "You must select a team with 'team_id' parameter.",
+    )
     assert chosen.status_code == 200
-    assert [(s["domain"], s["team"]) for s in sandbox.state()["sites"]] == [("chosen.test", team["id"])]
+    assert [(s["domain"], s["team"]) for s in sandbox.state()["sites"]] == [
+        ("chosen.test", team["id"])
+    ]
 
 
 def test_legacy_create_with_team_id_checks_the_team(sandbox: SandboxProcess) -> None:
@@ -739,8 +950,13 @@ def test_legacy_create_with_team_id_checks_the_team(sandbox: SandboxProcess) -> 
         upper_case = create(client, "upper.test", team_id=edited["id"].upper())
         # A JSON integer is looked up by the internal id.
         by_number = create(client, "number.test", team_id=edited["internal_id"])
-        sites_of_edited = client.get("/api/v1/sites", params={"team_id": edited["id"]}).json()["sites"]
-    assert (forbidden.status_code, error_of(forbidden)) == (403, "You can't add sites to the selected team.")
+        sites_of_edited = client.get("/api/v1/sites", params={"team_id": edited["id"]}).json()[
+            "sites"
+        ]
+    assert (forbidden.status_code, error_of(forbidden)) == (
+        403,
+        "You can't add sites to the selected team.",
+    )
     assert (no_feature.status_code, error_of(no_feature)) == (402, NO_SITES_API)
     assert (not_member.status_code, error_of(not_member)) == (401, INVALID_KEY)
     assert (upper_case.status_code, by_number.status_code) == (200, 200)
@@ -770,7 +986,9 @@ def test_team_scoped_keys_ignore_team_id(sandbox: SandboxProcess, api: httpx.Cli
 
 # -- legacy rate-limit buckets (§4) ---------------------------------------------------------------
 
-LEGACY_HOURLY = "Too many API requests. The limit is 2 per hour. Please contact us to request more capacity."
+LEGACY_HOURLY = (
+    "Too many API requests. The limit is 2 per hour. Please contact us to request more capacity."
+)
 
 
 def test_legacy_keys_share_their_users_hourly_bucket(sandbox: SandboxProcess) -> None:
@@ -778,10 +996,20 @@ def test_legacy_keys_share_their_users_hourly_bucket(sandbox: SandboxProcess) ->
     sandbox.add_legacy_key("pat-1", "pat")
     sandbox.add_legacy_key("pat-2", "pat")
     sandbox.add_legacy_key("sam-1", "sam")
-    with sandbox.client("pat-1") as first, sandbox.client("pat-2") as second, sandbox.client("sam-1") as sam:
+    with (
+        sandbox.client("pat-1") as first,
+        sandbox.client("pat-2") as second,
+        sandbox.client("sam-1") as sam,
+    ):
         assert first.get("/api/v1/sites").status_code == 200
         # An unknown site on a site-context route still counts against the user.
-        assert second.put("/api/v1/sites/goals", json={"site_id": "nowhere.test", "goal_type": "event", "event_name": "E"}).status_code == 404
+        assert (
+            second.put(
+                "/api/v1/sites/goals",
+                json={"site_id": "nowhere.test", "goal_type": "event", "event_name": "E"},
+            ).status_code
+            == 404
+        )
         refused = first.post("/api/v1/sites", json={"domain": "late.test"})
         assert (refused.status_code, refused.json()) == (429, {"error": LEGACY_HOURLY})
         assert error_of(second.get("/api/v1/sites/teams")) == LEGACY_HOURLY
@@ -791,7 +1019,9 @@ def test_legacy_keys_share_their_users_hourly_bucket(sandbox: SandboxProcess) ->
         assert team_key.get("/api/v1/sites").status_code == 200
 
 
-def test_legacy_key_on_a_resolved_site_counts_against_the_sites_team(sandbox: SandboxProcess) -> None:
+def test_legacy_key_on_a_resolved_site_counts_against_the_sites_team(
+    sandbox: SandboxProcess,
+) -> None:
     sandbox.configure(legacy_hourly_limit=1, hour_seconds=1_000_000_000)
     team = sandbox.add_team(name="Small quota", hourly_limit=2)
     sandbox.add_site(domain="quota.test", team=team["id"])

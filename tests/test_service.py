@@ -68,11 +68,19 @@ def test_provision_creates_site_goals_and_links_and_records_them(
     state = sandbox.state()
     assert [s["domain"] for s in state["sites"]] == ["shop.example.com"]
     assert {g["id"] for g in state["goals"]} == {g["id"] for g in done.progress["goals"].values()}
-    assert done.progress["site"] == {"domain": "shop.example.com", "timezone": "Europe/Berlin", "adopted": False}
-    assert done.progress["shared_links"]["WordPress"].startswith(f"{sandbox.base_url}/share/shop.example.com?auth=")
+    assert done.progress["site"] == {
+        "domain": "shop.example.com",
+        "timezone": "Europe/Berlin",
+        "adopted": False,
+    }
+    assert done.progress["shared_links"]["WordPress"].startswith(
+        f"{sandbox.base_url}/share/shop.example.com?auth="
+    )
 
 
-def test_resumed_job_skips_finished_steps(sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline) -> None:
+def test_resumed_job_skips_finished_steps(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
     job = store.enqueue(provision()).job
     claim = store.claim(job.id, lease_seconds=0)  # a worker that died right after creating the site
     assert claim is not None
@@ -118,7 +126,9 @@ def test_dropped_responses_are_retried_without_duplicates(
         assert status is JobStatus.succeeded, (done.error_code, done.error_message)
     sandbox.configure(drop_rate=0, fail_rate=0)
     state = sandbox.state()
-    assert sorted(s["domain"] for s in state["sites"]) == sorted(f"site{n}.example.com" for n in range(6))
+    assert sorted(s["domain"] for s in state["sites"]) == sorted(
+        f"site{n}.example.com" for n in range(6)
+    )
     assert len(state["goals"]) == 12
     assert sum(len(s["shared_links"]) for s in state["sites"]) == 6
 
@@ -150,7 +160,9 @@ def test_domain_of_another_team_fails_with_domain_taken(
     assert (done.error_code, done.attempts) == ("domain_taken", 1)
 
 
-def test_permanent_error_fails_at_once_without_retries(sandbox: SandboxProcess, store: JobStore) -> None:
+def test_permanent_error_fails_at_once_without_retries(
+    sandbox: SandboxProcess, store: JobStore
+) -> None:
     pipeline = make_pipeline(sandbox, store, key="stats-key")
     job = store.enqueue(provision()).job
     before = api_requests(sandbox)
@@ -205,7 +217,9 @@ def test_delete_site_counts_404_after_an_earlier_attempt_as_done(
 
 
 def test_delete_of_an_unknown_site_fails(store: JobStore, pipeline: Pipeline) -> None:
-    job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="nobody.example.com")).job
+    job = store.enqueue(
+        JobRequest(operation=Operation.delete_site, domain="nobody.example.com")
+    ).job
     assert pipeline.run(job.id) is JobStatus.failed
     done = store.get(job.id)
     assert done is not None
@@ -217,7 +231,9 @@ def test_delete_goal_by_event_name_uses_our_records(
 ) -> None:
     created = store.enqueue(provision()).job
     assert pipeline.run(created.id) is JobStatus.succeeded
-    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=EVENT)).job
+    job = store.enqueue(
+        JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=EVENT)
+    ).job
     before = api_requests(sandbox)
     assert pipeline.run(job.id) is JobStatus.succeeded
     assert api_requests(sandbox) - before == 1  # the DELETE alone: the id came from the table
@@ -229,21 +245,29 @@ def test_delete_goal_by_page_path_falls_back_to_the_goals_list(
 ) -> None:
     pipeline.client.create_site("shop.example.com")
     pipeline.client.ensure_goal("shop.example.com", goal_type="page", page_path="/pricing/*")
-    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=PAGE)).job
+    job = store.enqueue(
+        JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=PAGE)
+    ).job
     assert pipeline.run(job.id) is JobStatus.succeeded
     assert sandbox.state()["goals"] == []
 
 
-def test_delete_of_an_unknown_goal_id_fails(sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline) -> None:
+def test_delete_of_an_unknown_goal_id_fails(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
     pipeline.client.create_site("shop.example.com")
-    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal_id=999)).job
+    job = store.enqueue(
+        JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal_id=999)
+    ).job
     assert pipeline.run(job.id) is JobStatus.failed
     done = store.get(job.id)
     assert done is not None
     assert (done.error_code, done.error_status) == ("goal_not_found", 404)
 
 
-def test_job_that_keeps_dying_is_failed_after_max_attempts(store: JobStore, pipeline: Pipeline) -> None:
+def test_job_that_keeps_dying_is_failed_after_max_attempts(
+    store: JobStore, pipeline: Pipeline
+) -> None:
     job = store.enqueue(provision()).job
     for _ in range(pipeline.max_attempts):
         assert store.claim(job.id, lease_seconds=0) is not None  # claimed, then the worker died
@@ -278,8 +302,12 @@ def test_a_long_step_renews_its_lease_so_no_one_takes_the_job_over(
     pipeline.client.close()
 
 
-def test_retrying_a_failed_delete_of_an_unknown_site_fails_again(store: JobStore, pipeline: Pipeline) -> None:
-    job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="nobody.example.com")).job
+def test_retrying_a_failed_delete_of_an_unknown_site_fails_again(
+    store: JobStore, pipeline: Pipeline
+) -> None:
+    job = store.enqueue(
+        JobRequest(operation=Operation.delete_site, domain="nobody.example.com")
+    ).job
     assert pipeline.run(job.id) is JobStatus.failed
     assert store.retry(job.id)
     assert pipeline.run(job.id) is JobStatus.failed  # a definite 404 never counts as "already gone"
@@ -295,7 +323,9 @@ def test_delete_goal_looks_again_when_our_record_is_stale(
     pipeline.client.delete_goal("shop.example.com", recorded)
     again = pipeline.client.ensure_goal("shop.example.com", goal_type="event", event_name="Signup")
     assert again.id != recorded
-    job = store.enqueue(JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=EVENT)).job
+    job = store.enqueue(
+        JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=EVENT)
+    ).job
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
     assert done is not None
@@ -303,10 +333,14 @@ def test_delete_goal_looks_again_when_our_record_is_stale(
     assert "Signup" not in [g["event_name"] for g in sandbox.state()["goals"]]
 
 
-def test_an_unforeseen_crash_fails_the_job_instead_of_looping(store: JobStore, pipeline: Pipeline) -> None:
+def test_an_unforeseen_crash_fails_the_job_instead_of_looping(
+    store: JobStore, pipeline: Pipeline
+) -> None:
     # A lone surrogate cannot be encoded into the request; edge validation normally stops it.
     broken = GoalSpec(goal_type="event", event_name="Sign\ud800up")
-    job = store.enqueue(JobRequest(operation=Operation.provision_site, domain="shop.example.com", goals=(broken,))).job
+    job = store.enqueue(
+        JobRequest(operation=Operation.provision_site, domain="shop.example.com", goals=(broken,))
+    ).job
     assert pipeline.run(job.id) is JobStatus.failed
     done = store.get(job.id)
     assert done is not None

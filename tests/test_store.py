@@ -88,7 +88,9 @@ def test_only_one_claim_wins(store: JobStore) -> None:
     assert second is None
 
 
-def test_expired_lease_is_taken_over_and_old_holder_is_fenced(store: JobStore, clock: FakeClock) -> None:
+def test_expired_lease_is_taken_over_and_old_holder_is_fenced(
+    store: JobStore, clock: FakeClock
+) -> None:
     job = store.enqueue(provision()).job
     old = store.claim(job.id, lease_seconds=10)
     assert old is not None
@@ -125,8 +127,14 @@ def test_parked_job_is_claimable_only_when_due(store: JobStore, clock: FakeClock
     job = store.enqueue(provision()).job
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
-    store.park(claim, until=clock.now + timedelta(seconds=30), code="server_error", message="boom",
-               http_status=503, progress={})
+    store.park(
+        claim,
+        until=clock.now + timedelta(seconds=30),
+        code="server_error",
+        message="boom",
+        http_status=503,
+        progress={},
+    )
     assert store.claim(job.id, lease_seconds=60) is None
     clock.advance(31)
     assert store.claim(job.id, lease_seconds=60) is not None
@@ -136,8 +144,15 @@ def test_rate_limit_park_does_not_spend_an_attempt(store: JobStore, clock: FakeC
     job = store.enqueue(provision()).job
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
-    store.park(claim, until=clock.now, code="rate_limited", message="slow down", http_status=429,
-               progress={}, refund_attempt=True)
+    store.park(
+        claim,
+        until=clock.now,
+        code="rate_limited",
+        message="slow down",
+        http_status=429,
+        progress={},
+        refund_attempt=True,
+    )
     parked = store.get(job.id)
     assert parked is not None
     assert parked.attempts == 0
@@ -147,7 +162,9 @@ def settings(**overrides: float) -> Settings:
     return Settings(undispatched_grace_seconds=5, redispatch_after_seconds=60, **overrides)  # type: ignore[arg-type]
 
 
-def test_sweeper_publishes_a_job_its_producer_never_published(store: JobStore, clock: FakeClock) -> None:
+def test_sweeper_publishes_a_job_its_producer_never_published(
+    store: JobStore, clock: FakeClock
+) -> None:
     dispatcher = RecordingDispatcher()
     job = store.enqueue(provision()).job
     sweep_once(store, dispatcher, settings())
@@ -158,7 +175,9 @@ def test_sweeper_publishes_a_job_its_producer_never_published(store: JobStore, c
     assert dispatcher.published == [job.id]
 
 
-def test_sweeper_republishes_a_lost_message_with_growing_waits(store: JobStore, clock: FakeClock) -> None:
+def test_sweeper_republishes_a_lost_message_with_growing_waits(
+    store: JobStore, clock: FakeClock
+) -> None:
     dispatcher = RecordingDispatcher()
     job = store.enqueue(provision()).job
     store.mark_dispatched([job.id])
@@ -181,8 +200,14 @@ def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: F
     assert store.claim(crashed.id, lease_seconds=10) is not None
     claim = store.claim(parked.id, lease_seconds=10)
     assert claim is not None
-    store.park(claim, until=clock.now + timedelta(seconds=20), code="server_error", message="x",
-               http_status=500, progress={})
+    store.park(
+        claim,
+        until=clock.now + timedelta(seconds=20),
+        code="server_error",
+        message="x",
+        http_status=500,
+        progress={},
+    )
     clock.advance(11)
     sweep_once(store, dispatcher, settings())
     assert dispatcher.published == [crashed.id]
@@ -202,9 +227,15 @@ def test_a_backlog_waiting_out_its_backoff_never_starves_an_unpublished_job(
     store.mark_dispatched(backlog)
     for _ in range(3):  # published three times: each now waits 4 x 60 s before the next
         clock.advance(60 * 2**_ + 1)
-        assert sorted(store.take_for_dispatch(undispatched_grace=5, redispatch_after=60)) == sorted(backlog)
-    orphan = store.enqueue(provision("orphan.example.com")).job  # its producer died before publishing
-    clock.advance(100)  # the backlog was published 100 s ago: past the base wait, inside its backoff
+        assert sorted(store.take_for_dispatch(undispatched_grace=5, redispatch_after=60)) == sorted(
+            backlog
+        )
+    orphan = store.enqueue(
+        provision("orphan.example.com")
+    ).job  # its producer died before publishing
+    clock.advance(
+        100
+    )  # the backlog was published 100 s ago: past the base wait, inside its backoff
     taken = store.take_for_dispatch(undispatched_grace=5, redispatch_after=60, limit=10)
     assert taken == [orphan.id]
     sweep_once(store, dispatcher, settings())

@@ -111,7 +111,9 @@ class _ProcessState:
 
     def start_sweeper(self) -> None:
         self._sweeping = True
-        threading.Thread(target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True).start()
+        threading.Thread(
+            target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True
+        ).start()
 
     def _keep_sweeper_alive(self) -> None:
         # A spawned process, not a thread: the worker's main process forks pool children, and a
@@ -127,7 +129,11 @@ class _ProcessState:
                     daemon=True,
                 )
                 self._sweeper.start()
-                log.info("sweeper started (pid %s, every %.1fs)", self._sweeper.pid, self.settings.sweep_interval_seconds)
+                log.info(
+                    "sweeper started (pid %s, every %.1fs)",
+                    self._sweeper.pid,
+                    self.settings.sweep_interval_seconds,
+                )
             time.sleep(1.0)
 
     def stop_sweeper(self) -> None:
@@ -139,10 +145,14 @@ class _ProcessState:
 
 def run_sweeper(settings: Settings, parent_pid: int) -> None:
     """The sweeper process of one worker; it exits when its worker is gone, even if killed."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/sweeper] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s: %(levelname)s/sweeper] %(message)s"
+    )
 
     def orphaned_after(seconds: float) -> bool:
         time.sleep(seconds)
         return os.getppid() != parent_pid
 
-    sweep_forever(make_store(settings), CeleryDispatcher(create_app(settings)), settings, orphaned_after)
+    sweep_forever(
+        make_store(settings), CeleryDispatcher(create_app(settings)), settings, orphaned_after
+    )

@@ -130,8 +130,7 @@ def require_current(engine: Engine) -> None:
         where = engine.url.render_as_string(hide_password=True)
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise ConfigurationError(
-            f"cannot open the status database {where} ({reason}); "
-            "check PROVISIONER_DATABASE_URL"
+            f"cannot open the status database {where} ({reason}); check PROVISIONER_DATABASE_URL"
         ) from None
     head = head_revision()
     if current != head:

@@ -103,7 +103,9 @@ class ProvisioningJob(SQLModel, table=True):
     lease_token: str | None = Field(default=None, max_length=32)
     lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     #: When the job's message was last handed to the broker; None means not yet (outbox).
-    dispatched_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    dispatched_at: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), index=True
+    )
     dispatch_count: int = 0
 
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -698,7 +698,9 @@ class PlausibleClient:
         headers = response.headers.copy()
         for name in ("content-encoding", "content-length"):
             headers.pop(name, None)
-        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
+        return httpx.Response(
+            response.status_code, headers=headers, content=bytes(body), request=request
+        )
 
     def _connection_error(
         self, method: str, path: str, exc: httpx.RequestError

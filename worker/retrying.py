@@ -31,7 +31,9 @@ T = TypeVar("T")
 def is_retryable_now(exc: BaseException) -> bool:
     """Worth an immediate retry: a retryable Plausible error, except a 429, whose window will not
     reopen within seconds, while Plausible counts every refused request against the quota."""
-    return isinstance(exc, PlausibleError) and exc.retryable and not isinstance(exc, RateLimitedError)
+    return (
+        isinstance(exc, PlausibleError) and exc.retryable and not isinstance(exc, RateLimitedError)
+    )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ def make_client(settings: Settings) -> PlausibleClient:
     )
 
 
-def make_store(settings: Settings, engine: Engine | None = None, *, migrate: bool = False) -> JobStore:
+def make_store(
+    settings: Settings, engine: Engine | None = None, *, migrate: bool = False
+) -> JobStore:
     """The status table. ``migrate`` upgrades its schema first (embedded mode); otherwise a
     database behind this version's schema stops the process with a ConfigurationError."""
     engine = engine or make_engine(settings.database_url)

@@ -131,9 +131,7 @@ class Pipeline:
         )
         try:
             if claim.attempts > self.max_attempts:
-                raise JobFailed(
-                    "too_many_attempts", f"gave up after {claim.attempts - 1} attempts"
-                )
+                raise JobFailed("too_many_attempts", f"gave up after {claim.attempts - 1} attempts")
             STEPS[claim.request.operation](run)
             self.store.succeed(claim, run.progress)
         except LeaseLostError:
@@ -156,14 +154,18 @@ class Pipeline:
             # A bug or an input nobody foresaw: retrying the same code on the same input would fail
             # the same way, so fail now (an operator can retry) instead of looping until the limit.
             log.exception("job %s crashed", job_id)
-            return self._fail(run, "internal_error", f"{type(exc).__name__} while running the job", None)
+            return self._fail(
+                run, "internal_error", f"{type(exc).__name__} while running the job", None
+            )
         log.info("job %s succeeded after %d attempt(s)", job_id, claim.attempts)
         return JobStatus.succeeded
 
     def _fail(self, run: Run, code: str, message: str, status: int | None) -> JobStatus | None:
         log.warning("job %s failed: %s: %s", run.claim.job_id, code, message.strip())
         try:
-            self.store.fail(run.claim, code=code, message=message, http_status=status, progress=run.progress)
+            self.store.fail(
+                run.claim, code=code, message=message, http_status=status, progress=run.progress
+            )
         except LeaseLostError:
             return None
         return JobStatus.failed
@@ -311,13 +313,25 @@ def delete_goal(run: Run) -> None:
         goal_id, source = resolve_goal_id(run)
         run.save(goal_id=goal_id, goal_id_source=source)
     try:
-        run.call(_delete_once(run, "goal_not_found", lambda: run.client.delete_goal(domain, run.progress["goal_id"])))
+        run.call(
+            _delete_once(
+                run,
+                "goal_not_found",
+                lambda: run.client.delete_goal(domain, run.progress["goal_id"]),
+            )
+        )
     except NotFoundError as exc:
         if exc.code != "goal_not_found" or run.progress.get("goal_id_source") != "history":
             raise
         # Our record is stale: the goal was deleted and made again outside the provisioner.
         run.save(goal_id=goal_id_from_list(run), goal_id_source="list")
-        run.call(_delete_once(run, "goal_not_found", lambda: run.client.delete_goal(domain, run.progress["goal_id"])))
+        run.call(
+            _delete_once(
+                run,
+                "goal_not_found",
+                lambda: run.client.delete_goal(domain, run.progress["goal_id"]),
+            )
+        )
 
 
 def resolve_goal_id(run: Run) -> tuple[int, str]:
@@ -338,11 +352,17 @@ def goal_id_from_list(run: Run) -> int:
     spec = run.request.goal
     assert spec is not None
     for goal in run.call(lambda: list(run.client.list_goals(run.request.domain))):
-        same = goal.event_name == spec.event_name if spec.goal_type == "event" else goal.page_path == spec.page_path
+        same = (
+            goal.event_name == spec.event_name
+            if spec.goal_type == "event"
+            else goal.page_path == spec.page_path
+        )
         if goal.goal_type == spec.goal_type and same:
             return goal.id
     name = spec.event_name if spec.goal_type == "event" else spec.page_path
-    raise JobFailed("goal_not_found", f"no {spec.goal_type} goal {name!r} on {run.request.domain}", 404)
+    raise JobFailed(
+        "goal_not_found", f"no {spec.goal_type} goal {name!r} on {run.request.domain}", 404
+    )
 
 
 STEPS: dict[Operation, Callable[[Run], None]] = {

@@ -194,7 +194,11 @@ class JobStore:
         progress: dict[str, Any],
     ) -> None:
         self._release(
-            claim, JobStatus.failed, progress, (code, message, http_status), finished_at=self.clock()
+            claim,
+            JobStatus.failed,
+            progress,
+            (code, message, http_status),
+            finished_at=self.clock(),
         )
 
     def park(
@@ -282,24 +286,28 @@ class JobStore:
         now = self.clock()
         t = ProvisioningJob
         with Session(self.engine) as session:
-            ids = session.execute(
-                update(t)
-                .where(
-                    or_(
-                        and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
-                        and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
+            ids = (
+                session.execute(
+                    update(t)
+                    .where(
+                        or_(
+                            and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
+                            and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
+                        )
                     )
+                    .values(
+                        status=JobStatus.queued,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        dispatched_at=now,
+                        dispatch_count=t.dispatch_count + 1,
+                        updated_at=now,
+                    )
+                    .returning(col(t.id))
                 )
-                .values(
-                    status=JobStatus.queued,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    dispatched_at=now,
-                    dispatch_count=t.dispatch_count + 1,
-                    updated_at=now,
-                )
-                .returning(col(t.id))
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             session.commit()
         return list(ids)
 
@@ -389,7 +397,9 @@ class JobStore:
                 rows = session.execute(insert_ignoring_duplicates(self.engine.dialect.name), unique)
                 inserted = {key: job_id for job_id, key in rows.all()}
                 session.commit()
-        missing = [job["idempotency_key"] for job in unique if job["idempotency_key"] not in inserted]
+        missing = [
+            job["idempotency_key"] for job in unique if job["idempotency_key"] not in inserted
+        ]
         existing: dict[str, tuple[str, str]] = {}
         if missing:  # a separate, read-only transaction after the write
             t = ProvisioningJob
@@ -436,7 +446,6 @@ class JobStore:
                 ).all()
             )
 
-
     def batch_summary(self, batch_id: str, *, max_failures: int = 100) -> BatchSummary:
         """How many jobs of the batch are in each status, and the failed ones (up to a limit)."""
         t = ProvisioningJob
@@ -455,7 +464,6 @@ class JobStore:
                 ).all()
             )
         return BatchSummary(batch_id, sum(counts.values()), counts, failures)
-
 
     def list_jobs(
         self,
@@ -490,7 +498,6 @@ class JobStore:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
 
-
     def cancel(self, job_id: str) -> bool:
         """Withdraw a queued or waiting job; False if it is in any other status (or unknown)."""
         now = self.clock()
@@ -506,7 +513,6 @@ class JobStore:
             updated_at=now,
         )
         return changed == 1
-
 
     def retry(self, job_id: str) -> bool:
         """Queue a failed job again from its last checkpoint, with a fresh attempt budget and no

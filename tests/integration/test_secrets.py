@@ -32,10 +32,14 @@ def broker_bytes(redis_url: str) -> bytes:
     return bytes(dump)
 
 
-def test_api_key_is_in_no_message_row_or_log(redis_url: str, sqlite_stack: Stack, tmp_path: Path) -> None:
+def test_api_key_is_in_no_message_row_or_log(
+    redis_url: str, sqlite_stack: Stack, tmp_path: Path
+) -> None:
     secret = f"sk-{uuid.uuid4().hex}"
     sqlite_stack.sandbox.add_key(key=secret)
-    with sqlite_stack.sandbox.client("other-team-key") as other:  # one job will fail: its error is stored
+    with sqlite_stack.sandbox.client(
+        "other-team-key"
+    ) as other:  # one job will fail: its error is stored
         assert other.post("/api/v1/sites", json={"domain": "taken.example.com"}).status_code == 200
     domains = ["a.example.com", "b.example.com", "taken.example.com"]
 
