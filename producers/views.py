@@ -12,7 +12,6 @@ from worker.store import BatchSummary, as_utc
 
 def job_view(job: ProvisioningJob) -> dict[str, Any]:
     progress = job.progress
-    site = progress.get("site") or {}
     error = (
         {"code": job.error_code, "message": job.error_message, "http_status": job.error_status}
         if job.error_code
@@ -25,14 +24,12 @@ def job_view(job: ProvisioningJob) -> dict[str, Any]:
         "status": job.status.value,
         "done": job.status.done,
         # As Plausible normalised it once the site exists; until then, as we normalised it.
-        "domain": site.get("domain", job.domain),
-        "adopted": site.get("adopted"),
+        "domain": progress.site.domain if progress.site else job.domain,
+        "adopted": progress.site.adopted if progress.site else None,
         "batch_id": job.batch_id,
-        "goals": list(progress.get("goals", {}).values()),
-        "shared_links": [
-            {"name": name, "url": url} for name, url in progress.get("shared_links", {}).items()
-        ],
-        "deleted": progress.get("deleted"),
+        "goals": [goal.model_dump() for goal in progress.goals.values()],
+        "shared_links": [{"name": name, "url": url} for name, url in progress.shared_links.items()],
+        "deleted": progress.deleted,
         "attempts": job.attempts,
         "error": error,
         "next_attempt_at": _iso(job.next_attempt_at),

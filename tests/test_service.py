@@ -12,7 +12,7 @@ import pytest
 from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
 from tests.sandbox_process import SandboxProcess
-from worker.models import GoalSpec, JobRequest, JobStatus, Operation
+from worker.models import GoalSpec, JobRequest, JobStatus, Operation, Progress, SiteRecord
 from worker.plausible import PlausibleClient
 from worker.retrying import RetryPolicy
 from worker.service import Pipeline
@@ -67,13 +67,13 @@ def test_provision_creates_site_goals_and_links_and_records_them(
     assert done is not None
     state = sandbox.state()
     assert [s["domain"] for s in state["sites"]] == ["shop.example.com"]
-    assert {g["id"] for g in state["goals"]} == {g["id"] for g in done.progress["goals"].values()}
-    assert done.progress["site"] == {
+    assert {g["id"] for g in state["goals"]} == {g.id for g in done.progress.goals.values()}
+    assert done.progress.site.model_dump() == {
         "domain": "shop.example.com",
         "timezone": "Europe/Berlin",
         "adopted": False,
     }
-    assert done.progress["shared_links"]["WordPress"].startswith(
+    assert done.progress.shared_links["WordPress"].startswith(
         f"{sandbox.base_url}/share/shop.example.com?auth="
     )
 
@@ -87,7 +87,7 @@ def test_resumed_job_skips_finished_steps(
     site = pipeline.client.create_site("shop.example.com", timezone="Europe/Berlin")
     store.checkpoint(
         claim,
-        {"site": {"domain": site.domain, "timezone": site.timezone, "adopted": False}},
+        Progress(site=SiteRecord(domain=site.domain, timezone=site.timezone)),
         lease_seconds=0,
     )
     before = api_requests(sandbox)
@@ -105,7 +105,8 @@ def test_lost_create_response_is_adopted_not_failed(
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
     assert done is not None
-    assert done.progress["site"]["adopted"] is True
+    assert done.progress.site is not None
+    assert done.progress.site.adopted
     assert len(sandbox.state()["sites"]) == 1
 
 
@@ -212,7 +213,7 @@ def test_delete_site_counts_404_after_an_earlier_attempt_as_done(
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
     assert done is not None
-    assert done.progress["already_gone"] is True
+    assert done.progress.already_gone is True
     assert sandbox.state()["sites"] == []
 
 
@@ -329,7 +330,7 @@ def test_delete_goal_looks_again_when_our_record_is_stale(
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
     assert done is not None
-    assert (done.progress["goal_id"], done.progress["goal_id_source"]) == (again.id, "list")
+    assert (done.progress.goal_id, done.progress.goal_id_source) == (again.id, "list")
     assert "Signup" not in [g["event_name"] for g in sandbox.state()["goals"]]
 
 
@@ -345,4 +346,5 @@ def test_an_unforeseen_crash_fails_the_job_instead_of_looping(
     done = store.get(job.id)
     assert done is not None
     assert done.error_code == "internal_error"
-    assert done.progress["site"]["domain"] == "shop.example.com"  # the steps before it stay done
+    assert done.progress.site is not None
+    assert done.progress.site.domain == "shop.example.com"

@@ -13,6 +13,7 @@ from producers.cli import main
 from producers.importer import import_file
 from tests.databases import migrated_engine
 from tests.producer_helpers import RecordingDispatcher, event, jsonl
+from worker.models import Progress
 from worker.settings import get_settings
 from worker.store import JobStore
 
@@ -55,7 +56,11 @@ def fail(store: JobStore, key: str) -> str:
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
     store.fail(
-        claim, code="domain_taken", message="someone else has it", http_status=400, progress={}
+        claim,
+        code="domain_taken",
+        message="someone else has it",
+        http_status=400,
+        progress=Progress(),
     )
     return job.id
 

@@ -11,7 +11,7 @@ import pytest
 from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
 from worker.errors import IdempotencyConflictError
-from worker.models import GoalSpec, JobRequest, JobStatus, Operation
+from worker.models import GoalSpec, JobRequest, JobStatus, Operation, Progress, SiteRecord
 from worker.settings import Settings
 from worker.store import JobStore, LeaseLostError, derive_key
 from worker.sweeper import sweep_once
@@ -99,12 +99,14 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(
     assert new is not None
     assert new.attempts == 2
     with pytest.raises(LeaseLostError):
-        store.checkpoint(old, {"site": {"domain": "stale"}}, lease_seconds=10)
-    store.succeed(new, {"site": {"domain": "shop.example.com"}})
+        store.checkpoint(
+            old, Progress(site=SiteRecord(domain="stale", timezone="UTC")), lease_seconds=10
+        )
+    store.succeed(new, Progress(site=SiteRecord(domain="shop.example.com", timezone="UTC")))
     finished = store.get(job.id)
     assert finished is not None
     assert finished.status is JobStatus.succeeded
-    assert finished.progress == {"site": {"domain": "shop.example.com"}}
+    assert finished.progress.site == SiteRecord(domain="shop.example.com", timezone="UTC")
 
 
 def test_renewed_lease_keeps_the_job_and_a_stale_holder_cannot_renew(
@@ -133,7 +135,7 @@ def test_parked_job_is_claimable_only_when_due(store: JobStore, clock: FakeClock
         code="server_error",
         message="boom",
         http_status=503,
-        progress={},
+        progress=Progress(),
     )
     assert store.claim(job.id, lease_seconds=60) is None
     clock.advance(31)
@@ -150,7 +152,7 @@ def test_rate_limit_park_does_not_spend_an_attempt(store: JobStore, clock: FakeC
         code="rate_limited",
         message="slow down",
         http_status=429,
-        progress={},
+        progress=Progress(),
         refund_attempt=True,
     )
     parked = store.get(job.id)
@@ -206,7 +208,7 @@ def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: F
         code="server_error",
         message="x",
         http_status=500,
-        progress={},
+        progress=Progress(),
     )
     clock.advance(11)
     sweep_once(store, dispatcher, settings())

@@ -20,6 +20,7 @@ from tests.producer_fixtures import redis_url
 from tests.producer_helpers import RecordingDispatcher, event
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
+from worker.models import Progress
 from worker.store import JobStore
 
 __all__ = ["redis_url"]
@@ -146,7 +147,9 @@ def test_cancel_queued_and_retry_failed(
     other = client.post("/jobs", json=event(2), headers=AUTH).json()
     claim = store.claim(other["id"], lease_seconds=60)
     assert claim is not None
-    store.fail(claim, code="site_limit_reached", message="limit", http_status=402, progress={})
+    store.fail(
+        claim, code="site_limit_reached", message="limit", http_status=402, progress=Progress()
+    )
     assert client.post(f"/jobs/{other['id']}/cancel", headers=AUTH).status_code == 409
     retried = client.post(f"/jobs/{other['id']}/retry", headers=AUTH)
     assert retried.status_code == 202

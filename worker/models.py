@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, DateTime, Index
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, SQLModel
 
 
@@ -77,6 +79,62 @@ class JobRequest(BaseModel):
     goal: GoalSpec | None = None
 
 
+class SiteRecord(BaseModel):
+    """The site as Plausible returned it: its normalised domain is the ``site_id`` from then on."""
+
+    domain: str
+    timezone: str
+    #: True when the create found the domain taken and the site turned out to be ours already.
+    adopted: bool = False
+
+
+class GoalRecord(BaseModel):
+    id: int
+    goal_type: str
+    event_name: str | None = None
+    page_path: str | None = None
+    display_name: str
+
+
+class Progress(BaseModel):
+    """A job's checkpoints: what is done already, so a later attempt resumes after it.
+
+    Written by the pipeline after each step, read by every view of the job. Stored as JSON with
+    default values left out, so a fresh job's progress is ``{}``.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    #: provision_site: the site, then each goal (by natural key) and shared link (name -> URL).
+    site: SiteRecord | None = None
+    goals: dict[str, GoalRecord] = PydanticField(default_factory=dict)
+    shared_links: dict[str, str] = PydanticField(default_factory=dict)
+    #: delete_goal: the goal's id and where it was found.
+    goal_id: int | None = None
+    goal_id_source: Literal["request", "history", "list"] | None = None
+    #: Deletes: a try got no answer or a 5xx, so a later 404 may mean our delete went through.
+    delete_outcome_unknown: bool = False
+    deleted: bool | None = None
+    #: The delete found nothing, after a try whose outcome was unknown: counted as done.
+    already_gone: bool = False
+
+
+class ProgressJSON(TypeDecorator[Progress]):
+    """A ``Progress`` in a JSON column."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        progress = value if isinstance(value, Progress) else Progress.model_validate(value)
+        return progress.model_dump(mode="json", exclude_defaults=True)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Progress:
+        return Progress.model_validate(value or {})
+
+
 class ProvisioningJob(SQLModel, table=True):
     __tablename__ = "provisioning_jobs"
     __table_args__ = (Index("ix_provisioning_jobs_status_next", "status", "next_attempt_at"),)
@@ -91,8 +149,9 @@ class ProvisioningJob(SQLModel, table=True):
     fingerprint: str = Field(max_length=64)
 
     status: JobStatus = Field(default=JobStatus.queued, index=True)
-    #: Per-step checkpoints: site, goals (natural key -> id), shared links (name -> url).
-    progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    progress: Progress = Field(
+        default_factory=Progress, sa_column=Column(ProgressJSON, nullable=False)
+    )
     attempts: int = 0
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = None

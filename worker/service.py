@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,7 +34,15 @@ from worker.errors import (
     ServerError,
     TransientError,
 )
-from worker.models import GoalSpec, JobRequest, JobStatus, Operation
+from worker.models import (
+    GoalRecord,
+    GoalSpec,
+    JobRequest,
+    JobStatus,
+    Operation,
+    Progress,
+    SiteRecord,
+)
 from worker.plausible import Goal, PlausibleClient, SharedLink
 from worker.quota import QuotaGate
 from worker.retrying import RetryPolicy
@@ -67,7 +75,7 @@ class Run:
     store: JobStore
     policy: RetryPolicy
     lease_seconds: float
-    progress: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
     gate: QuotaGate | None = None
     #: When the lease was last extended, by the store's clock (the one leases are measured on).
     renewed_at: datetime | None = None
@@ -97,7 +105,9 @@ class Run:
         return self.policy.call(attempt)
 
     def save(self, **changes: Any) -> None:
-        self.progress.update(changes)
+        """Record finished steps (``Progress`` fields) before the next one starts."""
+        for name, value in changes.items():
+            setattr(self.progress, name, value)
         self.store.checkpoint(self.claim, self.progress, lease_seconds=self.lease_seconds)
         self.renewed_at = self.store.clock()
 
@@ -125,7 +135,7 @@ class Pipeline:
             self.store,
             self.policy,
             self.lease_seconds,
-            dict(claim.progress),
+            claim.progress.model_copy(deep=True),
             self.gate,
             renewed_at=self.store.clock(),
         )
@@ -200,18 +210,18 @@ class Pipeline:
 
 
 def provision_site(run: Run) -> None:
-    site = run.progress.get("site")
+    site = run.progress.site
     if site is None:
         site = ensure_site(run)
         run.save(site=site)
-    domain: str = site["domain"]
-    goals: dict[str, Any] = dict(run.progress.get("goals", {}))
+    domain = site.domain
+    goals = dict(run.progress.goals)
     for spec in run.request.goals:
         if spec.natural_key not in goals:
             goal = run.call(lambda spec=spec: ensure_goal(run.client, domain, spec))  # type: ignore[misc]
             goals[spec.natural_key] = goal_record(goal)
             run.save(goals=goals)
-    links: dict[str, str] = dict(run.progress.get("shared_links", {}))
+    links = dict(run.progress.shared_links)
     for name in run.request.shared_links:
         if name not in links:
             link = run.call(lambda name=name: ensure_shared_link(run.client, domain, name))  # type: ignore[misc]
@@ -219,7 +229,7 @@ def provision_site(run: Run) -> None:
             run.save(shared_links=links)
 
 
-def ensure_site(run: Run) -> dict[str, Any]:
+def ensure_site(run: Run) -> SiteRecord:
     """Create the site; if the domain is taken and our key can see it, it is ours: adopt it.
 
     Creating is not idempotent. A retry after a lost response finds the domain taken, and the
@@ -240,7 +250,7 @@ def ensure_site(run: Run) -> dict[str, Any]:
                 taken.status,
             ) from None
         adopted = True
-    return {"domain": site.domain, "timezone": site.timezone, "adopted": adopted}
+    return SiteRecord(domain=site.domain, timezone=site.timezone, adopted=adopted)
 
 
 def ensure_goal(client: PlausibleClient, domain: str, spec: GoalSpec) -> Goal:
@@ -264,14 +274,14 @@ def ensure_shared_link(client: PlausibleClient, domain: str, name: str) -> Share
         return client.ensure_shared_link(domain, name)
 
 
-def goal_record(goal: Goal) -> dict[str, Any]:
-    return {
-        "id": goal.id,
-        "goal_type": goal.goal_type,
-        "event_name": goal.event_name,
-        "page_path": goal.page_path,
-        "display_name": goal.display_name,
-    }
+def goal_record(goal: Goal) -> GoalRecord:
+    return GoalRecord(
+        id=goal.id,
+        goal_type=goal.goal_type,
+        event_name=goal.event_name,
+        page_path=goal.page_path,
+        display_name=goal.display_name,
+    )
 
 
 # -- delete_site ---------------------------------------------------------------------------------
@@ -288,18 +298,18 @@ def _delete_once(run: Run, gone_code: str, delete: Callable[[], object]) -> Call
     answer (a 4xx) records nothing, so a delete of something that never existed still fails."""
 
     def attempt() -> None:
-        maybe_done = bool(run.progress.get("delete_outcome_unknown"))
+        maybe_done = run.progress.delete_outcome_unknown
         try:
             delete()
         except NotFoundError as exc:
             if exc.code != gone_code or not maybe_done:
                 raise
-            run.progress["already_gone"] = True
+            run.progress.already_gone = True
         except (PlausibleConnectionError, ServerError):
             if not maybe_done:
                 run.save(delete_outcome_unknown=True)
             raise
-        run.progress["deleted"] = True
+        run.progress.deleted = True
 
     return attempt
 
@@ -309,32 +319,25 @@ def _delete_once(run: Run, gone_code: str, delete: Callable[[], object]) -> Call
 
 def delete_goal(run: Run) -> None:
     domain = run.request.domain
-    if run.progress.get("goal_id") is None:
+    if run.progress.goal_id is None:
         goal_id, source = resolve_goal_id(run)
         run.save(goal_id=goal_id, goal_id_source=source)
+
+    def delete() -> bool:
+        assert run.progress.goal_id is not None
+        return run.client.delete_goal(domain, run.progress.goal_id)
+
     try:
-        run.call(
-            _delete_once(
-                run,
-                "goal_not_found",
-                lambda: run.client.delete_goal(domain, run.progress["goal_id"]),
-            )
-        )
+        run.call(_delete_once(run, "goal_not_found", delete))
     except NotFoundError as exc:
-        if exc.code != "goal_not_found" or run.progress.get("goal_id_source") != "history":
+        if exc.code != "goal_not_found" or run.progress.goal_id_source != "history":
             raise
         # Our record is stale: the goal was deleted and made again outside the provisioner.
         run.save(goal_id=goal_id_from_list(run), goal_id_source="list")
-        run.call(
-            _delete_once(
-                run,
-                "goal_not_found",
-                lambda: run.client.delete_goal(domain, run.progress["goal_id"]),
-            )
-        )
+        run.call(_delete_once(run, "goal_not_found", delete))
 
 
-def resolve_goal_id(run: Run) -> tuple[int, str]:
+def resolve_goal_id(run: Run) -> tuple[int, Literal["request", "history", "list"]]:
     """The goal's id and where it came from: the request, our own records (a job of ours made
     the goal), or Plausible's goals list."""
     if run.request.goal_id is not None:

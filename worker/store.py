@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from worker.errors import IdempotencyConflictError
-from worker.models import JobRequest, JobStatus, Operation, ProvisioningJob, utcnow
+from worker.models import JobRequest, JobStatus, Operation, Progress, ProvisioningJob, utcnow
 
 Clock = Callable[[], datetime]
 
@@ -69,7 +69,7 @@ class Claim:
     token: str
     attempts: int
     request: JobRequest
-    progress: dict[str, Any]
+    progress: Progress
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,9 @@ class JobStore:
         job = self.get(job_id) if changed == 1 else None
         if job is None:
             return None
-        return Claim(job.id, token, job.attempts, job.spec, dict(job.progress))
+        return Claim(job.id, token, job.attempts, job.spec, job.progress)
 
-    def checkpoint(self, claim: Claim, progress: dict[str, Any], *, lease_seconds: float) -> None:
+    def checkpoint(self, claim: Claim, progress: Progress, *, lease_seconds: float) -> None:
         """Record finished steps, so a later attempt resumes after them; renews the lease."""
         self._apply(claim, progress=progress, lease_expires_at=self._lease_end(lease_seconds))
 
@@ -181,7 +181,7 @@ class JobStore:
     def _lease_end(self, lease_seconds: float) -> datetime:
         return self.clock() + timedelta(seconds=lease_seconds)
 
-    def succeed(self, claim: Claim, progress: dict[str, Any]) -> None:
+    def succeed(self, claim: Claim, progress: Progress) -> None:
         self._release(claim, JobStatus.succeeded, progress, finished_at=self.clock())
 
     def fail(
@@ -191,7 +191,7 @@ class JobStore:
         code: str,
         message: str,
         http_status: int | None,
-        progress: dict[str, Any],
+        progress: Progress,
     ) -> None:
         self._release(
             claim,
@@ -209,7 +209,7 @@ class JobStore:
         code: str,
         message: str,
         http_status: int | None,
-        progress: dict[str, Any],
+        progress: Progress,
         refund_attempt: bool = False,
     ) -> None:
         """Release the job until ``until``; the sweeper re-drives it then.
@@ -231,7 +231,7 @@ class JobStore:
         self,
         claim: Claim,
         status: JobStatus,
-        progress: dict[str, Any],
+        progress: Progress,
         error: tuple[str, str, int | None] | None = None,
         **values: Any,
     ) -> None:
@@ -266,16 +266,16 @@ class JobStore:
         """The id our newest succeeded provisioning of ``domain`` recorded for a goal, if any."""
         t = ProvisioningJob
         with Session(self.engine) as session:
-            progresses = session.execute(
-                select(t.progress)
+            progresses: Iterable[Progress] = session.execute(
+                select(col(t.progress))
                 .where(col(t.domain) == domain, col(t.operation) == Operation.provision_site)
                 .where(col(t.status) == JobStatus.succeeded)
                 .order_by(col(t.finished_at).desc())
             ).scalars()
             for progress in progresses:
-                goal = progress.get("goals", {}).get(natural_key)
+                goal = progress.goals.get(natural_key)
                 if goal is not None:
-                    return int(goal["id"])
+                    return goal.id
         return None
 
     # -- sweeper -----------------------------------------------------------------------------

@@ -560,7 +560,7 @@ def assert_provisioned_once(
         spec = job.spec
         for goal in spec.goals:
             expected_goals.add((job.domain, goal.natural_key))
-            recorded = job.progress["goals"][goal.natural_key]["id"]
+            recorded = job.progress.goals[goal.natural_key].id
             assert recorded == goal_ids.get((job.domain, goal.natural_key)), (
                 f"{job.domain}: status table records goal {goal.natural_key} as #{recorded}, "
                 f"the sandbox holds #{goal_ids.get((job.domain, goal.natural_key))}"
@@ -568,7 +568,7 @@ def assert_provisioned_once(
         assert links[job.domain] == Counter(spec.shared_links), (
             f"{job.domain}: shared links {dict(links[job.domain])}, expected {spec.shared_links}"
         )
-        assert set(job.progress.get("shared_links", {})) == set(spec.shared_links)
+        assert set(job.progress.shared_links) == set(spec.shared_links)
     assert set(goals) == expected_goals, (
         f"missing goals {expected_goals - set(goals)}, unexpected {set(goals) - expected_goals}"
     )

@@ -68,7 +68,7 @@ def test_faulty_api_every_job_succeeds_and_lost_creates_are_adopted(
     assert_all_succeeded(jobs)
     state = seeded_sandbox.state()
     assert_provisioned_once(state, jobs)
-    adopted = {j.domain for j in jobs if j.progress["site"]["adopted"]}
+    adopted = {j.domain for j in jobs if j.progress.site and j.progress.site.adopted}
     assert {j.domain for j in parked} <= adopted, (
         f"not adopted: {({j.domain for j in parked}) - adopted}"
     )

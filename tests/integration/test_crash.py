@@ -25,11 +25,9 @@ STEPS: dict[str, Callable[[ProvisioningJob], bool]] = {
     # creating the site: no checkpoint yet
     "site": lambda job: "site" not in job.progress,
     # the site is checkpointed, the goals are not all done
-    "goals": lambda job: "site" in job.progress and len(job.progress.get("goals", {})) < 2,
+    "goals": lambda job: job.progress.site is not None and len(job.progress.goals) < 2,
     # goals done, the shared link not yet
-    "shared_links": lambda job: (
-        len(job.progress.get("goals", {})) == 2 and not job.progress.get("shared_links")
-    ),
+    "shared_links": lambda job: len(job.progress.goals) == 2 and not job.progress.shared_links,
 }
 
 

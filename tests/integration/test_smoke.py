@@ -15,7 +15,7 @@ def _provision_a_few(stack: Stack) -> None:
     assert_all_succeeded(jobs)
     assert_provisioned_once(stack.sandbox.state(), jobs)
     assert all(job.attempts == 1 for job in jobs), [(j.domain, j.attempts) for j in jobs]
-    assert not any(job.progress["site"]["adopted"] for job in jobs)
+    assert not any(job.progress.site and job.progress.site.adopted for job in jobs)
 
 
 def test_rabbitmq_broker_provisions_sites_end_to_end(
