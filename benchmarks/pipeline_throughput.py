@@ -8,9 +8,10 @@ Run on demand (not a test):
 Each site has 2 goals and 1 shared link, so one job is 4 API calls. For each latency the script
 starts a fresh sandbox (``python -m sandbox``, rate limits lifted so they do not cap the number),
 a fresh status table and a flushed Redis db, starts ONE worker with the default settings (no
-PROVISIONER_* tuning; without --pool/--concurrency: prefork, PROVISIONER_WORKER_CONCURRENCY=8
-processes), waits for it to be ready, then enqueues all sites one by one with ``producers.submit.submit`` (row
-committed, then its id published to Redis) and polls the status table until every job is done.
+PROVISIONER_* tuning but the quota, lifted to match the sandbox; without --pool/--concurrency:
+prefork, PROVISIONER_WORKER_CONCURRENCY=8 processes), waits for it to be ready, then enqueues
+all sites one by one with ``JobStore.enqueue`` (the worker's scheduler dispatches them) and
+polls the status table until every job is done.
 
 Reported: enqueue time, wall time from the first enqueue to the last job finished, sites/s over
 that wall time, and the median/p95 job duration (finished_at - started_at).
@@ -24,7 +25,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,26 +36,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import redis  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
+from benchmarks.support import database, start_worker  # noqa: E402
 from producers.events import parse_event  # noqa: E402
-from producers.submit import submit  # noqa: E402
+from tests.databases import migrated_engine  # noqa: E402
 from tests.sandbox_process import SandboxProcess  # noqa: E402
-from worker.app import CeleryDispatcher, create_app  # noqa: E402
-from worker.db import make_engine  # noqa: E402
 from worker.models import JobStatus  # noqa: E402
-from worker.settings import Settings  # noqa: E402
 from worker.store import JobStore, as_utc  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-POSTGRES_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-PROVISION = [
-    sys.executable,
-    "-c",
-    "import sys; sys.argv[0] = 'provision'; from producers.cli import main; main()",
-]
 
 
 def signup(n: int) -> dict[str, Any]:
@@ -68,49 +57,6 @@ def signup(n: int) -> dict[str, Any]:
         ],
         "shared_links": ["Client dashboard"],
     }
-
-
-@contextlib.contextmanager
-def database(store: str, workdir: Path):  # type: ignore[no-untyped-def]
-    if store == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.db'}"
-        return
-    import psycopg
-
-    admin = make_url(POSTGRES_URL)
-    name = f"provisioner_bench_{uuid.uuid4().hex[:8]}"
-    params = {
-        "host": admin.host,
-        "port": admin.port or 5432,
-        "user": admin.username,
-        "dbname": admin.database,
-        "autocommit": True,
-    }
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(**params) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def start_worker(env: dict[str, str], log: Path, extra: list[str]) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*PROVISION, "worker", *extra],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 60
-    while " ready." not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
-    return proc
 
 
 def run_once(sites: int, latency_ms: float, store: str, extra: list[str]) -> dict[str, Any]:
@@ -130,19 +76,18 @@ def run_once(sites: int, latency_ms: float, store: str, extra: list[str]) -> dic
             PROVISIONER_DATABASE_URL=db_url,
             PLAUSIBLE_API_KEY=sandbox.api_key,
             PLAUSIBLE_BASE_URL=sandbox.base_url,
+            PROVISIONER_HOURLY_LIMIT=str(10**9),
+            PROVISIONER_BURST_LIMIT=str(10**9),
         )
-        engine = make_engine(db_url)
+        engine = migrated_engine(db_url)
         store_ = JobStore(engine)
-        settings = Settings(database_url=db_url, broker_url=REDIS_URL)
-        app = create_app(settings)
         events = [parse_event(signup(n)) for n in range(sites)]
         batch_id = uuid.uuid4().hex[:16]
-        dispatcher = CeleryDispatcher(app)
         worker = start_worker(env, workdir / "worker.log", extra)
         try:
             t0 = time.monotonic()
             for event in events:
-                submit(store_, dispatcher, event.request, key=event.key, batch_id=batch_id)
+                store_.enqueue(event.request, key=event.key, batch_id=batch_id)
             enqueued = time.monotonic() - t0
             while True:
                 jobs = store_.batch(batch_id)
@@ -154,7 +99,6 @@ def run_once(sites: int, latency_ms: float, store: str, extra: list[str]) -> dic
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-            app.close()
             broker.flushdb()
             broker.close()
         state = sandbox.state()

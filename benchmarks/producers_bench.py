@@ -31,15 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from producers.importer import import_file  # noqa: E402
-from worker.db import make_engine  # noqa: E402
+from tests.databases import migrated_engine  # noqa: E402
 from worker.store import JobStore  # noqa: E402
 
 TOKEN = "bench-token"
-
-
-class NullDispatcher:
-    def publish(self, job_ids: object) -> None:
-        pass
 
 
 def write_file(path: Path, rows: int) -> None:
@@ -59,9 +54,9 @@ def write_file(path: Path, rows: int) -> None:
 
 
 def bench_import(url: str, path: Path, rows: int) -> float:
-    store = JobStore(make_engine(url))
+    store = JobStore(migrated_engine(url))
     started = time.perf_counter()
-    summary = import_file(store, NullDispatcher(), path)
+    summary = import_file(store, path)
     elapsed = time.perf_counter() - started
     assert summary.queued == rows, summary.line()
     store.engine.dispose()
@@ -131,8 +126,8 @@ def bench_status(tmp: Path, requests: int, concurrency: int) -> tuple[float, flo
     url = f"sqlite:///{tmp / 'serve.db'}"
     path = tmp / "status.jsonl"
     write_file(path, 1000)
-    store = JobStore(make_engine(url))
-    import_file(store, NullDispatcher(), path)
+    store = JobStore(migrated_engine(url))
+    import_file(store, path)
     refs = [job.id for job in store.list_jobs(limit=1000)]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

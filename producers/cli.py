@@ -6,11 +6,12 @@ import json
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from producers import views
 from producers.importer import ImportSummary, Invalid, import_file, wait_for_batch
@@ -18,20 +19,41 @@ from producers.rows import Format
 from producers.status import Kind, lookup
 from producers.wiring import make_store, runtime
 from worker.errors import ConfigurationError
-from worker.runtime import make_client
-from worker.settings import Settings, get_settings
+from worker.models import Priority
+from worker.runtime import check_worker_settings, make_accounts, make_reporter
+from worker.settings import Settings, get_settings, settings_error
 from worker.store import JobStore
-from worker.sweeper import Dispatcher
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Commands that do not run on the provisioner's settings.
+_OWN_SETTINGS = frozenset({"sandbox", "demo"})
 
 
 class _Commands(click.Group):
-    """Configuration mistakes end a command with a usage error, not a traceback."""
+    """Configuration mistakes end a command with one line saying what to fix, not a traceback:
+    the settings and the accounts file are checked before any command runs."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            if ctx.invoked_subcommand not in _OWN_SETTINGS and not ctx.resilient_parsing:
+                make_accounts(get_settings())
             return super().invoke(ctx)
         except ConfigurationError as exc:
             raise click.UsageError(str(exc)) from None
+        except ValidationError as exc:
+            raise click.UsageError(settings_error(exc)) from None
+
+
+def priority_option(default: Priority, what: str) -> Callable[[F], F]:
+    """``--priority``: the class of the jobs whose event names none."""
+    return click.option(
+        "--priority",
+        type=click.Choice([p.value for p in Priority]),
+        default=default.value,
+        show_default=True,
+        help=f"Class of {what} that name none (their own 'priority' wins).",
+    )
 
 
 @click.group(cls=_Commands)
@@ -49,7 +71,7 @@ def worker(ctx: click.Context) -> None:
     settings = get_settings()
     if not settings.broker_url:
         raise click.UsageError("PROVISIONER_BROKER_URL is not set; a worker needs a broker")
-    make_client(settings).close()  # fail now on a bad configuration, not in every task
+    check_worker_settings(settings)  # fail now on a bad configuration, not in every task
     make_store(settings).engine.dispose()  # and on a database behind this version's schema
     app = create_app(settings)
     app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
@@ -95,11 +117,17 @@ def db_check() -> None:
     default=None,
     help="File format (default: csv for *.csv, else JSON Lines).",
 )
-def import_command(file: Path, wait: bool, as_json: bool, fmt: Format | None) -> None:
+@priority_option(Priority.bulk, "rows")
+def import_command(
+    file: Path, wait: bool, as_json: bool, fmt: Format | None, priority: str
+) -> None:
     """Enqueue the signup events of FILE (JSON Lines or CSV); exit 1 if any row is invalid."""
     settings = get_settings()
-    with runtime(settings) as (store, dispatcher):
-        summary = _run_import(store, dispatcher, file, fmt, settings.import_batch_size, as_json)
+    accounts = make_accounts(settings).names
+    with runtime(settings) as store:
+        summary = _run_import(
+            store, file, fmt, settings.import_batch_size, as_json, accounts, Priority(priority)
+        )
         # Embedded workers live in this process: leave only when the batch is done.
         batch = wait_for_batch(store, summary.batch_id) if wait or not settings.broker_url else None
     if as_json:
@@ -117,11 +145,12 @@ def import_command(file: Path, wait: bool, as_json: bool, fmt: Format | None) ->
 
 def _run_import(
     store: JobStore,
-    dispatcher: Dispatcher,
     file: Path,
     fmt: Format | None,
     batch_size: int,
     quiet: bool,
+    accounts: list[str],
+    priority: Priority,
 ) -> ImportSummary:
     def report(problem: Invalid) -> None:
         if not quiet:
@@ -129,20 +158,17 @@ def _run_import(
                 f"line {problem.line}: {problem.field or 'event'}: {problem.reason}", err=True
             )
 
+    options: dict[str, Any] = {
+        "fmt": fmt,
+        "batch_size": batch_size,
+        "accounts": accounts,
+        "priority": priority,
+        "on_invalid": report,
+    }
     if not sys.stderr.isatty():
-        return import_file(
-            store, dispatcher, file, fmt=fmt, batch_size=batch_size, on_invalid=report
-        )
+        return import_file(store, file, **options)
     with click.progressbar(length=file.stat().st_size, label="importing", file=sys.stderr) as bar:
-        return import_file(
-            store,
-            dispatcher,
-            file,
-            fmt=fmt,
-            batch_size=batch_size,
-            on_invalid=report,
-            on_progress=bar.update,
-        )
+        return import_file(store, file, on_progress=bar.update, **options)
 
 
 @main.command()
@@ -158,10 +184,21 @@ def _run_import(
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object for a job or a batch.")
 def status(ref: str, kind: Kind, as_json: bool) -> None:
     """Show a job (by id or idempotency key), a batch, or the jobs of a domain."""
-    found = lookup(make_store(get_settings()), ref, kind)
+    settings = get_settings()
+    store = make_store(settings)
+    found = lookup(store, ref, kind, make_reporter(settings, store))
     if found is None:
         raise click.ClickException(f"no job, batch or domain matches {ref!r}")
     click.echo(json.dumps(found.as_json(), indent=2) if as_json else found.as_text())
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON: a list of quotas.")
+def quota(as_json: bool) -> None:
+    """Show each quota: calls used and remaining per window, resets, jobs waiting by class."""
+    settings = get_settings()
+    report = make_reporter(settings, make_store(settings)).quotas()
+    click.echo(json.dumps(report, indent=2) if as_json else views.quota_table(report))
 
 
 @main.command()
@@ -184,8 +221,15 @@ def serve(host: str, port: int, dev: bool) -> None:
         )
     if dev and not settings.api_token.get_secret_value():
         click.echo("development mode: no API token, every request is accepted", err=True)
-    with runtime(settings) as (store, dispatcher):
-        app = create_app(store, dispatcher, token=settings.api_token, dev_mode=dev)
+    accounts = make_accounts(settings).names
+    with runtime(settings) as store:
+        app = create_app(
+            store,
+            token=settings.api_token,
+            dev_mode=dev,
+            accounts=accounts,
+            reporter=make_reporter(settings, store),
+        )
         uvicorn.run(app, host=host, port=port, log_level="info")
 
 
@@ -208,8 +252,15 @@ def serve(host: str, port: int, dev: bool) -> None:
     help="Claim entries idle this long (checked at start and every half of this while running).",
 )
 @click.option("--count", default=100, show_default=True, help="Entries per read (one transaction).")
+@priority_option(Priority.interactive, "events")
 def consume(
-    redis_url: str, stream: str, group: str, name: str | None, claim_idle_ms: int, count: int
+    redis_url: str,
+    stream: str,
+    group: str,
+    name: str | None,
+    claim_idle_ms: int,
+    count: int,
+    priority: str,
 ) -> None:
     """Enqueue signup events from a Redis Stream through a consumer group."""
     import logging
@@ -223,11 +274,13 @@ def consume(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = get_settings()
-    with runtime(settings) as (store, dispatcher):
+    accounts = make_accounts(settings).names
+    with runtime(settings) as store:
         consumer = StreamConsumer(
             redis.Redis.from_url(redis_url),
             store,
-            dispatcher,
+            accounts=accounts,
+            priority=Priority(priority),
             stream=stream,
             group=group,
             consumer=name or default_consumer_name(),
@@ -277,9 +330,9 @@ def demo(files: tuple[Path, ...], database: str | None) -> None:
             plausible_base_url=sandbox.url,
         )
         click.echo(f"sandbox: {sandbox.url}  database: {database}")
-        with runtime(settings) as (store, dispatcher):
+        with runtime(settings) as store:
             for file in files:
-                summary = import_file(store, dispatcher, file)
+                summary = import_file(store, file)
                 wait_for_batch(store, summary.batch_id)
                 click.echo(f"\n{file.name}: " + summary.line())
                 for problem in summary.invalid_rows:

@@ -14,8 +14,8 @@ stays pending, in the group's pending list under this consumer's name. It is pro
   (default half of ``claim_idle_ms``) while it runs, so the entries of a consumer that died for
   good (or was renamed) are taken over within about 1.5 times ``claim_idle_ms``, without a restart.
 
-Re-processing is harmless: rows are deduplicated by idempotency key. Publishing follows the
-commit; if it is lost, the sweeper publishes the rows.
+Re-processing is harmless: rows are deduplicated by idempotency key. Jobs are ``interactive``
+unless an event says otherwise; the workers' scheduler dispatches them.
 
 An entry that cannot become a job (a poison message: not JSON, an invalid event, or anything else
 that makes parsing or its INSERT raise) is copied to the dead-letter stream ``<stream>:dead`` with
@@ -29,6 +29,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +37,9 @@ import redis
 import sqlalchemy.exc
 
 from producers.events import Event, parse_event
-from producers.submit import publish
 from worker.errors import InvalidRequestError
+from worker.models import Priority
 from worker.store import JobStore
-from worker.sweeper import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ class StreamConsumer:
         self,
         client: redis.Redis,
         store: JobStore,
-        dispatcher: Dispatcher,
         *,
         stream: str,
         group: str,
@@ -67,10 +66,13 @@ class StreamConsumer:
         block_ms: int = 1000,
         claim_idle_ms: int = 60_000,
         claim_every_ms: int | None = None,
+        accounts: Collection[str] | None = None,
+        priority: Priority = Priority.interactive,
     ) -> None:
         self.client = client
         self.store = store
-        self.dispatcher = dispatcher
+        self.accounts = accounts
+        self.priority = priority
         self.stream = stream
         self.dead_stream = f"{stream}:dead"
         self.group = group
@@ -148,7 +150,12 @@ class StreamConsumer:
             if not fields:  # deleted from the stream (XDEL/XTRIM) while pending
                 continue
             try:
-                valid.append((entry_id, parse_event(json.loads(fields.get("event", "")))))
+                valid.append(
+                    (
+                        entry_id,
+                        parse_event(json.loads(fields.get("event", "")), accounts=self.accounts),
+                    )
+                )
             except InvalidRequestError as exc:
                 self._dead(entry_id, fields, exc.field, exc.message)
             except Exception as exc:
@@ -171,13 +178,12 @@ class StreamConsumer:
         self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
 
     def _enqueue(self, valid: list[tuple[str, Event]], entries: list[Entry]) -> None:
-        result = self.store.enqueue_many([(e.key, e.request) for _, e in valid])
+        result = self.store.enqueue_many([e.job(self.priority) for _, e in valid])
         self.stats.queued += len(result.created)
         self.stats.duplicate += len(result.duplicate)
         for index, conflict in result.conflict.items():
             entry_id = valid[index][0]
             self._dead(entry_id, dict(entries)[entry_id], "id", str(conflict))
-        publish(self.store, self.dispatcher, list(result.created.values()))
 
     def _dead(self, entry_id: str, fields: dict[str, str], field: str | None, reason: str) -> None:
         self.stats.dead += 1

@@ -12,6 +12,8 @@ entry):
 ``site.delete`` takes a ``domain``; ``goal.delete`` takes a ``domain`` and a goal, as
 ``goal_id`` (an integer >= 1) or as ``event_name`` / ``page_path``. ``id`` is the idempotency key
 (a string or an integer, trimmed; ``parse_key``); without one the key is derived from the request.
+Any event may name its ``account`` (default ``default``) and its ``priority`` class
+(``interactive`` or ``bulk``; without one the producer decides).
 Validation applies Plausible's own rules (``worker.rules``), so an event that passes here is not
 refused by Plausible for its shape. Every string anywhere in the event, keys included, must be
 encodable as UTF-8 (no lone surrogate) and hold no NUL character; the event may nest at most
@@ -20,13 +22,14 @@ encodable as UTF-8 (no lone surrogate) and hold no NUL character; the event may 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from worker import rules
 from worker.errors import InvalidRequestError
-from worker.models import GoalSpec, JobRequest, Operation
+from worker.models import DEFAULT_ACCOUNT, GoalSpec, JobRequest, Operation, Priority
+from worker.store import NewJob
 
 EVENT_TYPES: dict[str, Operation] = {
     "site.provision": Operation.provision_site,
@@ -47,14 +50,22 @@ MAX_GOAL_ID = 2**63 - 1
 class Event:
     key: str | None
     request: JobRequest
+    #: The class the event asked for; None lets the producer choose.
+    priority: Priority | None = None
+
+    def job(self, default: Priority) -> NewJob:
+        return NewJob(self.key, self.request, self.priority or default)
 
 
-def parse_event(data: object) -> Event:
-    """Validate one event; raises InvalidRequestError naming the field at fault."""
+def parse_event(data: object, *, accounts: Collection[str] | None = None) -> Event:
+    """Validate one event; raises InvalidRequestError naming the field at fault. With
+    ``accounts``, an account outside it is refused."""
     if not isinstance(data, Mapping):
         raise InvalidRequestError("an event must be a JSON object", field=None)
     check_strings(data)
     key = parse_key(data.get("id"))
+    account = _account(data.get("account"), accounts)
+    priority = _priority(data.get("priority"))
     kind = data.get("type", "site.provision")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidRequestError(
@@ -69,12 +80,36 @@ def parse_event(data: object) -> Event:
             timezone=_timezone(data.get("timezone")),
             goals=_goals(data.get("goals")),
             shared_links=_links(data.get("shared_links")),
+            account=account,
         )
     elif operation is Operation.delete_site:
-        request = JobRequest(operation=operation, domain=domain)
+        request = JobRequest(operation=operation, domain=domain, account=account)
     else:
-        request = _goal_delete(data, domain)
-    return Event(key, request)
+        request = _goal_delete(data, domain).model_copy(update={"account": account})
+    return Event(key, request, priority)
+
+
+def _account(value: object, known: Collection[str] | None) -> str:
+    if value is None:
+        return DEFAULT_ACCOUNT
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError("account must be a non-empty string", field="account")
+    name = value.strip()
+    if known is not None and name not in known:
+        raise InvalidRequestError(
+            f"unknown account {name!r}; configured: {', '.join(sorted(known))}", field="account"
+        )
+    return name
+
+
+def _priority(value: object) -> Priority | None:
+    if value is None:
+        return None
+    if value not in ("interactive", "bulk"):
+        raise InvalidRequestError(
+            f"unknown priority {value!r}; expected 'interactive' or 'bulk'", field="priority"
+        )
+    return Priority(value)
 
 
 def parse_domain(value: object) -> str:

@@ -1,9 +1,8 @@
 """``provision import``: stream a signup file into the status table in batches.
 
 Memory stays flat whatever the file size: rows are read one at a time, validated, and written
-``batch_size`` at a time in one transaction each (``JobStore.enqueue_many``); the new ids are then
-published. A crash between a commit and its publish loses nothing: the rows stay unpublished and
-the sweeper publishes them after ``PROVISIONER_UNDISPATCHED_GRACE_SECONDS``.
+``batch_size`` at a time in one transaction each (``JobStore.enqueue_many``). Rows are ``bulk``
+jobs unless they say otherwise; the workers' scheduler dispatches them as the quota allows.
 
 Every row is deduplicated by its idempotency key (``id``, or one derived from the request), so
 running the same file again enqueues nothing new. Invalid rows are reported with their line
@@ -14,17 +13,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from producers.events import Event, parse_event
 from producers.rows import Format, Row, detect_format, read_rows
-from producers.submit import publish
 from worker.errors import InvalidRequestError
+from worker.models import Priority
 from worker.store import BatchSummary, JobStore
-from worker.sweeper import Dispatcher
 
 DEFAULT_BATCH_SIZE = 500
 #: The summary keeps this many invalid rows for ``--json``; each is also reported as it is found.
@@ -63,12 +61,12 @@ class ImportSummary:
         return f"queued={self.queued} duplicate={self.duplicate} invalid={self.invalid}"
 
 
-def validate(row: Row) -> Event | Invalid:
+def validate(row: Row, accounts: Collection[str] | None = None) -> Event | Invalid:
     """The row as a validated event, or why it is invalid."""
     if row.data is None:
         return Invalid(row.line, row.field, row.error or "unreadable row")
     try:
-        return parse_event(row.data)
+        return parse_event(row.data, accounts=accounts)
     except InvalidRequestError as exc:
         return Invalid(row.line, exc.field, exc.message)
     except Exception as exc:
@@ -77,37 +75,41 @@ def validate(row: Row) -> Event | Invalid:
 
 def import_file(
     store: JobStore,
-    dispatcher: Dispatcher,
     path: Path,
     *,
     fmt: Format | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    accounts: Collection[str] | None = None,
+    priority: Priority = Priority.bulk,
     on_invalid: Callable[[Invalid], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
     """Enqueue every valid row of ``path`` under a new batch id.
 
-    ``on_invalid`` is called for each invalid row as it is found; ``on_progress`` with the number
-    of bytes read since the last call.
+    ``accounts`` are the account names rows may use (None: any); ``priority`` is the class of
+    rows that name none. ``on_invalid`` is called for each invalid row as it is found;
+    ``on_progress`` with the number of bytes read since the last call.
     """
     with path.open("rb") as handle:
         return import_stream(
             store,
-            dispatcher,
             _counting(handle, on_progress),
             fmt=fmt or detect_format(path),
             batch_size=batch_size,
+            accounts=accounts,
+            priority=priority,
             on_invalid=on_invalid,
         )
 
 
 def import_stream(
     store: JobStore,
-    dispatcher: Dispatcher,
     handle: Iterable[bytes],
     *,
     fmt: Format = "jsonl",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    accounts: Collection[str] | None = None,
+    priority: Priority = Priority.bulk,
     on_invalid: Callable[[Invalid], None] | None = None,
 ) -> ImportSummary:
     summary = ImportSummary(batch_id=uuid.uuid4().hex[:16])
@@ -121,35 +123,34 @@ def import_stream(
 
     pending: list[tuple[int, Event]] = []
     for row in read_rows(handle, fmt):
-        outcome = validate(row)
+        outcome = validate(row, accounts)
         if isinstance(outcome, Invalid):
             reject(outcome)
             continue
         pending.append((row.line, outcome))
         if len(pending) >= batch_size:
-            _flush(store, dispatcher, pending, summary, reject)
+            _flush(store, pending, summary, reject, priority)
             pending = []
-    _flush(store, dispatcher, pending, summary, reject)
+    _flush(store, pending, summary, reject, priority)
     return summary
 
 
 def _flush(
     store: JobStore,
-    dispatcher: Dispatcher,
     pending: list[tuple[int, Event]],
     summary: ImportSummary,
     reject: Callable[[Invalid], None],
+    priority: Priority,
 ) -> None:
     if not pending:
         return
     result = store.enqueue_many(
-        [(event.key, event.request) for _, event in pending], batch_id=summary.batch_id
+        [event.job(priority) for _, event in pending], batch_id=summary.batch_id
     )
     summary.queued += len(result.created)
     summary.duplicate += len(result.duplicate)
     for index, conflict in sorted(result.conflict.items()):
         reject(Invalid(pending[index][0], "id", str(conflict)))
-    publish(store, dispatcher, list(result.created.values()))
 
 
 def _counting(handle: IO[bytes], on_progress: Callable[[int], None] | None) -> Iterable[bytes]:

@@ -10,7 +10,7 @@ read. Byte-level rules, the same for both formats:
 - a line that is not valid UTF-8 is reported (``field`` None) and the next line is read.
 
 CSV columns (header row required, order free, unknown columns refused): ``id, type, domain,
-timezone, goals, shared_links, goal_id, event_name, page_path``. An empty cell means "absent".
+timezone, goals, shared_links, goal_id, event_name, page_path, account, priority``. An empty cell means "absent".
 ``goals`` is ``event:Signup|page:/pricing/*`` (``|`` between goals, ``type:value`` each) or a
 JSON array as in JSON Lines; ``shared_links`` is ``WordPress|Docs`` or a JSON array.
 """
@@ -36,6 +36,8 @@ CSV_COLUMNS = (
     "goal_id",
     "event_name",
     "page_path",
+    "account",
+    "priority",
 )
 
 

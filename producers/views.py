@@ -44,12 +44,14 @@ def _iso(value: datetime | None) -> str | None:
     return stamp.isoformat() if stamp is not None else None
 
 
-def batch_view(summary: BatchSummary) -> dict[str, Any]:
-    """A batch: how many jobs are in each status, whether all are done, and the failures."""
+def batch_view(summary: BatchSummary, eta: datetime | None = None) -> dict[str, Any]:
+    """A batch: how many jobs are in each status, whether all are done, when it should be done
+    (``expected_completion``, from the quota and the work ahead of it), and the failures."""
     return {
         "batch_id": summary.batch_id,
         "total": summary.total,
         "done": summary.done,
+        "expected_completion": _iso(eta),
         "counts": summary.counts,
         "failures": [
             {
@@ -80,10 +82,12 @@ def jobs_table(jobs: list[ProvisioningJob], *, with_ids: bool = True) -> str:
     return _table(rows)
 
 
-def batch_table(summary: BatchSummary) -> str:
-    """A batch's counts per status, then its failures with their reasons."""
+def batch_table(summary: BatchSummary, eta: datetime | None = None) -> str:
+    """A batch's counts per status and expected completion, then its failures with reasons."""
     counts = "  ".join(f"{status}={n}" for status, n in summary.counts.items())
     lines = [f"batch {summary.batch_id}: {summary.total} job(s)  {counts}"]
+    if eta is not None:
+        lines.append(f"expected completion: {eta.isoformat(timespec='seconds')}")
     if summary.failures:
         rows = [("ID", "KEY", "DOMAIN", "ERROR")]
         for job in summary.failures:
@@ -99,3 +103,26 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def quota_table(quotas: list[dict[str, Any]]) -> str:
+    """``Reporter.quotas()`` for terminals: a row per quota and window."""
+    rows = [("QUOTA", "ACCOUNTS", "WINDOW", "USED", "LIMIT", "REMAINING", "RESETS AT", "WAITING")]
+    for quota in quotas:
+        accounts = ",".join(a["name"] for a in quota["accounts"])
+        waiting = " ".join(f"{k}={v}" for k, v in quota["waiting"].items())
+        for window in quota["windows"]:
+            state = "spent (429)" if window["spent"] else str(window["remaining"])
+            rows.append(
+                (
+                    quota["quota"],
+                    accounts,
+                    f"{window['kind']} ({window['seconds']:g}s)",
+                    str(window["used"]),
+                    str(window["limit"]),
+                    state,
+                    window["resets_at"],
+                    waiting,
+                )
+            )
+    return _table(rows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -30,11 +31,10 @@ from pydantic import SecretStr
 
 from producers import views
 from producers.events import check_strings, parse_domain, parse_event, parse_key
-from producers.submit import publish, submit
 from worker.errors import IdempotencyConflictError, InvalidRequestError
-from worker.models import JobStatus
+from worker.models import JobStatus, Priority
+from worker.quota.report import Reporter
 from worker.store import JobStore
-from worker.sweeper import Dispatcher
 
 RETRY_AFTER_SECONDS = 2
 MAX_PAGE = 500
@@ -46,7 +46,12 @@ class Unauthorized(HTTPException):
 
 
 def create_app(
-    store: JobStore, dispatcher: Dispatcher, *, token: SecretStr, dev_mode: bool = False
+    store: JobStore,
+    *,
+    token: SecretStr,
+    dev_mode: bool = False,
+    accounts: Collection[str] | None = None,
+    reporter: Reporter | None = None,
 ) -> FastAPI:
     """The service. Refuses to build without a token unless ``dev_mode`` is set."""
     expected = token.get_secret_value().encode()
@@ -96,11 +101,13 @@ def create_app(
                 if body_key is not None and body_key != header_key:
                     raise _error(422, "key_mismatch", "Idempotency-Key and body id differ", "id")
                 body = {**body, "id": header_key}
-            parsed = parse_event(body)
+            parsed = parse_event(body, accounts=accounts)
         except InvalidRequestError as exc:
             raise _error(422, "validation_error", exc.message, exc.field) from None
         try:
-            result = submit(store, dispatcher, parsed.request, key=parsed.key)
+            result = store.enqueue(
+                parsed.request, key=parsed.key, priority=parsed.priority or Priority.interactive
+            )
         except IdempotencyConflictError as exc:
             raise _error(409, "idempotency_key_reused", str(exc), "id") from None
         _accepted(response, result.job.id)
@@ -145,14 +152,21 @@ def create_app(
         summary = store.batch_summary(batch_id)
         if summary.total == 0:
             raise _error(404, "not_found", f"no batch {batch_id!r}")
-        return views.batch_view(summary)
+        eta = reporter.batch_eta(batch_id) if reporter is not None else None
+        return views.batch_view(summary, eta)
+
+    @app.get("/quota")
+    def get_quota() -> list[dict[str, Any]]:
+        """Each quota: calls used and remaining per window, when each resets, jobs waiting."""
+        if reporter is None:
+            raise _error(404, "not_found", "this service was started without quota reporting")
+        return reporter.quotas()
 
     @app.post("/jobs/{job_id}/retry", status_code=202)
     def retry_job(job_id: str, response: Response) -> dict[str, Any]:
         """Queue a failed job again (it resumes from its last checkpoint)."""
         if not store.retry(job_id):
             raise _state_error(store, job_id, "only a failed job can be retried")
-        publish(store, dispatcher, [job_id])
         _accepted(response, job_id)
         return _view(store, job_id)
 

@@ -49,7 +49,7 @@ def authorize(
     key = world.keys.get(header[len("Bearer ") :].strip())
     if key is None:
         raise error(401, INVALID_KEY)
-    now = api.clock()
+    now = api.now()
     site = world.find_site(site_id, now) if isinstance(site_id, str) else None
     key_team = None if key.team_id is None else world.teams[key.team_id]
     _check_rate_limits(api, _bucket(world, key, key_team, site if site_context else None), now)
@@ -110,6 +110,7 @@ def _bucket(
 
 def _check_rate_limits(api: SandboxAPI, bucket: tuple[str, Team | None], now: float) -> None:
     name, team = bucket
+    api.bucket = name
     settings = api.settings
     if team is not None:
         hourly = settings.hourly_limit if team.hourly_limit is None else team.hourly_limit

@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from sandbox.http import Request, Response, json_response
+from sandbox.params import decode_form
 from sandbox.sites import domain_taken, new_tracker, site_response
 from sandbox.state import FEATURES, GUEST_ROLES, ROLES, SITES_API_SCOPE, Guest, Site, Team, User
 from worker import rules
@@ -26,6 +27,8 @@ def admin_route(api: SandboxAPI, request: Request) -> Response:
             return json_response(200, {"status": "ok"})
         if route == ("GET", "/_sandbox/state"):
             return json_response(200, state(api))
+        if route == ("GET", "/_sandbox/requests"):
+            return json_response(200, {"requests": _requests(api, request.query)})
         if route == ("POST", "/_sandbox/reset"):
             api.reset()
             return json_response(200, {"reset": True})
@@ -46,6 +49,15 @@ def admin_route(api: SandboxAPI, request: Request) -> Response:
     except AdminError as exc:
         return json_response(400, {"error": str(exc)})
     return json_response(404, {"message": "Not Found", "status": 404})
+
+
+def _requests(api: SandboxAPI, query: str) -> list[tuple[float, int, str | None]]:
+    since = decode_form(query).get("since", "0")
+    try:
+        start = float(since) if isinstance(since, str) else 0.0
+    except ValueError:
+        raise AdminError("since must be a number of seconds since the epoch") from None
+    return [entry for entry in api.requests if entry[0] >= start]
 
 
 def _payload(request: Request) -> dict[str, Any]:
@@ -132,7 +144,7 @@ def _add_membership(api: SandboxAPI, payload: dict[str, Any]) -> dict[str, Any]:
     role = payload.get("role")
     if "site" in payload:
         site = (
-            api.world.find_site(payload["site"], api.clock())
+            api.world.find_site(payload["site"], api.now())
             if isinstance(payload["site"], str)
             else None
         )
@@ -152,7 +164,7 @@ def _add_membership(api: SandboxAPI, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _add_site(api: SandboxAPI, payload: dict[str, Any]) -> dict[str, Any]:
     """A site made as if in Plausible's UI: no API, no feature or role checks."""
-    world, now = api.world, api.clock()
+    world, now = api.world, api.now()
     team = _team(api, payload)
     raw, timezone = payload.get("domain"), payload.get("timezone", "Etc/UTC")
     old = payload.get("domain_changed_from")
@@ -201,6 +213,7 @@ def _site_view(api: SandboxAPI, site: Site) -> dict[str, Any]:
         team=api.world.teams[site.team_id].identifier,
         consolidated=site.consolidated,
         domain_changed_from=site.domain_changed_from,
+        inserted_at=site.inserted_at,
         shared_links=[{"name": n, "auth": a} for n, a in site.shared_links.items()],
         guests=[{"email": g.email, "role": g.role, "status": g.status} for g in site.guests],
     )

@@ -7,6 +7,9 @@ HTTP. API requests run, in Plausible's order: fault injection, body parsing (400
 Admin routes, outside ``/api``, never faulted, never rate limited, not counted:
 
 - ``GET /_sandbox/health`` → ``{"status": "ok"}``.
+- ``GET /_sandbox/requests?since=T`` → ``{"requests": [[t, status, bucket], ...]}``: every API
+  request answered (dropped ones included) at sandbox time ``t`` >= T, with the rate-limit
+  bucket it counted in (null when it counted in none); the newest 500,000 are kept.
 - ``GET /_sandbox/state`` → teams, keys (6-character prefixes only, with their user and, for
   team-scoped keys, team and role), users (name, email, team roles), sites (domain, timezone,
   team, consolidated, tracker config, custom props, shared links, guests, old domain), goals,
@@ -16,8 +19,9 @@ Admin routes, outside ``/api``, never faulted, never rate limited, not counted:
   keys added at runtime; restore the start-up settings and re-seed the random source.
 - ``POST /_sandbox/config`` with a JSON object of any of ``fail_rate``, ``drop_rate``,
   ``latency_ms``, ``hourly_limit`` (a team's default), ``legacy_hourly_limit`` (a legacy key's
-  per-user bucket), ``burst_limit``, ``burst_seconds``, ``hour_seconds``, ``max_goals_per_site``
-  → the new settings.
+  per-user bucket), ``burst_limit``, ``burst_seconds``, ``hour_seconds``, ``max_goals_per_site``,
+  ``clock_offset_ms`` (the sandbox's clock minus the host's; it may be negative) → the new
+  settings.
 - ``POST /_sandbox/teams`` with ``{"name", "features": [SitesAPI, StatsAPI, SharedLinks, Props,
   RevenueGoals], "locked", "site_limit", "hourly_limit", "setup"}`` → the team with its ``id``
   (UUID) and ``internal_id`` (the integer a JSON ``team_id`` is looked up by).
@@ -47,7 +51,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -65,10 +69,12 @@ from sandbox.params import (
 from sandbox.state import FEATURES, SITES_API_SCOPE, RateLimiter, Settings, World
 
 Handler = Callable[[Call], dict[str, Any]]
+REQUEST_LOG_SIZE = 500_000
 
 
 class SandboxAPI:
-    """The Sites API. ``clock`` gives seconds since the epoch; ``rng`` drives ids and faults."""
+    """The Sites API. ``clock`` gives the host's seconds since the epoch (``now()`` adds the
+    configured offset: the sandbox's own time); ``rng`` drives ids and faults."""
 
     def __init__(
         self,
@@ -88,6 +94,9 @@ class SandboxAPI:
         self.limiter = RateLimiter()
         self.counters: Counter[str] = Counter()
         self.by_status: Counter[int] = Counter()
+        self.requests: deque[tuple[float, int, str | None]] = deque(maxlen=REQUEST_LOG_SIZE)
+        #: The rate-limit bucket the request being handled counted in (set by the auth plug).
+        self.bucket: str | None = None
         self._initial_settings = copy.copy(self.settings)
         self._initial_world: World | None = None
 
@@ -124,6 +133,7 @@ class SandboxAPI:
         self.limiter.clear()
         self.counters.clear()
         self.by_status.clear()
+        self.requests.clear()
 
     def counters_snapshot(self) -> dict[str, Any]:
         return {
@@ -134,12 +144,18 @@ class SandboxAPI:
             "rate_limited": self.counters["rate_limited"],
         }
 
+    def now(self) -> float:
+        """The sandbox's time: the host's plus ``clock_offset_ms``."""
+        return self.clock() + self.settings.clock_offset_ms / 1000
+
     # -- requests ------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
         if request.path.startswith("/_sandbox/"):
             return admin_route(self, request)
         self.counters["total"] += 1
+        self.bucket = None
+        at = self.now()
         settings = self.settings
         if settings.fail_rate and self.rng.random() < settings.fail_rate:
             self.counters["failed_injected"] += 1
@@ -156,6 +172,7 @@ class SandboxAPI:
             self.counters["rate_limited"] += 1
         if not response.drop:
             self.by_status[response.status] += 1
+        self.requests.append((at, response.status, self.bucket))
         response.delay_seconds = settings.latency_ms / 1000
         return response
 

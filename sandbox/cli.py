@@ -80,6 +80,12 @@ async def _serve(api: SandboxAPI, host: str, port: int, base_url: str | None) ->
 )
 @click.option("--latency-ms", default=0.0, type=float, help="Delay before every API response.")
 @click.option(
+    "--clock-offset-ms",
+    default=0.0,
+    type=float,
+    help="Run the sandbox's clock (its rate-limit windows) this far ahead of the host's; negative: behind.",
+)
+@click.option(
     "--fail-rate",
     default=0.0,
     type=click.FloatRange(0, 1),
@@ -107,6 +113,7 @@ def sandbox_command(
     burst_seconds: float,
     hour_seconds: float,
     latency_ms: float,
+    clock_offset_ms: float,
     fail_rate: float,
     drop_rate: float,
     seed: int | None,
@@ -122,6 +129,7 @@ def sandbox_command(
         fail_rate=fail_rate,
         drop_rate=drop_rate,
         latency_ms=latency_ms,
+        clock_offset_ms=clock_offset_ms,
     )
     api = build_api(
         api_keys=api_keys,

@@ -220,6 +220,7 @@ def _create_in(call: Call, team: Team) -> dict[str, Any]:
         ):
             other.domain_changed_from = other.domain_changed_at = None
     site = Site(world.new_id(), domain, params.get("timezone", "Etc/UTC"), team.id, tracker)
+    site.inserted_at = call.now
     world.sites[site.id] = site
     _sync_auto_goals(call, site, blank)
     return site_response(site)

@@ -49,6 +49,9 @@ class Settings:
     drop_rate: float = 0.0
     latency_ms: float = 0.0
     max_goals_per_site: int = 1000
+    #: How far the sandbox's clock runs ahead of the host's (negative: behind), for testing a
+    #: client's tolerance of the gap between its clock and Plausible's.
+    clock_offset_ms: float = 0.0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply ``changes``; raise ValueError naming the first bad setting, changing nothing."""
@@ -60,7 +63,12 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number")
             wants_int = known[name] == "int"
-            if (wants_int and value != int(value)) or value < 0 or not math.isfinite(value):
+            negative_ok = name == "clock_offset_ms"
+            if (
+                (wants_int and value != int(value))
+                or (value < 0 and not negative_ok)
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"{name} is out of range")
             if name.endswith("_rate") and value > 1:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -139,6 +147,8 @@ class Site:
     domain_changed_from: str | None = None
     domain_changed_at: float | None = None
     consolidated: bool = False
+    #: When it was created, by the sandbox's clock (0 for sites placed through the admin route).
+    inserted_at: float = 0.0
 
 
 class RateLimiter:

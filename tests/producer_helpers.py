@@ -1,23 +1,12 @@
-"""Helpers shared by the producer tests: a recording dispatcher, event builders, services."""
+"""Helpers shared by the producer tests: event builders, services."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
-
-
-class RecordingDispatcher:
-    """A dispatcher that remembers what it was asked to publish."""
-
-    def __init__(self) -> None:
-        self.published: list[str] = []
-
-    def publish(self, job_ids: Sequence[str]) -> None:
-        self.published.extend(job_ids)
 
 
 def event(n: int, **overrides: Any) -> dict[str, Any]:

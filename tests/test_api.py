@@ -1,4 +1,4 @@
-"""The Python API: enqueue in the caller's transaction (an outbox), publish after commit."""
+"""The Python API: enqueue in the caller's transaction; the row is the outbox the scheduler reads."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from producers.api import Provisioner, StaleSnapshotError
 from producers.events import parse_event
 from tests.databases import migrated_engine
 from tests.producer_fixtures import pg_url
-from tests.producer_helpers import RecordingDispatcher, event
+from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
 from worker.errors import IdempotencyConflictError, InvalidRequestError
-from worker.models import ProvisioningJob
+from worker.models import JobStatus, Priority, ProvisioningJob
 from worker.settings import Settings
-from worker.store import JobStore
-from worker.sweeper import sweep_once
+from worker.store import JobStore, NewJob
 
 __all__ = ["pg_url"]
 
@@ -38,35 +37,73 @@ def store(database_url: str) -> JobStore:
     return JobStore(migrated_engine(database_url))
 
 
-def test_job_is_published_after_the_callers_commit(store: JobStore) -> None:
-    dispatcher = RecordingDispatcher()
-    provisioner = Provisioner(store, dispatcher)
+def jobs_with_key(store: JobStore, key: str) -> list[ProvisioningJob]:
+    with Session(store.engine) as session:
+        return list(
+            session.exec(select(ProvisioningJob).where(ProvisioningJob.idempotency_key == key))
+        )
+
+
+def test_after_the_callers_commit_the_job_waits_queued_for_the_scheduler(store: JobStore) -> None:
+    provisioner = Provisioner(store)
     with Session(store.engine) as session:
         job_id = provisioner.enqueue(session, event(1))
-        assert dispatcher.published == []  # nothing leaves before the commit
+        assert store.find("evt_1") is None  # other connections see nothing before the commit
         session.commit()
-    assert dispatcher.published == [job_id]
     job = store.get(job_id)
     assert job is not None
-    assert job.dispatched_at is not None
+    assert (job.status, job.dispatched_at, job.dispatch_count) == (JobStatus.queued, None, 0)
+    assert (job.priority, job.account) == (Priority.interactive, "default")
+    waiting = store.admission_candidates(["default"], Priority.interactive, limit=10)
+    assert [candidate.id for candidate in waiting] == [job_id]  # what the scheduler will see
     status = provisioner.status("evt_1")
     assert status is not None
     assert (status["id"], status["status"]) == (job_id, "queued")
 
 
-def test_rollback_leaves_no_job_and_publishes_nothing(store: JobStore) -> None:
-    dispatcher = RecordingDispatcher()
-    provisioner = Provisioner(store, dispatcher)
+def test_rollback_leaves_no_job(store: JobStore) -> None:
+    provisioner = Provisioner(store)
     with Session(store.engine) as session:
         provisioner.enqueue(session, event(1))
         session.rollback()
-        session.commit()  # a later, empty commit must not publish the rolled-back id
-    assert dispatcher.published == []
+        session.commit()  # a later, empty commit must not resurrect the rolled-back row
     assert store.find("evt_1") is None
+    assert store.admission_candidates(["default"], Priority.interactive, limit=10) == []
+
+
+def test_an_events_own_priority_wins_over_the_callers_default(store: JobStore) -> None:
+    provisioner = Provisioner(store)
+    with Session(store.engine) as session:
+        asked_bulk = provisioner.enqueue(session, event(1, priority="bulk"))
+        defaulted_bulk = provisioner.enqueue(session, event(2), priority=Priority.bulk)
+        asked_interactive = provisioner.enqueue(
+            session, event(3, priority="interactive"), priority=Priority.bulk
+        )
+        session.commit()
+    stored = [store.get(job_id) for job_id in (asked_bulk, defaulted_bulk, asked_interactive)]
+    assert [job.priority if job else None for job in stored] == [
+        Priority.bulk,
+        Priority.bulk,
+        Priority.interactive,
+    ]
+
+
+def test_an_unknown_account_is_refused_naming_the_field(store: JobStore) -> None:
+    provisioner = Provisioner(store, accounts=["default", "agency"])
+    with Session(store.engine) as session:
+        with pytest.raises(InvalidRequestError) as caught:
+            provisioner.enqueue(session, event(1, account="nobody"))
+        assert caught.value.field == "account"
+        job_id = provisioner.enqueue(session, event(2, account="agency"))
+        session.commit()
+    assert store.find("evt_1") is None
+    job = store.get(job_id)
+    assert job is not None
+    assert job.account == "agency"
 
 
 def test_same_key_in_later_transactions(store: JobStore) -> None:
-    provisioner = Provisioner(store, RecordingDispatcher())
+    provisioner = Provisioner(store)
     with Session(store.engine) as session:
         first = provisioner.enqueue(session, event(1))
         session.commit()
@@ -87,23 +124,18 @@ CRASHING_PRODUCER = textwrap.dedent(
     from tests.databases import migrated_engine
     from worker.store import JobStore
 
-    class DiesBeforePublishing:
-        def publish(self, ids):
-            os._exit(3)  # killed between the commit and the publish
-
     store = JobStore(migrated_engine(sys.argv[1]))
     with Session(store.engine) as session:
-        Provisioner(store, DiesBeforePublishing()).enqueue(
-            session, {"id": "evt_crash", "domain": "crash.example.com"}
-        )
+        Provisioner(store).enqueue(session, {"id": "evt_crash", "domain": "crash.example.com"})
         if sys.argv[2] == "before-commit":
             os._exit(4)
         session.commit()
+        os._exit(3)  # killed right after the commit, before anything else could run
     """
 )
 
 
-def test_crash_between_commit_and_publish_is_swept_exactly_once(
+def test_a_producer_killed_after_its_commit_leaves_exactly_one_job_for_the_scheduler(
     store: JobStore, database_url: str
 ) -> None:
     def producer(when: str) -> int:
@@ -112,18 +144,14 @@ def test_crash_between_commit_and_publish_is_swept_exactly_once(
         ).returncode
 
     assert producer("before-commit") == 4
-    assert store.find("evt_crash") is None  # died before commit: no job invented
+    assert jobs_with_key(store, "evt_crash") == []  # died before commit: no job invented
 
     assert producer("after-commit") == 3
-    job = store.find("evt_crash")
-    assert job is not None
-    assert job.dispatched_at is None  # committed, never published
-
-    dispatcher = RecordingDispatcher()
-    settings = Settings(undispatched_grace_seconds=0)
-    sweep_once(store, dispatcher, settings)
-    sweep_once(store, dispatcher, settings)
-    assert dispatcher.published == [job.id]
+    assert producer("after-commit") == 3  # the caller retries: the same key, still one row
+    [job] = jobs_with_key(store, "evt_crash")
+    assert (job.status, job.dispatched_at, job.dispatch_count) == (JobStatus.queued, None, 0)
+    waiting = store.admission_candidates(["default"], Priority.interactive, limit=10)
+    assert [candidate.id for candidate in waiting] == [job.id]  # in the scheduler's outbox
 
 
 def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
@@ -158,8 +186,8 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
     assert first.created
     assert bulk_calls == [1]
     assert store.enqueue(request, key="evt_1").job.id == first.job.id
-    assert store.enqueue_many([("evt_1", request)]).duplicate == {0: first.job.id}
-    provisioner = Provisioner(store, RecordingDispatcher())
+    assert store.enqueue_many([NewJob("evt_1", request)]).duplicate == {0: first.job.id}
+    provisioner = Provisioner(store)
     with Session(store.engine) as session:
         assert provisioner.enqueue(session, request, key="evt_1") == first.job.id
         session.commit()
@@ -168,7 +196,7 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
     with pytest.raises(IdempotencyConflictError) as caught:
         store.enqueue(other, key="evt_1")
     conflicts.append(str(caught.value))
-    conflicts.append(str(store.enqueue_many([("evt_1", other)]).conflict[0]))
+    conflicts.append(str(store.enqueue_many([NewJob("evt_1", other)]).conflict[0]))
     with Session(store.engine) as session, pytest.raises(IdempotencyConflictError) as caught:
         provisioner.enqueue(session, other, key="evt_1")
     conflicts.append(str(caught.value))
@@ -178,7 +206,7 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
 
 def test_sqlite_transaction_that_read_before_enqueue_gets_a_clear_error(tmp_path: Path) -> None:
     store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'stale.db'}"))
-    provisioner = Provisioner(store, RecordingDispatcher())
+    provisioner = Provisioner(store)
     with Session(store.engine) as session:
         assert store.engine.dialect.name == "sqlite"
         session.exec(select(ProvisioningJob)).all()  # the caller reads first: a read snapshot
@@ -191,3 +219,33 @@ def test_sqlite_transaction_that_read_before_enqueue_gets_a_clear_error(tmp_path
         job_id = provisioner.enqueue(session, event(1))  # retried: enqueue first, then commit
         session.commit()
     assert store.get(job_id) is not None
+
+
+def test_from_settings_builds_everything_from_the_cli_settings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    migrated_engine(url).dispose()
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[accounts.agency]\napi_key_env = "AGENCY_KEY"\n')
+    provisioner = Provisioner.from_settings(Settings(database_url=url, accounts_file=accounts))
+    with Session(provisioner.store.engine) as session:
+        provisioner.enqueue(session, {"id": "a", "domain": "a.example.com", "account": "agency"})
+        provisioner.enqueue(session, {"id": "b", "domain": "b.example.com"}, batch_id="B1")
+        with pytest.raises(InvalidRequestError) as raised:
+            provisioner.enqueue(session, {"domain": "c.example.com", "account": "nobody"})
+        assert raised.value.field == "account"
+        session.commit()
+    batch = provisioner.batch("B1")
+    assert batch is not None
+    assert batch["total"] == 1
+    assert batch["expected_completion"] is not None  # from the quota and the work ahead
+    assert provisioner.batch("nothing") is None
+    provisioner.store.engine.dispose()
+
+
+def test_from_settings_on_a_database_behind_this_version_says_what_to_run(
+    tmp_path: Path,
+) -> None:
+    from worker.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="provision db upgrade"):
+        Provisioner.from_settings(Settings(database_url=f"sqlite:///{tmp_path / 'none.db'}"))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,10 +21,10 @@ from sqlmodel import Session, select
 from producers.consumer import StreamConsumer, default_consumer_name
 from tests.databases import migrated_engine
 from tests.producer_fixtures import redis_url
-from tests.producer_helpers import RecordingDispatcher, event
+from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
-from worker.models import ProvisioningJob
+from worker.models import JobStatus, Priority, ProvisioningJob
 from worker.store import JobStore
 
 __all__ = ["redis_url"]
@@ -35,11 +36,10 @@ def job_count(store: JobStore) -> int:
         return int(session.exec(select(func.count()).select_from(ProvisioningJob)).one())
 
 
-def consumer(client: redis.Redis, store: JobStore, name: str = "c1", **kw: int) -> StreamConsumer:
+def consumer(client: redis.Redis, store: JobStore, name: str = "c1", **kw: Any) -> StreamConsumer:
     return StreamConsumer(
         client,
         store,
-        RecordingDispatcher(),
         stream=STREAM,
         group="g",
         consumer=name,
@@ -67,6 +67,46 @@ def test_poison_entries_are_dead_lettered_and_acknowledged(redis_url: str, tmp_p
     assert "Mars/Olympus" in dead[1]["reason"]
     assert client.xpending(STREAM, "g")["pending"] == 0
     assert job_count(store) == 1
+
+
+def test_stream_jobs_are_interactive_unless_the_event_asks_for_bulk(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    c = consumer(client, store)
+    c.ensure_group()
+    client.xadd(STREAM, {"event": json.dumps(event(1))})
+    client.xadd(STREAM, {"event": json.dumps(event(2, priority="bulk"))})
+    assert c.step() == 2
+    jobs = [store.get_by_key(key) for key in ("evt_1", "evt_2")]
+    assert [(job.status, job.dispatched_at, job.priority) if job else None for job in jobs] == [
+        (JobStatus.queued, None, Priority.interactive),  # left to the scheduler
+        (JobStatus.queued, None, Priority.bulk),
+    ]
+
+
+def test_an_event_for_an_unknown_account_is_dead_lettered_naming_the_field(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    c = consumer(client, store, accounts=["default"])
+    c.ensure_group()
+    client.xadd(STREAM, {"event": json.dumps(event(1, account="nobody"))})
+    client.xadd(STREAM, {"event": json.dumps(event(2, account="default"))})
+    client.xadd(STREAM, {"event": json.dumps(event(3, priority="urgent"))})
+    assert c.step() == 3
+    assert (c.stats.queued, c.stats.dead) == (1, 2)
+    dead = [fields for _, fields in client.xrange(f"{STREAM}:dead")]
+    assert [(json.loads(d["event"])["id"], d["field"]) for d in dead] == [
+        ("evt_1", "account"),
+        ("evt_3", "priority"),
+    ]
+    assert "nobody" in dead[0]["reason"]
+    assert client.xpending(STREAM, "g")["pending"] == 0
+    assert job_count(store) == 1
+    assert store.find("evt_2") is not None
 
 
 def test_pending_entries_are_processed_on_restart_and_stale_ones_claimed(
@@ -102,7 +142,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     env = {
         **os.environ,
         "PROVISIONER_DATABASE_URL": database,
-        "PROVISIONER_BROKER_URL": redis_url,  # messages wait in Redis db 14; no worker runs
+        "PROVISIONER_BROKER_URL": redis_url,  # no worker runs; the consumer publishes nothing
         "PROVISIONER_STREAM_REDIS_URL": redis_url,
     }
     command = [
@@ -152,8 +192,17 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
             proc.terminate()
             proc.wait(timeout=30)
     with Session(store.engine) as session:
-        keys = session.exec(select(ProvisioningJob.idempotency_key)).all()
+        rows = session.exec(
+            select(
+                ProvisioningJob.idempotency_key,
+                ProvisioningJob.status,
+                ProvisioningJob.dispatched_at,
+            )
+        ).all()
+    keys = [key for key, _, _ in rows]
     assert len(keys) == len(set(keys)) == total
+    # Every job waits for the scheduler: the consumer wrote rows and published nothing.
+    assert {(status, dispatched) for _, status, dispatched in rows} == {(JobStatus.queued, None)}
     assert set(keys) == {f"evt_{n}" for n in range(total)}
     assert client.xlen(f"{STREAM}:dead") == 0
 
@@ -190,7 +239,7 @@ class FailsOnKey(JobStore):
         self.bad_key = bad_key
 
     def enqueue_many(self, items, *, batch_id=None):  # type: ignore[no-untyped-def]
-        if any(key == self.bad_key for key, _ in items):
+        if any(item.key == self.bad_key for item in items):
             raise UnicodeEncodeError("utf-8", self.bad_key, 0, 1, "surrogates not allowed")
         return super().enqueue_many(items, batch_id=batch_id)
 
@@ -198,9 +247,7 @@ class FailsOnKey(JobStore):
 def test_a_failing_batch_insert_is_retried_row_by_row(redis_url: str, tmp_path: Path) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     store = FailsOnKey(JobStore(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}")), "evt_2")
-    c = StreamConsumer(
-        client, store, RecordingDispatcher(), stream=STREAM, group="g", consumer="c1", block_ms=10
-    )
+    c = consumer(client, store)
     c.ensure_group()
     for n in range(4):
         client.xadd(STREAM, {"event": json.dumps(event(n))})
@@ -224,9 +271,7 @@ def test_a_database_outage_dead_letters_nothing_and_leaves_the_batch_pending(
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     store = DatabaseDown(migrated_engine(f"sqlite:///{tmp_path / 'c.db'}"))
-    c = StreamConsumer(
-        client, store, RecordingDispatcher(), stream=STREAM, group="g", consumer="c1", block_ms=10
-    )
+    c = consumer(client, store)
     c.ensure_group()
     client.xadd(STREAM, {"event": json.dumps(event(1))})
     with pytest.raises(OperationalError):

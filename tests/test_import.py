@@ -1,4 +1,4 @@
-"""``provision import``: streaming, validation at the edge, batching, deduplication."""
+"""``provision import``: streaming, validation at the edge, batching, deduplication, priority."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from producers.events import parse_event
 from producers.importer import import_file
 from tests.databases import migrated_engine
 from tests.producer_fixtures import pg_url
-from tests.producer_helpers import RecordingDispatcher, event, jsonl
+from tests.producer_helpers import event, jsonl
 from tests.sandbox_process import REPO_ROOT
-from worker.models import JobStatus
+from worker.models import JobStatus, Priority
 from worker.settings import get_settings
-from worker.store import JobStore
+from worker.store import JobStore, NewJob
 
 __all__ = ["pg_url"]
 
@@ -85,8 +85,7 @@ EXPECTED_INVALID = [
 def test_every_kind_of_invalid_row_is_reported_and_valid_rows_are_queued(
     store: JobStore, tmp_path: Path
 ) -> None:
-    dispatcher = RecordingDispatcher()
-    summary = import_file(store, dispatcher, messy_file(tmp_path / "messy.jsonl"), batch_size=4)
+    summary = import_file(store, messy_file(tmp_path / "messy.jsonl"), batch_size=4)
 
     got = [(row.line, row.field, row.reason) for row in summary.invalid_rows]
     assert [(line, field) for line, field, _ in got] == [(n, f) for n, f, _ in EXPECTED_INVALID]
@@ -99,8 +98,10 @@ def test_every_kind_of_invalid_row_is_reported_and_valid_rows_are_queued(
         "site1.example.com",
         "site9.example.com",
     ]
-    assert sorted(dispatcher.published) == sorted(job.id for job in jobs)
-    assert all(job.status is JobStatus.queued and job.dispatched_at for job in jobs)
+    # Written for the scheduler to dispatch: queued, no message yet, in the bulk class.
+    assert {(job.status, job.dispatched_at, job.priority) for job in jobs} == {
+        (JobStatus.queued, None, Priority.bulk)
+    }
 
 
 def test_importing_the_same_file_twice_enqueues_nothing_new(
@@ -108,13 +109,12 @@ def test_importing_the_same_file_twice_enqueues_nothing_new(
 ) -> None:
     path = tmp_path / "signups.jsonl"
     path.write_text(jsonl(*(event(n) for n in range(50)), {"domain": "nokey.example.com"}))
-    first = import_file(store, RecordingDispatcher(), path, batch_size=7)
-    second_dispatcher = RecordingDispatcher()
-    second = import_file(store, second_dispatcher, path, batch_size=7)
+    first = import_file(store, path, batch_size=7)
+    second = import_file(store, path, batch_size=7)
     assert (first.queued, first.duplicate) == (51, 0)
     assert (second.queued, second.duplicate, second.invalid) == (0, 51, 0)
-    assert second_dispatcher.published == []
     assert store.batch(second.batch_id) == []
+    assert len(store.batch(first.batch_id)) == 51
 
 
 def test_csv_rows_map_to_the_same_events(store: JobStore, tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_csv_rows_map_to_the_same_events(store: JobStore, tmp_path: Path) -> Non
         "c5,,x.example.com,,visit:/a,,,,\r\n",
         encoding="utf-8",
     )
-    summary = import_file(store, RecordingDispatcher(), path)
+    summary = import_file(store, path)
     assert [(r.line, r.field) for r in summary.invalid_rows] == [
         (5, "domain"),
         (6, "goals[0].goal_type"),
@@ -142,6 +142,73 @@ def test_csv_rows_map_to_the_same_events(store: JobStore, tmp_path: Path) -> Non
     assert [g.event_name for g in by_key["c2"].goals] == ["A"]
     assert by_key["c3"].goal is not None
     assert by_key["c3"].goal.event_name == "Signup"
+
+
+def priorities(store: JobStore, batch_id: str) -> dict[str, Priority]:
+    return {job.idempotency_key: job.priority for job in store.batch(batch_id)}
+
+
+def test_imported_rows_are_bulk_unless_the_import_or_the_row_says_otherwise(
+    store: JobStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "signups.jsonl"
+    path.write_text(jsonl(event(1), event(2, priority="interactive"), event(3, priority="bulk")))
+    by_default = import_file(store, path)
+    assert priorities(store, by_default.batch_id) == {
+        "evt_1": Priority.bulk,
+        "evt_2": Priority.interactive,  # the row's own priority wins
+        "evt_3": Priority.bulk,
+    }
+    other = tmp_path / "urgent.jsonl"
+    other.write_text(jsonl(event(4), event(5, priority="bulk")))
+    urgent = import_file(store, other, priority=Priority.interactive)
+    assert priorities(store, urgent.batch_id) == {
+        "evt_4": Priority.interactive,
+        "evt_5": Priority.bulk,
+    }
+
+
+def test_rows_with_an_unknown_account_or_priority_are_invalid_naming_the_field(
+    store: JobStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "accounts.jsonl"
+    path.write_text(
+        jsonl(
+            event(1, account="default"),
+            event(2, account="nobody"),
+            event(3, priority="urgent"),
+            event(4),
+        )
+    )
+    summary = import_file(store, path, accounts=["default"])
+    assert [(r.line, r.field) for r in summary.invalid_rows] == [(2, "account"), (3, "priority")]
+    assert "nobody" in summary.invalid_rows[0].reason
+    assert sorted(job.idempotency_key for job in store.batch(summary.batch_id)) == [
+        "evt_1",
+        "evt_4",
+    ]
+
+
+def test_csv_account_and_priority_columns_are_read(store: JobStore, tmp_path: Path) -> None:
+    path = tmp_path / "accounts.csv"
+    path.write_text(
+        "id,domain,account,priority\n"
+        "a1,a1.example.com,agency,interactive\n"
+        "a2,a2.example.com,,\n"
+        "a3,a3.example.com,nobody,\n"
+        "a4,a4.example.com,,urgent\n"
+        "a5,a5.example.com,agency,bulk\n",
+        encoding="utf-8",
+    )
+    summary = import_file(store, path, accounts=["default", "agency"])
+    assert [(r.line, r.field) for r in summary.invalid_rows] == [(4, "account"), (5, "priority")]
+    jobs = {job.idempotency_key: job for job in store.batch(summary.batch_id)}
+    assert {key: (job.account, job.priority) for key, job in jobs.items()} == {
+        "a1": ("agency", Priority.interactive),
+        "a2": ("default", Priority.bulk),  # empty cells: absent
+        "a5": ("agency", Priority.bulk),
+    }
+    assert jobs["a1"].spec.account == "agency"
 
 
 def test_jsonl_rows_that_crash_parsers_are_reported_per_line(
@@ -159,7 +226,7 @@ def test_jsonl_rows_that_crash_parsers_are_reported_per_line(
         json.dumps(event(8)),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = import_file(store, RecordingDispatcher(), path)
+    summary = import_file(store, path)
     assert [(r.line, r.field) for r in summary.invalid_rows] == [
         (2, "type"),
         (3, None),
@@ -190,7 +257,7 @@ def test_csv_records_that_crash_the_reader_are_reported_and_reading_resumes(
         "c10,s10.example.com,,",  # 10 valid
     ]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    summary = import_file(store, RecordingDispatcher(), path)
+    summary = import_file(store, path)
     got = [(r.line, r.field) for r in summary.invalid_rows]
     assert got == [(3, "goals"), (4, "shared_links"), (5, "domain"), (7, None), (9, None)]
     assert "field larger than field limit" in summary.invalid_rows[3].reason
@@ -210,7 +277,7 @@ def test_an_unclosed_csv_quote_is_one_bad_record_not_a_crash(
     path.write_text(
         'id,domain\nc2,s2.example.com\nc3,"s3.example.com\nc4,s4.example.com\n', encoding="utf-8"
     )
-    summary = import_file(store, RecordingDispatcher(), path)
+    summary = import_file(store, path)
     # The quoted cell runs to the end of the file: one record from line 3, whose domain cell
     # swallowed line 4, is refused; the row before it is queued.
     assert [(r.line, r.field) for r in summary.invalid_rows] == [(3, "domain")]
@@ -221,8 +288,8 @@ def test_postgres_import_is_batched_and_idempotent(pg_url: str, tmp_path: Path) 
     store = JobStore(migrated_engine(pg_url))
     path = tmp_path / "signups.jsonl"
     path.write_text(jsonl(*(event(n) for n in range(1200)), event(5)))
-    first = import_file(store, RecordingDispatcher(), path, batch_size=500)
-    second = import_file(store, RecordingDispatcher(), path, batch_size=500)
+    first = import_file(store, path, batch_size=500)
+    second = import_file(store, path, batch_size=500)
     assert (first.queued, first.duplicate) == (1200, 1)
     assert (second.queued, second.duplicate) == (0, 1201)
     store.engine.dispose()
@@ -254,6 +321,27 @@ def test_cli_exits_zero_when_every_row_is_valid(cli_env: str, tmp_path: Path) ->
     assert json.loads(result.stdout)["queued"] == 2
 
 
+def test_cli_priority_sets_the_class_of_rows_that_name_none(cli_env: str, tmp_path: Path) -> None:
+    path = tmp_path / "ok.jsonl"
+    path.write_text(jsonl(event(1), event(2, priority="bulk")))
+    runner = CliRunner()
+    refused = runner.invoke(main, ["import", "--priority", "urgent", str(path)])
+    assert refused.exit_code == 2
+    assert "urgent" in refused.output
+    result = runner.invoke(main, ["import", "--json", "--priority", "interactive", str(path)])
+    assert result.exit_code == 0, result.output
+    urgent = json.loads(result.stdout)["batch_id"]
+    other = tmp_path / "more.jsonl"
+    other.write_text(jsonl(event(3)))
+    result = runner.invoke(main, ["import", "--json", str(other)])
+    assert result.exit_code == 0, result.output
+    default = json.loads(result.stdout)["batch_id"]
+    store = JobStore(migrated_engine(cli_env))
+    assert priorities(store, urgent) == {"evt_1": Priority.interactive, "evt_2": Priority.bulk}
+    assert priorities(store, default) == {"evt_3": Priority.bulk}
+    store.engine.dispose()
+
+
 MEMORY_PROBE = textwrap.dedent(
     """
     import gc, json, sys
@@ -262,9 +350,6 @@ MEMORY_PROBE = textwrap.dedent(
     from tests.databases import migrated_engine
     from worker.store import JobStore
 
-    class Null:
-        def publish(self, ids): pass
-
     def rss_kib():
         for line in open("/proc/self/status"):
             if line.startswith("VmRSS:"):
@@ -272,7 +357,7 @@ MEMORY_PROBE = textwrap.dedent(
         raise RuntimeError("no VmRSS")
 
     store = JobStore(migrated_engine(sys.argv[2]))
-    import_file(store, Null(), Path(sys.argv[3]))  # warm-up: imports, caches, first batches
+    import_file(store, Path(sys.argv[3]))  # warm-up: imports, caches, first batches
     gc.collect()
     baseline = rss_kib()
     samples, lines = [], [0]
@@ -282,7 +367,7 @@ MEMORY_PROBE = textwrap.dedent(
         if lines[0] % 2000 == 0:
             samples.append(rss_kib() - baseline)
 
-    summary = import_file(store, Null(), Path(sys.argv[1]), on_progress=progress)
+    summary = import_file(store, Path(sys.argv[1]), on_progress=progress)
     print(json.dumps({"queued": summary.queued, "samples_kib": samples}))
     """
 )
@@ -340,9 +425,14 @@ def test_bulk_inserts_go_in_key_order_and_report_by_input_position(store: JobSto
 
     sa_event.listen(store.engine, "before_execute", record)
     requests = [parse_event(event(n)).request for n in (3, 1, 2)]
-    store.enqueue_many([("k-1", requests[1])])
+    store.enqueue_many([NewJob("k-1", requests[1])])
     result = store.enqueue_many(
-        [("k-3", requests[0]), ("k-1", requests[1]), ("k-2", requests[2]), ("k-3", requests[0])]
+        [
+            NewJob("k-3", requests[0]),
+            NewJob("k-1", requests[1]),
+            NewJob("k-2", requests[2]),
+            NewJob("k-3", requests[0]),
+        ]
     )
     assert inserted[-1] == ["k-1", "k-2", "k-3"]  # given as k-3, k-1, k-2
     assert sorted(result.created) == [0, 2]

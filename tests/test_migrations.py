@@ -3,6 +3,7 @@ database made before migrations existed (or at an older revision) upgrades with 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -93,3 +94,69 @@ def test_db_upgrade_command_creates_the_schema(tmp_path: Path) -> None:
     assert f"revision {head_revision()}" in done.stdout
     check = subprocess.run([*run, "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_rows_written_before_the_quota_scheduler_are_kept_and_classed(
+    empty_engine: Engine,
+) -> None:
+    from worker.models import JobStatus, Priority
+    from worker.store import JobStore
+
+    upgrade(empty_engine, BASELINE_REVISION)  # the schema as main had it before this revision
+    columns = (
+        "id, idempotency_key, operation, domain, batch_id, request, fingerprint, status, "
+        "progress, attempts, dispatch_count, created_at, updated_at"
+    )
+    row = (
+        ":id, :key, 'provision_site', :domain, :batch, :request, 'f', :status, :progress, 0, 0, "
+        "'2026-11-30 10:00:00+00:00', '2026-11-30 10:00:00+00:00'"
+    )
+    with empty_engine.begin() as connection:
+        for n, (batch, status) in enumerate([("b1", "queued"), (None, "succeeded")]):
+            connection.execute(
+                text(f"INSERT INTO provisioning_jobs ({columns}) VALUES ({row})"),
+                {
+                    "id": f"job{n}",
+                    "key": f"evt_{n}",
+                    "domain": f"s{n}.example.com",
+                    "batch": batch,
+                    "request": json.dumps(
+                        {"operation": "provision_site", "domain": f"s{n}.example.com"}
+                    ),
+                    "status": status,
+                    "progress": json.dumps(
+                        {"site": {"domain": f"s{n}.example.com", "timezone": "UTC"}}
+                    ),
+                },
+            )
+    upgrade(empty_engine)
+    assert schema_drift(empty_engine) == []
+    store = JobStore(empty_engine)
+    imported, single = store.get("job0"), store.get("job1")
+    assert imported is not None
+    assert single is not None
+    assert (imported.account, imported.priority, imported.status) == (
+        "default",
+        Priority.bulk,  # written by an import: it had a batch
+        JobStatus.queued,
+    )
+    assert (single.account, single.priority) == ("default", Priority.interactive)
+    assert single.progress.site is not None
+    assert single.progress.site.domain == "s1.example.com"
+    # The old queued row is work the scheduler now sees.
+    assert [j.id for j in store.admission_candidates(["default"], Priority.bulk, limit=5)] == [
+        "job0"
+    ]
+
+
+def test_every_revision_downgrades_and_upgrades_again(empty_engine: Engine) -> None:
+    from alembic import command
+
+    from worker.db import _config
+
+    upgrade(empty_engine)
+    with empty_engine.begin() as connection:
+        command.downgrade(_config(connection), BASELINE_REVISION)
+    assert revision_of(empty_engine) == BASELINE_REVISION
+    upgrade(empty_engine)
+    assert schema_drift(empty_engine) == []

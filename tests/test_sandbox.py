@@ -599,6 +599,47 @@ def test_hourly_window_rolls_over(sandbox: SandboxProcess, api: httpx.Client) ->
     assert statuses[-1] == 200
 
 
+def test_a_clock_offset_moves_the_windows_and_the_request_log_records_sandbox_time() -> None:
+    from sandbox.api import SandboxAPI
+    from sandbox.http import Request
+    from sandbox.state import Settings
+
+    host = [9_999.8]  # 0.2 s before a burst boundary by the host's clock
+    api = SandboxAPI(
+        settings=Settings(burst_limit=1, burst_seconds=10, clock_offset_ms=500),
+        clock=lambda: host[0],
+    )
+    api.add_key("k", api.add_team("T"))
+    headers = [("authorization", "Bearer k"), ("accept", "application/json")]
+
+    def status() -> int:
+        return api.handle(Request("GET", "/api/v1/sites", headers=headers)).status
+
+    assert status() == 200  # counted at 10_000.3: the sandbox is already in the next window
+    host[0] = 9_999.9
+    assert status() == 429  # same sandbox window, although the host is still in the old one
+    host[0] = 10_009.6
+    assert status() == 200  # 10_010.1 for the sandbox: a new window
+    log = api.requests
+    assert [(round(t, 1), code) for t, code, _ in log] == [
+        (10_000.3, 200),
+        (10_000.4, 429),
+        (10_010.1, 200),
+    ]
+    assert {bucket for _, _, bucket in log} == {f"api_request:team:{api.world.teams[1].identifier}"}
+
+
+def test_the_request_log_is_served_from_a_given_time(
+    sandbox: SandboxProcess, api: httpx.Client
+) -> None:
+    start = time.time()
+    assert api.get("/api/v1/sites").status_code == 200
+    log = sandbox.admin.get("/_sandbox/requests", params={"since": start - 1}).json()["requests"]
+    assert [entry[1] for entry in log] == [200]
+    later = sandbox.admin.get("/_sandbox/requests", params={"since": time.time() + 60}).json()
+    assert later == {"requests": []}
+
+
 # -- fault injection ---------------------------------------------------------------------------
 
 

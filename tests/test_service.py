@@ -8,14 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
 from tests.sandbox_process import SandboxProcess
+from worker.accounts import load_accounts
 from worker.models import GoalSpec, JobRequest, JobStatus, Operation, Progress, SiteRecord
 from worker.plausible import PlausibleClient
+from worker.quota.limiter import Limiter
 from worker.retrying import RetryPolicy
 from worker.service import Pipeline
+from worker.settings import Settings
 from worker.store import JobStore
 
 EVENT = GoalSpec(goal_type="event", event_name="Signup")
@@ -27,21 +31,39 @@ def store(tmp_path: Path) -> JobStore:
     return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
 
 
-def make_pipeline(sandbox: SandboxProcess, store: JobStore, key: str = "test-key") -> Pipeline:
+#: Limits far above anything a test sends: tests about the quota set their own.
+UNLIMITED = {"hourly_limit": 10_000_000, "burst_limit": 10_000_000}
+
+
+def make_pipeline(
+    sandbox: SandboxProcess, store: JobStore, key: str = "test-key", **quota: float
+) -> Pipeline:
+    """The pipeline of one worker against the sandbox, for the ``default`` account."""
+    settings = Settings(
+        plausible_api_key=SecretStr(key),
+        plausible_base_url=sandbox.base_url,
+        **{**UNLIMITED, **quota},  # type: ignore[arg-type]
+    )
     return Pipeline(
         store=store,
-        client=PlausibleClient(base_url=sandbox.base_url, api_key=key),
+        clients={"default": PlausibleClient(base_url=sandbox.base_url, api_key=key)},
+        accounts=load_accounts(settings),
+        limiter=Limiter(store.engine, guard=0.05),
         policy=RetryPolicy(max_attempts=3, backoff_initial=0, backoff_max=0, sleep=lambda _: None),
         lease_seconds=60,
         max_attempts=5,
     )
 
 
+def client_of(pipeline: Pipeline) -> PlausibleClient:
+    return pipeline.clients["default"]
+
+
 @pytest.fixture
 def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
     pipeline = make_pipeline(sandbox, store)
     yield pipeline
-    pipeline.client.close()
+    client_of(pipeline).close()
 
 
 def provision(domain: str = "shop.example.com") -> JobRequest:
@@ -84,7 +106,7 @@ def test_resumed_job_skips_finished_steps(
     job = store.enqueue(provision()).job
     claim = store.claim(job.id, lease_seconds=0)  # a worker that died right after creating the site
     assert claim is not None
-    site = pipeline.client.create_site("shop.example.com", timezone="Europe/Berlin")
+    site = client_of(pipeline).create_site("shop.example.com", timezone="Europe/Berlin")
     store.checkpoint(
         claim,
         Progress(site=SiteRecord(domain=site.domain, timezone=site.timezone)),
@@ -100,7 +122,7 @@ def test_lost_create_response_is_adopted_not_failed(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
     # The site exists because our first create went through and only its answer was lost.
-    pipeline.client.create_site("shop.example.com")
+    client_of(pipeline).create_site("shop.example.com")
     job = store.enqueue(provision()).job
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
@@ -174,19 +196,40 @@ def test_permanent_error_fails_at_once_without_retries(
     assert api_requests(sandbox) - before == 1
 
 
-def test_rate_limited_job_is_parked_until_the_window_reopens(
+def test_a_429_hands_the_job_back_and_shuts_the_window_for_every_job(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
-    sandbox.configure(burst_limit=0, burst_seconds=10)
-    job = store.enqueue(provision()).job
+    sandbox.configure(burst_limit=0, burst_seconds=60)  # someone else spent the team's quota
+    first, second = (store.enqueue(provision(f"s{n}.example.com")).job for n in range(2))
     before = api_requests(sandbox)
-    assert pipeline.run(job.id) is JobStatus.waiting
-    parked = store.get(job.id)
-    assert parked is not None
-    assert parked.error_code == "rate_limited"
-    assert parked.attempts == 0  # waiting for quota is not a failed attempt
-    assert parked.next_attempt_at is not None
+    assert pipeline.run(first.id) is JobStatus.queued
+    back = store.get(first.id)
+    assert back is not None
+    assert (back.error_code, back.attempts, back.dispatched_at) == ("rate_limited", 0, None)
     assert api_requests(sandbox) - before == 1  # a 429 is never retried on the spot
+
+    assert pipeline.run(second.id) is JobStatus.queued
+    assert api_requests(sandbox) - before == 1  # the window is shut: not one more request
+    waiting = store.get(second.id)
+    assert waiting is not None
+    assert (waiting.error_code, waiting.attempts) == ("quota_wait", 0)
+
+
+def test_a_job_whose_calls_do_not_fit_waits_at_its_checkpoint_without_calling(
+    sandbox: SandboxProcess, store: JobStore
+) -> None:
+    pipeline = make_pipeline(sandbox, store, burst_limit=2, burst_seconds=3600)
+    job = store.enqueue(provision()).job  # 4 calls: the site, 2 goals, a link
+    assert pipeline.run(job.id) is JobStatus.queued
+    back = store.get(job.id)
+    assert back is not None
+    assert back.error_code == "quota_wait"
+    # The site and one goal went out, then the window was full: the job stopped before the
+    # third call, checkpointed, and no request was refused.
+    assert back.progress.site is not None
+    assert len(back.progress.goals) == 1
+    assert sandbox.state()["counters"]["rate_limited"] == 0
+    client_of(pipeline).close()
 
 
 def test_transient_failures_park_the_job_with_backoff(
@@ -204,7 +247,7 @@ def test_transient_failures_park_the_job_with_backoff(
 def test_delete_site_counts_404_after_an_earlier_attempt_as_done(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
-    pipeline.client.create_site("shop.example.com")
+    client_of(pipeline).create_site("shop.example.com")
     job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="shop.example.com")).job
     sandbox.configure(drop_rate=1.0)  # the delete happens, its answer is lost
     assert pipeline.run(job.id) is JobStatus.waiting
@@ -244,8 +287,8 @@ def test_delete_goal_by_event_name_uses_our_records(
 def test_delete_goal_by_page_path_falls_back_to_the_goals_list(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
-    pipeline.client.create_site("shop.example.com")
-    pipeline.client.ensure_goal("shop.example.com", goal_type="page", page_path="/pricing/*")
+    client_of(pipeline).create_site("shop.example.com")
+    client_of(pipeline).ensure_goal("shop.example.com", goal_type="page", page_path="/pricing/*")
     job = store.enqueue(
         JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=PAGE)
     ).job
@@ -256,7 +299,7 @@ def test_delete_goal_by_page_path_falls_back_to_the_goals_list(
 def test_delete_of_an_unknown_goal_id_fails(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
-    pipeline.client.create_site("shop.example.com")
+    client_of(pipeline).create_site("shop.example.com")
     job = store.enqueue(
         JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal_id=999)
     ).job
@@ -300,7 +343,7 @@ def test_a_long_step_renews_its_lease_so_no_one_takes_the_job_over(
     sandbox.configure(fail_rate=1.0)
     assert pipeline.run(job.id) is JobStatus.waiting  # 4 failed tries, 120 s, then parked
     assert takeovers == [None, None, None]
-    pipeline.client.close()
+    client_of(pipeline).close()
 
 
 def test_retrying_a_failed_delete_of_an_unknown_site_fails_again(
@@ -321,8 +364,10 @@ def test_delete_goal_looks_again_when_our_record_is_stale(
     assert pipeline.run(created.id) is JobStatus.succeeded
     recorded = store.goal_id_from_history("shop.example.com", EVENT.natural_key)
     # Someone deletes the goal in Plausible's UI and makes it again: it gets a new id.
-    pipeline.client.delete_goal("shop.example.com", recorded)
-    again = pipeline.client.ensure_goal("shop.example.com", goal_type="event", event_name="Signup")
+    client_of(pipeline).delete_goal("shop.example.com", recorded)
+    again = client_of(pipeline).ensure_goal(
+        "shop.example.com", goal_type="event", event_name="Signup"
+    )
     assert again.id != recorded
     job = store.enqueue(
         JobRequest(operation=Operation.delete_goal, domain="shop.example.com", goal=EVENT)

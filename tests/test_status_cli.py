@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from producers.cli import main
 from producers.importer import import_file
 from tests.databases import migrated_engine
-from tests.producer_helpers import RecordingDispatcher, event, jsonl
+from tests.producer_helpers import event, jsonl
 from worker.models import Progress
 from worker.settings import get_settings
 from worker.store import JobStore
@@ -47,7 +47,7 @@ def run(*args: str) -> tuple[int, str]:
 def imported(store: JobStore, tmp_path: Path) -> str:
     path = tmp_path / "batch.jsonl"
     path.write_text(jsonl(event(1), event(2), event(3, domain="https://www.Shared.Example.com/")))
-    return import_file(store, RecordingDispatcher(), path).batch_id
+    return import_file(store, path).batch_id
 
 
 def fail(store: JobStore, key: str) -> str:

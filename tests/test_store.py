@@ -10,19 +10,20 @@ import pytest
 
 from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
+from tests.fakes import RecordingDispatcher
 from worker.errors import IdempotencyConflictError
-from worker.models import GoalSpec, JobRequest, JobStatus, Operation, Progress, SiteRecord
+from worker.models import (
+    GoalSpec,
+    JobRequest,
+    JobStatus,
+    Operation,
+    Priority,
+    Progress,
+    SiteRecord,
+)
 from worker.settings import Settings
 from worker.store import JobStore, LeaseLostError, derive_key
 from worker.sweeper import sweep_once
-
-
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.published: list[str] = []
-
-    def publish(self, job_ids: list[str]) -> None:  # type: ignore[override]
-        self.published.extend(job_ids)
 
 
 @pytest.fixture
@@ -142,39 +143,42 @@ def test_parked_job_is_claimable_only_when_due(store: JobStore, clock: FakeClock
     assert store.claim(job.id, lease_seconds=60) is not None
 
 
-def test_rate_limit_park_does_not_spend_an_attempt(store: JobStore, clock: FakeClock) -> None:
+def test_a_job_handed_back_for_quota_spends_no_attempt_and_waits_for_the_scheduler(
+    store: JobStore, clock: FakeClock
+) -> None:
     job = store.enqueue(provision()).job
+    assert store.admit(job.id, {"burst:1": 4})
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
-    store.park(
-        claim,
-        until=clock.now,
-        code="rate_limited",
-        message="slow down",
-        http_status=429,
-        progress=Progress(),
-        refund_attempt=True,
+    assert claim.permits == {"burst:1": 4}
+    progress = Progress(site=SiteRecord(domain="shop.example.com", timezone="UTC"))
+    store.requeue(claim, code="quota_wait", message="full", http_status=None, progress=progress)
+    back = store.get(job.id)
+    assert back is not None
+    assert (back.status, back.attempts, back.dispatched_at, back.permits) == (
+        JobStatus.queued,
+        0,
+        None,
+        None,
     )
-    parked = store.get(job.id)
-    assert parked is not None
-    assert parked.attempts == 0
+    assert back.progress == progress  # it resumes at its checkpoint
+    assert [
+        j.id for j in store.admission_candidates(["default"], Priority.interactive, limit=5)
+    ] == [job.id]
 
 
 def settings(**overrides: float) -> Settings:
-    return Settings(undispatched_grace_seconds=5, redispatch_after_seconds=60, **overrides)  # type: ignore[arg-type]
+    return Settings(redispatch_after_seconds=60, **overrides)  # type: ignore[arg-type]
 
 
-def test_sweeper_publishes_a_job_its_producer_never_published(
+def test_the_sweeper_leaves_undispatched_jobs_to_the_scheduler(
     store: JobStore, clock: FakeClock
 ) -> None:
     dispatcher = RecordingDispatcher()
-    job = store.enqueue(provision()).job
+    store.enqueue(provision())
+    clock.advance(3600)
     sweep_once(store, dispatcher, settings())
-    assert dispatcher.published == []  # still within the producer's grace
-    clock.advance(6)
-    sweep_once(store, dispatcher, settings())
-    sweep_once(store, dispatcher, settings())
-    assert dispatcher.published == [job.id]
+    assert dispatcher.published == []
 
 
 def test_sweeper_republishes_a_lost_message_with_growing_waits(
@@ -182,7 +186,7 @@ def test_sweeper_republishes_a_lost_message_with_growing_waits(
 ) -> None:
     dispatcher = RecordingDispatcher()
     job = store.enqueue(provision()).job
-    store.mark_dispatched([job.id])
+    assert store.admit(job.id, {"burst:1": 4})
     clock.advance(61)
     sweep_once(store, dispatcher, settings())
     assert dispatcher.published == [job.id]
@@ -192,13 +196,19 @@ def test_sweeper_republishes_a_lost_message_with_growing_waits(
     clock.advance(60)
     sweep_once(store, dispatcher, settings())
     assert dispatcher.published == [job.id, job.id]
+    still = store.get(job.id)
+    assert still is not None
+    assert still.permits == {"burst:1": 4}  # re-published with the permits it holds
 
 
-def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: FakeClock) -> None:
+def test_the_sweeper_hands_expired_leases_and_due_waits_back_to_the_scheduler(
+    store: JobStore, clock: FakeClock
+) -> None:
     dispatcher = RecordingDispatcher()
     crashed = store.enqueue(provision("a.example.com")).job
     parked = store.enqueue(provision("b.example.com")).job
-    store.mark_dispatched([crashed.id, parked.id])
+    for job in (crashed, parked):
+        assert store.admit(job.id, {"burst:1": 4})
     assert store.claim(crashed.id, lease_seconds=10) is not None
     claim = store.claim(parked.id, lease_seconds=10)
     assert claim is not None
@@ -210,35 +220,49 @@ def test_sweeper_redrives_expired_leases_and_due_waits(store: JobStore, clock: F
         http_status=500,
         progress=Progress(),
     )
+
+    def handed_back() -> list[str]:
+        jobs = store.admission_candidates(["default"], Priority.interactive, limit=10)
+        return sorted(j.id for j in jobs)
+
     clock.advance(11)
-    sweep_once(store, dispatcher, settings())
-    assert dispatcher.published == [crashed.id]
+    assert sweep_once(store, dispatcher, settings()).requeued == 1
+    assert handed_back() == [crashed.id]
     clock.advance(10)
-    sweep_once(store, dispatcher, settings())
-    assert sorted(dispatcher.published) == sorted([crashed.id, parked.id])
+    assert sweep_once(store, dispatcher, settings()).requeued == 1
+    assert handed_back() == sorted([crashed.id, parked.id])
+    assert dispatcher.published == []  # the scheduler dispatches them, within the quota
     again = store.get(crashed.id)
     assert again is not None
-    assert again.status is JobStatus.queued
+    assert (again.status, again.lease_token, again.permits) == (JobStatus.queued, None, None)
 
 
-def test_a_backlog_waiting_out_its_backoff_never_starves_an_unpublished_job(
+def test_admission_takes_each_job_once(store: JobStore) -> None:
+    job = store.enqueue(provision()).job
+    assert store.admit(job.id, {"burst:1": 4})
+    assert not store.admit(job.id, {"burst:1": 4})
+    assert store.admission_candidates(["default"], Priority.interactive, limit=5) == []
+
+
+def test_candidates_are_per_class_per_account_and_oldest_first(
     store: JobStore, clock: FakeClock
 ) -> None:
-    dispatcher = RecordingDispatcher()
-    backlog = [store.enqueue(provision(f"b{n}.example.com")).job.id for n in range(30)]
-    store.mark_dispatched(backlog)
-    for _ in range(3):  # published three times: each now waits 4 x 60 s before the next
-        clock.advance(60 * 2**_ + 1)
-        assert sorted(store.take_for_dispatch(undispatched_grace=5, redispatch_after=60)) == sorted(
-            backlog
-        )
-    orphan = store.enqueue(
-        provision("orphan.example.com")
-    ).job  # its producer died before publishing
-    clock.advance(
-        100
-    )  # the backlog was published 100 s ago: past the base wait, inside its backoff
-    taken = store.take_for_dispatch(undispatched_grace=5, redispatch_after=60, limit=10)
-    assert taken == [orphan.id]
-    sweep_once(store, dispatcher, settings())
-    assert dispatcher.published == []
+    bulk = []
+    for n in range(3):
+        request = provision(f"b{n}.example.com")
+        bulk.append(store.enqueue(request, batch_id="big", priority=Priority.bulk).job)
+        clock.advance(1)
+    interactive = store.enqueue(provision("new.example.com")).job
+    other = store.enqueue(provision("x.example.com").model_copy(update={"account": "b"})).job
+    assert [
+        j.id for j in store.admission_candidates(["default"], Priority.interactive, limit=9)
+    ] == [interactive.id]
+    assert [j.id for j in store.admission_candidates(["b"], Priority.interactive, limit=9)] == [
+        other.id
+    ]
+    assert [
+        j.id
+        for j in store.admission_candidates(["default"], Priority.bulk, limit=2, batch_id="big")
+    ] == [bulk[0].id, bulk[1].id]
+    assert store.pending_batches(["default"], Priority.bulk) == ["big"]
+    assert store.waiting_by_priority(["default"]) == {"interactive": 1, "bulk": 3}

@@ -1,4 +1,7 @@
-"""``provision serve``: bearer auth, idempotency, the 202 flow, listing, retry and cancel."""
+"""``provision serve``: bearer auth, idempotency, the 202 flow, listing, retry and cancel.
+
+The service only writes job rows (queued, not dispatched); the workers' scheduler dispatches them.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from producers.web import create_app
 from tests.databases import migrated_engine
 from tests.producer_fixtures import redis_url
-from tests.producer_helpers import RecordingDispatcher, event
+from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
-from worker.models import Progress
+from worker.models import JobStatus, Priority, Progress
 from worker.store import JobStore
 
 __all__ = ["redis_url"]
@@ -34,13 +38,15 @@ def store(tmp_path: Path) -> JobStore:
 
 
 @pytest.fixture
-def dispatcher() -> RecordingDispatcher:
-    return RecordingDispatcher()
+def client(store: JobStore) -> TestClient:
+    return TestClient(create_app(store, token=SecretStr(TOKEN)))
 
 
-@pytest.fixture
-def client(store: JobStore, dispatcher: RecordingDispatcher) -> TestClient:
-    return TestClient(create_app(store, dispatcher, token=SecretStr(TOKEN)))
+def waiting_for_the_scheduler(store: JobStore) -> list[str]:
+    """Ids of the queued, never-dispatched interactive jobs: what the scheduler will admit."""
+    return [
+        job.id for job in store.admission_candidates(["default"], Priority.interactive, limit=100)
+    ]
 
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/x", "/batches/x", "/docs", "/openapi.json"])
@@ -62,13 +68,13 @@ def test_docs_are_served_with_the_token(client: TestClient) -> None:
 
 def test_no_token_refuses_to_start_unless_dev_mode(store: JobStore) -> None:
     with pytest.raises(RuntimeError, match="PROVISIONER_API_TOKEN"):
-        create_app(store, RecordingDispatcher(), token=SecretStr(""))
-    app = create_app(store, RecordingDispatcher(), token=SecretStr(""), dev_mode=True)
+        create_app(store, token=SecretStr(""))
+    app = create_app(store, token=SecretStr(""), dev_mode=True)
     assert TestClient(app).get("/jobs").status_code == 200
 
 
 def test_post_answers_202_and_the_same_key_returns_the_same_job(
-    client: TestClient, dispatcher: RecordingDispatcher
+    client: TestClient, store: JobStore
 ) -> None:
     first = client.post("/jobs", json=event(1), headers=AUTH)
     assert first.status_code == 202
@@ -83,11 +89,34 @@ def test_post_answers_202_and_the_same_key_returns_the_same_job(
     again = client.post("/jobs", json=event(1), headers=AUTH)
     assert again.status_code == 202
     assert again.json()["id"] == job["id"]
-    assert dispatcher.published == [job["id"]]  # published once
+    assert waiting_for_the_scheduler(store) == [job["id"]]  # one row, left to the scheduler
     polled = client.get(first.headers["Location"], headers=AUTH)
     assert polled.status_code == 200
     assert polled.json()["id"] == job["id"]
     assert client.get("/jobs/evt_1", headers=AUTH).json()["id"] == job["id"]
+
+
+def test_posted_jobs_are_interactive_unless_the_event_asks_for_bulk(
+    client: TestClient, store: JobStore
+) -> None:
+    interactive = client.post("/jobs", json=event(1), headers=AUTH).json()
+    bulk = client.post("/jobs", json=event(2, priority="bulk"), headers=AUTH).json()
+    stored = [store.get(view["id"]) for view in (interactive, bulk)]
+    assert [job.priority if job else None for job in stored] == [
+        Priority.interactive,
+        Priority.bulk,
+    ]
+    assert waiting_for_the_scheduler(store) == [interactive["id"]]
+
+
+def test_an_unknown_account_is_422_naming_the_field(store: JobStore) -> None:
+    client = TestClient(create_app(store, token=SecretStr(TOKEN), accounts=["default"]))
+    response = client.post("/jobs", json=event(1, account="nobody"), headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["detail"]["field"] == "account"
+    assert store.find("evt_1") is None
+    named = client.post("/jobs", json=event(2, account="default"), headers=AUTH)
+    assert named.status_code == 202
 
 
 def test_same_key_different_body_is_409(client: TestClient) -> None:
@@ -134,9 +163,7 @@ def test_list_by_filters_with_pagination(client: TestClient) -> None:
     assert [job["idempotency_key"] for job in by_domain.json()["jobs"]] == ["evt_3"]
 
 
-def test_cancel_queued_and_retry_failed(
-    client: TestClient, store: JobStore, dispatcher: RecordingDispatcher
-) -> None:
+def test_cancel_queued_and_retry_failed(client: TestClient, store: JobStore) -> None:
     queued = client.post("/jobs", json=event(1), headers=AUTH).json()
     cancelled = client.post(f"/jobs/{queued['id']}/cancel", headers=AUTH)
     assert cancelled.status_code == 200
@@ -145,6 +172,7 @@ def test_cancel_queued_and_retry_failed(
     assert client.post(f"/jobs/{queued['id']}/retry", headers=AUTH).status_code == 409
 
     other = client.post("/jobs", json=event(2), headers=AUTH).json()
+    assert store.admit(other["id"], {})  # the scheduler dispatches it; it runs and fails
     claim = store.claim(other["id"], lease_seconds=60)
     assert claim is not None
     store.fail(
@@ -158,7 +186,10 @@ def test_cancel_queued_and_retry_failed(
         0,
         None,
     )
-    assert dispatcher.published.count(other["id"]) == 2
+    retried_job = store.get(other["id"])
+    assert retried_job is not None
+    assert (retried_job.status, retried_job.dispatched_at) == (JobStatus.queued, None)
+    assert waiting_for_the_scheduler(store) == [other["id"]]  # the scheduler dispatches it again
     batch = client.get("/batches/nope", headers=AUTH)
     assert batch.status_code == 404
     assert client.post("/jobs/nope/cancel", headers=AUTH).status_code == 404
@@ -178,7 +209,7 @@ def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> N
     env = {
         **os.environ,
         "PROVISIONER_DATABASE_URL": database_url,
-        "PROVISIONER_BROKER_URL": redis_url,  # messages wait in Redis db 14; no worker runs
+        "PROVISIONER_BROKER_URL": redis_url,  # no worker runs; the service publishes nothing
         "PROVISIONER_API_TOKEN": TOKEN,
     }
     env.pop("PROVISIONER_DEV_MODE", None)
@@ -221,6 +252,15 @@ def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> N
         proc.wait(timeout=30)
         log.close()
     assert TOKEN not in (tmp_path / "serve.log").read_text()  # the secret is never logged
+    store = JobStore(migrated_engine(database_url))
+    job = store.get(created.json()["id"])
+    assert job is not None
+    assert (job.status, job.dispatched_at, job.priority) == (
+        JobStatus.queued,
+        None,
+        Priority.interactive,
+    )
+    assert redis.Redis.from_url(redis_url).dbsize() == 0  # no message reached the broker
 
 
 def test_a_numeric_body_id_matches_the_same_idempotency_key_header(client: TestClient) -> None:
@@ -259,6 +299,8 @@ def test_a_numeric_body_id_matches_the_same_idempotency_key_header(client: TestC
             "goals[1].display_name",
         ),
         ({"type": "goal.delete", "domain": "a.example.com", "goal_id": 0}, "goal_id"),
+        ({"domain": "a.example.com", "priority": "urgent"}, "priority"),
+        ({"domain": "a.example.com", "account": ""}, "account"),
     ],
 )
 def test_edge_inputs_are_422_naming_the_field(

@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker.runtime import make_pipeline, make_store
+from worker.runtime import make_pipeline, make_scheduler, make_store
 from worker.service import Pipeline
 from worker.settings import Settings
 from worker.store import JobStore
@@ -153,6 +153,7 @@ def run_sweeper(settings: Settings, parent_pid: int) -> None:
         time.sleep(seconds)
         return os.getppid() != parent_pid
 
+    dispatcher = CeleryDispatcher(create_app(settings))
     sweep_forever(
-        make_store(settings), CeleryDispatcher(create_app(settings)), settings, orphaned_after
+        make_scheduler(settings, make_store(settings), dispatcher), settings, orphaned_after
     )

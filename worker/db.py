@@ -66,6 +66,19 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
+def insert_ignoring(table: Any, dialect: str, keys: list[str]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO NOTHING, on SQLite or PostgreSQL."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(dialect)
+    return stmt.on_conflict_do_nothing(index_elements=keys)
+
+
 # -- schema ------------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import queue
 import threading
 from collections.abc import Sequence
 
-from worker.runtime import make_client, make_pipeline
+from worker.runtime import check_worker_settings, make_pipeline, make_scheduler
 from worker.settings import Settings
 from worker.store import JobStore
 from worker.sweeper import SweeperThread
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedWorkers:
-    """In-process worker threads fed by an in-memory queue; also the dispatcher for producers."""
+    """In-process worker threads fed by an in-memory queue, and the scheduler that fills it."""
 
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
@@ -31,14 +31,14 @@ class EmbeddedWorkers:
             threading.Thread(target=self._work, name=f"provisioner-worker-{n}", daemon=True)
             for n in range(settings.embedded_workers)
         ]
-        self._sweeper = SweeperThread(store, self, settings)
+        self._sweeper = SweeperThread(make_scheduler(settings, store, self), settings)
 
     def publish(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             self._queue.put(job_id)
 
     def start(self) -> EmbeddedWorkers:
-        make_client(self.settings).close()  # a bad configuration fails here, not in every thread
+        check_worker_settings(self.settings)  # a bad configuration fails here, not per thread
         for thread in self._threads:
             thread.start()
         self._sweeper.start()
@@ -68,4 +68,5 @@ class EmbeddedWorkers:
                     # The job keeps its lease; the sweeper re-drives it when the lease ends.
                     log.exception("job %s crashed", job_id)
         finally:
-            pipeline.client.close()
+            for client in pipeline.clients.values():
+                client.close()

@@ -14,6 +14,8 @@ ProvisionerError                      anything of ours
 │       ├── PaymentRequiredError      402                 code sites_api_unavailable, site_limit_reached, ...
 │       ├── ForbiddenError            403                 code team_forbidden
 │       └── NotFoundError             404                 code site_not_found / goal_not_found / not_found
+├── QuotaWait                         no quota permit for the next request now: the job goes back
+│                                     to the scheduler (decided locally; never dressed up as a 429)
 ├── ConfigurationError                the process cannot run as configured (e.g. no API key)
 ├── InvalidRequestError               a provisioning request failed validation before it was queued
 └── IdempotencyConflictError          an idempotency key was reused for a different request
@@ -135,6 +137,18 @@ class NotFoundError(PermanentError):
     """404: the site or goal does not exist, or the key's role may not see it."""
 
     default_code = "not_found"
+
+
+class QuotaWait(ProvisionerError):
+    """The current windows have no permit for the job's next request. Nothing was sent; the job
+    waits for the scheduler at its checkpoint. ``retry_at`` is when room may open (epoch s)."""
+
+    code = "quota_wait"
+
+    def __init__(self, message: str, *, retry_at: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_at = retry_at
 
 
 class ConfigurationError(ProvisionerError):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
-from sqlalchemy import JSON, DateTime, Index
+from sqlalchemy import JSON, BigInteger, DateTime, Index, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, SQLModel
@@ -43,6 +43,17 @@ class JobStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class Priority(StrEnum):
+    """Which jobs the quota serves first."""
+
+    interactive = "interactive"  #: a signup someone waits for: HTTP, Python API, stream
+    bulk = "bulk"  #: file imports: batches share what interactive jobs leave, round-robin
+
+
+#: The account jobs run under when their event names none (``worker.accounts``).
+DEFAULT_ACCOUNT = "default"
 
 
 class GoalSpec(BaseModel):
@@ -77,6 +88,8 @@ class JobRequest(BaseModel):
     #: delete_goal only: the goal, by id or by event name / page path.
     goal_id: int | None = None
     goal: GoalSpec | None = None
+    #: The account (Plausible team or key) the job runs under.
+    account: str = DEFAULT_ACCOUNT
 
 
 class SiteRecord(BaseModel):
@@ -137,7 +150,16 @@ class ProgressJSON(TypeDecorator[Progress]):
 
 class ProvisioningJob(SQLModel, table=True):
     __tablename__ = "provisioning_jobs"
-    __table_args__ = (Index("ix_provisioning_jobs_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_provisioning_jobs_status_next", "status", "next_attempt_at"),
+        # The scheduler's queries: queued jobs by class in arrival order, and per batch.
+        Index("ix_provisioning_jobs_admission", "status", "priority", "created_at"),
+        Index(
+            "ix_provisioning_jobs_admission_batch", "status", "priority", "batch_id", "created_at"
+        ),
+        # The jobs that finished last (how long jobs take, for the reserve's release).
+        Index("ix_provisioning_jobs_status_finished", "status", "finished_at"),
+    )
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
     idempotency_key: str = Field(unique=True, index=True, max_length=255)
@@ -147,6 +169,9 @@ class ProvisioningJob(SQLModel, table=True):
     request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     #: sha256 of the canonical request, to tell a retry from a reuse of the key.
     fingerprint: str = Field(max_length=64)
+
+    account: str = Field(default=DEFAULT_ACCOUNT, max_length=64, index=True)
+    priority: Priority = Field(default=Priority.interactive, sa_type=String(16))
 
     status: JobStatus = Field(default=JobStatus.queued, index=True)
     progress: Progress = Field(
@@ -166,6 +191,9 @@ class ProvisioningJob(SQLModel, table=True):
         default=None, sa_type=DateTime(timezone=True), index=True
     )
     dispatch_count: int = 0
+    #: Quota permits the scheduler reserved for the job when it dispatched it: window key
+    #: ("burst:177000123") -> permits. The worker spends these before taking any more.
+    permits: dict[str, int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -177,13 +205,20 @@ class ProvisioningJob(SQLModel, table=True):
         return JobRequest.model_validate(self.request)
 
 
-class QuotaGateRow(SQLModel, table=True):
-    """Plausible's quota as last seen by any worker: closed until the refused window reopens."""
+class QuotaWindowRow(SQLModel, table=True):
+    """Permits taken in one of a quota's windows, shared by every process on every host.
 
-    __tablename__ = "quota_gates"
+    Plausible counts requests in fixed windows (``floor(now / length)``): a team's hour and its
+    burst window. A row per quota, kind and window index; a permit is taken before a request is
+    sent, so ``used`` never exceeds the limit. ``spent`` marks a window in which Plausible
+    answered 429 anyway (someone else shares the quota): nothing more goes out in it.
+    """
 
-    #: Which quota: one per API key in use, named in configuration (never derived from the key).
-    name: str = Field(primary_key=True, max_length=64)
-    closed_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    reason: str | None = None
+    __tablename__ = "quota_windows"
+
+    quota: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=8)
+    window: int = Field(primary_key=True, sa_type=BigInteger)
+    used: int = 0
+    spent: bool = False
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

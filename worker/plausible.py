@@ -14,6 +14,9 @@ Design points:
 
 - One call is one HTTP request. Retry policy belongs to the pipeline, which decides from
   ``PlausibleError.retryable`` and, for 429s, ``RateLimitedError.reset_at``.
+- A client bound to a ``RequestGate`` (``client.using(gate)``) asks the gate before every
+  request it sends, list pages included, and tells it every outcome: that is where quota
+  permits are taken (``worker.quota.permits``).
 - Every non-200 response goes through :func:`error_from_response`, the single mapping from a
   response to the error tree; network failures become ``PlausibleConnectionError``.
 - The API key travels only in the ``Authorization`` header. It is kept out of reprs, log records,
@@ -23,6 +26,7 @@ Design points:
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import logging
 import math
@@ -32,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -82,6 +86,16 @@ _BURST_WINDOW = re.compile(r"per (\d+(?:\.\d+)?) seconds?")
 # RFC 7230 token68-ish: printable ASCII without spaces. Anything else would make httpx/h11 raise an
 # error whose text quotes the header value, i.e. the key.
 _API_KEY_SHAPE = re.compile(r"[\x21-\x7e]+")
+
+
+class RequestGate(Protocol):
+    """Asked before every request a bound client sends, and told how each one ended."""
+
+    def before_request(self) -> None:
+        """Return to let the request go; raise to stop it before anything is sent."""
+
+    def after_response(self, error: PlausibleError | None) -> None:
+        """The request ended: None for a 200, else the error it raised."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,6 +442,7 @@ class PlausibleClient:
             raise ValueError("api_key must be non-empty printable ASCII without whitespace")
         if hour_seconds <= 0:
             raise ValueError("hour_seconds must be positive")
+        self._gate: RequestGate | None = None
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._hour_seconds = hour_seconds
@@ -449,6 +464,13 @@ class PlausibleClient:
 
     def __repr__(self) -> str:
         return f"PlausibleClient(base_url={self._base_url!r})"
+
+    def using(self, gate: RequestGate | None) -> PlausibleClient:
+        """This client with every request passing ``gate`` first. It shares this client's
+        connection pool: close this one, not the copy."""
+        bound = copy.copy(self)
+        bound._gate = gate
+        return bound
 
     def __enter__(self) -> Self:
         return self
@@ -639,9 +661,24 @@ class PlausibleClient:
         json_body: Mapping[str, Any] | None = None,
     ) -> _T:
         """Send one request; return the parsed 200 body or raise the mapped error."""
-        response = self._send(method, path, params=params, json_body=json_body)
+        gate = self._gate
+        if gate is not None:
+            gate.before_request()
+        try:
+            response = self._send(method, path, params=params, json_body=json_body)
+        except PlausibleConnectionError as exc:
+            if gate is not None:
+                gate.after_response(exc)
+            raise
         if response.status_code != 200:
-            raise error_from_response(response, now=self._clock(), hour_seconds=self._hour_seconds)
+            error = error_from_response(
+                response, now=self._clock(), hour_seconds=self._hour_seconds
+            )
+            if gate is not None:
+                gate.after_response(error)
+            raise error
+        if gate is not None:
+            gate.after_response(None)
         try:
             return parse(response.json())
         except (_Malformed, ValueError) as exc:

@@ -14,14 +14,14 @@ delete_goal      resolve the goal id (given, from the status table, or from the 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from worker.accounts import Accounts
 from worker.errors import (
     AuthenticationError,
     BadRequestError,
@@ -30,6 +30,7 @@ from worker.errors import (
     PaymentRequiredError,
     PermanentError,
     PlausibleConnectionError,
+    QuotaWait,
     RateLimitedError,
     ServerError,
     TransientError,
@@ -44,16 +45,13 @@ from worker.models import (
     SiteRecord,
 )
 from worker.plausible import Goal, PlausibleClient, SharedLink
-from worker.quota import QuotaGate
+from worker.quota.limiter import Limiter
+from worker.quota.permits import JobPermits, calls_needed
 from worker.retrying import RetryPolicy
 from worker.store import Claim, JobStore, LeaseLostError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Parked jobs wake at random within this many seconds after their quota window reopens, so they
-#: don't all hit the API in the same instant.
-RATE_LIMIT_SPREAD_SECONDS = 5.0
 
 
 class JobFailed(Exception):
@@ -68,7 +66,8 @@ class JobFailed(Exception):
 
 @dataclass
 class Run:
-    """One attempt at one job."""
+    """One attempt at one job. ``client`` is bound to the job's quota permits, so every request
+    it sends (list pages, retries and adoption GETs included) takes a permit first."""
 
     claim: Claim
     client: PlausibleClient
@@ -76,7 +75,7 @@ class Run:
     policy: RetryPolicy
     lease_seconds: float
     progress: Progress = field(default_factory=Progress)
-    gate: QuotaGate | None = None
+    team_id: str | None = None
     #: When the lease was last extended, by the store's clock (the one leases are measured on).
     renewed_at: datetime | None = None
 
@@ -86,21 +85,14 @@ class Run:
 
     def call(self, fn: Callable[[], T]) -> T:
         """One API call, with in-process retries. Before each try the lease is renewed if a
-        quarter of it has passed, and nothing goes out while the quota gate is shut."""
+        quarter of it has passed."""
 
         def attempt() -> T:
             now = self.store.clock()
             if now - (self.renewed_at or now) >= timedelta(seconds=self.lease_seconds / 4):
                 self.store.renew(self.claim, lease_seconds=self.lease_seconds)
                 self.renewed_at = now
-            if self.gate is not None:
-                self.gate.check()
-            try:
-                return fn()
-            except RateLimitedError as exc:
-                if self.gate is not None:
-                    self.gate.close(exc)
-                raise
+            return fn()
 
         return self.policy.call(attempt)
 
@@ -114,14 +106,16 @@ class Run:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """Everything a job needs; built once per worker process."""
+    """Everything a job needs; built once per worker process (or thread)."""
 
     store: JobStore
-    client: PlausibleClient
+    #: One client per account, each with that account's key.
+    clients: Mapping[str, PlausibleClient]
+    accounts: Accounts
+    limiter: Limiter
     policy: RetryPolicy
     lease_seconds: float
     max_attempts: int
-    gate: QuotaGate | None = None
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it can be claimed; returns its new status, or None if not claimed."""
@@ -129,16 +123,36 @@ class Pipeline:
         if claim is None:
             log.info("job %s not claimable (running elsewhere, done, or not due)", job_id)
             return None
+        progress = claim.progress.model_copy(deep=True)
+        name = claim.request.account
+        if name not in self.accounts or name not in self.clients:
+            message = f"account {name!r} is not configured on this worker"
+            return self._fail(claim, progress, "unknown_account", message, None)
+        account = self.accounts.get(name)
+        permits = JobPermits(
+            self.limiter,
+            account.quota,
+            claim.priority,
+            claim.permits,
+            needed=lambda: calls_needed(claim.request, run.progress),
+        )
         run = Run(
             claim,
-            self.client,
+            self.clients[name].using(permits),
             self.store,
             self.policy,
             self.lease_seconds,
-            claim.progress.model_copy(deep=True),
-            self.gate,
+            progress,
+            account.team_id,
             renewed_at=self.store.clock(),
         )
+        try:
+            return self._run(run)
+        finally:
+            permits.release()
+
+    def _run(self, run: Run) -> JobStatus | None:
+        claim, job_id = run.claim, run.claim.job_id
         try:
             if claim.attempts > self.max_attempts:
                 raise JobFailed("too_many_attempts", f"gave up after {claim.attempts - 1} attempts")
@@ -148,58 +162,70 @@ class Pipeline:
             log.warning("job %s: lease lost to another worker; stopping", job_id)
             return None
         except JobFailed as exc:
-            return self._fail(run, exc.code, exc.message, exc.http_status)
+            return self._fail(claim, run.progress, exc.code, exc.message, exc.http_status)
         except PermanentError as exc:
-            return self._fail(run, exc.code, exc.message, exc.status)
-        except RateLimitedError as exc:
-            until = exc.reset_at + timedelta(seconds=random.uniform(0, RATE_LIMIT_SPREAD_SECONDS))
-            return self._park(run, until, exc.code, exc.message, exc.status, refund_attempt=True)
+            return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
+        except (QuotaWait, RateLimitedError) as exc:
+            # No room in the quota (or Plausible said so): back to the scheduler at the checkpoint.
+            status = exc.status if isinstance(exc, RateLimitedError) else None
+            return self._requeue(claim, run.progress, exc.code, exc.message, status)
         except TransientError as exc:
             delay = self.policy.job_backoff(claim.attempts)
             until = self.store.clock() + timedelta(seconds=delay)
-            return self._park(run, until, exc.code, exc.message, exc.status)
+            return self._park(claim, run.progress, until, exc.code, exc.message, exc.status)
         except SQLAlchemyError:
             raise  # the status table is unreachable: the job keeps its lease, the sweeper re-drives it
         except Exception as exc:
             # A bug or an input nobody foresaw: retrying the same code on the same input would fail
             # the same way, so fail now (an operator can retry) instead of looping until the limit.
             log.exception("job %s crashed", job_id)
-            return self._fail(
-                run, "internal_error", f"{type(exc).__name__} while running the job", None
-            )
+            message = f"{type(exc).__name__} while running the job"
+            return self._fail(claim, run.progress, "internal_error", message, None)
         log.info("job %s succeeded after %d attempt(s)", job_id, claim.attempts)
         return JobStatus.succeeded
 
-    def _fail(self, run: Run, code: str, message: str, status: int | None) -> JobStatus | None:
-        log.warning("job %s failed: %s: %s", run.claim.job_id, code, message.strip())
+    def _fail(
+        self, claim: Claim, progress: Progress, code: str, message: str, status: int | None
+    ) -> JobStatus | None:
+        log.warning("job %s failed: %s: %s", claim.job_id, code, message.strip())
         try:
             self.store.fail(
-                run.claim, code=code, message=message, http_status=status, progress=run.progress
+                claim, code=code, message=message, http_status=status, progress=progress
             )
         except LeaseLostError:
             return None
         return JobStatus.failed
 
+    def _requeue(
+        self, claim: Claim, progress: Progress, code: str, message: str, status: int | None
+    ) -> JobStatus | None:
+        log.info("job %s back to the scheduler: %s", claim.job_id, message)
+        try:
+            self.store.requeue(
+                claim, code=code, message=message, http_status=status, progress=progress
+            )
+        except LeaseLostError:
+            return None
+        return JobStatus.queued
+
     def _park(
         self,
-        run: Run,
+        claim: Claim,
+        progress: Progress,
         until: datetime,
         code: str,
         message: str,
         status: int | None,
-        *,
-        refund_attempt: bool = False,
     ) -> JobStatus | None:
-        log.info("job %s parked until %s: %s", run.claim.job_id, until.isoformat(), code)
+        log.info("job %s parked until %s: %s", claim.job_id, until.isoformat(), code)
         try:
             self.store.park(
-                run.claim,
+                claim,
                 until=until,
                 code=code,
                 message=message,
                 http_status=status,
-                progress=run.progress,
-                refund_attempt=refund_attempt,
+                progress=progress,
             )
         except LeaseLostError:
             return None
@@ -237,7 +263,11 @@ def ensure_site(run: Run) -> SiteRecord:
     """
     request = run.request
     try:
-        site = run.call(lambda: run.client.create_site(request.domain, timezone=request.timezone))
+        site = run.call(
+            lambda: run.client.create_site(
+                request.domain, timezone=request.timezone, team_id=run.team_id
+            )
+        )
         adopted = False
     except DomainTakenError as taken:
         try:

@@ -7,8 +7,9 @@ names operators already use: ``PLAUSIBLE_API_KEY`` and ``PLAUSIBLE_BASE_URL``.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,11 +27,25 @@ class Settings(BaseSettings):
     plausible_base_url: str = Field(
         default="https://plausible.io", validation_alias=AliasChoices("PLAUSIBLE_BASE_URL")
     )
-    #: Name of the quota the API key draws on; workers sharing a key share its gate. Set it per
-    #: key when several keys are in use (it is a label, never derived from the key).
-    quota_name: str = "default"
-    #: Length of Plausible's hourly quota window; only a sandbox with a compressed hour changes it.
-    plausible_hour_seconds: float = 3600.0
+    #: The ``default`` account's quota (§4 of the API reference); the accounts file sets others.
+    hourly_limit: int = Field(default=600, gt=0)
+    burst_limit: int = Field(default=60, gt=0)
+    burst_seconds: float = Field(default=10.0, gt=0)
+    #: Calls per hour left unspent for the team's other users of the key (Stats API scripts...).
+    quota_reserve: int = Field(default=0, ge=0)
+    #: Length of Plausible's hourly window; only a sandbox with a compressed hour changes it.
+    hour_seconds: float = Field(default=3600.0, gt=0)
+    #: TOML file naming further accounts (Plausible teams or keys), each with its own quota.
+    accounts_file: Path | None = None
+    #: Share of every window kept for interactive jobs until shortly before the window ends.
+    interactive_reserve: float = Field(default=0.1, ge=0, le=1)
+    #: Unused interactive reserve goes to bulk jobs this long before a burst window ends.
+    reserve_release_seconds: float = Field(default=0.25, ge=0)
+    #: How far Plausible's clock (plus a request's transit) may be from ours: a request sent this
+    #: close to a window boundary may be counted on either side, so it is charged to both.
+    quota_guard_seconds: float = Field(default=0.6, ge=0)
+    #: How often the scheduler admits waiting jobs into the quota.
+    schedule_interval_seconds: float = Field(default=0.1, gt=0)
 
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 15.0
@@ -63,8 +78,6 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 2.0
     #: A queued job whose message was published this long ago and never started is published again.
     redispatch_after_seconds: float = 60.0
-    #: A job written but never published (the producer died) is published after this grace.
-    undispatched_grace_seconds: float = 5.0
 
     #: Celery worker processes. The work waits on HTTP, not CPU, so more than one per core pays;
     #: each prefork process costs about 75 MB. ``provision worker --concurrency N`` overrides it.
@@ -78,7 +91,7 @@ class Settings(BaseSettings):
     api_token: SecretStr = SecretStr("")
     #: Development only: lets ``provision serve`` run without a token (no authentication at all).
     dev_mode: bool = False
-    #: ``provision import``: rows per transaction (and per publish).
+    #: ``provision import``: rows per transaction.
     import_batch_size: int = 500
 
 
@@ -86,3 +99,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings; only entry points call this, everything else is passed them."""
     return Settings()
+
+
+def settings_error(exc: ValidationError) -> str:
+    """The first problem of a ValidationError of Settings, as one line naming the variable."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    variable = (
+        alias.choices[0] if isinstance(alias, AliasChoices) else f"PROVISIONER_{name.upper()}"
+    )
+    value = error.get("input")
+    shown = "" if "key" in name or "token" in name else f" (got {value!r})"
+    return f"{variable}: {error['msg']}{shown}"

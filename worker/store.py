@@ -7,7 +7,9 @@ safe with any number of workers and sweepers on any number of hosts:
   a duplicate or redelivered message for a job someone else holds finds nothing to claim;
 - ``checkpoint``, ``succeed``, ``fail`` and ``park`` only apply while the caller still holds
   that token (fencing), so a worker whose lease was taken over can never overwrite newer state;
-- the sweeper's ``requeue_due`` and ``take_for_dispatch`` decide which jobs need a message.
+- the scheduler's ``admission_candidates`` and ``admit`` dispatch queued jobs as the quota
+  allows; the sweeper's ``requeue_due`` hands due and abandoned jobs back to it, and
+  ``take_for_redispatch`` finds dispatched jobs whose message was lost.
 """
 
 from __future__ import annotations
@@ -16,18 +18,36 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
+from worker.db import insert_ignoring
 from worker.errors import IdempotencyConflictError
-from worker.models import JobRequest, JobStatus, Operation, Progress, ProvisioningJob, utcnow
+from worker.models import (
+    DEFAULT_ACCOUNT,
+    JobRequest,
+    JobStatus,
+    Operation,
+    Priority,
+    Progress,
+    ProvisioningJob,
+    utcnow,
+)
 
 Clock = Callable[[], datetime]
+
+
+class Unset:
+    """The type of ``UNSET``: an argument not given, where None is a meaningful value."""
+
+
+UNSET = Unset()
 
 
 class LeaseLostError(Exception):
@@ -35,8 +55,13 @@ class LeaseLostError(Exception):
 
 
 def _canonical(request: JobRequest) -> tuple[dict[str, Any], str]:
-    """The request as stored, and the sha256 of its canonical JSON (its fingerprint)."""
-    data = request.model_dump(mode="json")
+    """The request as stored, and the sha256 of its canonical JSON (its fingerprint).
+
+    The default account is left out, so requests stored before accounts existed keep their
+    fingerprints (and derived keys): re-importing an old file still finds its duplicates.
+    """
+    exclude = {"account"} if request.account == DEFAULT_ACCOUNT else None
+    data = request.model_dump(mode="json", exclude=exclude)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return data, hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -70,6 +95,18 @@ class Claim:
     attempts: int
     request: JobRequest
     progress: Progress
+    priority: Priority = Priority.interactive
+    #: Quota permits reserved for the job when it was dispatched (window key -> permits).
+    permits: dict[str, int] = field(default_factory=dict)
+
+
+class NewJob(NamedTuple):
+    """A job to enqueue: its idempotency key (None: derived from the request), the request, and
+    its priority class."""
+
+    key: str | None
+    request: JobRequest
+    priority: Priority = Priority.interactive
 
 
 @dataclass(frozen=True)
@@ -86,14 +123,19 @@ class JobStore:
     # -- producers ---------------------------------------------------------------------------
 
     def enqueue(
-        self, request: JobRequest, *, key: str | None = None, batch_id: str | None = None
+        self,
+        request: JobRequest,
+        *,
+        key: str | None = None,
+        batch_id: str | None = None,
+        priority: Priority = Priority.interactive,
     ) -> Enqueued:
         """Write a queued job, or return the job that already has this key.
 
         Raises IdempotencyConflictError when the key belongs to a different request. A one-row
         ``enqueue_many``: one insert-or-detect-duplicate path for every producer.
         """
-        result = self.enqueue_many([(key, request)], batch_id=batch_id)
+        result = self.enqueue_many([NewJob(key, request, priority)], batch_id=batch_id)
         if 0 in result.conflict:
             raise result.conflict[0]
         created = 0 in result.created
@@ -131,17 +173,6 @@ class JobStore:
                 ).all()
             )
 
-    def mark_dispatched(self, job_ids: Iterable[str]) -> None:
-        ids = list(job_ids)
-        if ids:
-            t = ProvisioningJob
-            self._update(
-                col(t.id).in_(ids),
-                col(t.dispatched_at).is_(None),
-                dispatched_at=self.clock(),
-                dispatch_count=t.dispatch_count + 1,
-            )
-
     # -- workers -----------------------------------------------------------------------------
 
     def claim(self, job_id: str, *, lease_seconds: float) -> Claim | None:
@@ -168,7 +199,15 @@ class JobStore:
         job = self.get(job_id) if changed == 1 else None
         if job is None:
             return None
-        return Claim(job.id, token, job.attempts, job.spec, job.progress)
+        return Claim(
+            job.id,
+            token,
+            job.attempts,
+            job.spec,
+            job.progress,
+            Priority(job.priority),
+            dict(job.permits or {}),
+        )
 
     def checkpoint(self, claim: Claim, progress: Progress, *, lease_seconds: float) -> None:
         """Record finished steps, so a later attempt resumes after them; renews the lease."""
@@ -210,13 +249,8 @@ class JobStore:
         message: str,
         http_status: int | None,
         progress: Progress,
-        refund_attempt: bool = False,
     ) -> None:
-        """Release the job until ``until``; the sweeper re-drives it then.
-
-        ``refund_attempt`` keeps a wait for quota from counting towards the attempt limit.
-        """
-        extra: dict[str, Any] = {"attempts": ProvisioningJob.attempts - 1} if refund_attempt else {}
+        """Release the job until ``until`` (a transient failure); the sweeper re-drives it then."""
         self._release(
             claim,
             JobStatus.waiting,
@@ -224,7 +258,21 @@ class JobStore:
             (code, message, http_status),
             next_attempt_at=until,
             dispatched_at=None,
-            **extra,
+        )
+
+    def requeue(
+        self, claim: Claim, *, code: str, message: str, http_status: int | None, progress: Progress
+    ) -> None:
+        """Hand the job back to the scheduler at its checkpoint: the quota has no room for its
+        next call. Waiting for quota does not count as an attempt."""
+        self._release(
+            claim,
+            JobStatus.queued,
+            progress,
+            (code, message, http_status),
+            attempts=ProvisioningJob.attempts - 1,
+            next_attempt_at=None,
+            dispatched_at=None,
         )
 
     def _release(
@@ -246,6 +294,7 @@ class JobStore:
             error_status=http_status,
             lease_token=None,
             lease_expires_at=None,
+            permits=None,
             **values,
         )
 
@@ -280,69 +329,40 @@ class JobStore:
 
     # -- sweeper -----------------------------------------------------------------------------
 
-    def requeue_due(self) -> list[str]:
-        """Queue again the waiting jobs whose time has come and the running jobs whose lease
-        ended; returns their ids, already marked as dispatched, for the caller to publish."""
+    def requeue_due(self) -> int:
+        """Hand back to the scheduler the waiting jobs whose time has come and the running jobs
+        whose lease ended (their worker died); returns how many."""
         now = self.clock()
         t = ProvisioningJob
-        with Session(self.engine) as session:
-            ids = (
-                session.execute(
-                    update(t)
-                    .where(
-                        or_(
-                            and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
-                            and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
-                        )
-                    )
-                    .values(
-                        status=JobStatus.queued,
-                        lease_token=None,
-                        lease_expires_at=None,
-                        dispatched_at=now,
-                        dispatch_count=t.dispatch_count + 1,
-                        updated_at=now,
-                    )
-                    .returning(col(t.id))
-                )
-                .scalars()
-                .all()
-            )
-            session.commit()
-        return list(ids)
-
-    def take_for_dispatch(
-        self, *, undispatched_grace: float, redispatch_after: float, limit: int = 500
-    ) -> list[str]:
-        """Queued jobs that need a (new) message, each taken by exactly one sweeper.
-
-        A job never published gets its message after a short grace (its producer died between
-        commit and publish); these come first, so a backlog can never starve them. A job
-        published long ago that never started lost its message (the broker was flushed or
-        restarted); the wait before re-publishing doubles with each message, up to 64 times
-        ``redispatch_after``, so a long but healthy backlog is not flooded with duplicates.
-        """
-        now = self.clock()
-        t = ProvisioningJob
-        never_sent = and_(
-            col(t.dispatched_at).is_(None),
-            col(t.updated_at) <= now - timedelta(seconds=undispatched_grace),
+        return self._update(
+            or_(
+                and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
+                and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
+            ),
+            status=JobStatus.queued,
+            lease_token=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            dispatched_at=None,
+            permits=None,
+            updated_at=now,
         )
-        candidates: list[tuple[str, datetime | None]] = []
+
+    def take_for_redispatch(self, *, redispatch_after: float, limit: int = 500) -> list[str]:
+        """Dispatched jobs that never started: the broker lost their message (flushed or
+        restarted). Each is taken by exactly one sweeper, to be published again with the
+        permits it holds. The wait before re-publishing doubles with each message sent, up to
+        64 times ``redispatch_after``, so slow but healthy workers are not flooded with
+        duplicates."""
+        now = self.clock()
+        t = ProvisioningJob
         with Session(self.engine) as session:
-            for due, order in (
-                (never_sent, col(t.created_at)),
-                (_redispatch_due(now, redispatch_after), col(t.dispatched_at)),
-            ):
-                rows = session.execute(
-                    select(t.id, t.dispatched_at)
-                    .where(col(t.status) == JobStatus.queued, due)
-                    .order_by(order)
-                    .limit(limit - len(candidates))
-                ).all()
-                candidates += [(job_id, sent) for job_id, sent in rows]
-                if len(candidates) >= limit:
-                    break
+            candidates = session.execute(
+                select(t.id, t.dispatched_at)
+                .where(col(t.status) == JobStatus.queued, _redispatch_due(now, redispatch_after))
+                .order_by(col(t.dispatched_at))
+                .limit(limit)
+            ).all()
         taken: list[str] = []
         # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
         with Session(self.engine) as session:
@@ -350,17 +370,162 @@ class JobStore:
                 result = session.execute(
                     update(t)
                     .where(col(t.id) == job_id, col(t.status) == JobStatus.queued)
-                    .where(
-                        col(t.dispatched_at).is_(None)
-                        if dispatched_at is None
-                        else col(t.dispatched_at) == dispatched_at
-                    )
+                    .where(col(t.dispatched_at) == dispatched_at)
                     .values(dispatched_at=now, dispatch_count=t.dispatch_count + 1)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     taken.append(job_id)
             session.commit()
         return taken
+
+    # -- scheduler ---------------------------------------------------------------------------
+
+    def admission_candidates(
+        self,
+        accounts: Sequence[str],
+        priority: Priority,
+        *,
+        limit: int,
+        batch_id: str | Unset | None = UNSET,
+    ) -> list[ProvisioningJob]:
+        """Queued jobs of ``accounts`` in class ``priority`` that no scheduler has dispatched,
+        oldest first (optionally of one batch; None is the jobs without a batch)."""
+        t = ProvisioningJob
+        query = select(t).where(
+            col(t.status) == JobStatus.queued,
+            col(t.priority) == priority,
+            col(t.dispatched_at).is_(None),
+            col(t.account).in_(accounts),
+        )
+        if not isinstance(batch_id, Unset):
+            query = query.where(
+                col(t.batch_id).is_(None) if batch_id is None else col(t.batch_id) == batch_id
+            )
+        query = query.order_by(col(t.created_at), col(t.id)).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
+    def pending_batches(self, accounts: Sequence[str], priority: Priority) -> list[str | None]:
+        """The batches that have undispatched queued jobs in ``priority``, oldest first."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(t.batch_id, func.min(t.created_at))
+                .where(
+                    col(t.status) == JobStatus.queued,
+                    col(t.priority) == priority,
+                    col(t.dispatched_at).is_(None),
+                    col(t.account).in_(accounts),
+                )
+                .group_by(col(t.batch_id))
+                .order_by(func.min(t.created_at))
+            ).all()
+        return [batch_id for batch_id, _ in rows]
+
+    def admit(self, job_id: str, permits: dict[str, int]) -> bool:
+        """Mark a queued, undispatched job as dispatched with the permits reserved for it; False
+        if another scheduler took it first (or it was cancelled)."""
+        t = ProvisioningJob
+        now = self.clock()
+        changed = self._update(
+            col(t.id) == job_id,
+            col(t.status) == JobStatus.queued,
+            col(t.dispatched_at).is_(None),
+            dispatched_at=now,
+            dispatch_count=t.dispatch_count + 1,
+            permits=permits,
+        )
+        return changed == 1
+
+    def waiting_by_priority(self, accounts: Sequence[str]) -> dict[str, int]:
+        """How many queued jobs of ``accounts`` wait for the scheduler, by class."""
+        t = ProvisioningJob
+        counts = {priority.value: 0 for priority in Priority}
+        with Session(self.engine) as session:
+            for priority, n in session.execute(
+                select(t.priority, func.count())
+                .where(
+                    col(t.status) == JobStatus.queued,
+                    col(t.dispatched_at).is_(None),
+                    col(t.account).in_(accounts),
+                )
+                .group_by(col(t.priority))
+            ).all():
+                counts[str(priority)] = int(n)
+        return counts
+
+    def unfinished(
+        self,
+        accounts: Sequence[str],
+        priority: Priority | None,
+        batch_id: str | Unset | None = UNSET,
+        *,
+        sample: int,
+    ) -> tuple[int, list[tuple[JobRequest, Progress]]]:
+        """How many jobs (of ``priority``, or any) are not done yet (queued, waiting or running),
+        and the requests and progress of up to ``sample`` of them."""
+        t = ProvisioningJob
+        where: list[ColumnElement[bool]] = [
+            col(t.status).in_(UNFINISHED),
+            col(t.account).in_(accounts),
+        ]
+        if priority is not None:
+            where.append(col(t.priority) == priority)
+        if not isinstance(batch_id, Unset):
+            where.append(
+                col(t.batch_id).is_(None) if batch_id is None else col(t.batch_id) == batch_id
+            )
+        with Session(self.engine) as session:
+            count = int(session.execute(select(func.count()).where(*where)).scalar() or 0)
+            rows = session.execute(
+                select(t.request, col(t.progress)).where(*where).limit(sample)
+            ).all()
+        return count, [(JobRequest.model_validate(request), progress) for request, progress in rows]
+
+    def unfinished_batches(self, accounts: Sequence[str], priority: Priority) -> list[str | None]:
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            return list(
+                session.execute(
+                    select(t.batch_id)
+                    .where(
+                        col(t.status).in_(UNFINISHED),
+                        col(t.priority) == priority,
+                        col(t.account).in_(accounts),
+                    )
+                    .distinct()
+                ).scalars()
+            )
+
+    def batch_accounts(self, batch_id: str) -> list[str]:
+        """The accounts the batch's jobs run under."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            return list(
+                session.execute(
+                    select(t.account).where(col(t.batch_id) == batch_id).distinct()
+                ).scalars()
+            )
+
+    def recent_run_seconds(self, accounts: Sequence[str], *, limit: int = 20) -> list[float]:
+        """How long the last jobs to succeed took from their dispatch to done, in seconds."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(t.dispatched_at, t.finished_at)
+                .where(
+                    col(t.status) == JobStatus.succeeded,
+                    col(t.account).in_(accounts),
+                    col(t.finished_at) >= self.clock() - timedelta(minutes=10),
+                )
+                .order_by(col(t.finished_at).desc())
+                .limit(limit)
+            ).all()
+        return [
+            (finished - sent).total_seconds()
+            for sent, finished in ((as_utc(a), as_utc(b)) for a, b in rows)
+            if sent is not None and finished is not None and finished >= sent
+        ]
 
     def release_dispatch(self, job_ids: Iterable[str]) -> None:
         """Publishing failed: let the next sweep try again at once."""
@@ -372,7 +537,7 @@ class JobStore:
 
     def enqueue_many(
         self,
-        items: Sequence[tuple[str | None, JobRequest]],
+        items: Sequence[NewJob],
         *,
         batch_id: str | None = None,
     ) -> BulkResult:
@@ -380,11 +545,15 @@ class JobStore:
 
         Keys repeated within ``items`` count once (the first wins). Returns which rows were created,
         which were duplicates of an existing job with the same request, and which reused a key for
-        a different request. New rows have ``dispatched_at`` NULL: the caller publishes them, or the
-        sweeper does after the grace period.
+        a different request. New rows have ``dispatched_at`` NULL: the scheduler dispatches them.
         """
         now = self.clock()
-        jobs = [job_values(request, key=key, batch_id=batch_id, now=now) for key, request in items]
+        jobs = [
+            job_values(
+                item.request, key=item.key, batch_id=batch_id, now=now, priority=item.priority
+            )
+            for item in items
+        ]
         first: dict[str, int] = {}
         for index, job in enumerate(jobs):
             first.setdefault(job["idempotency_key"], index)
@@ -509,14 +678,16 @@ class JobStore:
             next_attempt_at=None,
             lease_token=None,
             lease_expires_at=None,
+            # Permits reserved for it stay counted in their window (a few calls at most).
+            permits=None,
             finished_at=now,
             updated_at=now,
         )
         return changed == 1
 
     def retry(self, job_id: str) -> bool:
-        """Queue a failed job again from its last checkpoint, with a fresh attempt budget and no
-        message yet (the caller publishes it; else the sweeper does). False unless it was failed."""
+        """Queue a failed job again from its last checkpoint, with a fresh attempt budget, for the
+        scheduler to dispatch. False unless it was failed."""
         t = ProvisioningJob
         changed = self._update(
             col(t.id) == job_id,
@@ -571,6 +742,8 @@ def check_same_request(
 
 #: Statuses a job can be cancelled from: it has not started (or is parked between attempts).
 CANCELLABLE = (JobStatus.queued, JobStatus.waiting)
+#: Statuses of a job that is not done yet.
+UNFINISHED = (JobStatus.queued, JobStatus.waiting, JobStatus.running)
 
 
 @dataclass(frozen=True)
@@ -597,7 +770,12 @@ class BatchSummary:
 
 
 def job_values(
-    request: JobRequest, *, key: str | None, batch_id: str | None, now: datetime
+    request: JobRequest,
+    *,
+    key: str | None,
+    batch_id: str | None,
+    now: datetime,
+    priority: Priority = Priority.interactive,
 ) -> dict[str, Any]:
     """A new queued job's column values, for a bulk INSERT: built without constructing a model object per row (which dominates the cost of a large import)."""
     data, digest = _canonical(request)
@@ -606,6 +784,8 @@ def job_values(
         "idempotency_key": key or _key_from_fingerprint(digest),
         "operation": request.operation,
         "domain": request.domain,
+        "account": request.account,
+        "priority": priority,
         "batch_id": batch_id,
         "request": data,
         "fingerprint": digest,
@@ -621,15 +801,7 @@ def job_values(
 def insert_ignoring_duplicates(dialect: str) -> Any:
     """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key; run it
     with a list of rows (executemany: compiled once, sent in multi-row chunks)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
     table = ProvisioningJob.__table__  # type: ignore[attr-defined]
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table)
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(dialect)
-    return stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(
+    return insert_ignoring(table, dialect, ["idempotency_key"]).returning(
         table.c.id, table.c.idempotency_key
     )

@@ -1,11 +1,13 @@
-"""The sweeper: re-drives jobs the broker alone would lose or forget.
+"""The sweeper: the scheduler's loop, plus re-driving jobs the broker alone would lose or forget.
 
-It publishes a message for
-- queued jobs never published (their producer died between commit and publish: the outbox),
-- queued jobs published long ago that never started (the broker lost the message),
-- waiting jobs whose time has come, and running jobs whose lease expired (their worker died).
+Every ``schedule_interval_seconds`` the scheduler dispatches queued jobs that fit in the quota
+(``worker.quota.scheduler``). Every ``sweep_interval_seconds`` the sweeper also
 
-Every worker runs one. That is safe: each job is taken for dispatch by one sweeper at a time
+- hands back to the scheduler the waiting jobs whose time has come and the running jobs whose
+  lease expired (their worker died),
+- publishes again dispatched jobs that never started (the broker lost their message).
+
+Every worker runs one. That is safe: each job is taken by one scheduler or sweeper at a time
 (conditional UPDATE), and a duplicate message is harmless because only one claim can win.
 """
 
@@ -13,69 +15,82 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
+from worker.dispatch import Dispatcher
+from worker.quota.scheduler import Scheduler
 from worker.settings import Settings
 from worker.store import JobStore
 
 log = logging.getLogger(__name__)
 
-
-class Dispatcher(Protocol):
-    """Hands job ids to workers: Celery in production, an in-process queue in embedded mode."""
-
-    def publish(self, job_ids: Sequence[str]) -> None: ...
+#: Old quota windows are forgotten this often.
+PRUNE_EVERY_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
 class SweepResult:
     requeued: int
-    dispatched: int
+    redispatched: int
 
 
 def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> SweepResult:
     requeued = store.requeue_due()
-    pending = store.take_for_dispatch(
-        undispatched_grace=settings.undispatched_grace_seconds,
-        redispatch_after=settings.redispatch_after_seconds,
-    )
-    ids = requeued + pending
-    if ids:
+    lost = store.take_for_redispatch(redispatch_after=settings.redispatch_after_seconds)
+    if lost:
         try:
-            dispatcher.publish(ids)
+            dispatcher.publish(lost)
         except Exception:
-            store.release_dispatch(ids)
+            store.release_dispatch(lost)
             raise
-        log.info("sweeper: requeued %d, dispatched %d", len(requeued), len(ids))
-    return SweepResult(requeued=len(requeued), dispatched=len(ids))
+    if requeued or lost:
+        log.info("sweeper: %d back to the scheduler, %d published again", requeued, len(lost))
+    return SweepResult(requeued=requeued, redispatched=len(lost))
 
 
 def sweep_forever(
-    store: JobStore, dispatcher: Dispatcher, settings: Settings, wait: Callable[[float], bool]
+    scheduler: Scheduler,
+    settings: Settings,
+    wait: Callable[[float], bool],
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Sweep every ``sweep_interval_seconds`` until ``wait(interval)`` returns True."""
-    while not wait(settings.sweep_interval_seconds):
+    """Schedule every ``schedule_interval_seconds`` (and the moment a window opens or a reserve
+    is released) and sweep every ``sweep_interval_seconds``, until ``wait(interval)`` returns
+    True."""
+    next_sweep = next_prune = monotonic()
+    pause = settings.schedule_interval_seconds
+    while not wait(pause):
+        now = monotonic()
         try:
-            sweep_once(store, dispatcher, settings)
+            if now >= next_sweep:
+                next_sweep = now + settings.sweep_interval_seconds
+                sweep_once(scheduler.store, scheduler.dispatcher, settings)
+            if now >= next_prune:
+                next_prune = now + PRUNE_EVERY_SECONDS
+                scheduler.limiter.prune()
+            scheduler.tick()
+            until_change = scheduler.next_wake() - scheduler.limiter.clock()
+            pause = min(settings.schedule_interval_seconds, max(0.005, until_change))
         except Exception:
-            # A database or broker outage must not end the sweeper; it tries again next tick.
-            log.exception("sweep failed; retrying in %.1fs", settings.sweep_interval_seconds)
+            # A database or broker outage must not end the loop; it tries again next tick.
+            log.exception("scheduling or sweeping failed; retrying")
+            wait(settings.sweep_interval_seconds)
 
 
 class SweeperThread(threading.Thread):
     """``sweep_forever`` on a thread, until stopped."""
 
-    def __init__(self, store: JobStore, dispatcher: Dispatcher, settings: Settings) -> None:
+    def __init__(self, scheduler: Scheduler, settings: Settings) -> None:
         super().__init__(name="provisioner-sweeper", daemon=True)
-        self.store = store
-        self.dispatcher = dispatcher
+        self.scheduler = scheduler
         self.settings = settings
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        sweep_forever(self.store, self.dispatcher, self.settings, self._stop_event.wait)
+        sweep_forever(self.scheduler, self.settings, self._stop_event.wait)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -32,7 +32,6 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
 from producers.events import parse_event
-from producers.submit import submit
 from tests.databases import migrated_engine
 from tests.sandbox_process import REPO_ROOT, SandboxProcess
 from tests.waiting import wait_for
@@ -62,16 +61,18 @@ FAST_SETTINGS: dict[str, Any] = {
     "task_time_limit": 4,
     "task_soft_time_limit": 3,
     "sweep_interval_seconds": 0.5,
+    "schedule_interval_seconds": 0.1,
     "redispatch_after_seconds": 3,
-    "undispatched_grace_seconds": 1,
     "job_backoff_base_seconds": 0.5,
     "job_backoff_max_seconds": 2,
     "http_backoff_initial": 0.05,
     "http_backoff_max": 0.3,
     "http_read_timeout": 3,
 }
-#: Limits so high the sandbox never rate-limits a test that is not about rate limits.
+#: Limits so high neither the sandbox nor the provisioner's own limiter hold back a test that is
+#: not about the quota (tests about it set both sides' limits).
 NO_LIMITS = {"hourly_limit": 10_000_000, "burst_limit": 10_000_000}
+FAST_SETTINGS.update(NO_LIMITS)
 
 DEFAULT_GOALS = (
     {"goal_type": "event", "event_name": "Signup"},
@@ -369,7 +370,11 @@ class Stack:
             **values,
         )
 
-    def env(self, *, api_key: str | None = None, **overrides: Any) -> dict[str, str]:
+    def env(
+        self, *, api_key: str | None = None, extra: dict[str, str] | None = None, **overrides: Any
+    ) -> dict[str, str]:
+        """A worker's environment: ``overrides`` are settings (``PROVISIONER_`` + the name in
+        capitals), ``extra`` other variables (an account's API key)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
         env.pop("PLAUSIBLE_API_KEY", None)
         env.update(
@@ -382,6 +387,7 @@ class Stack:
         )
         for name, value in {**FAST_SETTINGS, **overrides}.items():
             env[f"PROVISIONER_{name.upper()}"] = str(value)
+        env.update(extra or {})
         return env
 
     # workers
@@ -393,6 +399,7 @@ class Stack:
         pool: str = "prefork",
         api_key: str | None = None,
         wait: bool = True,
+        extra_env: dict[str, str] | None = None,
         **settings: Any,
     ) -> WorkerProcess:
         name = f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}"
@@ -410,7 +417,9 @@ class Stack:
             "--without-mingle",
         ]
         worker = WorkerProcess(
-            args, self.env(api_key=api_key, **settings), self.workdir / f"{name}.log"
+            args,
+            self.env(api_key=api_key, extra=extra_env, **settings),
+            self.workdir / f"{name}.log",
         )
         self.workers.append(worker)
         worker.start()
@@ -435,7 +444,15 @@ class Stack:
         return self._dispatcher
 
     def submit(self, request: JobRequest, *, key: str | None = None) -> Enqueued:
-        return submit(self.store, self.dispatcher, request, key=key)
+        """Enqueue as a producer does: the row only; the workers' schedulers dispatch it."""
+        return self.store.enqueue(request, key=key)
+
+    def schedule(self) -> list[str]:
+        """One scheduler tick from this process, as a worker's would run: the jobs that fit in
+        the quota are published to the broker."""
+        from worker.runtime import make_scheduler
+
+        return make_scheduler(self.settings(), self.store, self.dispatcher).tick()
 
     def submit_sites(self, domains: Iterable[str], **kwargs: Any) -> list[str]:
         return [

@@ -1,8 +1,9 @@
 """The broker loses every message (FLUSHDB on its Redis db) and every job still completes.
 
 The broker only carries job ids; the status table knows which jobs are queued and when their
-message was published. The sweeper publishes again any queued job whose message went out more
-than PROVISIONER_REDISPATCH_AFTER_SECONDS (3 s here) ago without the job starting.
+message was published. The sweeper publishes again any dispatched job whose message went out
+more than PROVISIONER_REDISPATCH_AFTER_SECONDS (3 s here) ago without the job starting. The
+quota's counts live in the status table too, so the flush cannot reset them.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ def queued_messages() -> int:
 
 def test_jobs_survive_a_flushed_broker(stack: Stack, flush_broker: Callable[[], int]) -> None:
     stack.sandbox.configure(latency_ms=100)
-    # 1. Messages published while no worker runs, then lost before any worker sees them.
+    # 1. Messages published (by a scheduler) while no worker runs, then lost before any worker
+    # sees them.
     early = stack.submit_sites(f"early{n}.example.com" for n in range(8))
+    assert sorted(stack.schedule()) == sorted(early)
     assert queued_messages() == len(early)
     flush_broker()
     assert queued_messages() == 0

@@ -43,7 +43,8 @@ def test_api_key_is_in_no_message_row_or_log(
         assert other.post("/api/v1/sites", json={"domain": "taken.example.com"}).status_code == 200
     domains = ["a.example.com", "b.example.com", "taken.example.com"]
 
-    ids = sqlite_stack.submit_sites(domains)  # no worker yet: the messages wait in Redis
+    ids = sqlite_stack.submit_sites(domains)
+    assert sorted(sqlite_stack.schedule()) == sorted(ids)  # no worker yet: the messages wait
     queued = broker_bytes(redis_url)
     assert len(ids) == 3
     assert all(job_id.encode() in queued for job_id in ids)  # the dump really holds the messages
