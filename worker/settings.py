@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     accounts_file: Path | None = None
     #: Share of every window kept for interactive jobs until shortly before the window ends.
     interactive_reserve: float = Field(default=0.1, ge=0, le=1)
-    #: Unused interactive reserve goes to bulk jobs this long before a burst window ends.
-    reserve_release_seconds: float = Field(default=0.25, ge=0)
+    #: Unused interactive reserve goes to bulk jobs at least this long (plus the guard) before a
+    #: burst window ends; longer when jobs have lately taken longer to finish.
+    reserve_release_seconds: float = Field(default=0.1, ge=0)
     #: How far Plausible's clock (plus a request's transit) may be from ours: a request sent this
     #: close to a window boundary may be counted on either side, so it is charged to both.
     quota_guard_seconds: float = Field(default=0.6, ge=0)

@@ -60,7 +60,7 @@ class Limiter:
         engine: Engine,
         *,
         interactive_reserve: float = 0.1,
-        release_seconds: float = 0.25,
+        release_seconds: float = 0.1,
         guard: float = 0.6,
         clock: Callable[[], float] = time.time,
     ) -> None:
