@@ -40,11 +40,12 @@ import redis  # noqa: E402
 from benchmarks.support import database, start_worker  # noqa: E402
 from producers.events import parse_event  # noqa: E402
 from tests.databases import migrated_engine  # noqa: E402
+from tests.owned import flush_owned  # noqa: E402
 from tests.sandbox_process import SandboxProcess  # noqa: E402
 from worker.models import JobStatus  # noqa: E402
 from worker.store import JobStore, as_utc  # noqa: E402
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def signup(n: int) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def run_once(sites: int, latency_ms: float, store: str, extra: list[str]) -> dic
         workdir = Path(tmp)
         sandbox.configure(hourly_limit=10**9, burst_limit=10**9, latency_ms=latency_ms)
         broker = redis.Redis.from_url(REDIS_URL)
-        broker.flushdb()
+        flush_owned(broker, setting="BENCH_REDIS_URL")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
         env.update(
             PYTHONPATH=str(REPO_ROOT),
@@ -99,7 +100,7 @@ def run_once(sites: int, latency_ms: float, store: str, extra: list[str]) -> dic
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-            broker.flushdb()
+            flush_owned(broker, setting="BENCH_REDIS_URL")
             broker.close()
         state = sandbox.state()
         engine.dispose()

@@ -53,6 +53,7 @@ import redis  # noqa: E402
 from benchmarks.support import database, start_worker  # noqa: E402
 from producers.events import parse_event  # noqa: E402
 from tests.databases import migrated_engine  # noqa: E402
+from tests.owned import flush_owned  # noqa: E402
 from tests.sandbox_process import SandboxProcess  # noqa: E402
 from worker.models import Priority  # noqa: E402
 from worker.store import JobStore, NewJob, as_utc  # noqa: E402
@@ -107,7 +108,7 @@ class Bench:
             conn.exec_driver_sql("DELETE FROM quota_windows")
         self.store = JobStore(engine)
         with contextlib.closing(redis.Redis.from_url(REDIS_URL)) as client:
-            client.flushdb()
+            flush_owned(client, setting="BENCH_REDIS_URL")
 
     def start_worker(self, **settings: Any) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}

@@ -44,6 +44,9 @@ class ImportSummary:
     batch_id: str
     queued: int = 0
     duplicate: int = 0
+    #: Duplicates whose job had failed and was queued again (``retry_failed``); those jobs keep
+    #: their own batch.
+    retried_ids: list[str] = field(default_factory=list)
     invalid: int = 0
     invalid_rows: list[Invalid] = field(default_factory=list)
 
@@ -52,13 +55,20 @@ class ImportSummary:
             "batch_id": self.batch_id,
             "queued": self.queued,
             "duplicate": self.duplicate,
+            "retried": self.retried,
+            "retried_ids": self.retried_ids,
             "invalid": self.invalid,
             "invalid_rows": [row.as_dict() for row in self.invalid_rows],
             "invalid_rows_truncated": self.invalid > len(self.invalid_rows),
         }
 
+    @property
+    def retried(self) -> int:
+        return len(self.retried_ids)
+
     def line(self) -> str:
-        return f"queued={self.queued} duplicate={self.duplicate} invalid={self.invalid}"
+        retried = f" retried={self.retried}" if self.retried else ""
+        return f"queued={self.queued} duplicate={self.duplicate}{retried} invalid={self.invalid}"
 
 
 def validate(row: Row, accounts: Collection[str] | None = None) -> Event | Invalid:
@@ -81,13 +91,16 @@ def import_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     accounts: Collection[str] | None = None,
     priority: Priority = Priority.bulk,
+    batch_id: str | None = None,
+    retry_failed: bool = False,
     on_invalid: Callable[[Invalid], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
-    """Enqueue every valid row of ``path`` under a new batch id.
+    """Enqueue every valid row of ``path`` under ``batch_id`` (default: a new one).
 
     ``accounts`` are the account names rows may use (None: any); ``priority`` is the class of
-    rows that name none. ``on_invalid`` is called for each invalid row as it is found;
+    rows that name none. With ``retry_failed``, a row whose job exists and had failed queues
+    that job again. ``on_invalid`` is called for each invalid row as it is found;
     ``on_progress`` with the number of bytes read since the last call.
     """
     with path.open("rb") as handle:
@@ -98,8 +111,14 @@ def import_file(
             batch_size=batch_size,
             accounts=accounts,
             priority=priority,
+            batch_id=batch_id,
+            retry_failed=retry_failed,
             on_invalid=on_invalid,
         )
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def import_stream(
@@ -110,9 +129,11 @@ def import_stream(
     batch_size: int = DEFAULT_BATCH_SIZE,
     accounts: Collection[str] | None = None,
     priority: Priority = Priority.bulk,
+    batch_id: str | None = None,
+    retry_failed: bool = False,
     on_invalid: Callable[[Invalid], None] | None = None,
 ) -> ImportSummary:
-    summary = ImportSummary(batch_id=uuid.uuid4().hex[:16])
+    summary = ImportSummary(batch_id=batch_id or new_batch_id())
 
     def reject(problem: Invalid) -> None:
         summary.invalid += 1
@@ -129,9 +150,9 @@ def import_stream(
             continue
         pending.append((row.line, outcome))
         if len(pending) >= batch_size:
-            _flush(store, pending, summary, reject, priority)
+            _flush(store, pending, summary, reject, priority, retry_failed)
             pending = []
-    _flush(store, pending, summary, reject, priority)
+    _flush(store, pending, summary, reject, priority, retry_failed)
     return summary
 
 
@@ -141,6 +162,7 @@ def _flush(
     summary: ImportSummary,
     reject: Callable[[Invalid], None],
     priority: Priority,
+    retry_failed: bool,
 ) -> None:
     if not pending:
         return
@@ -149,6 +171,8 @@ def _flush(
     )
     summary.queued += len(result.created)
     summary.duplicate += len(result.duplicate)
+    if retry_failed and result.duplicate:
+        summary.retried_ids += store.retry_ids(list(result.duplicate.values()))
     for index, conflict in sorted(result.conflict.items()):
         reject(Invalid(pending[index][0], "id", str(conflict)))
 
@@ -166,12 +190,20 @@ def _counting(handle: IO[bytes], on_progress: Callable[[int], None] | None) -> I
 
 
 def wait_for_batch(
-    store: JobStore, batch_id: str, *, poll_seconds: float = 0.5, timeout: float | None = None
+    store: JobStore,
+    batch_id: str,
+    *,
+    poll_seconds: float = 0.5,
+    timeout: float | None = None,
+    on_progress: Callable[[BatchSummary], None] | None = None,
 ) -> BatchSummary:
-    """Poll until every job of the batch is done (an empty batch is done at once)."""
+    """Poll until every job of the batch is done (an empty batch is done at once), telling
+    ``on_progress`` each poll's summary."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         summary = store.batch_summary(batch_id)
+        if on_progress is not None:
+            on_progress(summary)
         if summary.total == 0 or summary.done:
             return summary
         if deadline is not None and time.monotonic() > deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -46,13 +47,17 @@ def _iso(value: datetime | None) -> str | None:
 
 def batch_view(summary: BatchSummary, eta: datetime | None = None) -> dict[str, Any]:
     """A batch: how many jobs are in each status, whether all are done, when it should be done
-    (``expected_completion``, from the quota and the work ahead of it), and the failures."""
+    (``expected_completion``, from the quota and the work ahead of it), its failures counted by
+    error code, and the first failed jobs (``failures_truncated`` when there are more: page
+    through them with ``GET /jobs?batch_id=…&status=failed`` or ``provision jobs``)."""
     return {
         "batch_id": summary.batch_id,
         "total": summary.total,
         "done": summary.done,
         "expected_completion": _iso(eta),
         "counts": summary.counts,
+        "failures_by_code": summary.failures_by_code,
+        "failures_truncated": summary.truncated,
         "failures": [
             {
                 "id": job.id,
@@ -88,12 +93,20 @@ def batch_table(summary: BatchSummary, eta: datetime | None = None) -> str:
     lines = [f"batch {summary.batch_id}: {summary.total} job(s)  {counts}"]
     if eta is not None:
         lines.append(f"expected completion: {eta.isoformat(timespec='seconds')}")
+    if summary.failures_by_code:
+        by_code = ", ".join(f"{code} {n}" for code, n in summary.failures_by_code.items())
+        lines.append(f"failures by code: {by_code}")
     if summary.failures:
         rows = [("ID", "KEY", "DOMAIN", "ERROR")]
         for job in summary.failures:
             message = (job.error_message or "").strip()
             rows.append((job.id, job.idempotency_key, job.domain, f"{job.error_code}: {message}"))
         lines += ["failures:", _table(rows)]
+    if summary.truncated:
+        more = summary.counts["failed"] - len(summary.failures)
+        lines.append(
+            f"... and {more} more: provision jobs --batch {summary.batch_id} --status failed"
+        )
     return "\n".join(lines)
 
 
@@ -126,3 +139,41 @@ def quota_table(quotas: list[dict[str, Any]]) -> str:
                 )
             )
     return _table(rows)
+
+
+#: Columns of a job as a CSV row (``provision jobs --csv``, ``provision export --csv``).
+CSV_COLUMNS = (
+    "id",
+    "idempotency_key",
+    "batch_id",
+    "account",
+    "operation",
+    "status",
+    "domain",
+    "adopted",
+    "goals",
+    "shared_links",
+    "deleted",
+    "attempts",
+    "error_code",
+    "error_message",
+    "created_at",
+    "finished_at",
+)
+
+
+def csv_row(job: ProvisioningJob) -> dict[str, str]:
+    """A job as one CSV row: goals (with their ids) and shared links (name -> URL) as JSON."""
+    view = job_view(job)
+    error = view["error"] or {}
+    cells: dict[str, Any] = {
+        **{name: view.get(name) for name in CSV_COLUMNS},
+        "account": job.account,
+        "goals": json.dumps(view["goals"], sort_keys=True) if view["goals"] else "",
+        "shared_links": json.dumps({link["name"]: link["url"] for link in view["shared_links"]})
+        if view["shared_links"]
+        else "",
+        "error_code": error.get("code"),
+        "error_message": (error.get("message") or "").strip() or None,
+    }
+    return {name: "" if cells[name] is None else str(cells[name]) for name in CSV_COLUMNS}

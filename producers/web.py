@@ -8,41 +8,122 @@
   (``idempotency_key_reused``). An invalid event is ``422`` naming the field.
 - ``GET /jobs/{ref}``: one job by id or idempotency key. ``GET /jobs?batch_id=&status=&domain=``:
   a page of jobs (oldest first) and ``next_cursor``. ``GET /batches/{batch_id}``: counts + failures.
-- ``POST /jobs/{id}/retry`` re-queues a failed job; ``POST /jobs/{id}/cancel`` withdraws a queued
-  or waiting job; both answer ``409`` when the job is in another status.
+- ``POST /jobs/{ref}/retry`` re-queues a failed job; ``POST /jobs/{ref}/cancel`` withdraws a
+  queued or waiting job (``ref``: id or idempotency key); both answer ``409`` when the job is in
+  another status. ``POST /jobs/retry`` and ``POST /jobs/cancel`` do the same to every job a filter
+  matches.
+- ``GET /healthz`` (the process is up), ``GET /readyz`` (the database is reachable and migrated),
+  ``GET /metrics`` (Prometheus).
 
-Every route, the docs included, needs ``Authorization: Bearer <PROVISIONER_API_TOKEN>``; without a
-token configured the service only runs in development mode, unauthenticated. Handlers are plain
-``def``: their blocking database calls run in FastAPI's threadpool.
+Every error is ``{"error": {"code", "message", "field"}}``. Data routes need
+``Authorization: Bearer <PROVISIONER_API_TOKEN>``, checked from the headers before any of the body
+is read (``_Gate``); the docs, the schema and the health checks are public. Without a token
+configured the service only runs in development mode, unauthenticated. Handlers are plain ``def``:
+their blocking database calls run in FastAPI's threadpool.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
+import json
 from collections.abc import Collection
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers import views
+from producers import schemas, views
 from producers.events import check_strings, parse_domain, parse_event, parse_key
+from worker import db, metrics
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.models import JobStatus, Priority
 from worker.quota.report import Reporter
-from worker.store import JobStore
+from worker.store import JobFilter, JobStore
 
 RETRY_AFTER_SECONDS = 2
 MAX_PAGE = 500
+#: Larger request bodies are refused (413) unread; a signup event is a few kilobytes.
+MAX_BODY_BYTES = 1024 * 1024
+#: Served without the token: they hold no data.
+PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/healthz", "/readyz"})
 
 
-class Unauthorized(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+class ApiError(Exception):
+    """An error answer: its status and the one error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = schemas.ErrorBody(
+            error=schemas.ErrorDetail(code=self.code, message=self.message, field=self.field)
+        )
+        return JSONResponse(body.model_dump(), self.status, headers=self.headers)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all with the one error body."""
+    return {s: {"model": schemas.ErrorBody, "description": _DESCRIBED[s]} for s in statuses}
+
+
+_DESCRIBED = {
+    401: "Missing or wrong bearer token (`unauthorized`).",
+    404: "No such job, batch or route (`not_found`).",
+    409: "The job is in another status (`wrong_status`), or the idempotency key belongs to "
+    "a different request (`idempotency_key_reused`).",
+    413: f"The body is over {MAX_BODY_BYTES} bytes (`body_too_large`).",
+    422: "Invalid input (`validation_error`, `key_mismatch`, `bad_cursor`, `empty_filter`); "
+    "`field` names it.",
+    503: "The status database is unreachable or behind the schema.",
+}
+
+
+class _Service(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        schema = super().openapi()  # cached as self.openapi_schema: completed in place
+        # POST /jobs reads its body itself (parse_event validates it); document its shape.
+        event = schemas.SignupEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(event.pop("$defs", {}))
+        components["SignupEvent"] = event
+        # FastAPI documents its own 422 body on routes with parameters; ours is the error body.
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if "422" in responses:
+                    responses["422"] = {
+                        "description": _DESCRIBED[422],
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    }
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        return schema
 
 
 def create_app(
@@ -60,34 +141,50 @@ def create_app(
             "PROVISIONER_API_TOKEN is not set (set PROVISIONER_DEV_MODE=1 to run without)"
         )
 
-    def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not expected:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise Unauthorized()
-
-    app = FastAPI(
+    app = _Service(
         title="plausible-provisioner",
         summary="Provision Plausible sites exactly once; poll the jobs.",
-        docs_url=None,
-        openapi_url=None,
-        dependencies=[Depends(authorize)],
+        redoc_url=None,
+        swagger_ui_parameters={"persistAuthorization": True},
     )
+    app.add_middleware(_Gate, expected=expected)
+    _handle_errors(app)
+    # Declares the scheme for OpenAPI ("Authorize" in /docs); _Gate does the checking.
+    bearer = HTTPBearer(
+        scheme_name="bearer", description="`PROVISIONER_API_TOKEN`", auto_error=False
+    )
+    data = APIRouter(dependencies=[Security(bearer)], responses=_errors(401))
 
-    @app.get("/openapi.json", include_in_schema=False)
-    def openapi() -> JSONResponse:
-        return JSONResponse(app.openapi())
+    @app.get("/healthz", response_model=schemas.Health, tags=["health"])
+    def healthz() -> dict[str, Any]:
+        """The process is up (no database involved)."""
+        return {"status": "ok"}
 
-    @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="plausible-provisioner")
+    @app.get("/readyz", response_model=schemas.Health, tags=["health"], responses=_errors(503))
+    def readyz() -> dict[str, Any]:
+        """The status database is reachable and at this version's schema."""
+        _check_database(store)
+        return {"status": "ok"}
 
-    @app.post("/jobs", status_code=202)
+    @data.post(
+        "/jobs",
+        status_code=202,
+        response_model=schemas.Job,
+        responses=_errors(409, 413, 422),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/SignupEvent"},
+                        "example": schemas.SIGNUP_EVENT_EXAMPLE,
+                    }
+                },
+            }
+        },
+    )
     def create_job(
-        body: Annotated[
-            dict[str, Any], Body(examples=[{"id": "evt_1", "domain": "shop.example.com"}])
-        ],
+        body: Annotated[object, Depends(_json_body)],
         response: Response,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
@@ -97,92 +194,287 @@ def create_app(
                 # Both normalised alike (trimmed; 42 and "42" are one key) before comparing.
                 check_strings(idempotency_key, "Idempotency-Key")
                 header_key = parse_key(idempotency_key)
-                body_key = parse_key(body.get("id"))
-                if body_key is not None and body_key != header_key:
-                    raise _error(422, "key_mismatch", "Idempotency-Key and body id differ", "id")
-                body = {**body, "id": header_key}
+                if isinstance(body, dict):
+                    body_key = parse_key(body.get("id"))
+                    if body_key is not None and body_key != header_key:
+                        raise ApiError(
+                            422, "key_mismatch", "Idempotency-Key and body id differ", "id"
+                        )
+                    body = {**body, "id": header_key}
             parsed = parse_event(body, accounts=accounts)
         except InvalidRequestError as exc:
-            raise _error(422, "validation_error", exc.message, exc.field) from None
+            raise ApiError(422, "validation_error", exc.message, exc.field) from None
         try:
             result = store.enqueue(
                 parsed.request, key=parsed.key, priority=parsed.priority or Priority.interactive
             )
         except IdempotencyConflictError as exc:
-            raise _error(409, "idempotency_key_reused", str(exc), "id") from None
+            raise ApiError(409, "idempotency_key_reused", str(exc), "id") from None
         _accepted(response, result.job.id)
         return views.job_view(result.job)
 
-    @app.get("/jobs/{ref}")
+    # The literal /jobs/retry and /jobs/cancel are declared before /jobs/{ref}/… routes.
+    @data.post(
+        "/jobs/retry",
+        status_code=202,
+        response_model=schemas.Changed,
+        responses=_errors(413, 422),
+    )
+    def retry_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
+        """Queue again every failed job the filter matches (each resumes from its checkpoint)."""
+        return _changed(store.retry_matching(_filter(where)))
+
+    @data.post("/jobs/cancel", response_model=schemas.Changed, responses=_errors(413, 422))
+    def cancel_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
+        """Withdraw every queued or waiting job the filter matches."""
+        return _changed(store.cancel_matching(_filter(where)))
+
+    @data.get("/jobs/{ref}", response_model=schemas.Job, responses=_errors(404))
     def get_job(ref: str, response: Response) -> dict[str, Any]:
         """One job, by id or idempotency key."""
         job = store.find(ref)
         if job is None:
-            raise _error(404, "not_found", f"no job {ref!r}")
+            raise ApiError(404, "not_found", f"no job {ref!r}")
         if not job.status.done:
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return views.job_view(job)
 
-    @app.get("/jobs")
+    @data.get("/jobs", response_model=schemas.JobPage, responses=_errors(422))
     def list_jobs(
-        request: Request,
         batch_id: str | None = None,
         status: JobStatus | None = None,
         domain: str | None = None,
+        account: str | None = None,
+        code: str | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        """Jobs by batch, status and/or domain, oldest first; pass ``next_cursor`` back as ``cursor``."""
-        try:
-            normalised = parse_domain(domain) if domain is not None else None
-        except InvalidRequestError as exc:
-            raise _error(422, "validation_error", exc.message, "domain") from None
-        jobs = store.list_jobs(
-            status=status, domain=normalised, batch_id=batch_id, limit=limit, after=_decode(cursor)
+        """Jobs by batch, status, domain, account and/or error code, oldest first; pass
+        ``next_cursor`` back as ``cursor``."""
+        where = JobFilter(
+            status=status,
+            batch_id=batch_id,
+            domain=_domain(domain),
+            account=account,
+            error_code=code,
         )
+        jobs = store.list_jobs(where, limit=limit, after=_decode(cursor))
         last = jobs[-1] if len(jobs) == limit else None
         return {
             "jobs": [views.job_view(job) for job in jobs],
             "next_cursor": _encode(last.created_at, last.id) if last is not None else None,
         }
 
-    @app.get("/batches/{batch_id}")
+    @data.get("/batches/{batch_id}", response_model=schemas.Batch, responses=_errors(404))
     def get_batch(batch_id: str) -> dict[str, Any]:
         """How many jobs of the batch are in each status, and the failures with their reasons."""
         summary = store.batch_summary(batch_id)
         if summary.total == 0:
-            raise _error(404, "not_found", f"no batch {batch_id!r}")
+            raise ApiError(404, "not_found", f"no batch {batch_id!r}")
         eta = reporter.batch_eta(batch_id) if reporter is not None else None
         return views.batch_view(summary, eta)
 
-    @app.get("/quota")
+    @data.get("/quota", response_model=list[schemas.Quota], responses=_errors(404))
     def get_quota() -> list[dict[str, Any]]:
         """Each quota: calls used and remaining per window, when each resets, jobs waiting."""
         if reporter is None:
-            raise _error(404, "not_found", "this service was started without quota reporting")
+            raise ApiError(404, "not_found", "this service was started without quota reporting")
         return reporter.quotas()
 
-    @app.post("/jobs/{job_id}/retry", status_code=202)
-    def retry_job(job_id: str, response: Response) -> dict[str, Any]:
-        """Queue a failed job again (it resumes from its last checkpoint)."""
+    @data.post(
+        "/jobs/{ref}/retry",
+        status_code=202,
+        response_model=schemas.Job,
+        responses=_errors(404, 409),
+    )
+    def retry_job(ref: str, response: Response) -> dict[str, Any]:
+        """Queue a failed job again (it resumes from its last checkpoint); by id or key."""
+        job_id = _found(store, ref)
         if not store.retry(job_id):
             raise _state_error(store, job_id, "only a failed job can be retried")
         _accepted(response, job_id)
         return _view(store, job_id)
 
-    @app.post("/jobs/{job_id}/cancel")
-    def cancel_job(job_id: str) -> dict[str, Any]:
-        """Withdraw a queued or waiting job."""
+    @data.post("/jobs/{ref}/cancel", response_model=schemas.Job, responses=_errors(404, 409))
+    def cancel_job(ref: str) -> dict[str, Any]:
+        """Withdraw a queued or waiting job; by id or key."""
+        job_id = _found(store, ref)
         if not store.cancel(job_id):
             raise _state_error(store, job_id, "only a queued or waiting job can be cancelled")
         return _view(store, job_id)
 
+    @data.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+    )
+    def get_metrics() -> Response:
+        """Prometheus metrics of this host's provisioner processes."""
+        content, content_type = metrics.exposition()
+        return Response(content, media_type=content_type)
+
+    app.include_router(data)
     return app
+
+
+# -- request handling --------------------------------------------------------------------------
+
+
+class _Gate:
+    """ASGI middleware in front of every route: checks the bearer token from the headers before
+    any of the body is read, then takes the body whole, refusing one over ``MAX_BODY_BYTES``
+    (by its Content-Length, else once that much has streamed in) without reading the rest."""
+
+    def __init__(self, app: ASGIApp, *, expected: bytes) -> None:
+        self.app, self.expected = app, expected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self.expected and scope["path"] not in PUBLIC_PATHS:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.expected
+            ):
+                await ApiError(
+                    401,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                ).response()(scope, receive, send)
+                return
+        too_large = ApiError(
+            413,
+            "body_too_large",
+            f"the body is over {MAX_BODY_BYTES} bytes",
+            headers={"Connection": "close"},
+        )
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await too_large.response()(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_BODY_BYTES:
+                await too_large.response()(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over the body already read, then the client's later messages."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _json_body(request: Request) -> object:
+    """The body as JSON (any value; ``parse_event`` says what is wrong with it)."""
+    try:
+        return json.loads(await request.body())
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8 and integers too long to convert as well as bad JSON.
+        raise ApiError(422, "validation_error", f"the body is not JSON: {exc}") from None
+
+
+def _handle_errors(app: FastAPI) -> None:
+    """Answer every error, whoever raises it, with the one error body."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own: unknown route (404), method not allowed (405).
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        message = f"no route {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        headers = dict(exc.headers or {})
+        return ApiError(exc.status_code, code, message, headers=headers).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return ApiError(422, "validation_error", "the body is not JSON").response()
+        where, *path = first.get("loc", ()) or ("body",)
+        field = _field_name(path)
+        message = f"{where} {field}: {first['msg']}" if field else f"{where}: {first['msg']}"
+        return ApiError(422, "validation_error", message, field).response()
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        return ApiError(500, "internal_error", "internal error").response()
+
+
+def _field_name(path: list[Any]) -> str | None:
+    """``["goals", 1, "event_name"]`` as ``goals[1].event_name``, the events' convention."""
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _check_database(store: JobStore) -> None:
+    """Raise a 503 ApiError unless the status database is reachable and at the schema head."""
+    engine = store.engine
+    path = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).exists():
+        # Connecting would create an empty file; say it is missing instead.
+        raise ApiError(503, "database_unreachable", f"no status database at {path}")
+    try:
+        with engine.connect() as connection:
+            current = db.current_revision(connection)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ApiError(
+            503, "database_unreachable", f"cannot open the status database ({reason})"
+        ) from None
+    head = _head_revision()
+    if current != head:
+        raise ApiError(
+            503,
+            "schema_behind",
+            f"the status database is at schema revision {current or '(empty)'}, this version "
+            f"needs {head}: run `provision db upgrade`",
+        )
+
+
+#: The migrations on disk do not change while the process runs.
+_head_revision = functools.cache(db.head_revision)
 
 
 def _accepted(response: Response, job_id: str) -> None:
     response.headers["Location"] = f"/jobs/{job_id}"
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+
+
+def _found(store: JobStore, ref: str) -> str:
+    job = store.find(ref)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {ref!r}")
+    return job.id
 
 
 def _view(store: JobStore, job_id: str) -> dict[str, Any]:
@@ -191,15 +483,40 @@ def _view(store: JobStore, job_id: str) -> dict[str, Any]:
     return views.job_view(job)
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> HTTPException:
-    return HTTPException(status, {"code": code, "message": message, "field": field})
+def _domain(domain: str | None) -> str | None:
+    try:
+        return parse_domain(domain) if domain is not None else None
+    except InvalidRequestError as exc:
+        raise ApiError(422, "validation_error", exc.message, "domain") from None
 
 
-def _state_error(store: JobStore, job_id: str, message: str) -> HTTPException:
+def _filter(body: schemas.JobFilterBody) -> JobFilter:
+    where = JobFilter(
+        status=body.status,
+        batch_id=body.batch_id,
+        domain=_domain(body.domain),
+        account=body.account,
+        error_code=body.code,
+    )
+    if where.empty:
+        raise ApiError(
+            422,
+            "empty_filter",
+            "give at least one of status, batch_id, domain, account, code "
+            "(an empty filter would match every job)",
+        )
+    return where
+
+
+def _changed(ids: list[str]) -> dict[str, Any]:
+    return {"changed": len(ids), "ids": ids[: schemas.MAX_CHANGED_IDS]}
+
+
+def _state_error(store: JobStore, job_id: str, message: str) -> ApiError:
     job = store.get(job_id)
     if job is None:
-        return _error(404, "not_found", f"no job {job_id!r}")
-    return _error(409, "wrong_status", f"{message}; it is {job.status.value}")
+        return ApiError(404, "not_found", f"no job {job_id!r}")
+    return ApiError(409, "wrong_status", f"{message}; it is {job.status.value}")
 
 
 def _encode(created_at: datetime, job_id: str) -> str:
@@ -213,6 +530,6 @@ def _decode(cursor: str | None) -> tuple[datetime, str] | None:
         stamp, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         return datetime.fromisoformat(stamp), job_id
     except ValueError:
-        raise _error(
+        raise ApiError(
             422, "bad_cursor", "cursor is not one this service returned", "cursor"
         ) from None

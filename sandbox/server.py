@@ -97,7 +97,10 @@ async def serve_connection(
 
 async def start_server(api: SandboxAPI, host: str, port: int) -> asyncio.Server:
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_connection(api, reader, writer)
+        # Cancelled when the server stops: end quietly, or asyncio logs a traceback per
+        # idle keep-alive connection.
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve_connection(api, reader, writer)
 
     return await asyncio.start_server(on_connection, host, port, reuse_address=True, backlog=512)
 

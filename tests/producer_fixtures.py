@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.owned import flush_owned
 from tests.producer_helpers import service_unavailable
 
 POSTGRES_URL = os.environ.get(
@@ -51,9 +52,9 @@ def redis_url() -> Iterator[str]:
         client.ping()
     except Exception as exc:
         service_unavailable("Redis", f"{type(exc).__name__}: {exc}")
-    client.flushdb()
+    flush_owned(client, setting="PROVISIONER_TEST_REDIS_URL")
     try:
         yield REDIS_URL
     finally:
-        client.flushdb()
+        flush_owned(client, setting="PROVISIONER_TEST_REDIS_URL")
         client.close()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from pydantic import SecretStr
 
 from worker.errors import ConfigurationError
@@ -69,7 +70,9 @@ class Account:
         """The key, read from its variable; ConfigurationError naming both if it is unset."""
         if self.preset_key is not None and self.preset_key.get_secret_value():
             return self.preset_key
-        value = (os.environ if environ is None else environ).get(self.api_key_env, "").strip()
+        if environ is None:  # as settings are read: the environment over a .env file
+            environ = {**{k: v or "" for k, v in dotenv_values(".env").items()}, **os.environ}
+        value = environ.get(self.api_key_env, "").strip()
         if not value:
             raise ConfigurationError(
                 f"account {self.name!r}: {self.api_key_env} is not set, so workers cannot call "

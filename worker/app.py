@@ -2,6 +2,12 @@
 
 Messages carry a job id and nothing else: no request data, no API key. Everything a task needs
 is read from the status table or from this process's settings.
+
+A worker also logs through ``worker.logs`` (JSON or text), sends task events (Flower, ``celery
+events``), and, with ``PROVISIONER_METRICS_PORT`` set, serves Prometheus metrics aggregated over
+its pool children and its sweeper (``worker.metrics``, multiprocess mode). A job that ends
+``failed`` is a failed Celery task (``JobFailedError``). ``worker.celery_app`` is the ``celery
+-A`` target for Celery's own tools.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker.runtime import make_pipeline, make_scheduler, make_store
+from worker import logs, metrics
+from worker.models import JobStatus
+from worker.quota.report import Reporter
+from worker.runtime import make_pipeline, make_reporter, make_scheduler, make_store
 from worker.service import Pipeline
 from worker.settings import Settings
 from worker.store import JobStore
@@ -27,6 +36,20 @@ log = logging.getLogger(__name__)
 
 TASK_NAME = "provisioner.run_job"
 QUEUE = "provisioner"
+
+
+class JobFailedError(Exception):
+    """Raised by the task once its job's ``failed`` row is written, so Celery (and Flower)
+    count a failed task. It names the job and its error code, nothing the API said."""
+
+    def __init__(self, job_id: str, code: str) -> None:
+        super().__init__(f"job {job_id} failed: {code}")
+        self.job_id = job_id
+        self.code = code
+
+    def __reduce__(self) -> tuple[type[JobFailedError], tuple[str, str]]:
+        # Pickled from the pool child to the main process, which sends the task-failed event.
+        return type(self), (self.job_id, self.code)
 
 
 def create_app(settings: Settings) -> Celery:
@@ -54,23 +77,72 @@ def create_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
+        # Task events, so Flower and `celery events` see every task, including when it was sent.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # A task that raised JobFailedError is acknowledged all the same: the job is done.
+        task_acks_on_failure_or_timeout=True,
     )
     state = _ProcessState(settings)
 
-    @app.task(name=TASK_NAME, ignore_result=True)
+    # throws: an expected failure, logged by Celery in one line without a traceback.
+    # shared=False: every app built in one process (tests, the sweeper) keeps its own task;
+    # a shared one would run the first app's pipeline for all of them.
+    @app.task(name=TASK_NAME, ignore_result=True, throws=(JobFailedError,), shared=False)
     def run_job(job_id: str) -> str | None:
-        status = state.pipeline().run(job_id)
-        return status.value if status is not None else None
+        outcome = state.pipeline().execute(job_id)
+        if outcome is None:
+            return None
+        if outcome.status is JobStatus.failed:
+            raise JobFailedError(job_id, outcome.code or "unknown")
+        return outcome.status.value
 
-    def start_sweeper(**_: Any) -> None:
-        state.start_sweeper()
+    # Worker signals are global: act only for a worker of this app (a process may build others).
+    def ours(sender: Any) -> bool:
+        return getattr(sender, "app", None) is app
 
-    def stop_sweeper(**_: Any) -> None:
-        state.stop_sweeper()
+    def early_logging(instance: Any = None, **_: Any) -> None:
+        # Before Celery's start-up checks warn (running as root...); setup_logging sets the level.
+        if ours(instance):
+            logs.configure(settings)
+
+    def setup_logging(loglevel: int | None = None, **_: Any) -> None:
+        # Connected at all, this replaces Celery's own logging set-up (main process; the pool
+        # children inherit it when they fork).
+        logs.configure(settings, level=loglevel or logging.INFO)
+
+    def worker_init(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            state.enable_metrics()
+
+    def after_setup(instance: Any = None, **_: Any) -> None:
+        if ours(instance):
+            state.serve_metrics()
+
+    def start_sweeper(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            state.start_sweeper()
+
+    def child_started(**_: Any) -> None:
+        state.after_fork()
+
+    def child_exiting(pid: int | None = None, **_: Any) -> None:
+        metrics.mark_process_dead(pid if pid is not None else os.getpid())
+
+    def stop(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            state.stop_sweeper()
+            state.stop_metrics()
 
     # weak=False: the handlers are closures that would otherwise be garbage-collected.
+    signals.celeryd_init.connect(early_logging, weak=False)
+    signals.setup_logging.connect(setup_logging, weak=False)
+    signals.worker_init.connect(worker_init, weak=False)
+    signals.celeryd_after_setup.connect(after_setup, weak=False)
     signals.worker_ready.connect(start_sweeper, weak=False)
-    signals.worker_shutdown.connect(stop_sweeper, weak=False)
+    signals.worker_process_init.connect(child_started, weak=False)
+    signals.worker_process_shutdown.connect(child_exiting, weak=False)
+    signals.worker_shutdown.connect(stop, weak=False)
     return app
 
 
@@ -95,6 +167,9 @@ class _ProcessState:
         self._pipeline: Pipeline | None = None
         self._sweeper: multiprocessing.process.BaseProcess | None = None
         self._sweeping = False
+        self._metrics_dir: str | None = None
+        self._metrics_server: metrics.MetricsServer | None = None
+        self._reporter: Reporter | None = None
 
     def store(self) -> JobStore:
         if self._store is None or self._pid != os.getpid():
@@ -108,6 +183,38 @@ class _ProcessState:
         if self._pipeline is None:
             self._pipeline = make_pipeline(self.settings, store)
         return self._pipeline
+
+    def enable_metrics(self) -> None:
+        """Main process, first thing: multiprocess mode, so the pool children and the sweeper
+        write their samples where this process can sum them. Off (in-process metrics nobody
+        reads) when no port is configured."""
+        if self.settings.metrics_port:
+            self._metrics_dir = metrics.enable_multiprocess()
+
+    def serve_metrics(self) -> None:
+        """Main process, logging set up, before the pool forks: the quota gauges and the port."""
+        if self._metrics_dir is None:
+            return
+        # Read at scrape time; its connections are closed before the pool forks and dropped
+        # unclosed in every child forked later (after_fork).
+        self._reporter = make_reporter(self.settings, make_store(self.settings))
+        self._reporter.store.engine.dispose()
+        metrics.register_quota_collector(self._reporter)
+        self._metrics_server = metrics.serve(self.settings.metrics_port)
+
+    def after_fork(self) -> None:
+        """A pool child: the main process's pooled connections must not be used, nor closed
+        (closing would end them for the main process too)."""
+        if self._reporter is not None:
+            self._reporter.store.engine.dispose(close=False)
+
+    def stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        if self._metrics_dir is not None:
+            metrics.disable_multiprocess(self._metrics_dir)
+            self._metrics_dir = None
 
     def start_sweeper(self) -> None:
         self._sweeping = True
@@ -144,10 +251,9 @@ class _ProcessState:
 
 
 def run_sweeper(settings: Settings, parent_pid: int) -> None:
-    """The sweeper process of one worker; it exits when its worker is gone, even if killed."""
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s: %(levelname)s/sweeper] %(message)s"
-    )
+    """The sweeper process of one worker; it exits when its worker is gone, even if killed.
+    Spawned with the worker's environment, so its metrics join the worker's (multiprocess)."""
+    logs.configure(settings)
 
     def orphaned_after(seconds: float) -> bool:
         time.sleep(seconds)

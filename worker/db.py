@@ -47,7 +47,14 @@ def make_engine(database_url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(
+            database_url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            # A host that drops packets fails in seconds, not after the OS connect timeout.
+            connect_args={"connect_timeout": 10} if database_url.startswith("postgresql") else {},
+        )
     return engine
 
 
@@ -143,7 +150,8 @@ def require_current(engine: Engine) -> None:
         where = engine.url.render_as_string(hide_password=True)
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise ConfigurationError(
-            f"cannot open the status database {where} ({reason}); check PROVISIONER_DATABASE_URL"
+            f"cannot use the status database {where}: {reason}; check "
+            "PROVISIONER_DATABASE_URL (and that the database server is up)"
         ) from None
     head = head_revision()
     if current != head:

@@ -3,6 +3,9 @@
 Used when ``PROVISIONER_BROKER_URL`` is unset, so ``provision`` can onboard a file with nothing
 else installed. The in-memory queue is only a fast path: the status table stays the source of
 truth, and the sweeper re-drives anything the queue never delivered.
+
+One process, so metrics live in the default registry; with ``PROVISIONER_METRICS_PORT`` set,
+they are served on that port while the workers run, as a Celery worker serves its own.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import queue
 import threading
 from collections.abc import Sequence
 
-from worker.runtime import check_worker_settings, make_pipeline, make_scheduler
+from worker import metrics
+from worker.logs import job_context
+from worker.runtime import check_worker_settings, make_pipeline, make_reporter, make_scheduler
 from worker.settings import Settings
 from worker.store import JobStore
 from worker.sweeper import SweeperThread
@@ -32,6 +37,7 @@ class EmbeddedWorkers:
             for n in range(settings.embedded_workers)
         ]
         self._sweeper = SweeperThread(make_scheduler(settings, store, self), settings)
+        self._metrics: metrics.MetricsServer | None = None
 
     def publish(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
@@ -42,9 +48,15 @@ class EmbeddedWorkers:
         for thread in self._threads:
             thread.start()
         self._sweeper.start()
+        if self.settings.metrics_port:
+            metrics.register_quota_collector(make_reporter(self.settings, self.store))
+            self._metrics = metrics.serve(self.settings.metrics_port)
         return self
 
     def stop(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         self._sweeper.stop()
         for _ in self._threads:
             self._queue.put(None)
@@ -66,7 +78,8 @@ class EmbeddedWorkers:
                     pipeline.run(job_id)
                 except Exception:
                     # The job keeps its lease; the sweeper re-drives it when the lease ends.
-                    log.exception("job %s crashed", job_id)
+                    with job_context(job_id=job_id):
+                        log.exception("job %s crashed", job_id)
         finally:
             for client in pipeline.clients.values():
                 client.close()

@@ -19,6 +19,8 @@ Design points:
   permits are taken (``worker.quota.permits``).
 - Every non-200 response goes through :func:`error_from_response`, the single mapping from a
   response to the error tree; network failures become ``PlausibleConnectionError``.
+- Every request is counted and timed in ``worker.metrics``, labelled with its route template
+  (``GET /api/v1/sites/:site_id``) and status, never with a domain.
 - The API key travels only in the ``Authorization`` header. It is kept out of reprs, log records,
   error messages and exception chains (httpx exceptions hold the request, headers included, so
   they are never chained onto ours).
@@ -41,6 +43,7 @@ from urllib.parse import quote
 
 import httpx
 
+from worker import metrics
 from worker.errors import (
     AuthenticationError,
     BadRequestError,
@@ -504,11 +507,12 @@ class PlausibleClient:
             team_id=team_id,
             tracker_script_configuration=_plain(tracker_script_configuration),
         )
-        return self._call("POST", SITES, _parse_site, json_body=body)
+        return self._call("POST", SITES, _parse_site, route=SITES, json_body=body)
 
     def get_site(self, site_id: str) -> Site:
         """``GET /api/v1/sites/:site_id`` (current domain, or the old one for 72 h after a change)."""
-        return self._call("GET", f"{SITES}/{_segment(site_id, 'site_id')}", _parse_site)
+        path = f"{SITES}/{_segment(site_id, 'site_id')}"
+        return self._call("GET", path, _parse_site, route=f"{SITES}/:site_id")
 
     def update_site(
         self,
@@ -522,12 +526,14 @@ class PlausibleClient:
             domain=domain, tracker_script_configuration=_plain(tracker_script_configuration)
         )
         path = f"{SITES}/{_segment(site_id, 'site_id')}"
-        return self._call("PUT", path, _parse_site, json_body=body)
+        return self._call("PUT", path, _parse_site, route=f"{SITES}/:site_id", json_body=body)
 
     def delete_site(self, site_id: str) -> bool:
         """``DELETE /api/v1/sites/:site_id`` (owner only). A repeat raises ``NotFoundError``."""
         path = f"{SITES}/{_segment(site_id, 'site_id')}"
-        return self._call("DELETE", path, lambda body: _flag(body, "deleted"))
+        return self._call(
+            "DELETE", path, lambda body: _flag(body, "deleted"), route=f"{SITES}/:site_id"
+        )
 
     def list_sites(
         self, *, team_id: str | None = None, page_size: int = MAX_PAGE_SIZE
@@ -545,7 +551,8 @@ class PlausibleClient:
     def ensure_shared_link(self, site_id: str, name: str) -> SharedLink:
         """``PUT /api/v1/sites/shared-links``: find or create the link called ``name``."""
         body = {"site_id": site_id, "name": name}
-        return self._call("PUT", f"{SITES}/shared-links", _parse_shared_link, json_body=body)
+        path = f"{SITES}/shared-links"
+        return self._call("PUT", path, _parse_shared_link, route=path, json_body=body)
 
     def ensure_goal(
         self,
@@ -566,13 +573,18 @@ class PlausibleClient:
             display_name=display_name,
             custom_props=_plain(custom_props),
         )
-        return self._call("PUT", f"{SITES}/goals", _parse_goal, json_body=body)
+        path = f"{SITES}/goals"
+        return self._call("PUT", path, _parse_goal, route=path, json_body=body)
 
     def delete_goal(self, site_id: str, goal_id: int) -> bool:
         """``DELETE /api/v1/sites/goals/:goal_id``. A repeat raises ``NotFoundError``."""
         path = f"{SITES}/goals/{_segment(str(goal_id), 'goal_id')}"
         return self._call(
-            "DELETE", path, lambda body: _flag(body, "deleted"), params={"site_id": site_id}
+            "DELETE",
+            path,
+            lambda body: _flag(body, "deleted"),
+            route=f"{SITES}/goals/:goal_id",
+            params={"site_id": site_id},
         )
 
     def list_goals(self, site_id: str, *, page_size: int = MAX_PAGE_SIZE) -> Iterator[Goal]:
@@ -585,14 +597,13 @@ class PlausibleClient:
     def list_custom_props(self, site_id: str) -> list[str]:
         """``GET /api/v1/sites/custom-props``: allowed property names, sorted (not paginated)."""
         path = f"{SITES}/custom-props"
-        return self._call("GET", path, _parse_custom_props, params={"site_id": site_id})
+        return self._call("GET", path, _parse_custom_props, route=path, params={"site_id": site_id})
 
     def add_custom_prop(self, site_id: str, prop: str) -> bool:
         """``PUT /api/v1/sites/custom-props``; idempotent."""
         body = {"site_id": site_id, "property": prop}
-        return self._call(
-            "PUT", f"{SITES}/custom-props", lambda b: _flag(b, "created"), json_body=body
-        )
+        path = f"{SITES}/custom-props"
+        return self._call("PUT", path, lambda b: _flag(b, "created"), route=path, json_body=body)
 
     def delete_custom_prop(self, site_id: str, prop: str) -> bool:
         """``DELETE /api/v1/sites/custom-props/*property``; true even if the prop was absent."""
@@ -601,7 +612,11 @@ class PlausibleClient:
         # The route is a wildcard that re-joins segments with "/" (§7.13), so slashes stay raw.
         path = f"{SITES}/custom-props/{quote(prop, safe='/')}"
         return self._call(
-            "DELETE", path, lambda b: _flag(b, "deleted"), params={"site_id": site_id}
+            "DELETE",
+            path,
+            lambda b: _flag(b, "deleted"),
+            route=f"{SITES}/custom-props/*property",
+            params={"site_id": site_id},
         )
 
     # -- guests --------------------------------------------------------------------------------
@@ -615,13 +630,18 @@ class PlausibleClient:
     def ensure_guest(self, site_id: str, email: str, role: str) -> Guest:
         """``PUT /api/v1/sites/guests``: invite, or return the existing guest (role unchanged)."""
         body = {"site_id": site_id, "email": email, "role": role}
-        return self._call("PUT", f"{SITES}/guests", _parse_guest, json_body=body)
+        path = f"{SITES}/guests"
+        return self._call("PUT", path, _parse_guest, route=path, json_body=body)
 
     def delete_guest(self, site_id: str, email: str) -> bool:
         """``DELETE /api/v1/sites/guests/:email``; true also when nothing matched."""
         path = f"{SITES}/guests/{_segment(email, 'email')}"
         return self._call(
-            "DELETE", path, lambda b: _flag(b, "deleted"), params={"site_id": site_id}
+            "DELETE",
+            path,
+            lambda b: _flag(b, "deleted"),
+            route=f"{SITES}/guests/:email",
+            params={"site_id": site_id},
         )
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -638,7 +658,10 @@ class PlausibleClient:
         query: dict[str, Any] = {**params, "limit": page_size}
         seen: set[str] = set()
         while True:
-            items, after = self._call("GET", path, _page_parser(key, parse), params=query)
+            # Paginated routes have no path parameters: the path is the route.
+            items, after = self._call(
+                "GET", path, _page_parser(key, parse), route=path, params=query
+            )
             yield from items
             if after is None:
                 return
@@ -657,15 +680,19 @@ class PlausibleClient:
         path: str,
         parse: Callable[[Any], _T],
         *,
+        route: str,
         params: Mapping[str, Any] | None = None,
         json_body: Mapping[str, Any] | None = None,
     ) -> _T:
-        """Send one request; return the parsed 200 body or raise the mapped error."""
+        """Send one request; return the parsed 200 body or raise the mapped error.
+
+        ``route`` is the path's template (``/api/v1/sites/:site_id``): metrics are labelled
+        with it, never with a domain."""
         gate = self._gate
         if gate is not None:
             gate.before_request()
         try:
-            response = self._send(method, path, params=params, json_body=json_body)
+            response = self._send(method, path, route=route, params=params, json_body=json_body)
         except PlausibleConnectionError as exc:
             if gate is not None:
                 gate.after_response(exc)
@@ -694,6 +721,7 @@ class PlausibleClient:
         method: str,
         path: str,
         *,
+        route: str,
         params: Mapping[str, Any] | None,
         json_body: Mapping[str, Any] | None,
     ) -> httpx.Response:
@@ -711,7 +739,12 @@ class PlausibleClient:
                 status=None,
                 code="timeout",
             )
-        elapsed_ms = (self._monotonic() - started) * 1000
+        elapsed = self._monotonic() - started
+        elapsed_ms = elapsed * 1000
+        labelled = f"{method} {route}"
+        metrics.API_REQUEST_SECONDS.labels(labelled).observe(elapsed)
+        outcome = failure.code if failure is not None else str(response.status_code)
+        metrics.API_REQUESTS.labels(labelled, outcome).inc()
         if failure is not None:
             logger.debug("%s %s -> %s in %.1f ms", method, shown, failure.code, elapsed_ms)
             # Raised outside the except block on purpose: the httpx exception carries the request

@@ -8,6 +8,7 @@ no broker countdown can outlive the visibility timeout.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
@@ -22,9 +24,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from worker import metrics
 from worker.errors import PlausibleError, RateLimitedError
 from worker.settings import Settings
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -64,6 +68,7 @@ class RetryPolicy:
             stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_elapsed_seconds),
             wait=wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
             sleep=self.sleep,
+            before_sleep=_count_retry,
             reraise=True,
         )
         return retrying(fn)
@@ -73,3 +78,12 @@ class RetryPolicy:
         ceiling = min(self.job_backoff_max, self.job_backoff_base * 2 ** max(attempts - 1, 0))
         # Half fixed, half jitter: spreads a herd of parked jobs without making waits tiny.
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def _count_retry(state: RetryCallState) -> None:
+    """Before each in-process retry: count it by the error's code, and say so."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    code = exc.code if isinstance(exc, PlausibleError) else type(exc).__name__
+    metrics.API_RETRIES.labels(code).inc()
+    pause = state.next_action.sleep if state.next_action is not None else 0.0
+    log.info("call failed (%s); retry %d in %.2fs", code, state.attempt_number, pause)

@@ -14,6 +14,7 @@ delete_goal      resolve the goal id (given, from the status table, or from the 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from worker import metrics
 from worker.accounts import Accounts
 from worker.errors import (
     AuthenticationError,
@@ -35,6 +37,7 @@ from worker.errors import (
     ServerError,
     TransientError,
 )
+from worker.logs import job_context
 from worker.models import (
     GoalRecord,
     GoalSpec,
@@ -62,6 +65,23 @@ class JobFailed(Exception):
         self.code = code
         self.message = message
         self.http_status = http_status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the job's new status and, unless it succeeded, the error code."""
+
+    status: JobStatus
+    code: str | None = None
+
+
+#: The ``status`` label of ``provisioner_jobs_total`` for each new status of a job.
+_ENDED = {
+    JobStatus.succeeded: "succeeded",
+    JobStatus.failed: "failed",
+    JobStatus.queued: "requeued",
+    JobStatus.waiting: "waiting",
+}
 
 
 @dataclass
@@ -119,10 +139,41 @@ class Pipeline:
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it can be claimed; returns its new status, or None if not claimed."""
-        claim = self.store.claim(job_id, lease_seconds=self.lease_seconds)
-        if claim is None:
-            log.info("job %s not claimable (running elsewhere, done, or not due)", job_id)
-            return None
+        outcome = self.execute(job_id)
+        return None if outcome is None else outcome.status
+
+    def execute(self, job_id: str) -> Outcome | None:
+        """``run``, returning the error code too. Every line logged meanwhile, by any module,
+        carries the job's fields; the run's end is counted in the metrics."""
+        with job_context(job_id=job_id):
+            claim = self.store.claim(job_id, lease_seconds=self.lease_seconds)
+            if claim is None:
+                log.info("job %s not claimable (running elsewhere, done, or not due)", job_id)
+                return None
+            request = claim.request
+            fields = {
+                "idempotency_key": claim.idempotency_key,
+                "domain": request.domain,
+                "operation": request.operation.value,
+                "account": request.account,
+            }
+            started = time.monotonic()
+            outcome: Outcome | None = None
+            ended = "interrupted"  # unless the run gets to a status (the sweeper re-drives it)
+            try:
+                with job_context(**fields):
+                    outcome = self._execute(claim)
+                ended = "lease_lost" if outcome is None else _ENDED[outcome.status]
+            finally:
+                metrics.JOBS.labels(ended, request.operation.value, request.account).inc()
+                if outcome is not None and outcome.code is not None:
+                    metrics.JOB_ERRORS.labels(ended, outcome.code).inc()
+                metrics.JOB_RUN_SECONDS.labels(request.operation.value).observe(
+                    time.monotonic() - started
+                )
+            return outcome
+
+    def _execute(self, claim: Claim) -> Outcome | None:
         progress = claim.progress.model_copy(deep=True)
         name = claim.request.account
         if name not in self.accounts or name not in self.clients:
@@ -151,7 +202,7 @@ class Pipeline:
         finally:
             permits.release()
 
-    def _run(self, run: Run) -> JobStatus | None:
+    def _run(self, run: Run) -> Outcome | None:
         claim, job_id = run.claim, run.claim.job_id
         try:
             if claim.attempts > self.max_attempts:
@@ -182,11 +233,11 @@ class Pipeline:
             message = f"{type(exc).__name__} while running the job"
             return self._fail(claim, run.progress, "internal_error", message, None)
         log.info("job %s succeeded after %d attempt(s)", job_id, claim.attempts)
-        return JobStatus.succeeded
+        return Outcome(JobStatus.succeeded)
 
     def _fail(
         self, claim: Claim, progress: Progress, code: str, message: str, status: int | None
-    ) -> JobStatus | None:
+    ) -> Outcome | None:
         log.warning("job %s failed: %s: %s", claim.job_id, code, message.strip())
         try:
             self.store.fail(
@@ -194,11 +245,11 @@ class Pipeline:
             )
         except LeaseLostError:
             return None
-        return JobStatus.failed
+        return Outcome(JobStatus.failed, code)
 
     def _requeue(
         self, claim: Claim, progress: Progress, code: str, message: str, status: int | None
-    ) -> JobStatus | None:
+    ) -> Outcome | None:
         log.info("job %s back to the scheduler: %s", claim.job_id, message)
         try:
             self.store.requeue(
@@ -206,7 +257,7 @@ class Pipeline:
             )
         except LeaseLostError:
             return None
-        return JobStatus.queued
+        return Outcome(JobStatus.queued, code)
 
     def _park(
         self,
@@ -216,7 +267,7 @@ class Pipeline:
         code: str,
         message: str,
         status: int | None,
-    ) -> JobStatus | None:
+    ) -> Outcome | None:
         log.info("job %s parked until %s: %s", claim.job_id, until.isoformat(), code)
         try:
             self.store.park(
@@ -229,7 +280,7 @@ class Pipeline:
             )
         except LeaseLostError:
             return None
-        return JobStatus.waiting
+        return Outcome(JobStatus.waiting, code)
 
 
 # -- provision_site ------------------------------------------------------------------------------
@@ -238,19 +289,22 @@ class Pipeline:
 def provision_site(run: Run) -> None:
     site = run.progress.site
     if site is None:
-        site = ensure_site(run)
+        with metrics.step("site"):
+            site = ensure_site(run)
         run.save(site=site)
     domain = site.domain
     goals = dict(run.progress.goals)
     for spec in run.request.goals:
         if spec.natural_key not in goals:
-            goal = run.call(lambda spec=spec: ensure_goal(run.client, domain, spec))  # type: ignore[misc]
+            with metrics.step("goal"):
+                goal = run.call(lambda spec=spec: ensure_goal(run.client, domain, spec))  # type: ignore[misc]
             goals[spec.natural_key] = goal_record(goal)
             run.save(goals=goals)
     links = dict(run.progress.shared_links)
     for name in run.request.shared_links:
         if name not in links:
-            link = run.call(lambda name=name: ensure_shared_link(run.client, domain, name))  # type: ignore[misc]
+            with metrics.step("shared_link"):
+                link = run.call(lambda name=name: ensure_shared_link(run.client, domain, name))  # type: ignore[misc]
             links[name] = link.url
             run.save(shared_links=links)
 
@@ -319,7 +373,8 @@ def goal_record(goal: Goal) -> GoalRecord:
 
 def delete_site(run: Run) -> None:
     domain = run.request.domain
-    run.call(_delete_once(run, "site_not_found", lambda: run.client.delete_site(domain)))
+    with metrics.step("delete"):
+        run.call(_delete_once(run, "site_not_found", lambda: run.client.delete_site(domain)))
 
 
 def _delete_once(run: Run, gone_code: str, delete: Callable[[], object]) -> Callable[[], None]:
@@ -357,14 +412,15 @@ def delete_goal(run: Run) -> None:
         assert run.progress.goal_id is not None
         return run.client.delete_goal(domain, run.progress.goal_id)
 
-    try:
-        run.call(_delete_once(run, "goal_not_found", delete))
-    except NotFoundError as exc:
-        if exc.code != "goal_not_found" or run.progress.goal_id_source != "history":
-            raise
-        # Our record is stale: the goal was deleted and made again outside the provisioner.
-        run.save(goal_id=goal_id_from_list(run), goal_id_source="list")
-        run.call(_delete_once(run, "goal_not_found", delete))
+    with metrics.step("delete"):
+        try:
+            run.call(_delete_once(run, "goal_not_found", delete))
+        except NotFoundError as exc:
+            if exc.code != "goal_not_found" or run.progress.goal_id_source != "history":
+                raise
+            # Our record is stale: the goal was deleted and made again outside the provisioner.
+            run.save(goal_id=goal_id_from_list(run), goal_id_source="list")
+            run.call(_delete_once(run, "goal_not_found", delete))
 
 
 def resolve_goal_id(run: Run) -> tuple[int, Literal["request", "history", "list"]]:

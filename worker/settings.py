@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PROVISIONER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PROVISIONER_", extra="ignore", env_file=".env", env_file_encoding="utf-8"
+    )
 
     #: SQLAlchemy URL of the status table. SQLite by default; PostgreSQL in production.
     database_url: str = "sqlite:///provisioner.db"
@@ -92,6 +95,15 @@ class Settings(BaseSettings):
     api_token: SecretStr = SecretStr("")
     #: Development only: lets ``provision serve`` run without a token (no authentication at all).
     dev_mode: bool = False
+    #: Log lines as JSON objects or plain text; ``auto``: JSON unless stderr is a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    #: Show tracebacks instead of one-line errors (``--debug`` does the same).
+    debug: bool = False
+    #: Port a worker serves Prometheus metrics on (0: none). ``provision serve`` serves
+    #: ``/metrics`` on its own port.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Redis holding the signup stream ``provision consume`` reads (``--redis`` overrides it).
+    stream_redis_url: str | None = None
     #: ``provision import``: rows per transaction.
     import_batch_size: int = 500
 

@@ -98,6 +98,7 @@ class Claim:
     priority: Priority = Priority.interactive
     #: Quota permits reserved for the job when it was dispatched (window key -> permits).
     permits: dict[str, int] = field(default_factory=dict)
+    idempotency_key: str | None = None
 
 
 class NewJob(NamedTuple):
@@ -207,6 +208,7 @@ class JobStore:
             job.progress,
             Priority(job.priority),
             dict(job.permits or {}),
+            job.idempotency_key,
         )
 
     def checkpoint(self, claim: Claim, progress: Progress, *, lease_seconds: float) -> None:
@@ -310,6 +312,18 @@ class JobStore:
             result = session.execute(update(ProvisioningJob).where(*conditions).values(**values))
             session.commit()
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def _update_returning(self, *conditions: Any, **values: Any) -> list[str]:
+        """``_update``, returning the ids of the rows it changed."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            ids = (
+                session.execute(update(t).where(*conditions).values(**values).returning(col(t.id)))
+                .scalars()
+                .all()
+            )
+            session.commit()
+        return list(ids)
 
     def goal_id_from_history(self, domain: str, natural_key: str) -> int | None:
         """The id our newest succeeded provisioning of ``domain`` recorded for a goal, if any."""
@@ -616,7 +630,9 @@ class JobStore:
             )
 
     def batch_summary(self, batch_id: str, *, max_failures: int = 100) -> BatchSummary:
-        """How many jobs of the batch are in each status, and the failed ones (up to a limit)."""
+        """How many jobs of the batch are in each status, its failures counted by error code,
+        and the first failed jobs (up to ``max_failures``; page through the rest with
+        ``list_jobs``)."""
         t = ProvisioningJob
         with Session(self.engine, expire_on_commit=False) as session:
             counts = {status.value: 0 for status in JobStatus}
@@ -632,29 +648,22 @@ class JobStore:
                     .limit(max_failures)
                 ).all()
             )
-        return BatchSummary(batch_id, sum(counts.values()), counts, failures)
+        by_code = self.failures_by_code(batch_id) if failures else {}
+        return BatchSummary(batch_id, sum(counts.values()), counts, failures, by_code)
 
     def list_jobs(
         self,
+        where: JobFilter | None = None,
         *,
-        status: JobStatus | None = None,
-        domain: str | None = None,
-        batch_id: str | None = None,
         limit: int = 50,
         after: tuple[datetime, str] | None = None,
     ) -> list[ProvisioningJob]:
-        """Jobs matching every given filter, oldest first, ``limit`` at a time.
+        """Jobs matching ``where``, oldest first, ``limit`` at a time.
 
         Keyset pagination: pass the (created_at, id) of the last job of a page as ``after``.
         """
         t = ProvisioningJob
-        query = select(t)
-        if status is not None:
-            query = query.where(col(t.status) == status)
-        if domain is not None:
-            query = query.where(t.domain == domain)
-        if batch_id is not None:
-            query = query.where(t.batch_id == batch_id)
+        query = select(t).where(*(where or JobFilter()).conditions())
         if after is not None:
             created, last_id = after
             query = query.where(
@@ -667,12 +676,44 @@ class JobStore:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
 
+    def failures_by_code(self, batch_id: str) -> dict[str, int]:
+        """How many of the batch's jobs failed, by error code, most common first."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(t.error_code, func.count())
+                .where(col(t.batch_id) == batch_id, col(t.status) == JobStatus.failed)
+                .group_by(col(t.error_code))
+                .order_by(func.count().desc(), col(t.error_code))
+            ).all()
+        return {str(code): int(n) for code, n in rows}
+
+    def cancel_matching(self, where: JobFilter) -> list[str]:
+        """Withdraw every queued or waiting job ``where`` matches; returns their ids."""
+        return self._cancel(*where.conditions())
+
+    def retry_ids(self, job_ids: Sequence[str]) -> list[str]:
+        """Queue again those of ``job_ids`` that failed; returns their ids."""
+        return self._retry(col(ProvisioningJob.id).in_(list(job_ids))) if job_ids else []
+
+    def retry_matching(self, where: JobFilter) -> list[str]:
+        """Queue again every failed job ``where`` matches; returns their ids."""
+        return self._retry(*where.conditions())
+
     def cancel(self, job_id: str) -> bool:
         """Withdraw a queued or waiting job; False if it is in any other status (or unknown)."""
+        return len(self._cancel(col(ProvisioningJob.id) == job_id)) == 1
+
+    def retry(self, job_id: str) -> bool:
+        """Queue a failed job again from its last checkpoint, with a fresh attempt budget, for the
+        scheduler to dispatch. False unless it was failed."""
+        return len(self._retry(col(ProvisioningJob.id) == job_id)) == 1
+
+    def _cancel(self, *conditions: ColumnElement[bool]) -> list[str]:
         now = self.clock()
         t = ProvisioningJob
-        changed = self._update(
-            col(t.id) == job_id,
+        return self._update_returning(
+            *conditions,
             col(t.status).in_(CANCELLABLE),
             status=JobStatus.cancelled,
             next_attempt_at=None,
@@ -683,14 +724,11 @@ class JobStore:
             finished_at=now,
             updated_at=now,
         )
-        return changed == 1
 
-    def retry(self, job_id: str) -> bool:
-        """Queue a failed job again from its last checkpoint, with a fresh attempt budget, for the
-        scheduler to dispatch. False unless it was failed."""
+    def _retry(self, *conditions: ColumnElement[bool]) -> list[str]:
         t = ProvisioningJob
-        changed = self._update(
-            col(t.id) == job_id,
+        return self._update_returning(
+            *conditions,
             col(t.status) == JobStatus.failed,
             status=JobStatus.queued,
             attempts=0,
@@ -702,7 +740,37 @@ class JobStore:
             dispatched_at=None,
             updated_at=self.clock(),
         )
-        return changed == 1
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs an operator means: every given field must match (none given: every job)."""
+
+    status: JobStatus | None = None
+    batch_id: str | None = None
+    domain: str | None = None
+    account: str | None = None
+    #: The last error's code, e.g. ``domain_taken``.
+    error_code: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        t = ProvisioningJob
+        columns = {
+            "status": col(t.status),
+            "batch_id": col(t.batch_id),
+            "domain": col(t.domain),
+            "account": col(t.account),
+            "error_code": col(t.error_code),
+        }
+        return [
+            column == getattr(self, name)
+            for name, column in columns.items()
+            if getattr(self, name) is not None
+        ]
 
 
 #: Re-publishing waits double with each message sent, up to this many times the base wait.
@@ -760,7 +828,13 @@ class BatchSummary:
     batch_id: str
     total: int
     counts: dict[str, int]
+    #: The first failed jobs; ``truncated`` when there are more.
     failures: list[ProvisioningJob]
+    failures_by_code: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.failures) < self.counts.get(JobStatus.failed.value, 0)
 
     @property
     def done(self) -> bool:

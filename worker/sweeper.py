@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from worker import metrics
 from worker.dispatch import Dispatcher
+from worker.problems import explain
 from worker.quota.scheduler import Scheduler
 from worker.settings import Settings
 from worker.store import JobStore
@@ -45,6 +47,8 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
         except Exception:
             store.release_dispatch(lost)
             raise
+    metrics.SCHEDULER_JOBS.labels("requeued").inc(requeued)
+    metrics.SCHEDULER_JOBS.labels("redispatched").inc(len(lost))
     if requeued or lost:
         log.info("sweeper: %d back to the scheduler, %d published again", requeued, len(lost))
     return SweepResult(requeued=requeued, redispatched=len(lost))
@@ -71,12 +75,21 @@ def sweep_forever(
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_SECONDS
                 scheduler.limiter.prune()
-            scheduler.tick()
+            metrics.SCHEDULER_JOBS.labels("dispatched").inc(len(scheduler.tick()))
             until_change = scheduler.next_wake() - scheduler.limiter.clock()
             pause = min(settings.schedule_interval_seconds, max(0.005, until_change))
-        except Exception:
-            # A database or broker outage must not end the loop; it tries again next tick.
-            log.exception("scheduling or sweeping failed; retrying")
+        except Exception as exc:
+            # A database or broker outage must not end the loop; it tries again next tick. An
+            # outage is one line saying what is down; anything else keeps its traceback.
+            problem = explain(exc, settings)
+            if problem is None:
+                log.exception("scheduling or sweeping failed; retrying")
+            else:
+                log.warning(
+                    "scheduling or sweeping failed: %s; retrying in %gs",
+                    problem,
+                    settings.sweep_interval_seconds,
+                )
             wait(settings.sweep_interval_seconds)
 
 

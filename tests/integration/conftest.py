@@ -3,7 +3,8 @@ the sandbox over HTTP.
 
 Every test starts its own worker(s) as subprocesses in their own process group and kills the
 whole group at teardown. Brokers and databases are isolated per test: Redis db 15 is flushed
-before and after, PostgreSQL gets a fresh database that is dropped afterwards, SQLite lives in
+before and after (only if it is empty or marked as the tests'; see ``tests.owned``), PostgreSQL
+gets a fresh database that is dropped afterwards, SQLite lives in
 ``tmp_path``.
 
 A service that is not running skips its tests locally with the reason; with ``CI`` set in the
@@ -33,6 +34,7 @@ from sqlmodel import Session, select
 
 from producers.events import parse_event
 from tests.databases import migrated_engine
+from tests.owned import flush_owned
 from tests.sandbox_process import REPO_ROOT, SandboxProcess
 from tests.waiting import wait_for
 from worker.models import JobRequest, JobStatus, ProvisioningJob
@@ -162,9 +164,9 @@ def redis_url() -> Iterator[str]:
     """The Redis broker on a dedicated db, flushed before and after the test."""
     _check("Redis", _probe_redis)
     with contextlib.closing(_redis_client()) as client:
-        client.flushdb()
+        flush_owned(client, setting="PROVISIONER_IT_REDIS_URL")
         yield REDIS_URL
-        client.flushdb()
+        flush_owned(client, setting="PROVISIONER_IT_REDIS_URL")
 
 
 @pytest.fixture
@@ -173,9 +175,7 @@ def flush_broker(redis_url: str) -> Callable[[], int]:
 
     def flush() -> int:
         with contextlib.closing(_redis_client()) as client:
-            keys = int(client.dbsize())
-            client.flushdb()
-            return keys
+            return flush_owned(client, setting="PROVISIONER_IT_REDIS_URL")
 
     return flush
 

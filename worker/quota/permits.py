@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from worker import metrics
 from worker.accounts import Quota
 from worker.errors import PlausibleError, QuotaWait, RateLimitedError
 from worker.models import JobRequest, Operation, Priority, Progress
@@ -72,6 +73,7 @@ class JobPermits:
                     timespec="seconds"
                 )
                 state = "spent (429)" if refusal.spent else "full"
+                metrics.QUOTA_WAITS.labels(self.quota.name).inc()
                 raise QuotaWait(
                     f"quota {self.quota.name}: {refusal.window.kind} window {state}; "
                     f"{n} call(s) wait until about {when}",
@@ -86,6 +88,7 @@ class JobPermits:
     def after_response(self, error: PlausibleError | None) -> None:
         if isinstance(error, RateLimitedError):
             # Another user of the team's quota spent it: shut the window for every process.
+            metrics.RATE_LIMITED.labels(self.quota.name, error.limit).inc()
             kind = windows.HOUR if error.limit == "hourly" else windows.BURST
             window = windows.current(self.quota, kind, self.sent_at)
             log.warning(

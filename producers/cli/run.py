@@ -1,4 +1,5 @@
-"""The ``provision`` command line: thin wrappers over the producer modules."""
+"""``provision worker | serve | consume | quota | db | doctor | demo``: the long-running parts,
+the schema, and what an operator checks."""
 
 from __future__ import annotations
 
@@ -6,66 +7,28 @@ import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from producers import views
-from producers.importer import ImportSummary, Invalid, import_file, wait_for_batch
-from producers.rows import Format
-from producers.status import Kind, lookup
+from producers.cli import EXIT_CONFIGURATION, main, priority_option
+from producers.importer import import_file, wait_for_batch
 from producers.wiring import make_store, runtime
-from worker.errors import ConfigurationError
+from worker import metrics
+from worker.logs import configure as configure_logs
 from worker.models import Priority
 from worker.runtime import check_worker_settings, make_accounts, make_reporter
-from worker.settings import Settings, get_settings, settings_error
-from worker.store import JobStore
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-#: Commands that do not run on the provisioner's settings.
-_OWN_SETTINGS = frozenset({"sandbox", "demo"})
-
-
-class _Commands(click.Group):
-    """Configuration mistakes end a command with one line saying what to fix, not a traceback:
-    the settings and the accounts file are checked before any command runs."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            if ctx.invoked_subcommand not in _OWN_SETTINGS and not ctx.resilient_parsing:
-                make_accounts(get_settings())
-            return super().invoke(ctx)
-        except ConfigurationError as exc:
-            raise click.UsageError(str(exc)) from None
-        except ValidationError as exc:
-            raise click.UsageError(settings_error(exc)) from None
-
-
-def priority_option(default: Priority, what: str) -> Callable[[F], F]:
-    """``--priority``: the class of the jobs whose event names none."""
-    return click.option(
-        "--priority",
-        type=click.Choice([p.value for p in Priority]),
-        default=default.value,
-        show_default=True,
-        help=f"Class of {what} that name none (their own 'priority' wins).",
-    )
-
-
-@click.group(cls=_Commands)
-@click.version_option(package_name="plausible-provisioner")
-def main() -> None:
-    """Provision websites on Plausible Analytics, exactly once."""
+from worker.settings import Settings, get_settings
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Start a Celery worker; extra options (--concurrency, --pool, -Q) go to Celery."""
+    """Start a Celery worker and its scheduler; extra options (--concurrency, --pool, -Q) go
+    to Celery."""
     from worker.app import create_app
 
     settings = get_settings()
@@ -74,6 +37,8 @@ def worker(ctx: click.Context) -> None:
     check_worker_settings(settings)  # fail now on a bad configuration, not in every task
     make_store(settings).engine.dispose()  # and on a database behind this version's schema
     app = create_app(settings)
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1)  # an unreachable broker: one line, now
     app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
 
 
@@ -106,92 +71,6 @@ def db_check() -> None:
     click.echo(f"status database at revision {head_revision()} (current)")
 
 
-@main.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--wait", is_flag=True, help="Follow the batch until every job is done.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl", "csv"]),
-    default=None,
-    help="File format (default: csv for *.csv, else JSON Lines).",
-)
-@priority_option(Priority.bulk, "rows")
-def import_command(
-    file: Path, wait: bool, as_json: bool, fmt: Format | None, priority: str
-) -> None:
-    """Enqueue the signup events of FILE (JSON Lines or CSV); exit 1 if any row is invalid."""
-    settings = get_settings()
-    accounts = make_accounts(settings).names
-    with runtime(settings) as store:
-        summary = _run_import(
-            store, file, fmt, settings.import_batch_size, as_json, accounts, Priority(priority)
-        )
-        # Embedded workers live in this process: leave only when the batch is done.
-        batch = wait_for_batch(store, summary.batch_id) if wait or not settings.broker_url else None
-    if as_json:
-        out = summary.as_dict()
-        if batch is not None:
-            out["batch"] = views.batch_view(batch)
-        click.echo(json.dumps(out, indent=2))
-    else:
-        click.echo(f"batch={summary.batch_id} {summary.line()}")
-        if batch is not None:
-            click.echo(views.batch_table(batch))
-    if summary.invalid:
-        sys.exit(1)
-
-
-def _run_import(
-    store: JobStore,
-    file: Path,
-    fmt: Format | None,
-    batch_size: int,
-    quiet: bool,
-    accounts: list[str],
-    priority: Priority,
-) -> ImportSummary:
-    def report(problem: Invalid) -> None:
-        if not quiet:
-            click.echo(
-                f"line {problem.line}: {problem.field or 'event'}: {problem.reason}", err=True
-            )
-
-    options: dict[str, Any] = {
-        "fmt": fmt,
-        "batch_size": batch_size,
-        "accounts": accounts,
-        "priority": priority,
-        "on_invalid": report,
-    }
-    if not sys.stderr.isatty():
-        return import_file(store, file, **options)
-    with click.progressbar(length=file.stat().st_size, label="importing", file=sys.stderr) as bar:
-        return import_file(store, file, on_progress=bar.update, **options)
-
-
-@main.command()
-@click.argument("ref")
-@click.option(
-    "--by",
-    "kind",
-    type=click.Choice(["auto", "job", "batch", "domain"]),
-    default="auto",
-    show_default=True,
-    help="What REF is; auto tries job id/key, then batch id, then domain.",
-)
-@click.option("--json", "as_json", is_flag=True, help="JSON: one object for a job or a batch.")
-def status(ref: str, kind: Kind, as_json: bool) -> None:
-    """Show a job (by id or idempotency key), a batch, or the jobs of a domain."""
-    settings = get_settings()
-    store = make_store(settings)
-    found = lookup(store, ref, kind, make_reporter(settings, store))
-    if found is None:
-        raise click.ClickException(f"no job, batch or domain matches {ref!r}")
-    click.echo(json.dumps(found.as_json(), indent=2) if as_json else found.as_text())
-
-
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON: a list of quotas.")
 def quota(as_json: bool) -> None:
@@ -209,6 +88,8 @@ def quota(as_json: bool) -> None:
 )
 def serve(host: str, port: int, dev: bool) -> None:
     """Serve the HTTP API (bearer token from PROVISIONER_API_TOKEN; docs at /docs)."""
+    import socket
+
     import uvicorn
 
     from producers.web import create_app
@@ -221,21 +102,28 @@ def serve(host: str, port: int, dev: bool) -> None:
         )
     if dev and not settings.api_token.get_secret_value():
         click.echo("development mode: no API token, every request is accepted", err=True)
+    # Bind first, so a port in use is one line now rather than a traceback from uvicorn.
+    listener = socket.create_server((host, port), reuse_port=False)
     accounts = make_accounts(settings).names
+    configure_logs(settings)
     with runtime(settings) as store:
+        reporter = make_reporter(settings, store)
+        metrics.register_quota_collector(reporter)
         app = create_app(
             store,
             token=settings.api_token,
             dev_mode=dev,
             accounts=accounts,
-            reporter=make_reporter(settings, store),
+            reporter=reporter,
         )
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        # log_config=None: uvicorn's lines go through the provisioner's handler (JSON or text).
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", log_config=None))
+        server.run(sockets=[listener])
 
 
 @main.command()
 @click.option(
-    "--redis", "redis_url", envvar="PROVISIONER_STREAM_REDIS_URL", required=True, show_envvar=True
+    "--redis", "redis_url", help="Redis holding the stream [PROVISIONER_STREAM_REDIS_URL]."
 )
 @click.option("--stream", default="signups", show_default=True)
 @click.option("--group", default="provisioner", show_default=True)
@@ -254,7 +142,7 @@ def serve(host: str, port: int, dev: bool) -> None:
 @click.option("--count", default=100, show_default=True, help="Entries per read (one transaction).")
 @priority_option(Priority.interactive, "events")
 def consume(
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     group: str,
     name: str | None,
@@ -263,21 +151,25 @@ def consume(
     priority: str,
 ) -> None:
     """Enqueue signup events from a Redis Stream through a consumer group."""
-    import logging
     import signal
 
     import redis
 
     from producers.consumer import StreamConsumer, default_consumer_name
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = get_settings()
+    configure_logs(settings)
+    redis_url = redis_url or settings.stream_redis_url
+    if not redis_url:
+        raise click.UsageError(
+            "say which Redis holds the stream: --redis URL or PROVISIONER_STREAM_REDIS_URL"
+        )
     accounts = make_accounts(settings).names
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    client.ping()  # an unreachable Redis: one line, now
     with runtime(settings) as store:
         consumer = StreamConsumer(
-            redis.Redis.from_url(redis_url),
+            client,
             store,
             accounts=accounts,
             priority=Priority(priority),
@@ -297,7 +189,22 @@ def consume(
     )
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+@main.command()
+def doctor() -> None:
+    """Check the configuration, the status database and its schema, the broker, Redis, and
+    each account's key against the API (one read-only call each). Exits 2 on any problem."""
+    from producers.doctor import run_checks
+
+    problems = 0
+    for check in run_checks():
+        click.echo(check.line())
+        problems += not check.ok
+    if problems:
+        click.echo(f"{problems} problem(s)", err=True)
+        sys.exit(EXIT_CONFIGURATION)
+
+
+DEMO_FILES = ("signups.jsonl", "cleanup.jsonl")
 
 
 @main.command()
@@ -306,9 +213,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     "files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=[EXAMPLES / "signups.jsonl", EXAMPLES / "cleanup.jsonl"],
-    show_default=True,
-    help="Signup files, onboarded one after the other.",
+    help="Signup files, onboarded one after the other (default: the bundled sample signups).",
 )
 @click.option("--database", default=None, help="Status table URL (default: a fresh SQLite file).")
 def demo(files: tuple[Path, ...], database: str | None) -> None:
@@ -330,28 +235,18 @@ def demo(files: tuple[Path, ...], database: str | None) -> None:
             plausible_base_url=sandbox.url,
         )
         click.echo(f"sandbox: {sandbox.url}  database: {database}")
-        with runtime(settings) as store:
-            for file in files:
+        with (
+            runtime(settings) as store,
+            resources.as_file(resources.files("producers") / "demo_data") as bundled,
+        ):
+            for file in files or tuple(bundled / name for name in DEMO_FILES):
                 summary = import_file(store, file)
                 wait_for_batch(store, summary.batch_id)
-                click.echo(f"\n{file.name}: " + summary.line())
+                click.echo(f"\n{file.name}: batch={summary.batch_id} " + summary.line())
                 for problem in summary.invalid_rows:
                     click.echo(
                         f"  line {problem.line}: {problem.field or 'event'}: {problem.reason}"
                     )
-                click.echo(views.jobs_table(store.batch(summary.batch_id), with_ids=False))
+                click.echo(views.jobs_table(store.batch(summary.batch_id)))
     finally:
         sandbox.stop()
-
-
-def _register() -> None:
-    from sandbox.cli import sandbox_command
-
-    main.add_command(sandbox_command)
-
-
-_register()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,1 @@
+"""Producers: everything that enqueues provisioning jobs or reads their status."""

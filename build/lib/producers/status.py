@@ -1,0 +1,66 @@
+"""Looking jobs up for ``provision status``: by job id, idempotency key, batch or domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from producers import views
+from producers.events import parse_domain
+from worker.errors import InvalidRequestError
+from worker.models import ProvisioningJob
+from worker.quota.report import Reporter
+from worker.store import BatchSummary, JobStore
+
+Kind = Literal["auto", "job", "batch", "domain"]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One job, a batch, or the jobs of a domain; exactly one is set."""
+
+    job: ProvisioningJob | None = None
+    batch: BatchSummary | None = None
+    domain_jobs: list[ProvisioningJob] | None = None
+    #: A batch's expected completion.
+    eta: datetime | None = None
+
+    def as_json(self) -> Any:
+        if self.job is not None:
+            return views.job_view(self.job)
+        if self.batch is not None:
+            return views.batch_view(self.batch, self.eta)
+        return [views.job_view(job) for job in self.domain_jobs or []]
+
+    def as_text(self) -> str:
+        if self.job is not None:
+            return views.jobs_table([self.job])
+        if self.batch is not None:
+            return views.batch_table(self.batch, self.eta)
+        return views.jobs_table(self.domain_jobs or [])
+
+
+def lookup(
+    store: JobStore, ref: str, kind: Kind = "auto", reporter: Reporter | None = None
+) -> Found | None:
+    """Find ``ref``; with ``auto``, try a job id or key, then a batch id, then a domain. With a
+    ``reporter``, a batch carries its expected completion."""
+    if kind in ("auto", "job"):
+        job = store.find(ref)
+        if job is not None:
+            return Found(job=job)
+    if kind in ("auto", "batch"):
+        summary = store.batch_summary(ref)
+        if summary.total:
+            eta = reporter.batch_eta(ref) if reporter is not None else None
+            return Found(batch=summary, eta=eta)
+    if kind in ("auto", "domain"):
+        try:
+            domain = parse_domain(ref)
+        except InvalidRequestError:
+            return None
+        jobs = store.find_by_domain(domain)
+        if jobs:
+            return Found(domain_jobs=jobs)
+    return None

@@ -1,0 +1,1 @@
+"""The provisioning worker: the Plausible client, the status table and the pipeline."""

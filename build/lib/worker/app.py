@@ -1,0 +1,265 @@
+"""The Celery application: crash-safe settings and the thin task layer over the pipeline.
+
+Messages carry a job id and nothing else: no request data, no API key. Everything a task needs
+is read from the status table or from this process's settings.
+
+A worker also logs through ``worker.logs`` (JSON or text), sends task events (Flower, ``celery
+events``), and, with ``PROVISIONER_METRICS_PORT`` set, serves Prometheus metrics aggregated over
+its pool children and its sweeper (``worker.metrics``, multiprocess mode). A job that ends
+``failed`` is a failed Celery task (``JobFailedError``). ``worker.celery_app`` is the ``celery
+-A`` target for Celery's own tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery, signals
+
+from worker import logs, metrics
+from worker.models import JobStatus
+from worker.quota.report import Reporter
+from worker.runtime import make_pipeline, make_reporter, make_scheduler, make_store
+from worker.service import Pipeline
+from worker.settings import Settings
+from worker.store import JobStore
+from worker.sweeper import sweep_forever
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "provisioner.run_job"
+QUEUE = "provisioner"
+
+
+class JobFailedError(Exception):
+    """Raised by the task once its job's ``failed`` row is written, so Celery (and Flower)
+    count a failed task. It names the job and its error code, nothing the API said."""
+
+    def __init__(self, job_id: str, code: str) -> None:
+        super().__init__(f"job {job_id} failed: {code}")
+        self.job_id = job_id
+        self.code = code
+
+    def __reduce__(self) -> tuple[type[JobFailedError], tuple[str, str]]:
+        # Pickled from the pool child to the main process, which sends the task-failed event.
+        return type(self), (self.job_id, self.code)
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("provisioner", broker=settings.broker_url or "memory://", set_as_current=False)
+    transport_options = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # status lives in the status table, never in a result backend
+        # A message is acknowledged only when its task returns, and requeued when the worker
+        # process running it dies; the status table's claim makes the re-run harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        # Far below the visibility timeout, so a running task is never redelivered while alive.
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        broker_transport_options=transport_options,
+        # On a cold shutdown, first hand unacknowledged messages back to the broker; otherwise
+        # Redis keeps them invisible for the whole visibility timeout.
+        worker_soft_shutdown_timeout=10.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        # Task events, so Flower and `celery events` see every task, including when it was sent.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # A task that raised JobFailedError is acknowledged all the same: the job is done.
+        task_acks_on_failure_or_timeout=True,
+    )
+    state = _ProcessState(settings)
+
+    # throws: an expected failure, logged by Celery in one line without a traceback.
+    # shared=False: every app built in one process (tests, the sweeper) keeps its own task;
+    # a shared one would run the first app's pipeline for all of them.
+    @app.task(name=TASK_NAME, ignore_result=True, throws=(JobFailedError,), shared=False)
+    def run_job(job_id: str) -> str | None:
+        outcome = state.pipeline().execute(job_id)
+        if outcome is None:
+            return None
+        if outcome.status is JobStatus.failed:
+            raise JobFailedError(job_id, outcome.code or "unknown")
+        return outcome.status.value
+
+    # Worker signals are global: act only for a worker of this app (a process may build others).
+    def ours(sender: Any) -> bool:
+        return getattr(sender, "app", None) is app
+
+    def early_logging(instance: Any = None, **_: Any) -> None:
+        # Before Celery's start-up checks warn (running as root...); setup_logging sets the level.
+        if ours(instance):
+            logs.configure(settings)
+
+    def setup_logging(loglevel: int | None = None, **_: Any) -> None:
+        # Connected at all, this replaces Celery's own logging set-up (main process; the pool
+        # children inherit it when they fork).
+        logs.configure(settings, level=loglevel or logging.INFO)
+
+    def worker_init(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            state.enable_metrics()
+
+    def after_setup(instance: Any = None, **_: Any) -> None:
+        if ours(instance):
+            state.serve_metrics()
+
+    def start_sweeper(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            state.start_sweeper()
+
+    def child_started(**_: Any) -> None:
+        state.after_fork()
+
+    def child_exiting(pid: int | None = None, **_: Any) -> None:
+        metrics.mark_process_dead(pid if pid is not None else os.getpid())
+
+    def stop(sender: Any = None, **_: Any) -> None:
+        if ours(sender):
+            state.stop_sweeper()
+            state.stop_metrics()
+
+    # weak=False: the handlers are closures that would otherwise be garbage-collected.
+    signals.celeryd_init.connect(early_logging, weak=False)
+    signals.setup_logging.connect(setup_logging, weak=False)
+    signals.worker_init.connect(worker_init, weak=False)
+    signals.celeryd_after_setup.connect(after_setup, weak=False)
+    signals.worker_ready.connect(start_sweeper, weak=False)
+    signals.worker_process_init.connect(child_started, weak=False)
+    signals.worker_process_shutdown.connect(child_exiting, weak=False)
+    signals.worker_shutdown.connect(stop, weak=False)
+    return app
+
+
+class CeleryDispatcher:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def publish(self, job_ids: Sequence[str]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for job_id in job_ids:
+                self.app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, producer=producer)
+
+
+class _ProcessState:
+    """Per-process resources. Built lazily, so each prefork child opens its own connections
+    after the fork rather than inheriting the parent's sockets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._store: JobStore | None = None
+        self._pipeline: Pipeline | None = None
+        self._sweeper: multiprocessing.process.BaseProcess | None = None
+        self._sweeping = False
+        self._metrics_dir: str | None = None
+        self._metrics_server: metrics.MetricsServer | None = None
+        self._reporter: Reporter | None = None
+
+    def store(self) -> JobStore:
+        if self._store is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._store = make_store(self.settings)
+            self._pipeline = None
+        return self._store
+
+    def pipeline(self) -> Pipeline:
+        store = self.store()
+        if self._pipeline is None:
+            self._pipeline = make_pipeline(self.settings, store)
+        return self._pipeline
+
+    def enable_metrics(self) -> None:
+        """Main process, first thing: multiprocess mode, so the pool children and the sweeper
+        write their samples where this process can sum them. Off (in-process metrics nobody
+        reads) when no port is configured."""
+        if self.settings.metrics_port:
+            self._metrics_dir = metrics.enable_multiprocess()
+
+    def serve_metrics(self) -> None:
+        """Main process, logging set up, before the pool forks: the quota gauges and the port."""
+        if self._metrics_dir is None:
+            return
+        # Read at scrape time; its connections are closed before the pool forks and dropped
+        # unclosed in every child forked later (after_fork).
+        self._reporter = make_reporter(self.settings, make_store(self.settings))
+        self._reporter.store.engine.dispose()
+        metrics.register_quota_collector(self._reporter)
+        self._metrics_server = metrics.serve(self.settings.metrics_port)
+
+    def after_fork(self) -> None:
+        """A pool child: the main process's pooled connections must not be used, nor closed
+        (closing would end them for the main process too)."""
+        if self._reporter is not None:
+            self._reporter.store.engine.dispose(close=False)
+
+    def stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        if self._metrics_dir is not None:
+            metrics.disable_multiprocess(self._metrics_dir)
+            self._metrics_dir = None
+
+    def start_sweeper(self) -> None:
+        self._sweeping = True
+        threading.Thread(
+            target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True
+        ).start()
+
+    def _keep_sweeper_alive(self) -> None:
+        # A spawned process, not a thread: the worker's main process forks pool children, and a
+        # child that inherits open SQLite state from its parent corrupts its own connections.
+        # This thread only watches the process and starts a new one if it dies.
+        context = multiprocessing.get_context("spawn")
+        while self._sweeping:
+            if self._sweeper is None or not self._sweeper.is_alive():
+                self._sweeper = context.Process(
+                    target=run_sweeper,
+                    args=(self.settings, os.getpid()),
+                    name="provisioner-sweeper",
+                    daemon=True,
+                )
+                self._sweeper.start()
+                log.info(
+                    "sweeper started (pid %s, every %.1fs)",
+                    self._sweeper.pid,
+                    self.settings.sweep_interval_seconds,
+                )
+            time.sleep(1.0)
+
+    def stop_sweeper(self) -> None:
+        self._sweeping = False
+        if self._sweeper is not None and self._sweeper.is_alive():
+            self._sweeper.terminate()
+            self._sweeper.join(timeout=5)
+
+
+def run_sweeper(settings: Settings, parent_pid: int) -> None:
+    """The sweeper process of one worker; it exits when its worker is gone, even if killed.
+    Spawned with the worker's environment, so its metrics join the worker's (multiprocess)."""
+    logs.configure(settings)
+
+    def orphaned_after(seconds: float) -> bool:
+        time.sleep(seconds)
+        return os.getppid() != parent_pid
+
+    dispatcher = CeleryDispatcher(create_app(settings))
+    sweep_forever(
+        make_scheduler(settings, make_store(settings), dispatcher), settings, orphaned_after
+    )

@@ -1,0 +1,161 @@
+"""Engines for the status table (SQLite by default, PostgreSQL in production) and its schema.
+
+The schema is owned by the Alembic migrations in ``worker/migrations``. ``upgrade`` brings a
+database to the newest revision (``provision db upgrade``; embedded mode, the demo and the tests
+call it themselves); every other entry point only checks, with ``require_current``, and stops
+with one line saying what to run when the database is behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import create_engine
+
+from worker.errors import ConfigurationError
+
+#: How long a SQLite writer waits for another process's lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: The revision a database made by ``create_all`` (before migrations existed) is at.
+BASELINE_REVISION = "0001"
+#: Serialises concurrent upgrades of one PostgreSQL database (any constant shared by all).
+_PG_MIGRATION_LOCK = 7_142_031_501
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for ``database_url``. It creates nothing: see ``upgrade``."""
+    if database_url.startswith("sqlite"):
+        engine = create_engine(
+            database_url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # Pooled: closing the last connection to a WAL database checkpoints it, which made
+            # every short transaction pay for a checkpoint. Engines are made per process, after
+            # any fork, so a pooled connection never crosses a fork.
+            pool_size=16,
+            max_overflow=16,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    else:
+        engine = create_engine(
+            database_url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            # A host that drops packets fails in seconds, not after the OS connect timeout.
+            connect_args={"connect_timeout": 10} if database_url.startswith("postgresql") else {},
+        )
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets pollers read while a worker writes; NORMAL is durable across process crashes.
+    dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below take effect
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # pysqlite's own transaction handling is disabled above; state changes are single
+    # conditional UPDATEs, so a plain deferred BEGIN never has to upgrade a read lock.
+    connection.exec_driver_sql("BEGIN")
+
+
+def insert_ignoring(table: Any, dialect: str, keys: list[str]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO NOTHING, on SQLite or PostgreSQL."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(dialect)
+    return stmt.on_conflict_do_nothing(index_elements=keys)
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "worker:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The database's revision; the baseline for a database made before migrations existed."""
+    revision = MigrationContext.configure(connection).get_current_revision()
+    if revision is None and inspect(connection).has_table("provisioning_jobs"):
+        return BASELINE_REVISION
+    return revision
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database to ``revision``; safe to run from several processes at once."""
+    with engine.begin() as connection, _exclusive(connection):
+        config = _config(connection)
+        unversioned = MigrationContext.configure(connection).get_current_revision() is None
+        if unversioned and inspect(connection).has_table("provisioning_jobs"):
+            command.stamp(config, BASELINE_REVISION)
+        command.upgrade(config, revision)
+
+
+@contextlib.contextmanager
+def _exclusive(connection: Connection) -> Iterator[None]:
+    """Hold the database's write lock for the whole upgrade, so two upgrades run one by one."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+    elif connection.dialect.name == "sqlite":
+        # Writing the header takes SQLite's write lock at once, as BEGIN IMMEDIATE would.
+        version = connection.exec_driver_sql("PRAGMA user_version").scalar()
+        connection.exec_driver_sql(f"PRAGMA user_version = {int(version or 0)}")
+    yield
+
+
+def require_current(engine: Engine) -> None:
+    """Raise ConfigurationError, in one line, unless the database is at the newest revision.
+
+    A SQLite file that does not exist is reported as such, not created.
+    """
+    path = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).exists():
+        raise ConfigurationError(
+            f"no status database at {path}: run `provision db upgrade` to create it, "
+            "or set PROVISIONER_DATABASE_URL"
+        )
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+    except SQLAlchemyError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ConfigurationError(
+            f"cannot use the status database {where}: {reason}; check "
+            "PROVISIONER_DATABASE_URL (and that the database server is up)"
+        ) from None
+    head = head_revision()
+    if current != head:
+        raise ConfigurationError(
+            f"the status database is at schema revision {current or '(empty)'}, this version "
+            f"needs {head}: run `provision db upgrade`"
+        )

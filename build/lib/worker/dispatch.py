@@ -1,0 +1,13 @@
+"""What hands job ids to workers: Celery in production, an in-process queue in embedded mode.
+
+Only the scheduler and the sweeper publish; producers write rows and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Dispatcher(Protocol):
+    def publish(self, job_ids: Sequence[str]) -> None: ...

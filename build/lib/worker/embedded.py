@@ -1,0 +1,85 @@
+"""Embedded mode: the same pipeline with no broker, run by worker threads in this process.
+
+Used when ``PROVISIONER_BROKER_URL`` is unset, so ``provision`` can onboard a file with nothing
+else installed. The in-memory queue is only a fast path: the status table stays the source of
+truth, and the sweeper re-drives anything the queue never delivered.
+
+One process, so metrics live in the default registry; with ``PROVISIONER_METRICS_PORT`` set,
+they are served on that port while the workers run, as a Celery worker serves its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+
+from worker import metrics
+from worker.logs import job_context
+from worker.runtime import check_worker_settings, make_pipeline, make_reporter, make_scheduler
+from worker.settings import Settings
+from worker.store import JobStore
+from worker.sweeper import SweeperThread
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorkers:
+    """In-process worker threads fed by an in-memory queue, and the scheduler that fills it."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"provisioner-worker-{n}", daemon=True)
+            for n in range(settings.embedded_workers)
+        ]
+        self._sweeper = SweeperThread(make_scheduler(settings, store, self), settings)
+        self._metrics: metrics.MetricsServer | None = None
+
+    def publish(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self._queue.put(job_id)
+
+    def start(self) -> EmbeddedWorkers:
+        check_worker_settings(self.settings)  # a bad configuration fails here, not per thread
+        for thread in self._threads:
+            thread.start()
+        self._sweeper.start()
+        if self.settings.metrics_port:
+            metrics.register_quota_collector(make_reporter(self.settings, self.store))
+            self._metrics = metrics.serve(self.settings.metrics_port)
+        return self
+
+    def stop(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        self._sweeper.stop()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=self.settings.task_time_limit)
+
+    def __enter__(self) -> EmbeddedWorkers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _work(self) -> None:
+        # One client per thread: a shared httpx pool degrades under contention.
+        pipeline = make_pipeline(self.settings, self.store)
+        try:
+            while (job_id := self._queue.get()) is not None:
+                try:
+                    pipeline.run(job_id)
+                except Exception:
+                    # The job keeps its lease; the sweeper re-drives it when the lease ends.
+                    with job_context(job_id=job_id):
+                        log.exception("job %s crashed", job_id)
+        finally:
+            for client in pipeline.clients.values():
+                client.close()

@@ -1,0 +1,224 @@
+"""The status table and the shapes of what it stores.
+
+One row per job. The row is the source of truth: the broker only carries job ids, so losing the
+broker loses no job, and every outcome (goal ids, shared-link URLs, errors) is read from here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
+from sqlalchemy import JSON, BigInteger, DateTime, Index, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Column, Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Operation(StrEnum):
+    provision_site = "provision_site"  #: create the site, then ensure its goals and shared links
+    delete_site = "delete_site"  #: delete the site
+    delete_goal = "delete_goal"  #: delete one goal, by id or by its event name / page path
+
+
+class JobStatus(StrEnum):
+    queued = "queued"  #: written, waiting for a worker
+    running = "running"  #: claimed by a worker whose lease has not expired
+    waiting = "waiting"  #: parked until ``next_attempt_at`` (quota spent, outage)
+    succeeded = "succeeded"  #: done; the result is in ``progress``
+    failed = "failed"  #: will not be retried; the reason is in ``error_*``
+    cancelled = "cancelled"  #: withdrawn before it ran
+
+    @property
+    def done(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class Priority(StrEnum):
+    """Which jobs the quota serves first."""
+
+    interactive = "interactive"  #: a signup someone waits for: HTTP, Python API, stream
+    bulk = "bulk"  #: file imports: batches share what interactive jobs leave, round-robin
+
+
+#: The account jobs run under when their event names none (``worker.accounts``).
+DEFAULT_ACCOUNT = "default"
+
+
+class GoalSpec(BaseModel):
+    """A goal to ensure on a site: an event goal or a page goal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    goal_type: Literal["event", "page"]
+    event_name: str | None = None
+    page_path: str | None = None
+    display_name: str | None = None
+    custom_props: dict[str, str] = PydanticField(default_factory=dict)
+
+    @property
+    def natural_key(self) -> str:
+        """What makes the goal unique on its site, as Plausible's find-or-create sees it."""
+        if self.goal_type == "event":
+            return f"event:{self.event_name}"
+        return f"page:{self.page_path}"
+
+
+class JobRequest(BaseModel):
+    """What a producer asks for. Stored verbatim in the job row; never holds a secret."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    operation: Operation
+    domain: str
+    timezone: str | None = None
+    goals: tuple[GoalSpec, ...] = ()
+    shared_links: tuple[str, ...] = ()
+    #: delete_goal only: the goal, by id or by event name / page path.
+    goal_id: int | None = None
+    goal: GoalSpec | None = None
+    #: The account (Plausible team or key) the job runs under.
+    account: str = DEFAULT_ACCOUNT
+
+
+class SiteRecord(BaseModel):
+    """The site as Plausible returned it: its normalised domain is the ``site_id`` from then on."""
+
+    domain: str
+    timezone: str
+    #: True when the create found the domain taken and the site turned out to be ours already.
+    adopted: bool = False
+
+
+class GoalRecord(BaseModel):
+    id: int
+    goal_type: str
+    event_name: str | None = None
+    page_path: str | None = None
+    display_name: str
+
+
+class Progress(BaseModel):
+    """A job's checkpoints: what is done already, so a later attempt resumes after it.
+
+    Written by the pipeline after each step, read by every view of the job. Stored as JSON with
+    default values left out, so a fresh job's progress is ``{}``.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    #: provision_site: the site, then each goal (by natural key) and shared link (name -> URL).
+    site: SiteRecord | None = None
+    goals: dict[str, GoalRecord] = PydanticField(default_factory=dict)
+    shared_links: dict[str, str] = PydanticField(default_factory=dict)
+    #: delete_goal: the goal's id and where it was found.
+    goal_id: int | None = None
+    goal_id_source: Literal["request", "history", "list"] | None = None
+    #: Deletes: a try got no answer or a 5xx, so a later 404 may mean our delete went through.
+    delete_outcome_unknown: bool = False
+    deleted: bool | None = None
+    #: The delete found nothing, after a try whose outcome was unknown: counted as done.
+    already_gone: bool = False
+
+
+class ProgressJSON(TypeDecorator[Progress]):
+    """A ``Progress`` in a JSON column."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        progress = value if isinstance(value, Progress) else Progress.model_validate(value)
+        return progress.model_dump(mode="json", exclude_defaults=True)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Progress:
+        return Progress.model_validate(value or {})
+
+
+class ProvisioningJob(SQLModel, table=True):
+    __tablename__ = "provisioning_jobs"
+    __table_args__ = (
+        Index("ix_provisioning_jobs_status_next", "status", "next_attempt_at"),
+        # The scheduler's queries: queued jobs by class in arrival order, and per batch.
+        Index("ix_provisioning_jobs_admission", "status", "priority", "created_at"),
+        Index(
+            "ix_provisioning_jobs_admission_batch", "status", "priority", "batch_id", "created_at"
+        ),
+        # The jobs that finished last (how long jobs take, for the reserve's release).
+        Index("ix_provisioning_jobs_status_finished", "status", "finished_at"),
+    )
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    idempotency_key: str = Field(unique=True, index=True, max_length=255)
+    operation: Operation
+    domain: str = Field(index=True, max_length=255)
+    batch_id: str | None = Field(default=None, index=True, max_length=64)
+    request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    #: sha256 of the canonical request, to tell a retry from a reuse of the key.
+    fingerprint: str = Field(max_length=64)
+
+    account: str = Field(default=DEFAULT_ACCOUNT, max_length=64, index=True)
+    priority: Priority = Field(default=Priority.interactive, sa_type=String(16))
+
+    status: JobStatus = Field(default=JobStatus.queued, index=True)
+    progress: Progress = Field(
+        default_factory=Progress, sa_column=Column(ProgressJSON, nullable=False)
+    )
+    attempts: int = 0
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = None
+    error_status: int | None = None
+
+    next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    #: The current claim: a running job belongs to whoever holds this token until the lease ends.
+    lease_token: str | None = Field(default=None, max_length=32)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    #: When the job's message was last handed to the broker; None means not yet (outbox).
+    dispatched_at: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), index=True
+    )
+    dispatch_count: int = 0
+    #: Quota permits the scheduler reserved for the job when it dispatched it: window key
+    #: ("burst:177000123") -> permits. The worker spends these before taking any more.
+    permits: dict[str, int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    @property
+    def spec(self) -> JobRequest:
+        return JobRequest.model_validate(self.request)
+
+
+class QuotaWindowRow(SQLModel, table=True):
+    """Permits taken in one of a quota's windows, shared by every process on every host.
+
+    Plausible counts requests in fixed windows (``floor(now / length)``): a team's hour and its
+    burst window. A row per quota, kind and window index; a permit is taken before a request is
+    sent, so ``used`` never exceeds the limit. ``spent`` marks a window in which Plausible
+    answered 429 anyway (someone else shares the quota): nothing more goes out in it.
+    """
+
+    __tablename__ = "quota_windows"
+
+    quota: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=8)
+    window: int = Field(primary_key=True, sa_type=BigInteger)
+    used: int = 0
+    spent: bool = False
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

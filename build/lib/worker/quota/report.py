@@ -1,0 +1,113 @@
+"""What the quota looks like now, and when a batch should be done: for ``provision quota``,
+``GET /quota`` and every view of a batch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.accounts import Accounts, Quota
+from worker.models import Priority
+from worker.quota import windows
+from worker.quota.limiter import Limiter
+from worker.quota.permits import calls_needed
+from worker.quota.windows import HOUR
+from worker.store import UNSET, JobStore, Unset
+
+#: Jobs per batch whose remaining calls are read to estimate the rest of the batch.
+SAMPLE = 50
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Reporter:
+    store: JobStore
+    limiter: Limiter
+    accounts: Accounts
+
+    def quotas(self) -> list[dict[str, Any]]:
+        """Per quota: its accounts, and for each current window the calls used and remaining,
+        the limit, when it resets; and the jobs waiting for the scheduler, by class."""
+        out = []
+        for quota in self.accounts.quotas.values():
+            names = self.accounts.of_quota(quota.name)
+            out.append(
+                {
+                    "quota": quota.name,
+                    "accounts": [
+                        {"name": name, "waiting": self.store.waiting_by_priority([name])}
+                        for name in names
+                    ],
+                    "windows": [
+                        {
+                            "kind": usage.window.kind,
+                            "seconds": windows.length(quota, usage.window.kind),
+                            "used": usage.used,
+                            "limit": usage.limit,
+                            "remaining": usage.remaining,
+                            "interactive_reserve": self.limiter.reserve(quota, usage.window.kind),
+                            "spent": usage.spent,
+                            "resets_at": _iso(usage.resets_at),
+                        }
+                        for usage in self.limiter.usage(quota)
+                    ],
+                    "waiting": self.store.waiting_by_priority(names),
+                }
+            )
+        return out
+
+    def batch_eta(self, batch_id: str) -> datetime | None:
+        """When the batch's last job should be done, from the budget and the work queued ahead
+        of it: interactive jobs first, other bulk batches sharing round-robin. None if the batch
+        has nothing left (or only under accounts not configured here)."""
+        quotas = {
+            self.accounts.get(name).quota.name: self.accounts.get(name).quota
+            for name in self.store.batch_accounts(batch_id)
+            if name in self.accounts
+        }
+        now = self.limiter.clock()
+        finish: float | None = None
+        for quota in quotas.values():
+            names = self.accounts.of_quota(quota.name)
+            if not self.store.unfinished(names, None, batch_id, sample=1)[0]:
+                continue
+            # Interactive jobs (this batch's included) go first; then this batch's bulk jobs,
+            # round-robin with the other batches: each takes as many calls as this one until
+            # either is done.
+            mine = self._calls(names, Priority.bulk, batch_id)
+            calls = self._calls(names, Priority.interactive) + mine
+            for other in self.store.unfinished_batches(names, Priority.bulk):
+                if other != batch_id:
+                    calls += min(self._calls(names, Priority.bulk, other), mine)
+            done = now + self._seconds_for(quota, calls, now)
+            finish = done if finish is None else max(finish, done)
+        return None if finish is None else datetime.fromtimestamp(finish, tz=UTC)
+
+    def _calls(
+        self, accounts: list[str], priority: Priority, batch_id: str | Unset | None = UNSET
+    ) -> int:
+        """The calls unfinished jobs still need, estimated from a sample of them."""
+        count, sample = self.store.unfinished(accounts, priority, batch_id, sample=SAMPLE)
+        if not sample:
+            return 0
+        per_job = sum(calls_needed(request, progress) for request, progress in sample) / len(sample)
+        return math.ceil(per_job * count)
+
+    def _seconds_for(self, quota: Quota, calls: int, now: float) -> float:
+        """How long the budget takes to hand out ``calls`` permits from now."""
+        burst_rate = self.limiter.budget(quota, windows.BURST) / quota.burst_seconds
+        hourly = self.limiter.budget(quota, HOUR)
+        hour = windows.current(quota, HOUR, now)
+        used = next(u.used for u in self.limiter.usage(quota) if u.window.kind == HOUR)
+        this_hour = max(0, hourly - used)
+        if calls <= this_hour:
+            return calls / burst_rate
+        rest = calls - this_hour
+        full_hours, last = divmod(rest, hourly)
+        seconds = windows.end(quota, hour) - now + full_hours * quota.hour_seconds
+        return seconds + last / burst_rate

@@ -1,0 +1,87 @@
+"""Building a process's parts from settings: the one place that wires them together."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from worker.accounts import Accounts, load_accounts
+from worker.db import make_engine, require_current, upgrade
+from worker.dispatch import Dispatcher
+from worker.plausible import PlausibleClient
+from worker.quota.limiter import Limiter
+from worker.quota.report import Reporter
+from worker.quota.scheduler import Scheduler
+from worker.retrying import RetryPolicy
+from worker.service import Pipeline
+from worker.settings import Settings
+from worker.store import JobStore
+
+
+def make_accounts(settings: Settings) -> Accounts:
+    return load_accounts(settings)
+
+
+def make_clients(settings: Settings, accounts: Accounts) -> dict[str, PlausibleClient]:
+    """One client per account; ConfigurationError (naming the account and its variable) if a
+    key is missing, so a worker stops at start instead of failing every job."""
+    keys = {account.name: account.api_key() for account in accounts}
+    return {
+        name: PlausibleClient(
+            base_url=settings.plausible_base_url,
+            api_key=key.get_secret_value(),
+            connect_timeout=settings.http_connect_timeout,
+            read_timeout=settings.http_read_timeout,
+            total_timeout=settings.http_total_timeout,
+            hour_seconds=settings.hour_seconds,
+        )
+        for name, key in keys.items()
+    }
+
+
+def check_worker_settings(settings: Settings) -> None:
+    """Fail now, in one line, on what would otherwise fail every job: accounts and keys."""
+    for client in make_clients(settings, make_accounts(settings)).values():
+        client.close()
+
+
+def make_store(
+    settings: Settings, engine: Engine | None = None, *, migrate: bool = False
+) -> JobStore:
+    """The status table. ``migrate`` upgrades its schema first (embedded mode); otherwise a
+    database behind this version's schema stops the process with a ConfigurationError."""
+    engine = engine or make_engine(settings.database_url)
+    if migrate:
+        upgrade(engine)
+    else:
+        require_current(engine)
+    return JobStore(engine)
+
+
+def make_limiter(settings: Settings, store: JobStore) -> Limiter:
+    return Limiter(
+        store.engine,
+        interactive_reserve=settings.interactive_reserve,
+        release_seconds=settings.reserve_release_seconds,
+        guard=settings.quota_guard_seconds,
+    )
+
+
+def make_pipeline(settings: Settings, store: JobStore) -> Pipeline:
+    accounts = make_accounts(settings)
+    return Pipeline(
+        store=store,
+        clients=make_clients(settings, accounts),
+        accounts=accounts,
+        limiter=make_limiter(settings, store),
+        policy=RetryPolicy.from_settings(settings),
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.job_max_attempts,
+    )
+
+
+def make_scheduler(settings: Settings, store: JobStore, dispatcher: Dispatcher) -> Scheduler:
+    return Scheduler(store, make_limiter(settings, store), make_accounts(settings), dispatcher)
+
+
+def make_reporter(settings: Settings, store: JobStore) -> Reporter:
+    return Reporter(store, make_limiter(settings, store), make_accounts(settings))

@@ -1,0 +1,128 @@
+"""Configuration, read from the environment once at the edges and passed down.
+
+Every provisioner setting has the ``PROVISIONER_`` prefix; the two Plausible settings keep the
+names operators already use: ``PLAUSIBLE_API_KEY`` and ``PLAUSIBLE_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROVISIONER_", extra="ignore", env_file=".env", env_file_encoding="utf-8"
+    )
+
+    #: SQLAlchemy URL of the status table. SQLite by default; PostgreSQL in production.
+    database_url: str = "sqlite:///provisioner.db"
+    #: Celery broker (redis://, amqp://). Unset means embedded mode: in-process worker threads.
+    broker_url: str | None = None
+
+    plausible_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("PLAUSIBLE_API_KEY")
+    )
+    plausible_base_url: str = Field(
+        default="https://plausible.io", validation_alias=AliasChoices("PLAUSIBLE_BASE_URL")
+    )
+    #: The ``default`` account's quota (§4 of the API reference); the accounts file sets others.
+    hourly_limit: int = Field(default=600, gt=0)
+    burst_limit: int = Field(default=60, gt=0)
+    burst_seconds: float = Field(default=10.0, gt=0)
+    #: Calls per hour left unspent for the team's other users of the key (Stats API scripts...).
+    quota_reserve: int = Field(default=0, ge=0)
+    #: Length of Plausible's hourly window; only a sandbox with a compressed hour changes it.
+    hour_seconds: float = Field(default=3600.0, gt=0)
+    #: TOML file naming further accounts (Plausible teams or keys), each with its own quota.
+    accounts_file: Path | None = None
+    #: Share of every window kept for interactive jobs until shortly before the window ends.
+    interactive_reserve: float = Field(default=0.1, ge=0, le=1)
+    #: Unused interactive reserve goes to bulk jobs at least this long (plus the guard) before a
+    #: burst window ends; longer when jobs have lately taken longer to finish.
+    reserve_release_seconds: float = Field(default=0.1, ge=0)
+    #: How far Plausible's clock (plus a request's transit) may be from ours: a request sent this
+    #: close to a window boundary may be counted on either side, so it is charged to both.
+    quota_guard_seconds: float = Field(default=0.6, ge=0)
+    #: How often the scheduler admits waiting jobs into the quota.
+    schedule_interval_seconds: float = Field(default=0.1, gt=0)
+
+    http_connect_timeout: float = 5.0
+    http_read_timeout: float = 15.0
+    #: Bound on a whole response body (httpx only bounds each read).
+    http_total_timeout: float = 20.0
+
+    #: In-process retries of one call on a transient error: attempts and total time, both bounded.
+    http_max_attempts: int = 4
+    http_max_elapsed_seconds: float = 20.0
+    http_backoff_initial: float = 0.25
+    http_backoff_max: float = 4.0
+
+    #: Job-level retries: a job parked after a transient failure waits base * 2**n, up to the max.
+    job_backoff_base_seconds: float = 5.0
+    job_backoff_max_seconds: float = 900.0
+    #: A job is failed after this many claims (guards against a job that kills its worker).
+    job_max_attempts: int = 25
+
+    #: How long a claim on a running job lasts without news from its worker. The worker renews
+    #: it at every checkpoint and before any API call once a quarter has passed, so it only has
+    #: to outlast a quarter plus one call and its backoff (about 15 + 35 + 4 s at the defaults).
+    #: When a worker dies, its jobs are taken over once their lease runs out.
+    lease_seconds: float = 60.0
+    task_soft_time_limit: float = 90.0
+    task_time_limit: float = 120.0
+    #: Redis redelivers unacknowledged messages after this long; far above the time limit.
+    visibility_timeout: int = 1800
+
+    #: The sweeper re-drives stuck jobs every so often.
+    sweep_interval_seconds: float = 2.0
+    #: A queued job whose message was published this long ago and never started is published again.
+    redispatch_after_seconds: float = 60.0
+
+    #: Celery worker processes. The work waits on HTTP, not CPU, so more than one per core pays;
+    #: each prefork process costs about 75 MB. ``provision worker --concurrency N`` overrides it.
+    worker_concurrency: int = 8
+
+    #: Embedded mode: number of in-process worker threads.
+    embedded_workers: int = 8
+
+    #: Bearer token every ``provision serve`` route requires; never logged. Empty: refuse to start
+    #: unless ``dev_mode`` is set.
+    api_token: SecretStr = SecretStr("")
+    #: Development only: lets ``provision serve`` run without a token (no authentication at all).
+    dev_mode: bool = False
+    #: Log lines as JSON objects or plain text; ``auto``: JSON unless stderr is a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    #: Show tracebacks instead of one-line errors (``--debug`` does the same).
+    debug: bool = False
+    #: Port a worker serves Prometheus metrics on (0: none). ``provision serve`` serves
+    #: ``/metrics`` on its own port.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Redis holding the signup stream ``provision consume`` reads (``--redis`` overrides it).
+    stream_redis_url: str | None = None
+    #: ``provision import``: rows per transaction.
+    import_batch_size: int = 500
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; only entry points call this, everything else is passed them."""
+    return Settings()
+
+
+def settings_error(exc: ValidationError) -> str:
+    """The first problem of a ValidationError of Settings, as one line naming the variable."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    variable = (
+        alias.choices[0] if isinstance(alias, AliasChoices) else f"PROVISIONER_{name.upper()}"
+    )
+    value = error.get("input")
+    shown = "" if "key" in name or "token" in name else f" (got {value!r})"
+    return f"{variable}: {error['msg']}{shown}"

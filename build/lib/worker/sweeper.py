@@ -1,0 +1,109 @@
+"""The sweeper: the scheduler's loop, plus re-driving jobs the broker alone would lose or forget.
+
+Every ``schedule_interval_seconds`` the scheduler dispatches queued jobs that fit in the quota
+(``worker.quota.scheduler``). Every ``sweep_interval_seconds`` the sweeper also
+
+- hands back to the scheduler the waiting jobs whose time has come and the running jobs whose
+  lease expired (their worker died),
+- publishes again dispatched jobs that never started (the broker lost their message).
+
+Every worker runs one. That is safe: each job is taken by one scheduler or sweeper at a time
+(conditional UPDATE), and a duplicate message is harmless because only one claim can win.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker import metrics
+from worker.dispatch import Dispatcher
+from worker.problems import explain
+from worker.quota.scheduler import Scheduler
+from worker.settings import Settings
+from worker.store import JobStore
+
+log = logging.getLogger(__name__)
+
+#: Old quota windows are forgotten this often.
+PRUNE_EVERY_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    requeued: int
+    redispatched: int
+
+
+def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> SweepResult:
+    requeued = store.requeue_due()
+    lost = store.take_for_redispatch(redispatch_after=settings.redispatch_after_seconds)
+    if lost:
+        try:
+            dispatcher.publish(lost)
+        except Exception:
+            store.release_dispatch(lost)
+            raise
+    metrics.SCHEDULER_JOBS.labels("requeued").inc(requeued)
+    metrics.SCHEDULER_JOBS.labels("redispatched").inc(len(lost))
+    if requeued or lost:
+        log.info("sweeper: %d back to the scheduler, %d published again", requeued, len(lost))
+    return SweepResult(requeued=requeued, redispatched=len(lost))
+
+
+def sweep_forever(
+    scheduler: Scheduler,
+    settings: Settings,
+    wait: Callable[[float], bool],
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """Schedule every ``schedule_interval_seconds`` (and the moment a window opens or a reserve
+    is released) and sweep every ``sweep_interval_seconds``, until ``wait(interval)`` returns
+    True."""
+    next_sweep = next_prune = monotonic()
+    pause = settings.schedule_interval_seconds
+    while not wait(pause):
+        now = monotonic()
+        try:
+            if now >= next_sweep:
+                next_sweep = now + settings.sweep_interval_seconds
+                sweep_once(scheduler.store, scheduler.dispatcher, settings)
+            if now >= next_prune:
+                next_prune = now + PRUNE_EVERY_SECONDS
+                scheduler.limiter.prune()
+            metrics.SCHEDULER_JOBS.labels("dispatched").inc(len(scheduler.tick()))
+            until_change = scheduler.next_wake() - scheduler.limiter.clock()
+            pause = min(settings.schedule_interval_seconds, max(0.005, until_change))
+        except Exception as exc:
+            # A database or broker outage must not end the loop; it tries again next tick. An
+            # outage is one line saying what is down; anything else keeps its traceback.
+            problem = explain(exc, settings)
+            if problem is None:
+                log.exception("scheduling or sweeping failed; retrying")
+            else:
+                log.warning(
+                    "scheduling or sweeping failed: %s; retrying in %gs",
+                    problem,
+                    settings.sweep_interval_seconds,
+                )
+            wait(settings.sweep_interval_seconds)
+
+
+class SweeperThread(threading.Thread):
+    """``sweep_forever`` on a thread, until stopped."""
+
+    def __init__(self, scheduler: Scheduler, settings: Settings) -> None:
+        super().__init__(name="provisioner-sweeper", daemon=True)
+        self.scheduler = scheduler
+        self.settings = settings
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        sweep_forever(self.scheduler, self.settings, self._stop_event.wait)
+
+    def stop(self) -> None:
+        self._stop_event.set()
