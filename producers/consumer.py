@@ -189,13 +189,17 @@ class StreamConsumer:
         self.stats.dead += 1
         reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
         log.warning("dead-lettering %s %s: %s: %s", self.stream, entry_id, field or "event", reason)
+        event = fields.get("event")
         self.client.xadd(
             self.dead_stream,
             {
                 "entry_id": entry_id,
                 "field": field or "",
                 "reason": reason,
-                "event": fields.get("event", json.dumps(fields)),
+                # The entry's own bytes, even those that are not UTF-8 (see _decode).
+                "event": json.dumps(fields)
+                if event is None
+                else event.encode("utf-8", "surrogateescape"),
             },
         )
 
@@ -224,12 +228,16 @@ def _entry_fault(exc: BaseException) -> bool:
 
 
 def _decode(raw: Any) -> list[Entry]:
-    """Stream entries as (id, {field: value}) with str everywhere, whatever the client's decoding."""
+    """Stream entries as (id, {field: value}) with str everywhere, whatever the client's decoding.
 
-    def text(value: Any) -> str:
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    A value's bytes that are not UTF-8 become lone surrogates (``surrogateescape``), which
+    ``parse_event`` refuses: such an entry is dead-lettered, never queued with U+FFFD in its key
+    or domain."""
+
+    def text(value: Any, errors: str = "replace") -> str:
+        return value.decode("utf-8", errors) if isinstance(value, bytes) else str(value)
 
     return [
-        (text(entry_id), {text(k): text(v) for k, v in (fields or {}).items()})
+        (text(entry_id), {text(k): text(v, "surrogateescape") for k, v in (fields or {}).items()})
         for entry_id, fields in raw
     ]

@@ -18,13 +18,11 @@ from worker.errors import (
     PlausibleError,
 )
 from worker.models import Priority
+from worker.pauses import PROBE_SITE
 from worker.plausible import PlausibleClient
 from worker.problems import explain
 from worker.quota.limiter import Limiter
 from worker.settings import Settings, settings_error
-
-#: A domain that cannot be a site (``.invalid`` is reserved): the probe finds nothing to touch.
-PROBE_SITE = "provisioner-doctor.invalid"
 
 
 @dataclass(frozen=True)

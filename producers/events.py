@@ -40,6 +40,8 @@ MAX_KEY_LENGTH = 255
 MAX_CUSTOM_PROPS = 3
 #: Plausible's default per-site goal limit; a request above it can never fully succeed.
 MAX_GOALS = 1000
+#: Shared links per site; each is one API call, and a site rarely needs more than a few.
+MAX_SHARED_LINKS = 100
 #: Deepest nesting an event can need is 4 (event > goals > goal > custom_props).
 MAX_DEPTH = 8
 #: Plausible's goal ids are PostgreSQL bigints.
@@ -69,7 +71,7 @@ def parse_event(data: object, *, accounts: Collection[str] | None = None) -> Eve
     kind = data.get("type", "site.provision")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidRequestError(
-            f"unknown type {kind!r}; expected one of {', '.join(EVENT_TYPES)}", field="type"
+            f"unknown type {_shown(kind)}; expected one of {', '.join(EVENT_TYPES)}", field="type"
         )
     operation = EVENT_TYPES[kind]
     domain = parse_domain(data.get("domain"))
@@ -107,7 +109,7 @@ def _priority(value: object) -> Priority | None:
         return None
     if value not in ("interactive", "bulk"):
         raise InvalidRequestError(
-            f"unknown priority {value!r}; expected 'interactive' or 'bulk'", field="priority"
+            f"unknown priority {_shown(value)}; expected 'interactive' or 'bulk'", field="priority"
         )
     return Priority(value)
 
@@ -167,6 +169,8 @@ def parse_key(value: object) -> str | None:
     """An idempotency key as given (a string or an integer), trimmed; None if absent."""
     if value is None:
         return None
+    if isinstance(value, int) and abs(value) >= 10**MAX_KEY_LENGTH:  # str() fails past 4300 digits
+        raise InvalidRequestError(f"id is longer than {MAX_KEY_LENGTH} characters", field="id")
     if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
         raise InvalidRequestError("id must be a non-empty string", field="id")
     key = str(value).strip()
@@ -175,12 +179,20 @@ def parse_key(value: object) -> str | None:
     return key
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message; an integer too long to print (over 4300 digits) is not."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"(a {type(value).__name__} too large to show)"
+
+
 def _timezone(value: object) -> str | None:
     if value is None:
         return None  # Plausible defaults an omitted timezone to Etc/UTC
     if not rules.is_valid_timezone(value):
         raise InvalidRequestError(
-            f"{value!r} is not an IANA timezone such as 'Europe/Berlin'", field="timezone"
+            f"{_shown(value)} is not an IANA timezone such as 'Europe/Berlin'", field="timezone"
         )
     assert isinstance(value, str)
     return value
@@ -221,7 +233,7 @@ def parse_goal(item: object, *, field: str) -> GoalSpec:
     goal_type = item.get("goal_type")
     if goal_type not in ("event", "page"):
         raise InvalidRequestError(
-            f"unknown goal_type {goal_type!r}; expected 'event' or 'page'",
+            f"unknown goal_type {_shown(goal_type)}; expected 'event' or 'page'",
             field=f"{field}.goal_type",
         )
     event_name = page_path = None
@@ -282,6 +294,10 @@ def _links(value: object) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list):
         raise InvalidRequestError("shared_links must be a list of names", field="shared_links")
+    if len(value) > MAX_SHARED_LINKS:
+        raise InvalidRequestError(
+            f"at most {MAX_SHARED_LINKS} shared links per site", field="shared_links"
+        )
     names: list[str] = []
     for index, name in enumerate(value):
         where = f"shared_links[{index}]"

@@ -22,7 +22,8 @@ from producers.events import Event, parse_event
 from producers.rows import Format, Row, detect_format, read_rows
 from worker.errors import InvalidRequestError
 from worker.models import Priority
-from worker.store import BatchSummary, JobStore
+from worker.pauses import Pause, blocking
+from worker.store import BatchSummary, JobFilter, JobStore
 
 DEFAULT_BATCH_SIZE = 500
 #: The summary keeps this many invalid rows for ``--json``; each is also reported as it is found.
@@ -189,6 +190,15 @@ def _counting(handle: IO[bytes], on_progress: Callable[[int], None] | None) -> I
     return lines()
 
 
+class AccountsPaused(Exception):
+    """Every job still waiting belongs to a paused account."""
+
+    def __init__(self, pauses: list[Pause], summary: BatchSummary | None = None) -> None:
+        super().__init__("; ".join(f"account {p.account} paused: {p.code}" for p in pauses))
+        self.pauses = pauses
+        self.summary = summary
+
+
 def wait_for_batch(
     store: JobStore,
     batch_id: str,
@@ -198,7 +208,8 @@ def wait_for_batch(
     on_progress: Callable[[BatchSummary], None] | None = None,
 ) -> BatchSummary:
     """Poll until every job of the batch is done (an empty batch is done at once), telling
-    ``on_progress`` each poll's summary."""
+    ``on_progress`` each poll's summary. Raises AccountsPaused when every job left waits for
+    a paused account: nothing will move until someone fixes it."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         summary = store.batch_summary(batch_id)
@@ -206,6 +217,9 @@ def wait_for_batch(
             on_progress(summary)
         if summary.total == 0 or summary.done:
             return summary
+        held = blocking(store, JobFilter(batch_id=batch_id))
+        if held:
+            raise AccountsPaused(held, summary)
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"batch {batch_id} not done after {timeout}s")
         time.sleep(poll_seconds)

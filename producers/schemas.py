@@ -74,6 +74,9 @@ class Job(BaseModel):
     adopted: bool | None = Field(
         description="The domain was taken, by a site that turned out to be ours."
     )
+    existed: bool | None = Field(
+        description="Adopted, and in the account before this job: no create of the job made it."
+    )
     batch_id: str | None
     goals: list[Goal]
     shared_links: list[SharedLink]
@@ -129,9 +132,18 @@ class Batch(BaseModel):
 # -- quota -------------------------------------------------------------------------------------
 
 
+class AccountPause(BaseModel):
+    code: str = Field(description="invalid_api_key, sites_api_unavailable or site_limit_reached.")
+    message: str
+    scope: str = Field(description="`all` jobs, or `provision`: only new sites wait.")
+
+
 class QuotaAccount(BaseModel):
     name: str
     waiting: dict[str, int] = Field(description="Its queued jobs waiting, by priority class.")
+    paused: AccountPause | None = Field(
+        description="Set while an account-level error holds its jobs (see README, Accounts)."
+    )
 
 
 class QuotaWindow(BaseModel):

@@ -27,6 +27,7 @@ def job_view(job: ProvisioningJob) -> dict[str, Any]:
         # As Plausible normalised it once the site exists; until then, as we normalised it.
         "domain": progress.site.domain if progress.site else job.domain,
         "adopted": progress.site.adopted if progress.site else None,
+        "existed": progress.site.existed if progress.site else None,
         "batch_id": job.batch_id,
         "goals": [goal.model_dump() for goal in progress.goals.values()],
         "shared_links": [{"name": name, "url": url} for name, url in progress.shared_links.items()],
@@ -121,6 +122,12 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 def quota_table(quotas: list[dict[str, Any]]) -> str:
     """``Reporter.quotas()`` for terminals: a row per quota and window."""
     rows = [("QUOTA", "ACCOUNTS", "WINDOW", "USED", "LIMIT", "REMAINING", "RESETS AT", "WAITING")]
+    paused = [
+        f"account {a['name']} is paused ({a['paused']['code']}): {a['paused']['message'].strip()}"
+        for quota in quotas
+        for a in quota["accounts"]
+        if a.get("paused")
+    ]
     for quota in quotas:
         accounts = ",".join(a["name"] for a in quota["accounts"])
         waiting = " ".join(f"{k}={v}" for k, v in quota["waiting"].items())
@@ -138,7 +145,7 @@ def quota_table(quotas: list[dict[str, Any]]) -> str:
                     waiting,
                 )
             )
-    return _table(rows)
+    return "\n".join([_table(rows), *paused])
 
 
 #: Columns of a job as a CSV row (``provision jobs --csv``, ``provision export --csv``).

@@ -24,6 +24,7 @@ their blocking database calls run in FastAPI's threadpool.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hmac
@@ -41,11 +42,12 @@ from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers import schemas, views
 from producers.events import check_strings, parse_domain, parse_event, parse_key
-from worker import db, metrics
+from worker import db, metrics, pauses
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.models import JobStatus, Priority
 from worker.quota.report import Reporter
@@ -55,6 +57,9 @@ RETRY_AFTER_SECONDS = 2
 MAX_PAGE = 500
 #: Larger request bodies are refused (413) unread; a signup event is a few kilobytes.
 MAX_BODY_BYTES = 1024 * 1024
+#: A client that has not sent its whole body by then is answered 408 and let go, so slow or
+#: stalled clients cannot hold the service's connections.
+BODY_TIMEOUT_SECONDS = 10.0
 #: Served without the token: they hold no data.
 PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/healthz", "/readyz"})
 
@@ -89,6 +94,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _DESCRIBED = {
     401: "Missing or wrong bearer token (`unauthorized`).",
     404: "No such job, batch or route (`not_found`).",
+    408: f"The body took over {BODY_TIMEOUT_SECONDS:g} s to arrive (`request_timeout`).",
     409: "The job is in another status (`wrong_status`), or the idempotency key belongs to "
     "a different request (`idempotency_key_reused`).",
     413: f"The body is over {MAX_BODY_BYTES} bytes (`body_too_large`).",
@@ -133,6 +139,7 @@ def create_app(
     dev_mode: bool = False,
     accounts: Collection[str] | None = None,
     reporter: Reporter | None = None,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> FastAPI:
     """The service. Refuses to build without a token unless ``dev_mode`` is set."""
     expected = token.get_secret_value().encode()
@@ -147,7 +154,7 @@ def create_app(
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True},
     )
-    app.add_middleware(_Gate, expected=expected)
+    app.add_middleware(_Gate, expected=expected, body_timeout=body_timeout)
     _handle_errors(app)
     # Declares the scheme for OpenAPI ("Authorize" in /docs); _Gate does the checking.
     bearer = HTTPBearer(
@@ -170,7 +177,7 @@ def create_app(
         "/jobs",
         status_code=202,
         response_model=schemas.Job,
-        responses=_errors(409, 413, 422),
+        responses=_errors(408, 409, 413, 422),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -218,13 +225,13 @@ def create_app(
         "/jobs/retry",
         status_code=202,
         response_model=schemas.Changed,
-        responses=_errors(413, 422),
+        responses=_errors(408, 413, 422),
     )
     def retry_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
         """Queue again every failed job the filter matches (each resumes from its checkpoint)."""
-        return _changed(store.retry_matching(_filter(where)))
+        return _changed(pauses.retry_matching(store, _filter(where)).ids)
 
-    @data.post("/jobs/cancel", response_model=schemas.Changed, responses=_errors(413, 422))
+    @data.post("/jobs/cancel", response_model=schemas.Changed, responses=_errors(408, 413, 422))
     def cancel_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
         """Withdraw every queued or waiting job the filter matches."""
         return _changed(store.cancel_matching(_filter(where)))
@@ -323,10 +330,11 @@ def create_app(
 class _Gate:
     """ASGI middleware in front of every route: checks the bearer token from the headers before
     any of the body is read, then takes the body whole, refusing one over ``MAX_BODY_BYTES``
-    (by its Content-Length, else once that much has streamed in) without reading the rest."""
+    (by its Content-Length, else once that much has streamed in) without reading the rest, and
+    one that takes longer than ``body_timeout`` to arrive."""
 
-    def __init__(self, app: ASGIApp, *, expected: bytes) -> None:
-        self.app, self.expected = app, expected
+    def __init__(self, app: ASGIApp, *, expected: bytes, body_timeout: float) -> None:
+        self.app, self.expected, self.body_timeout = app, expected, body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -352,13 +360,25 @@ class _Gate:
             headers={"Connection": "close"},
         )
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        # isascii: "²".isdigit() is true too, and int("²") raises.
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
             await too_large.response()(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                await ApiError(
+                    408,
+                    "request_timeout",
+                    f"the body did not arrive within {self.body_timeout:g} s",
+                    headers={"Connection": "close"},
+                ).response()(scope, receive, send)
+                return
             if message["type"] != "http.request":
                 return  # the client went away
             chunks.append(message.get("body", b""))
@@ -403,11 +423,19 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's, for a body that json.loads refuses otherwise than as a JSONDecodeError
+            # (bytes that are not UTF-8, nesting too deep, an integer too long): 422 like any
+            # other body that is not JSON (``_json_body``, ``invalid_request``).
+            return ApiError(422, "validation_error", "the body is not JSON").response()
         # Starlette's own: unknown route (404), method not allowed (405).
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         message = f"no route {request.url.path}" if exc.status_code == 404 else str(exc.detail)
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of one route only; /jobs is two (GET, POST).
+            headers["Allow"] = _allowed_methods(app, request.url.path) or headers.get("Allow", "")
         return ApiError(exc.status_code, code, message, headers=headers).response()
 
     @app.exception_handler(RequestValidationError)
@@ -423,6 +451,15 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         return ApiError(500, "internal_error", "internal error").response()
+
+
+def _allowed_methods(app: FastAPI, path: str) -> str | None:
+    """The methods of the first documented path ``path`` falls under (the route that routing
+    tries first: ``/jobs/retry`` is not ``/jobs/{ref}``), None if it is undocumented."""
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            return ", ".join(sorted(method.upper() for method in operations))
+    return None
 
 
 def _field_name(path: list[Any]) -> str | None:

@@ -6,10 +6,17 @@ from collections.abc import Sequence
 
 
 class RecordingDispatcher:
-    """A dispatcher that remembers what it was asked to publish, in order."""
+    """A dispatcher that remembers what it was asked to publish, in order; ``waiting`` is how
+    many messages its broker says it still holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, waiting: int = 0) -> None:
         self.published: list[str] = []
+        self.calls: list[list[str]] = []
+        self.waiting = waiting
 
     def publish(self, job_ids: Sequence[str]) -> None:
         self.published.extend(job_ids)
+        self.calls.append(list(job_ids))
+
+    def queued_messages(self) -> int:
+        return self.waiting

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from producers.events import parse_event
+from producers.events import MAX_GOALS, MAX_SHARED_LINKS, parse_event
 from worker.errors import InvalidRequestError
 
 DOMAIN = "shop.example.com"
@@ -68,7 +68,22 @@ BAD = [
         "goals[1].display_name",
     ),
     ({"domain": DOMAIN, "extra": [[[[[[[[[[1]]]]]]]]]]}, "extra[0][0][0][0][0][0][0]"),
+    ({"domain": DOMAIN, "goals": [goal("event", f"E{n}") for n in range(MAX_GOALS + 1)]}, "goals"),
+    (
+        {"domain": DOMAIN, "shared_links": [f"L{n}" for n in range(MAX_SHARED_LINKS + 1)]},
+        "shared_links",
+    ),
 ]
+
+
+def test_an_event_may_hold_up_to_the_documented_numbers_of_goals_and_links() -> None:
+    data = {
+        "domain": DOMAIN,
+        "goals": [goal("event", f"E{n}") for n in range(MAX_GOALS)],
+        "shared_links": [f"L{n}" for n in range(MAX_SHARED_LINKS)],
+    }
+    request = parse_event(data).request
+    assert (len(request.goals), len(request.shared_links)) == (MAX_GOALS, MAX_SHARED_LINKS)
 
 
 @pytest.mark.parametrize(("data", "field"), BAD)

@@ -53,24 +53,30 @@ def batch_of(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr.splitlines()[0].removeprefix("batch ")
 
 
-def test_a_batch_failed_by_a_wrong_key_is_retried_in_bulk_once_the_key_is_fixed(
+def test_a_wrong_key_pauses_the_account_and_a_bulk_retry_resumes_it(
     sandbox: SandboxProcess, env: dict[str, str], tmp_path: Path
 ) -> None:
-    file = signups(tmp_path / "s.jsonl", 6)
+    file = signups(tmp_path / "s.jsonl", 12)
     wrong = provision({**env, "PLAUSIBLE_API_KEY": "not-a-key"}, "import", str(file))
-    assert wrong.returncode == 3, wrong.stderr  # embedded mode waited; jobs failed
+    assert wrong.returncode == 3, wrong.stderr  # embedded mode waited; nothing can run
+    assert "account default is paused (invalid_api_key)" in wrong.stderr
+    assert "provision retry --account default" in wrong.stderr
     batch = batch_of(wrong)
-    failed = provision(env, "jobs", "--batch", batch, "--code", "invalid_api_key", "--json")
-    assert failed.returncode == 0, failed.stderr
-    assert len(json.loads(failed.stdout)) == 6
-    assert sandbox.state()["sites"] == []
+    held = provision(env, "jobs", "--batch", batch, "--code", "invalid_api_key", "--json")
+    assert held.returncode == 0, held.stderr
+    assert {job["status"] for job in json.loads(held.stdout)} == {"queued"}  # not failed
+    assert len(json.loads(held.stdout)) == 12
+    # Only the calls in flight when the first refusal came (at most one per worker thread);
+    # after it, none of the calls certain to fail went out.
+    assert sandbox.state()["counters"]["total"] <= 8
 
     fixed = provision(env, "retry", "--batch", batch, "--code", "invalid_api_key")
     assert fixed.returncode == 0, fixed.stderr
-    assert fixed.stdout.splitlines()[0] == "retried 6 job(s)"
-    assert fixed.stdout.count(" succeeded ") == 6  # they ran here, in embedded mode
-    assert len(sandbox.state()["sites"]) == 6
-    again = provision(env, "retry", "--batch", batch, "--code", "invalid_api_key")
+    lines = fixed.stdout.splitlines()
+    assert lines[:2] == ["resumed account default: its waiting jobs go on", "retried 12 job(s)"]
+    assert fixed.stdout.count(" succeeded ") == 12  # they ran here, in embedded mode
+    assert len(sandbox.state()["sites"]) == 12
+    again = provision(env, "retry", "--batch", batch)
     assert again.stdout.splitlines()[0] == "retried 0 job(s)"
 
 
@@ -78,7 +84,13 @@ def test_reimporting_with_retry_failed_queues_the_failed_rows_again(
     sandbox: SandboxProcess, env: dict[str, str], tmp_path: Path
 ) -> None:
     file = signups(tmp_path / "s.jsonl", 3)
-    assert provision({**env, "PLAUSIBLE_API_KEY": "nope"}, "import", str(file)).returncode == 3
+    with sandbox.client("other-team-key") as other:
+        for n in range(3):
+            assert other.post("/api/v1/sites", json={"domain": f"shop{n}.example.com"}).is_success
+    assert provision(env, "import", str(file)).returncode == 3  # domain_taken, three times
+    with sandbox.client("other-team-key") as other:
+        for n in range(3):
+            assert other.delete(f"/api/v1/sites/shop{n}.example.com").is_success
     plain = provision(env, "import", str(file), "--json")
     assert json.loads(plain.stdout)["retried"] == 0  # a duplicate is left alone by default
     retried = provision(env, "import", str(file), "--retry-failed", "--json")

@@ -19,7 +19,7 @@ from worker.models import GoalSpec, JobRequest, Operation, Priority, Progress, S
 from worker.quota import windows
 from worker.quota.limiter import Limiter
 from worker.quota.permits import JobPermits, calls_needed
-from worker.quota.scheduler import Scheduler
+from worker.quota.scheduler import PUBLISH_EVERY, Scheduler
 from worker.quota.windows import BURST, HOUR, Window
 from worker.settings import Settings
 from worker.store import JobStore
@@ -265,6 +265,33 @@ def test_interactive_jobs_go_first_and_only_what_fits_is_dispatched(
     assert reserved is not None
     assert reserved.permits is not None
     assert set(reserved.permits.values()) == {4}
+
+
+def test_a_tick_admitting_many_jobs_publishes_them_as_it_goes(
+    store: JobStore, limiter: Limiter
+) -> None:
+    """Published in chunks, not all at the end: otherwise, with a lifted quota, the first jobs
+    of a long tick would sit marked dispatched but unpublished, and look lost to the sweeper."""
+    for n in range(3 * PUBLISH_EVERY + 5):
+        store.enqueue(provision(f"s{n}.example.com", goals=0, links=0))
+    dispatcher = RecordingDispatcher()
+    accounts = load_accounts(Settings(hourly_limit=10_000, burst_limit=10_000))
+    sched = Scheduler(store, limiter, accounts, dispatcher)
+    dispatched = sched.tick()
+    assert len(dispatched) == 3 * PUBLISH_EVERY + 5
+    assert [len(c) for c in dispatcher.calls] == [PUBLISH_EVERY] * 3 + [5]
+    assert dispatcher.published == dispatched
+
+
+def test_at_most_ahead_dispatched_jobs_wait_for_a_worker(store: JobStore, limiter: Limiter) -> None:
+    ids = [store.enqueue(provision(f"a{n}.example.com", goals=0, links=0)).job.id for n in range(9)]
+    accounts = load_accounts(Settings(hourly_limit=10_000, burst_limit=10_000))
+    sched = Scheduler(store, limiter, accounts, RecordingDispatcher(), ahead=4)
+    first = sched.tick()
+    assert first == ids[:4]
+    assert sched.tick() == []  # four wait in the broker already
+    assert store.claim(first[0], lease_seconds=10) is not None  # a worker starts one
+    assert sched.tick() == [ids[4]]
 
 
 def test_bulk_batches_share_the_window_round_robin(

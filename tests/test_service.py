@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -14,6 +15,7 @@ from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
 from tests.sandbox_process import SandboxProcess
 from worker.accounts import load_accounts
+from worker.leases import LeaseKeeper
 from worker.models import GoalSpec, JobRequest, JobStatus, Operation, Progress, SiteRecord
 from worker.plausible import PlausibleClient
 from worker.quota.limiter import Limiter
@@ -94,6 +96,7 @@ def test_provision_creates_site_goals_and_links_and_records_them(
         "domain": "shop.example.com",
         "timezone": "Europe/Berlin",
         "adopted": False,
+        "existed": False,
     }
     assert done.progress.shared_links["WordPress"].startswith(
         f"{sandbox.base_url}/share/shop.example.com?auth="
@@ -118,18 +121,86 @@ def test_resumed_job_skips_finished_steps(
     assert api_requests(sandbox) - before == 3
 
 
-def test_lost_create_response_is_adopted_not_failed(
+def test_a_create_whose_answer_was_lost_is_adopted_as_ours(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
-    # The site exists because our first create went through and only its answer was lost.
-    client_of(pipeline).create_site("shop.example.com")
+    job = store.enqueue(provision()).job
+    sandbox.configure(drop_rate=1.0)  # the create happens, its answer is lost (every try)
+    assert pipeline.run(job.id) is JobStatus.waiting
+    sandbox.configure(drop_rate=0)
+    _make_due(store, job.id)
+    assert pipeline.run(job.id) is JobStatus.succeeded
+    done = store.get(job.id)
+    assert done is not None
+    assert done.progress.site is not None
+    assert (done.progress.site.adopted, done.progress.site.existed) == (True, False)
+    assert len(sandbox.state()["sites"]) == 1
+
+
+def test_a_site_already_in_the_account_is_adopted_and_marked_as_existing(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    client_of(pipeline).create_site("shop.example.com")  # made before the job, by someone else
     job = store.enqueue(provision()).job
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
     assert done is not None
     assert done.progress.site is not None
-    assert done.progress.site.adopted
+    assert (done.progress.site.adopted, done.progress.site.existed) == (True, True)
     assert len(sandbox.state()["sites"]) == 1
+
+
+class _DiesAfterSending(httpx.BaseTransport):
+    """Sends the request, then the worker dies before it can read (let alone record) the
+    answer: what a SIGKILL between Plausible's commit and our checkpoint looks like."""
+
+    def __init__(self, dies_on: str) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.dies_on = dies_on
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == self.dies_on:
+            response.read()
+            raise _Killed
+        return response
+
+
+class _Killed(BaseException):
+    """Not an Exception: nothing in the pipeline may catch it, as nothing survives a SIGKILL."""
+
+
+@pytest.mark.parametrize("operation", ["delete_site", "delete_goal"])
+def test_a_delete_carried_out_by_a_worker_killed_before_the_answer_counts_as_done(
+    sandbox: SandboxProcess, store: JobStore, operation: str
+) -> None:
+    first = make_pipeline(sandbox, store)
+    site = client_of(first).create_site("shop.example.com")
+    goal = client_of(first).ensure_goal(site.domain, goal_type="event", event_name="Signup")
+    request = (
+        JobRequest(operation=Operation.delete_site, domain=site.domain)
+        if operation == "delete_site"
+        else JobRequest(operation=Operation.delete_goal, domain=site.domain, goal_id=goal.id)
+    )
+    job = store.enqueue(request).job
+    dying = dataclasses.replace(
+        first,
+        clients={
+            "default": PlausibleClient(
+                base_url=sandbox.base_url,
+                api_key="test-key",
+                transport=_DiesAfterSending("DELETE"),
+            )
+        },
+    )
+    with pytest.raises(_Killed):
+        dying.run(job.id)
+    assert sandbox.state()["goals" if operation == "delete_goal" else "sites"] == []
+    _expire_lease(store, job.id)
+    assert first.run(job.id) is JobStatus.succeeded  # the 404 that follows means it was done
+    done = store.get(job.id)
+    assert done is not None
+    assert done.progress.already_gone is True
 
 
 def test_dropped_responses_are_retried_without_duplicates(
@@ -321,29 +392,100 @@ def test_job_that_keeps_dying_is_failed_after_max_attempts(
     assert done.error_code == "too_many_attempts"
 
 
-def test_a_long_step_renews_its_lease_so_no_one_takes_the_job_over(
+def test_a_long_step_keeps_its_lease_through_the_heartbeat_so_no_one_takes_the_job_over(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     clock = FakeClock()
     store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'lease.db'}"), clock=clock)
+    keeper = LeaseKeeper(store, 60)
     takeovers: list[object] = []
     job = store.enqueue(provision()).job
 
     def backoff(_: float) -> None:
         # Each retry of the failing create waits 40 s by the store's clock, past the 60 s lease
-        # after two; a second worker tries to take the job over every time.
+        # after two; the heartbeat renews it meanwhile, and a second worker tries to take the
+        # job over every time.
         clock.advance(40)
+        keeper.renew_all()
         takeovers.append(store.claim(job.id, lease_seconds=60))
 
     pipeline = dataclasses.replace(
         make_pipeline(sandbox, store),
         lease_seconds=60,
+        keeper=keeper,
         policy=RetryPolicy(max_attempts=4, max_elapsed_seconds=1e9, sleep=backoff),
     )
     sandbox.configure(fail_rate=1.0)
     assert pipeline.run(job.id) is JobStatus.waiting  # 4 failed tries, 120 s, then parked
     assert takeovers == [None, None, None]
     client_of(pipeline).close()
+
+
+def test_a_slow_job_hands_its_slot_back_at_checkpoints_and_finishes(
+    sandbox: SandboxProcess, store: JobStore
+) -> None:
+    sandbox.configure(latency_ms=60)
+    pipeline = dataclasses.replace(make_pipeline(sandbox, store), time_budget=0.2)
+    goals = tuple(GoalSpec(goal_type="event", event_name=f"Step{n}") for n in range(12))
+    job = store.enqueue(provision().model_copy(update={"goals": goals})).job
+    runs = []
+    while (status := pipeline.run(job.id)) is JobStatus.queued:
+        back = store.get(job.id)
+        assert back is not None
+        assert back.error_code == "time_budget"
+        runs.append(len(back.progress.goals))
+        assert len(runs) < 30, runs
+    assert status is JobStatus.succeeded
+    assert len(runs) >= 2  # it yielded more than once...
+    assert runs == sorted(runs)  # ...each time further on, resuming where it stopped
+    done = store.get(job.id)
+    assert done is not None
+    assert done.attempts == 1  # handing the slot back is not a failed attempt
+    assert len(done.progress.goals) == 12
+    assert len(sandbox.state()["goals"]) == 12  # every goal made once
+
+
+def test_a_run_stopped_by_a_time_limit_resumes_instead_of_failing(
+    sandbox: SandboxProcess, store: JobStore
+) -> None:
+    class SoftLimit(Exception):
+        """As Celery's SoftTimeLimitExceeded: raised in the middle of whatever runs."""
+
+    pipeline = dataclasses.replace(make_pipeline(sandbox, store), interruptions=(SoftLimit,))
+    limited = dataclasses.replace(
+        pipeline,
+        policy=RetryPolicy(max_attempts=1, sleep=lambda _: None),
+        clients={"default": _Interrupting(client_of(pipeline), SoftLimit, after=2)},
+    )
+    job = store.enqueue(provision()).job
+    assert limited.run(job.id) is JobStatus.queued
+    back = store.get(job.id)
+    assert back is not None
+    assert back.error_code == "interrupted"
+    assert back.progress.site is not None  # what was done before the interruption is kept
+    assert pipeline.run(job.id) is JobStatus.succeeded
+
+
+class _Interrupting:
+    """A client whose ``after``-th request is interrupted, the way a signal interrupts."""
+
+    def __init__(self, inner: PlausibleClient, error: type[Exception], after: int) -> None:
+        self.inner, self.error, self.left = inner, error, after
+
+    def using(self, gate: object) -> _Interrupting:
+        self.inner = self.inner.using(gate)  # type: ignore[arg-type]
+        return self
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self.inner, name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            self.left -= 1
+            if self.left == 0:
+                raise self.error
+            return method(*args, **kwargs)
+
+        return call
 
 
 def test_retrying_a_failed_delete_of_an_unknown_site_fails_again(
@@ -393,3 +535,19 @@ def test_an_unforeseen_crash_fails_the_job_instead_of_looping(
     assert done.error_code == "internal_error"
     assert done.progress.site is not None
     assert done.progress.site.domain == "shop.example.com"
+
+
+def _expire_lease(store: JobStore, job_id: str) -> None:
+    """The killed worker's lease runs out: the job can be claimed again."""
+    from sqlalchemy import update
+    from sqlmodel import Session, col
+
+    from worker.models import ProvisioningJob
+
+    with Session(store.engine) as session:
+        session.execute(
+            update(ProvisioningJob)
+            .where(col(ProvisioningJob.id) == job_id)
+            .values(lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
+        session.commit()

@@ -201,6 +201,24 @@ def test_sweeper_republishes_a_lost_message_with_growing_waits(
     assert still.permits == {"burst:1": 4}  # re-published with the permits it holds
 
 
+def test_only_jobs_the_broker_has_no_message_for_are_published_again(
+    store: JobStore, clock: FakeClock
+) -> None:
+    jobs = []
+    for n in range(5):
+        job = store.enqueue(provision(f"q{n}.example.com")).job
+        assert store.admit(job.id, {})
+        jobs.append(job.id)
+        clock.advance(1)
+    clock.advance(60)
+    waiting = RecordingDispatcher(waiting=5)  # every message still in the queue: slow workers
+    sweep_once(store, waiting, settings())
+    assert waiting.published == []
+    flushed = RecordingDispatcher(waiting=2)  # three messages gone
+    sweep_once(store, flushed, settings())
+    assert flushed.published == jobs[:3]  # the oldest: a FIFO queue hands those out first
+
+
 def test_the_sweeper_hands_expired_leases_and_due_waits_back_to_the_scheduler(
     store: JobStore, clock: FakeClock
 ) -> None:

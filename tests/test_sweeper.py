@@ -21,6 +21,9 @@ class DownBroker:
     def publish(self, job_ids: Sequence[str]) -> None:
         raise OperationalError("[Errno 111] Connection refused")
 
+    def queued_messages(self) -> int:
+        raise OperationalError("[Errno 111] Connection refused")
+
 
 def test_a_broker_outage_is_one_warning_line_and_the_loop_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

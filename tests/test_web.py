@@ -24,6 +24,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from starlette.types import Message
 
 from producers import schemas, views
 from producers.events import parse_event
@@ -810,6 +811,35 @@ def test_a_body_over_the_limit_is_413_without_being_read_whole(
     status, _, body = accepted.request("POST", "/jobs", AUTH, pieces)
     assert (status, body["idempotency_key"]) == (202, "evt_1")
     assert accepted.read == len(payload)
+
+
+def test_a_client_too_slow_to_send_its_body_is_408_and_let_go(store: JobStore) -> None:
+    app = create_app(store, token=SecretStr(TOKEN), body_timeout=0.2)
+
+    async def stalled() -> tuple[int, Any]:
+        first = True
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b'{"domain": ', "more_body": True}
+            await anyio.sleep_forever()  # the rest never comes
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/jobs", "query_string": b"",
+                 "headers": [(b"authorization", f"Bearer {TOKEN}".encode())]}  # fmt: skip
+        with anyio.fail_after(10):
+            await app(scope, receive, send)
+        return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+    status, body = anyio.run(stalled)
+    assert (status, body["error"]["code"]) == (408, "request_timeout")
+    assert store.list_jobs() == []  # nothing was enqueued
 
 
 def test_the_body_limit_holds_in_dev_mode_too(store: JobStore) -> None:

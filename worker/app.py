@@ -22,8 +22,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, signals
+from celery.exceptions import Reject
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker import logs, metrics
+from worker.errors import ConfigurationError
 from worker.models import JobStatus
 from worker.quota.report import Reporter
 from worker.runtime import make_pipeline, make_reporter, make_scheduler, make_store
@@ -35,6 +38,8 @@ from worker.sweeper import sweep_forever
 log = logging.getLogger(__name__)
 
 TASK_NAME = "provisioner.run_job"
+#: How long a worker waits before handing a message back while the status table is down.
+DATABASE_RETRY_SECONDS = 1.0
 QUEUE = "provisioner"
 
 
@@ -90,7 +95,14 @@ def create_app(settings: Settings) -> Celery:
     # a shared one would run the first app's pipeline for all of them.
     @app.task(name=TASK_NAME, ignore_result=True, throws=(JobFailedError,), shared=False)
     def run_job(job_id: str) -> str | None:
-        outcome = state.pipeline().execute(job_id)
+        try:
+            outcome = state.pipeline().execute(job_id)
+        except (SQLAlchemyError, ConfigurationError) as exc:
+            # The status table is out of reach: the message goes back to the broker rather than
+            # being spent on a job nobody can claim, after a pause so an outage is not a spin.
+            log.warning("status database unavailable (%s); job %s back to the broker", exc, job_id)
+            time.sleep(DATABASE_RETRY_SECONDS)
+            raise Reject(requeue=True) from None
         if outcome is None:
             return None
         if outcome.status is JobStatus.failed:
@@ -155,6 +167,19 @@ class CeleryDispatcher:
             for job_id in job_ids:
                 self.app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, producer=producer)
 
+    def queued_messages(self) -> int:
+        """Messages waiting in the broker's queue (not those a worker has taken); 0 when the
+        queue itself is gone (a flushed or restarted Redis)."""
+        from kombu.exceptions import ChannelError
+
+        with self.app.connection_for_read() as connection:
+            try:
+                channel: Any = connection.default_channel
+                declared = channel.queue_declare(queue=QUEUE, passive=True)
+            except ChannelError:
+                return 0
+            return int(declared.message_count)
+
 
 class _ProcessState:
     """Per-process resources. Built lazily, so each prefork child opens its own connections
@@ -181,7 +206,11 @@ class _ProcessState:
     def pipeline(self) -> Pipeline:
         store = self.store()
         if self._pipeline is None:
-            self._pipeline = make_pipeline(self.settings, store)
+            from celery.exceptions import SoftTimeLimitExceeded
+
+            self._pipeline = make_pipeline(
+                self.settings, store, interruptions=(SoftTimeLimitExceeded,)
+            )
         return self._pipeline
 
     def enable_metrics(self) -> None:

@@ -11,3 +11,7 @@ from typing import Protocol
 
 class Dispatcher(Protocol):
     def publish(self, job_ids: Sequence[str]) -> None: ...
+
+    def queued_messages(self) -> int:
+        """How many published messages still wait in the broker for a worker to take them."""
+        ...

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 
 from worker import metrics
+from worker.leases import LeaseKeeper
 from worker.logs import job_context
 from worker.runtime import check_worker_settings, make_pipeline, make_reporter, make_scheduler
 from worker.settings import Settings
@@ -38,10 +39,14 @@ class EmbeddedWorkers:
         ]
         self._sweeper = SweeperThread(make_scheduler(settings, store, self), settings)
         self._metrics: metrics.MetricsServer | None = None
+        self._keeper = LeaseKeeper(store, settings.lease_seconds)  # one for all the threads
 
     def publish(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             self._queue.put(job_id)
+
+    def queued_messages(self) -> int:
+        return self._queue.qsize()
 
     def start(self) -> EmbeddedWorkers:
         check_worker_settings(self.settings)  # a bad configuration fails here, not per thread
@@ -71,7 +76,7 @@ class EmbeddedWorkers:
 
     def _work(self) -> None:
         # One client per thread: a shared httpx pool degrades under contention.
-        pipeline = make_pipeline(self.settings, self.store)
+        pipeline = make_pipeline(self.settings, self.store, keeper=self._keeper)
         try:
             while (job_id := self._queue.get()) is not None:
                 try:

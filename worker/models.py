@@ -99,6 +99,8 @@ class SiteRecord(BaseModel):
     timezone: str
     #: True when the create found the domain taken and the site turned out to be ours already.
     adopted: bool = False
+    #: Adopted, and no create of this job can have made it: it was in the account before.
+    existed: bool = False
 
 
 class GoalRecord(BaseModel):
@@ -125,7 +127,10 @@ class Progress(BaseModel):
     #: delete_goal: the goal's id and where it was found.
     goal_id: int | None = None
     goal_id_source: Literal["request", "history", "list"] | None = None
-    #: Deletes: a try got no answer or a 5xx, so a later 404 may mean our delete went through.
+    #: provision_site: a create was sent (recorded before it went out).
+    create_sent: bool = False
+    #: Deletes: a delete was sent and no definite answer says it did nothing (recorded before it
+    #: goes out), so a later 404 means our delete went through.
     delete_outcome_unknown: bool = False
     deleted: bool | None = None
     #: The delete found nothing, after a try whose outcome was unknown: counted as done.
@@ -186,6 +191,9 @@ class ProvisioningJob(SQLModel, table=True):
     #: The current claim: a running job belongs to whoever holds this token until the lease ends.
     lease_token: str | None = Field(default=None, max_length=32)
     lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    #: The process that took the claim (``worker.leases.this_process``): a sweeper on the same
+    #: host hands the job back as soon as that process is gone.
+    lease_owner: str | None = Field(default=None, max_length=128)
     #: When the job's message was last handed to the broker; None means not yet (outbox).
     dispatched_at: datetime | None = Field(
         default=None, sa_type=DateTime(timezone=True), index=True
@@ -222,3 +230,20 @@ class QuotaWindowRow(SQLModel, table=True):
     used: int = 0
     spent: bool = False
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class AccountPauseRow(SQLModel, table=True):
+    """An account whose jobs wait because every call of theirs would fail: a key Plausible
+    refuses, a plan without the Sites API, or the site limit reached (which pauses only new
+    sites). Resumed when the account's key changes or an operator retries its jobs."""
+
+    __tablename__ = "account_pauses"
+
+    account: str = Field(primary_key=True, max_length=64)
+    code: str = Field(max_length=64)
+    message: str
+    #: ``all`` jobs, or ``provision`` (provision_site jobs only).
+    scope: str = Field(max_length=16)
+    #: A hash of the key that was refused (never the key): a different key resumes the account.
+    key_fingerprint: str | None = Field(default=None, max_length=64)
+    paused_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

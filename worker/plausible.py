@@ -200,13 +200,17 @@ def _server_message(response: httpx.Response) -> str:
     """What the server said: ``{"error": …}``, the framework's ``{"message", "status"}``, or raw text."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         body = None
     if isinstance(body, dict):
         for key in ("error", "message"):
             if isinstance(body.get(key), str):
                 return str(body[key])
-    return response.text[:_RAW_MESSAGE_LIMIT]
+    try:
+        text = response.text
+    except (ValueError, LookupError):  # e.g. a charset=utf-16 body without a BOM
+        text = response.content.decode("utf-8", "replace")
+    return text[:_RAW_MESSAGE_LIMIT]
 
 
 def error_from_response(
@@ -250,8 +254,11 @@ def _rate_limited(
     burst = _BURST_WINDOW.search(message)
     if "in a short period of time" in message:
         limit = "burst"
-        # The cloud's burst window is 10 s; fall back to it if the text ever loses the number.
+        # The cloud's burst window is 10 s; fall back to it if the text ever loses the number (or
+        # gives one no window can have: 0 would divide by zero, a huge one overflow the date).
         period = float(burst.group(1)) if burst else 10.0
+        if not 0 < period <= hour_seconds:
+            period = 10.0
     else:
         # "per hour" (current and legacy texts) or an unknown text: assume the hourly quota, since
         # waiting too long costs latency while waiting too little burns the shared quota.
@@ -273,7 +280,7 @@ def _parse_retry_after(value: str | None, *, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() too, but float("²") raises
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -708,7 +715,7 @@ class PlausibleClient:
             gate.after_response(None)
         try:
             return parse(response.json())
-        except (_Malformed, ValueError) as exc:
+        except (_Malformed, ValueError, RecursionError) as exc:
             # Chaining is safe here (neither exception holds the request), and keeps the detail.
             raise PermanentError(
                 f"{method} {path}: unexpected response body: {exc}",

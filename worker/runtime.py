@@ -7,6 +7,8 @@ from sqlalchemy.engine import Engine
 from worker.accounts import Accounts, load_accounts
 from worker.db import make_engine, require_current, upgrade
 from worker.dispatch import Dispatcher
+from worker.leases import LeaseKeeper
+from worker.pauses import Pauses
 from worker.plausible import PlausibleClient
 from worker.quota.limiter import Limiter
 from worker.quota.report import Reporter
@@ -66,7 +68,15 @@ def make_limiter(settings: Settings, store: JobStore) -> Limiter:
     )
 
 
-def make_pipeline(settings: Settings, store: JobStore) -> Pipeline:
+def make_pipeline(
+    settings: Settings,
+    store: JobStore,
+    *,
+    interruptions: tuple[type[BaseException], ...] = (),
+    keeper: LeaseKeeper | None = None,
+) -> Pipeline:
+    """A pipeline; ``keeper`` renews the leases of this process's runs (pass one per process,
+    shared by its threads), ``interruptions`` are the runner's time-limit exceptions."""
     accounts = make_accounts(settings)
     return Pipeline(
         store=store,
@@ -76,11 +86,23 @@ def make_pipeline(settings: Settings, store: JobStore) -> Pipeline:
         policy=RetryPolicy.from_settings(settings),
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.job_max_attempts,
+        time_budget=settings.job_time_budget_seconds or None,
+        interruptions=interruptions,
+        keeper=keeper or LeaseKeeper(store, settings.lease_seconds),
+        pauses=Pauses(store.engine),
     )
 
 
 def make_scheduler(settings: Settings, store: JobStore, dispatcher: Dispatcher) -> Scheduler:
-    return Scheduler(store, make_limiter(settings, store), make_accounts(settings), dispatcher)
+    return Scheduler(
+        store,
+        make_limiter(settings, store),
+        make_accounts(settings),
+        dispatcher,
+        # Fresh at every tick: a job dispatched for an account just paused only comes back.
+        Pauses(store.engine, cache_seconds=0),
+        ahead=settings.dispatch_ahead,
+    )
 
 
 def make_reporter(settings: Settings, store: JobStore) -> Reporter:

@@ -13,6 +13,7 @@ delete_goal      resolve the goal id (given, from the status table, or from the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import metrics
+from worker import leases, metrics
 from worker.accounts import Accounts
 from worker.errors import (
     AuthenticationError,
@@ -31,12 +32,11 @@ from worker.errors import (
     NotFoundError,
     PaymentRequiredError,
     PermanentError,
-    PlausibleConnectionError,
     QuotaWait,
     RateLimitedError,
-    ServerError,
     TransientError,
 )
+from worker.leases import LeaseKeeper
 from worker.logs import job_context
 from worker.models import (
     GoalRecord,
@@ -47,7 +47,8 @@ from worker.models import (
     Progress,
     SiteRecord,
 )
-from worker.plausible import Goal, PlausibleClient, SharedLink
+from worker.pauses import PAUSING, PROBE_SITE, Pause, Pauses
+from worker.plausible import Goal, PlausibleClient, SharedLink, Site
 from worker.quota.limiter import Limiter
 from worker.quota.permits import JobPermits, calls_needed
 from worker.retrying import RetryPolicy
@@ -96,22 +97,25 @@ class Run:
     lease_seconds: float
     progress: Progress = field(default_factory=Progress)
     team_id: str | None = None
-    #: When the lease was last extended, by the store's clock (the one leases are measured on).
-    renewed_at: datetime | None = None
+    #: ``monotonic()`` after which the run hands its slot back at the next call (None: never).
+    deadline: float | None = None
+    monotonic: Callable[[], float] = time.monotonic
+    #: API calls this run has made (tries included).
+    calls: int = 0
 
     @property
     def request(self) -> JobRequest:
         return self.claim.request
 
     def call(self, fn: Callable[[], T]) -> T:
-        """One API call, with in-process retries. Before each try the lease is renewed if a
-        quarter of it has passed."""
+        """One API call, with in-process retries. Past its time budget the run stops before
+        the call (``TimeBudgetSpent``): the job resumes from its last checkpoint."""
 
         def attempt() -> T:
-            now = self.store.clock()
-            if now - (self.renewed_at or now) >= timedelta(seconds=self.lease_seconds / 4):
-                self.store.renew(self.claim, lease_seconds=self.lease_seconds)
-                self.renewed_at = now
+            # After one call at least, so every run makes progress however slow the API.
+            if self.calls and self.deadline is not None and self.monotonic() >= self.deadline:
+                raise TimeBudgetSpent
+            self.calls += 1
             return fn()
 
         return self.policy.call(attempt)
@@ -121,7 +125,10 @@ class Run:
         for name, value in changes.items():
             setattr(self.progress, name, value)
         self.store.checkpoint(self.claim, self.progress, lease_seconds=self.lease_seconds)
-        self.renewed_at = self.store.clock()
+
+
+class TimeBudgetSpent(Exception):
+    """The run has used its time budget; the job goes back to the queue at its checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,15 @@ class Pipeline:
     policy: RetryPolicy
     lease_seconds: float
     max_attempts: int
+    #: Seconds a run may take before it hands its slot back at a checkpoint (None: no limit).
+    time_budget: float | None = None
+    #: Exceptions that stop a run from outside, like Celery's soft time limit: the job goes back
+    #: to the queue at its checkpoint instead of failing.
+    interruptions: tuple[type[BaseException], ...] = ()
+    #: Keeps the leases of this process's runs alive (None: only checkpoints renew them).
+    keeper: LeaseKeeper | None = None
+    #: Accounts whose jobs wait because of an account-level error (None: never paused).
+    pauses: Pauses | None = None
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it can be claimed; returns its new status, or None if not claimed."""
@@ -146,7 +162,9 @@ class Pipeline:
         """``run``, returning the error code too. Every line logged meanwhile, by any module,
         carries the job's fields; the run's end is counted in the metrics."""
         with job_context(job_id=job_id):
-            claim = self.store.claim(job_id, lease_seconds=self.lease_seconds)
+            claim = self.store.claim(
+                job_id, lease_seconds=self.lease_seconds, owner=leases.this_process()
+            )
             if claim is None:
                 log.info("job %s not claimable (running elsewhere, done, or not due)", job_id)
                 return None
@@ -180,6 +198,10 @@ class Pipeline:
             message = f"account {name!r} is not configured on this worker"
             return self._fail(claim, progress, "unknown_account", message, None)
         account = self.accounts.get(name)
+        pause = self.pauses.active().get(name) if self.pauses is not None else None
+        if pause is not None and pause.stops(claim.request.operation):
+            # Certain to fail: no call, back to the queue until the account resumes.
+            return self._requeue(claim, progress, pause.code, _paused(pause), None)
         permits = JobPermits(
             self.limiter,
             account.quota,
@@ -195,10 +217,12 @@ class Pipeline:
             self.lease_seconds,
             progress,
             account.team_id,
-            renewed_at=self.store.clock(),
+            deadline=None if self.time_budget is None else time.monotonic() + self.time_budget,
         )
+        held = self.keeper.hold(claim) if self.keeper is not None else contextlib.nullcontext()
         try:
-            return self._run(run)
+            with held:
+                return self._run(run)
         finally:
             permits.release()
 
@@ -214,18 +238,33 @@ class Pipeline:
             return None
         except JobFailed as exc:
             return self._fail(claim, run.progress, exc.code, exc.message, exc.http_status)
+        except (AuthenticationError, PaymentRequiredError) as exc:
+            if exc.code in PAUSING and self.pauses is not None and self._account_wide(run, exc):
+                key = self.accounts.get(claim.request.account).api_key().get_secret_value()
+                pause = self.pauses.pause(claim.request.account, exc.code, exc.message, key)
+                log.warning("%s", _paused(pause))
+                return self._requeue(claim, run.progress, exc.code, _paused(pause), exc.status)
+            return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
         except PermanentError as exc:
             return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
         except (QuotaWait, RateLimitedError) as exc:
             # No room in the quota (or Plausible said so): back to the scheduler at the checkpoint.
             status = exc.status if isinstance(exc, RateLimitedError) else None
             return self._requeue(claim, run.progress, exc.code, exc.message, status)
+        except TimeBudgetSpent:
+            message = f"used its {self.time_budget:g} s time budget; resumes at its checkpoint"
+            return self._requeue(claim, run.progress, "time_budget", message, None)
         except TransientError as exc:
             delay = self.policy.job_backoff(claim.attempts)
             until = self.store.clock() + timedelta(seconds=delay)
             return self._park(claim, run.progress, until, exc.code, exc.message, exc.status)
         except SQLAlchemyError:
             raise  # the status table is unreachable: the job keeps its lease, the sweeper re-drives it
+        except self.interruptions as exc:
+            # Stopped from outside (a time limit): whatever the call in flight did is covered by
+            # the intent recorded before it, so the job simply resumes at its checkpoint.
+            message = f"interrupted ({type(exc).__name__}); resumes at its checkpoint"
+            return self._requeue(claim, run.progress, "interrupted", message, None)
         except Exception as exc:
             # A bug or an input nobody foresaw: retrying the same code on the same input would fail
             # the same way, so fail now (an operator can retry) instead of looping until the limit.
@@ -234,6 +273,25 @@ class Pipeline:
             return self._fail(claim, run.progress, "internal_error", message, None)
         log.info("job %s succeeded after %d attempt(s)", job_id, claim.attempts)
         return Outcome(JobStatus.succeeded)
+
+    def _account_wide(self, run: Run, exc: PermanentError) -> bool:
+        """Whether the error is the account's: a refused key on a call that names no site (a
+        create) or on our own site; else (a delete of a site another team may own) one probe
+        decides, a lookup on a site that cannot exist."""
+        if (
+            not isinstance(exc, AuthenticationError)
+            or run.request.operation is Operation.provision_site
+        ):
+            return True
+        try:
+            run.call(
+                lambda: run.client.ensure_goal(PROBE_SITE, goal_type="event", event_name="probe")
+            )
+        except NotFoundError:
+            return False  # the key works: this site is out of its reach
+        except AuthenticationError:
+            return True
+        return False
 
     def _fail(
         self, claim: Claim, progress: Progress, code: str, message: str, status: int | None
@@ -312,16 +370,26 @@ def provision_site(run: Run) -> None:
 def ensure_site(run: Run) -> SiteRecord:
     """Create the site; if the domain is taken and our key can see it, it is ours: adopt it.
 
-    Creating is not idempotent. A retry after a lost response finds the domain taken, and the
-    GET that follows is how we learn the first attempt did succeed.
+    Creating is not idempotent. The intent is recorded before the request goes out; a retry after
+    a lost response (or a worker killed mid-call) finds the domain taken, and the GET that follows
+    is how we learn the create did succeed. A site already in the account before the job is
+    adopted too, and marked ``existed``.
     """
     request = run.request
-    try:
-        site = run.call(
-            lambda: run.client.create_site(
-                request.domain, timezone=request.timezone, team_id=run.team_id
-            )
+    earlier = run.progress.create_sent  # a create of an earlier attempt may have gone through
+    tries = 0
+
+    def create() -> Site:
+        nonlocal tries
+        tries += 1
+        if not run.progress.create_sent:
+            run.save(create_sent=True)  # before it goes out, so a lost answer is known later
+        return run.client.create_site(
+            request.domain, timezone=request.timezone, team_id=run.team_id
         )
+
+    try:
+        site = run.call(create)
         adopted = False
     except DomainTakenError as taken:
         try:
@@ -334,7 +402,10 @@ def ensure_site(run: Run) -> SiteRecord:
                 taken.status,
             ) from None
         adopted = True
-    return SiteRecord(domain=site.domain, timezone=site.timezone, adopted=adopted)
+    # Adopted after a create of ours that may have gone through: the site is that create's. Adopted
+    # without one: the site was in the account before this job (another job, or the UI).
+    existed = adopted and not earlier and tries == 1
+    return SiteRecord(domain=site.domain, timezone=site.timezone, adopted=adopted, existed=existed)
 
 
 def ensure_goal(client: PlausibleClient, domain: str, spec: GoalSpec) -> Goal:
@@ -379,20 +450,23 @@ def delete_site(run: Run) -> None:
 
 def _delete_once(run: Run, gone_code: str, delete: Callable[[], object]) -> Callable[[], None]:
     """A delete that counts "not found" as success when an earlier try of this job may have done
-    the deleting: a try that got no answer, or a 5xx, is recorded before it is retried. A definite
-    answer (a 4xx) records nothing, so a delete of something that never existed still fails."""
+    the deleting. The intent is written down before each request goes out, so a try whose answer
+    never came (a network error, a 5xx, or a worker killed mid-call) counts; a definite "no"
+    (any other 4xx) takes it back, so a delete of something that never existed still fails."""
 
     def attempt() -> None:
         maybe_done = run.progress.delete_outcome_unknown
+        if not maybe_done:
+            run.save(delete_outcome_unknown=True)
         try:
             delete()
         except NotFoundError as exc:
             if exc.code != gone_code or not maybe_done:
+                run.progress.delete_outcome_unknown = maybe_done
                 raise
             run.progress.already_gone = True
-        except (PlausibleConnectionError, ServerError):
-            if not maybe_done:
-                run.save(delete_outcome_unknown=True)
+        except PermanentError:
+            run.progress.delete_outcome_unknown = maybe_done  # this try certainly did nothing
             raise
         run.progress.deleted = True
 
@@ -459,3 +533,11 @@ STEPS: dict[Operation, Callable[[Run], None]] = {
     Operation.delete_site: delete_site,
     Operation.delete_goal: delete_goal,
 }
+
+
+def _paused(pause: Pause) -> str:
+    what = "new sites" if pause.scope == "provision" else "jobs"
+    return (
+        f"account {pause.account} paused ({pause.code}): {pause.message.strip()} Its {what} wait; "
+        f"fix the account, or run `provision retry --account {pause.account}`"
+    )

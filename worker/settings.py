@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     quota_guard_seconds: float = Field(default=0.6, ge=0)
     #: How often the scheduler admits waiting jobs into the quota.
     schedule_interval_seconds: float = Field(default=0.1, gt=0)
+    #: At most this many dispatched jobs wait in the broker for a worker; the rest wait as rows,
+    #: where new signups still go first and a taken-over job is not stuck behind a backlog.
+    dispatch_ahead: int = Field(default=32, gt=0)
 
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 15.0
@@ -68,20 +71,25 @@ class Settings(BaseSettings):
     #: A job is failed after this many claims (guards against a job that kills its worker).
     job_max_attempts: int = 25
 
-    #: How long a claim on a running job lasts without news from its worker. The worker renews
-    #: it at every checkpoint and before any API call once a quarter has passed, so it only has
-    #: to outlast a quarter plus one call and its backoff (about 15 + 35 + 4 s at the defaults).
-    #: When a worker dies, its jobs are taken over once their lease runs out.
-    lease_seconds: float = 60.0
+    #: How long a claim on a running job lasts without news from its worker. A thread of the
+    #: worker's process renews it every third of this (and every checkpoint does), so it can be
+    #: short: when a worker dies, its jobs are taken over once their lease runs out.
+    lease_seconds: float = Field(default=10.0, gt=0)
+    #: A run hands its slot back at its next call after this long and the job resumes from its
+    #: checkpoint, so no time limit ever stops a job that is progressing (0: no budget). Keep it
+    #: below PROVISIONER_TASK_SOFT_TIME_LIMIT.
+    job_time_budget_seconds: float = Field(default=60.0, ge=0)
     task_soft_time_limit: float = 90.0
     task_time_limit: float = 120.0
     #: Redis redelivers unacknowledged messages after this long; far above the time limit.
     visibility_timeout: int = 1800
 
     #: The sweeper re-drives stuck jobs every so often.
-    sweep_interval_seconds: float = 2.0
-    #: A queued job whose message was published this long ago and never started is published again.
-    redispatch_after_seconds: float = 60.0
+    sweep_interval_seconds: float = 1.0
+    #: A dispatched job that no worker claimed this long after its message went out is
+    #: published again when the broker's queue holds fewer messages than such jobs (its message
+    #: is lost); the wait doubles with each message, so duplicates stay rare.
+    redispatch_after_seconds: float = 5.0
 
     #: Celery worker processes. The work waits on HTTP, not CPU, so more than one per core pays;
     #: each prefork process costs about 75 MB. ``provision worker --concurrency N`` overrides it.

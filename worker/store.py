@@ -176,8 +176,9 @@ class JobStore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def claim(self, job_id: str, *, lease_seconds: float) -> Claim | None:
-        """Take the job if it is queued, due, or abandoned by an expired lease; else None."""
+    def claim(self, job_id: str, *, lease_seconds: float, owner: str | None = None) -> Claim | None:
+        """Take the job if it is queued, due, or abandoned by an expired lease; else None.
+        ``owner`` names the claiming process (``worker.leases.this_process``)."""
         now = self.clock()
         token = uuid.uuid4().hex
         t = ProvisioningJob
@@ -192,6 +193,7 @@ class JobStore:
             status=JobStatus.running,
             lease_token=token,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_owner=owner,
             attempts=t.attempts + 1,
             next_attempt_at=None,
             started_at=func.coalesce(t.started_at, now),
@@ -362,14 +364,61 @@ class JobStore:
             updated_at=now,
         )
 
+    def running_owned(self, prefix: str) -> list[tuple[str, str, str]]:
+        """(id, lease token, owner) of the running jobs whose owner starts with ``prefix``."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(t.id, t.lease_token, t.lease_owner).where(
+                    col(t.status) == JobStatus.running, col(t.lease_owner).startswith(prefix)
+                )
+            ).all()
+        return [(i, token, owner) for i, token, owner in rows if token and owner]
+
+    def take_back(self, claims: Sequence[tuple[str, str]]) -> int:
+        """Hand back to the scheduler the running jobs of these (id, lease token) claims, each
+        only if that claim still holds it; returns how many."""
+        t = ProvisioningJob
+        now = self.clock()
+        taken = 0
+        for job_id, token in claims:
+            taken += self._update(
+                col(t.id) == job_id,
+                col(t.status) == JobStatus.running,
+                col(t.lease_token) == token,
+                status=JobStatus.queued,
+                lease_token=None,
+                lease_expires_at=None,
+                dispatched_at=None,
+                permits=None,
+                updated_at=now,
+            )
+        return taken
+
+    def unstarted_dispatched(self, *, redispatch_after: float) -> int:
+        """How many dispatched jobs have waited ``redispatch_after`` (doubling with each message
+        sent) without a worker claiming them."""
+        t = ProvisioningJob
+        now = self.clock()
+        with Session(self.engine) as session:
+            return int(
+                session.execute(
+                    select(func.count()).where(
+                        col(t.status) == JobStatus.queued, _redispatch_due(now, redispatch_after)
+                    )
+                ).scalar()
+                or 0
+            )
+
     def take_for_redispatch(self, *, redispatch_after: float, limit: int = 500) -> list[str]:
-        """Dispatched jobs that never started: the broker lost their message (flushed or
-        restarted). Each is taken by exactly one sweeper, to be published again with the
-        permits it holds. The wait before re-publishing doubles with each message sent, up to
-        64 times ``redispatch_after``, so slow but healthy workers are not flooded with
-        duplicates."""
+        """Dispatched jobs that never started, oldest first: their message is lost (the broker
+        was flushed or restarted, or the worker that took it died). Each is taken by exactly
+        one sweeper, to be published again with the permits it holds. The wait before
+        re-publishing doubles with each message sent, up to 64 times ``redispatch_after``."""
         now = self.clock()
         t = ProvisioningJob
+        if limit <= 0:
+            return []
         with Session(self.engine) as session:
             candidates = session.execute(
                 select(t.id, t.dispatched_at)
@@ -401,15 +450,18 @@ class JobStore:
         *,
         limit: int,
         batch_id: str | Unset | None = UNSET,
+        no_provision: Sequence[str] = (),
     ) -> list[ProvisioningJob]:
         """Queued jobs of ``accounts`` in class ``priority`` that no scheduler has dispatched,
-        oldest first (optionally of one batch; None is the jobs without a batch)."""
+        oldest first (optionally of one batch; None is the jobs without a batch), but for the
+        provision_site jobs of the accounts ``no_provision`` names."""
         t = ProvisioningJob
         query = select(t).where(
             col(t.status) == JobStatus.queued,
             col(t.priority) == priority,
             col(t.dispatched_at).is_(None),
             col(t.account).in_(accounts),
+            *_not_provisioning(no_provision),
         )
         if not isinstance(batch_id, Unset):
             query = query.where(
@@ -419,7 +471,9 @@ class JobStore:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
 
-    def pending_batches(self, accounts: Sequence[str], priority: Priority) -> list[str | None]:
+    def pending_batches(
+        self, accounts: Sequence[str], priority: Priority, *, no_provision: Sequence[str] = ()
+    ) -> list[str | None]:
         """The batches that have undispatched queued jobs in ``priority``, oldest first."""
         t = ProvisioningJob
         with Session(self.engine) as session:
@@ -430,6 +484,7 @@ class JobStore:
                     col(t.priority) == priority,
                     col(t.dispatched_at).is_(None),
                     col(t.account).in_(accounts),
+                    *_not_provisioning(no_provision),
                 )
                 .group_by(col(t.batch_id))
                 .order_by(func.min(t.created_at))
@@ -510,6 +565,21 @@ class JobStore:
                     .distinct()
                 ).scalars()
             )
+
+    def unfinished_by_account(
+        self, where: JobFilter, ids: Sequence[str] | None = None
+    ) -> list[tuple[str, Operation, int]]:
+        """How many jobs ``where`` matches (and of ``ids``, if given) are not done yet, by
+        account and operation."""
+        t = ProvisioningJob
+        query = select(t.account, t.operation, func.count()).where(
+            col(t.status).in_(UNFINISHED), *where.conditions()
+        )
+        if ids is not None:
+            query = query.where(col(t.id).in_(list(ids)))
+        with Session(self.engine) as session:
+            rows = session.execute(query.group_by(col(t.account), col(t.operation))).all()
+        return [(str(account), Operation(operation), int(n)) for account, operation, n in rows]
 
     def batch_accounts(self, batch_id: str) -> list[str]:
         """The accounts the batch's jobs run under."""
@@ -771,6 +841,16 @@ class JobFilter:
             for name, column in columns.items()
             if getattr(self, name) is not None
         ]
+
+
+def _not_provisioning(accounts: Sequence[str]) -> list[ColumnElement[bool]]:
+    """No provision_site job of ``accounts`` (their new sites are paused)."""
+    t = ProvisioningJob
+    if not accounts:
+        return []
+    return [
+        or_(col(t.account).not_in(list(accounts)), col(t.operation) != Operation.provision_site)
+    ]
 
 
 #: Re-publishing waits double with each message sent, up to this many times the base wait.

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker import metrics
+from worker import leases, metrics
 from worker.dispatch import Dispatcher
 from worker.problems import explain
 from worker.quota.scheduler import Scheduler
@@ -39,8 +39,15 @@ class SweepResult:
 
 
 def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> SweepResult:
-    requeued = store.requeue_due()
-    lost = store.take_for_redispatch(redispatch_after=settings.redispatch_after_seconds)
+    requeued = store.requeue_due() + leases.release_gone(store)
+    # Jobs dispatched a while ago that no worker claimed, beyond the messages still waiting in
+    # the broker, lost theirs: the queue is FIFO, so the oldest of them are the ones missing.
+    after = settings.redispatch_after_seconds
+    # The queue first: a message consumed between the two reads then makes the count too low
+    # (caught at the next sweep), never too high (a duplicate).
+    queued = dispatcher.queued_messages()
+    missing = store.unstarted_dispatched(redispatch_after=after) - queued
+    lost = store.take_for_redispatch(redispatch_after=after, limit=min(missing, 500))
     if lost:
         try:
             dispatcher.publish(lost)

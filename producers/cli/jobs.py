@@ -24,11 +24,19 @@ from producers.cli import (
     main,
     priority_option,
 )
-from producers.importer import ImportSummary, Invalid, import_file, new_batch_id, wait_for_batch
+from producers.importer import (
+    AccountsPaused,
+    ImportSummary,
+    Invalid,
+    import_file,
+    new_batch_id,
+    wait_for_batch,
+)
 from producers.rows import Format
 from producers.status import Kind, lookup
 from producers.wiring import make_store, runtime
 from worker.models import JobStatus, Priority, ProvisioningJob
+from worker.pauses import blocking, retry_matching
 from worker.quota.report import Reporter
 from worker.runtime import make_accounts, make_reporter
 from worker.settings import get_settings
@@ -80,11 +88,14 @@ def import_command(
         )
         batch = None
         retried: list[ProvisioningJob] = []
+        paused = _Paused()
         if wait or embedded:  # embedded workers live in this process: stay until done
-            with _until_interrupted(summary.batch_id, embedded):
+            with _until_interrupted(summary.batch_id, embedded), _unless_paused() as paused:
                 click.echo(f"batch={summary.batch_id} {summary.line()}", err=True)
                 batch = follow(store, make_reporter(settings, store), summary.batch_id)
                 retried = _wait_for(store, summary.retried_ids)
+            if paused:
+                batch = store.batch_summary(summary.batch_id)
     if as_json:
         out = summary.as_dict()
         if batch is not None:
@@ -99,7 +110,7 @@ def import_command(
     if summary.invalid:
         sys.exit(EXIT_FAILED)
     failed = batch is not None and batch.counts.get(JobStatus.failed.value)
-    if failed or any(job.status is JobStatus.failed for job in retried):
+    if failed or paused or any(job.status is JobStatus.failed for job in retried):
         sys.exit(EXIT_JOBS_FAILED)
 
 
@@ -306,9 +317,10 @@ def retry(ref: str | None, wait: bool, **filters: str | None) -> None:
         ids = _act(store, ref, where, "retry")
         click.echo(f"retried {len(ids)} job(s)")
         if ids and (wait or here):
-            done = _wait_for(store, ids)
-            click.echo(views.jobs_table(done))
-            if any(job.status is JobStatus.failed for job in done):
+            with _unless_paused() as paused:
+                click.echo(views.jobs_table(_wait_for(store, ids)))
+            found = [job for job in (store.get(i) for i in ids) if job is not None]
+            if paused or any(job.status is JobStatus.failed for job in found):
                 sys.exit(EXIT_JOBS_FAILED)
 
 
@@ -337,8 +349,13 @@ def _target(ref: str | None, filters: dict[str, str | None], action: str) -> Job
 
 
 def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> list[str]:
+    if ref is None and action == "cancel":
+        return store.cancel_matching(where)
     if ref is None:
-        return store.retry_matching(where) if action == "retry" else store.cancel_matching(where)
+        retried = retry_matching(store, where)
+        for account in retried.resumed:
+            click.echo(f"resumed account {account}: its waiting jobs go on")
+        return retried.ids
     job = store.find(ref)
     if job is None:
         raise click.ClickException(f"no job {ref!r}")
@@ -352,9 +369,41 @@ def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> lis
 
 
 def _wait_for(store: JobStore, ids: Sequence[str]) -> list[ProvisioningJob]:
-    """The jobs ``ids``, once every one is done."""
+    """The jobs ``ids``, once every one is done (AccountsPaused if the rest wait for a paused
+    account)."""
     while True:
         found = [job for job in (store.get(job_id) for job_id in ids) if job is not None]
         if all(job.status.done for job in found):
             return found
+        held = blocking(store, JobFilter(), ids)
+        if held:
+            raise AccountsPaused(held)
         time.sleep(0.5)
+
+
+class _Paused:
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __bool__(self) -> bool:
+        return self.seen
+
+
+@contextlib.contextmanager
+def _unless_paused() -> Iterator[_Paused]:
+    """Stop waiting when every job left waits for a paused account, saying what to fix."""
+    paused = _Paused()
+    try:
+        yield paused
+    except AccountsPaused as exc:
+        paused.seen = True
+        for pause in exc.pauses:
+            click.echo(
+                f"account {pause.account} is paused ({pause.code}): {pause.message.strip()}",
+                err=True,
+            )
+            click.echo(
+                f"its jobs wait: fix it (a different key resumes it by itself), or run "
+                f"`provision retry --account {pause.account}`",
+                err=True,
+            )

@@ -62,6 +62,7 @@ FAST_SETTINGS: dict[str, Any] = {
     "lease_seconds": 5,
     "task_time_limit": 4,
     "task_soft_time_limit": 3,
+    "job_time_budget_seconds": 2,
     "sweep_interval_seconds": 0.5,
     "schedule_interval_seconds": 0.1,
     "redispatch_after_seconds": 3,

@@ -10,6 +10,7 @@ from typing import Any
 
 from worker.accounts import Accounts, Quota
 from worker.models import Priority
+from worker.pauses import Pause, Pauses
 from worker.quota import windows
 from worker.quota.limiter import Limiter
 from worker.quota.permits import calls_needed
@@ -34,13 +35,18 @@ class Reporter:
         """Per quota: its accounts, and for each current window the calls used and remaining,
         the limit, when it resets; and the jobs waiting for the scheduler, by class."""
         out = []
+        paused = Pauses(self.store.engine).active()
         for quota in self.accounts.quotas.values():
             names = self.accounts.of_quota(quota.name)
             out.append(
                 {
                     "quota": quota.name,
                     "accounts": [
-                        {"name": name, "waiting": self.store.waiting_by_priority([name])}
+                        {
+                            "name": name,
+                            "waiting": self.store.waiting_by_priority([name]),
+                            "paused": _pause_view(paused.get(name)),
+                        }
                         for name in names
                     ],
                     "windows": [
@@ -111,3 +117,9 @@ class Reporter:
         full_hours, last = divmod(rest, hourly)
         seconds = windows.end(quota, hour) - now + full_hours * quota.hour_seconds
         return seconds + last / burst_rate
+
+
+def _pause_view(pause: Pause | None) -> dict[str, str] | None:
+    if pause is None:
+        return None
+    return {"code": pause.code, "message": pause.message, "scope": pause.scope}

@@ -5,6 +5,8 @@ each batch in turn (round-robin, resuming after the batch served last), so a sma
 stuck behind a large one. A job is dispatched only once the calls it still needs are reserved in
 the current windows (``Limiter.take``); when they do not fit, the class waits for the next tick.
 Nothing waits in a worker slot, in a broker countdown or under a lease: waiting jobs are rows.
+At most ``ahead`` dispatched jobs wait in the broker at once (a quota far above what the workers
+can do would otherwise move the whole backlog there, behind which nothing can go first).
 
 Several schedulers (one per worker) may run at once: permits are taken atomically and a job is
 marked dispatched with a conditional UPDATE, so each job is dispatched once and no window is
@@ -19,7 +21,9 @@ from collections.abc import Iterator
 
 from worker.accounts import Accounts, Quota
 from worker.dispatch import Dispatcher
+from worker.errors import ConfigurationError
 from worker.models import Priority, ProvisioningJob
+from worker.pauses import Pauses
 from worker.quota.limiter import Limiter
 from worker.quota.permits import calls_needed
 from worker.store import JobStore
@@ -28,18 +32,35 @@ log = logging.getLogger(__name__)
 
 #: Jobs fetched per query: a window's worth at Plausible's default limits.
 FETCH = 32
+#: Admitted jobs are published at least this many at a time, so that a tick admitting
+#: thousands (a lifted quota) does not leave early ones marked dispatched but unpublished
+#: for long, which the sweeper would take for lost messages.
+PUBLISH_EVERY = FETCH
 #: How often the reserve's release is fitted to how long jobs take.
 TUNE_EVERY_SECONDS = 2.0
 
 
 class Scheduler:
     def __init__(
-        self, store: JobStore, limiter: Limiter, accounts: Accounts, dispatcher: Dispatcher
+        self,
+        store: JobStore,
+        limiter: Limiter,
+        accounts: Accounts,
+        dispatcher: Dispatcher,
+        pauses: Pauses | None = None,
+        *,
+        ahead: int | None = None,
     ) -> None:
         self.store = store
+        #: Dispatched jobs no worker has started, at most (None: no bound but the quota's).
+        self.ahead = ahead
         self.limiter = limiter
         self.accounts = accounts
         self.dispatcher = dispatcher
+        #: Paused accounts get nothing admitted (for the site limit: no new site).
+        self.pauses = pauses
+        self._keys_checked_at = float("-inf")
+        self._slots: int | None = None
         #: Per quota: the bulk batch served last, so the next round starts after it.
         self._last_batch: dict[str, str | None] = {}
         self._release_floor = limiter.release_seconds
@@ -48,20 +69,40 @@ class Scheduler:
     def tick(self) -> list[str]:
         """Admit what fits now in every quota and publish it; returns the ids dispatched."""
         self._tune_release()
+        self._resume_changed_keys()
+        paused = self.pauses.active() if self.pauses is not None else {}
         admitted: list[str] = []
+        if self.ahead is not None:
+            self._slots = self.ahead - self.store.unstarted_dispatched(redispatch_after=0)
+            if self._slots <= 0:
+                return admitted
+        else:
+            self._slots = None
         for quota in self.accounts.quotas.values():
-            names = self.accounts.of_quota(quota.name)
-            admitted += self._admit(quota, Priority.interactive, self._interactive(names))
-            admitted += self._admit(quota, Priority.bulk, self._round_robin(quota, names))
-        if admitted:
-            try:
-                self.dispatcher.publish(admitted)
-            except Exception:
-                # The permits stay taken (at worst a window is under-used); the jobs are
-                # offered again at the next tick.
-                self.store.release_dispatch(admitted)
-                raise
+            names = [
+                name
+                for name in self.accounts.of_quota(quota.name)
+                if name not in paused or paused[name].scope != "all"
+            ]
+            no_new_sites = [name for name in names if name in paused]
+            if not names:
+                continue
+            jobs = self._interactive(names, no_new_sites)
+            admitted += self._admit(quota, Priority.interactive, jobs)
+            jobs = self._round_robin(quota, names, no_new_sites)
+            admitted += self._admit(quota, Priority.bulk, jobs)
         return admitted
+
+    def _publish(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        try:
+            self.dispatcher.publish(job_ids)
+        except Exception:
+            # The permits stay taken (at worst a window is under-used); the jobs are offered
+            # again at the next tick.
+            self.store.release_dispatch(job_ids)
+            raise
 
     def _tune_release(self) -> None:
         """Release the interactive reserve early enough for the bulk jobs it admits to finish
@@ -89,38 +130,68 @@ class Scheduler:
             return []
         cap = self.limiter.capacity(quota, priority)
         admitted: list[str] = []
-        for job in jobs:
-            n = max(1, min(calls_needed(job.spec, job.progress), cap))
-            if n > room:
-                break
-            span = self.limiter.span(quota)
-            if self.limiter.take(quota, span, n, priority) is not None:
-                break
-            if self.store.admit(job.id, {w.key: n for w in span}):
+        published = 0
+        try:
+            for job in jobs:
+                n = max(1, min(calls_needed(job.spec, job.progress), cap))
+                if n > room or self._slots == 0:
+                    break
+                span = self.limiter.span(quota)
+                if self.limiter.take(quota, span, n, priority) is not None:
+                    break
+                if not self.store.admit(job.id, {w.key: n for w in span}):
+                    self.limiter.give_back(quota, dict.fromkeys(span, n))
+                    continue
                 admitted.append(job.id)
                 room -= n
+                if self._slots is not None:
+                    self._slots -= 1
                 if priority is Priority.bulk:
                     self._last_batch[quota.name] = job.batch_id
-            else:
-                self.limiter.give_back(quota, dict.fromkeys(span, n))
+                if len(admitted) - published >= PUBLISH_EVERY:
+                    chunk, published = admitted[published:], len(admitted)
+                    self._publish(chunk)
+        finally:
+            self._publish(admitted[published:])
         return admitted
 
-    def _interactive(self, accounts: list[str]) -> Iterator[ProvisioningJob]:
+    def _resume_changed_keys(self) -> None:
+        """An account paused for a refused key resumes once its key is another one."""
+        now = self.limiter.clock()
+        if self.pauses is None or now - self._keys_checked_at < TUNE_EVERY_SECONDS:
+            return
+        self._keys_checked_at = now
+        keys = {}
+        for account in self.accounts:
+            try:
+                keys[account.name] = account.api_key().get_secret_value()
+            except ConfigurationError:
+                continue
+        for name in self.pauses.resume_changed_keys(keys):
+            log.warning("account %s resumed: its key changed", name)
+
+    def _interactive(
+        self, accounts: list[str], no_provision: list[str]
+    ) -> Iterator[ProvisioningJob]:
         while True:
-            jobs = self.store.admission_candidates(accounts, Priority.interactive, limit=FETCH)
+            jobs = self.store.admission_candidates(
+                accounts, Priority.interactive, limit=FETCH, no_provision=no_provision
+            )
             yield from jobs
             if len(jobs) < FETCH:
                 return
 
-    def _round_robin(self, quota: Quota, accounts: list[str]) -> Iterator[ProvisioningJob]:
-        batches = self.store.pending_batches(accounts, Priority.bulk)
+    def _round_robin(
+        self, quota: Quota, accounts: list[str], no_provision: list[str]
+    ) -> Iterator[ProvisioningJob]:
+        batches = self.store.pending_batches(accounts, Priority.bulk, no_provision=no_provision)
         if not batches:
             return
         last = self._last_batch.get(quota.name)
         if last in batches:
             turn = batches.index(last) + 1
             batches = batches[turn:] + batches[:turn]
-        queues = {batch: _Batch(self.store, accounts, batch) for batch in batches}
+        queues = {batch: _Batch(self.store, accounts, batch, no_provision) for batch in batches}
         while queues:
             for batch in list(queues):
                 job = queues[batch].next()
@@ -134,17 +205,24 @@ class _Batch:
     """One batch's queued bulk jobs, fetched a few at a time. A job offered is either admitted
     (and so no longer a candidate) or ends the round, so each fetch starts from the top."""
 
-    def __init__(self, store: JobStore, accounts: list[str], batch_id: str | None) -> None:
+    def __init__(
+        self, store: JobStore, accounts: list[str], batch_id: str | None, no_provision: list[str]
+    ) -> None:
         self.store = store
         self.accounts = accounts
         self.batch_id = batch_id
+        self.no_provision = no_provision
         self.pending: deque[ProvisioningJob] = deque()
         self.exhausted = False
 
     def next(self) -> ProvisioningJob | None:
         if not self.pending and not self.exhausted:
             jobs = self.store.admission_candidates(
-                self.accounts, Priority.bulk, limit=FETCH, batch_id=self.batch_id
+                self.accounts,
+                Priority.bulk,
+                limit=FETCH,
+                batch_id=self.batch_id,
+                no_provision=self.no_provision,
             )
             self.pending.extend(jobs)
             self.exhausted = len(jobs) < FETCH

@@ -1,1 +1,0 @@
-"""Producers: everything that enqueues provisioning jobs or reads their status."""

@@ -1,1 +1,0 @@
-"""A local, in-memory Plausible Sites API that follows the behaviour reference exactly."""

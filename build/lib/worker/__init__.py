@@ -1,1 +1,0 @@
-"""The provisioning worker: the Plausible client, the status table and the pipeline."""

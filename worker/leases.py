@@ -1,0 +1,133 @@
+"""Leases kept alive by a heartbeat, so they can be short.
+
+A running job holds a lease in the status table. While its process lives, a thread of that
+process renews the leases of every job it runs, every third of the lease; when the process dies
+(a SIGKILL, a host gone), the renewals stop and the sweeper of any worker hands the job back to
+the scheduler once the lease runs out. A short lease (``PROVISIONER_LEASE_SECONDS``, 10 s) so
+means a dead worker's jobs run again within seconds, however long the jobs themselves take.
+
+Sooner still on the same host: a claim records the process that took it (``this_process``), and
+every sweeper hands back at once the jobs of a process of its own host that no longer exists (a
+SIGKILLed or OOM-killed pool child, a worker killed whole). A process id means the same process
+only within one boot and one PID namespace, and only with the same start time (ids are reused),
+so all three are part of the record; a process elsewhere is left to its lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker.store import Claim, JobStore, LeaseLostError
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Renews the leases of the claims ``hold`` is given, from one thread per process."""
+
+    def __init__(self, store: JobStore, lease_seconds: float) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self._claims: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self, claim: Claim) -> Iterator[None]:
+        self._start()
+        with self._lock:
+            self._claims[claim.job_id] = claim
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._claims.pop(claim.job_id, None)
+
+    def _start(self) -> None:
+        # One thread per process: a fork (a Celery pool child) starts its own.
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._claims.clear()
+        threading.Thread(target=self._run, name="lease-keeper", daemon=True).start()
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while not self._wake.wait(self.lease_seconds / 3) and self._pid == pid:
+            self.renew_all()
+
+    def renew_all(self) -> None:
+        with self._lock:
+            claims = list(self._claims.values())
+        for claim in claims:
+            try:
+                self.store.renew(claim, lease_seconds=self.lease_seconds)
+            except LeaseLostError:
+                # Taken over: the run finds out at its next write and stops.
+                with self._lock:
+                    self._claims.pop(claim.job_id, None)
+            except SQLAlchemyError as exc:
+                log.warning("could not renew the lease of job %s: %s", claim.job_id, exc)
+
+
+@cache
+def _host() -> str | None:
+    """This boot and PID namespace, or None where /proc does not tell (not Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}:{namespace}"
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count from the last ")".
+    return stat.rpartition(")")[2].split()[19]
+
+
+def this_process() -> str | None:
+    """``host:pid:start`` of the calling process, for a claim's ``lease_owner``."""
+    host, pid = _host(), os.getpid()
+    started = _started(pid)
+    return None if host is None or started is None else f"{host}:{pid}:{started}"
+
+
+def host_prefix() -> str | None:
+    """What every ``this_process`` of this host starts with."""
+    host = _host()
+    return None if host is None else f"{host}:"
+
+
+def gone(owner: str) -> bool:
+    """Whether ``owner``, a ``this_process`` of this host, no longer runs (False for one of
+    another host: only its lease can tell)."""
+    prefix = host_prefix()
+    if prefix is None or not owner.startswith(prefix):
+        return False
+    pid, _, started = owner[len(prefix) :].partition(":")
+    return pid.isdigit() and _started(int(pid)) != started
+
+
+def release_gone(store: JobStore) -> int:
+    """Hand back to the scheduler the running jobs of this host's processes that are gone."""
+    prefix = host_prefix()
+    if prefix is None:
+        return 0
+    dead = [(job_id, token) for job_id, token, owner in store.running_owned(prefix) if gone(owner)]
+    return store.take_back(dead)
