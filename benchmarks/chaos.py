@@ -359,7 +359,7 @@ def sigkill(chaos: Chaos, result: Result) -> None:
         rng = random.Random(9)
         done = 0
         for k in range(kills):
-            time.sleep(1.5 if not chaos.short else 1.0)
+            time.sleep(1.0)
             if stack.status_counts()[JobStatus.succeeded.value] >= n:
                 break
             victim = rng.choice(workers)

@@ -13,7 +13,9 @@ entry):
 ``goal_id`` (an integer >= 1) or as ``event_name`` / ``page_path``. ``id`` is the idempotency key
 (a string or an integer, trimmed; ``parse_key``); without one the key is derived from the request.
 Any event may name its ``account`` (default ``default``) and its ``priority`` class
-(``interactive`` or ``bulk``; without one the producer decides).
+(``interactive`` or ``bulk``; without one the producer decides), and a ``callback_url`` to POST
+the job to once it is done (``worker.webhooks``: an http(s) URL with a host, no user name or
+password, at most 2048 characters, on a host ``PROVISIONER_WEBHOOK_ALLOWED_HOSTS`` allows).
 Validation applies Plausible's own rules (``worker.rules``), so an event that passes here is not
 refused by Plausible for its shape. Every string anywhere in the event, keys included, must be
 encodable as UTF-8 (no lone surrogate) and hold no NUL character; the event may nest at most
@@ -29,7 +31,9 @@ from typing import Any
 from worker import rules
 from worker.errors import InvalidRequestError
 from worker.models import DEFAULT_ACCOUNT, GoalSpec, JobRequest, Operation, Priority
+from worker.settings import get_settings
 from worker.store import NewJob
+from worker.webhooks import allowed_hosts, url_problem
 
 EVENT_TYPES: dict[str, Operation] = {
     "site.provision": Operation.provision_site,
@@ -59,14 +63,21 @@ class Event:
         return NewJob(self.key, self.request, self.priority or default)
 
 
-def parse_event(data: object, *, accounts: Collection[str] | None = None) -> Event:
+def parse_event(
+    data: object,
+    *,
+    accounts: Collection[str] | None = None,
+    callback_hosts: Collection[str] | None = None,
+) -> Event:
     """Validate one event; raises InvalidRequestError naming the field at fault. With
-    ``accounts``, an account outside it is refused."""
+    ``accounts``, an account outside it is refused. ``callback_hosts`` are the hosts a
+    ``callback_url`` may name (empty: any); None: ``PROVISIONER_WEBHOOK_ALLOWED_HOSTS``."""
     if not isinstance(data, Mapping):
         raise InvalidRequestError("an event must be a JSON object", field=None)
     check_strings(data)
     key = parse_key(data.get("id"))
     account = _account(data.get("account"), accounts)
+    callback_url = _callback_url(data.get("callback_url"), callback_hosts)
     priority = _priority(data.get("priority"))
     kind = data.get("type", "site.provision")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
@@ -88,7 +99,22 @@ def parse_event(data: object, *, accounts: Collection[str] | None = None) -> Eve
         request = JobRequest(operation=operation, domain=domain, account=account)
     else:
         request = _goal_delete(data, domain).model_copy(update={"account": account})
+    if callback_url is not None:
+        request = request.model_copy(update={"callback_url": callback_url})
     return Event(key, request, priority)
+
+
+def _callback_url(value: object, hosts: Collection[str] | None) -> str | None:
+    if value is None:
+        return None
+    if hosts is None and isinstance(value, str):
+        # The process's settings, read once: producers pass theirs when they have them.
+        hosts = allowed_hosts(get_settings())
+    problem = url_problem(value, hosts or ())
+    if problem is not None:
+        raise InvalidRequestError(f"callback_url {problem}", field="callback_url")
+    assert isinstance(value, str)
+    return value.strip()
 
 
 def _account(value: object, known: Collection[str] | None) -> str:

@@ -38,6 +38,7 @@ CSV_COLUMNS = (
     "page_path",
     "account",
     "priority",
+    "callback_url",
 )
 
 

@@ -62,6 +62,22 @@ class SharedLink(BaseModel):
     url: str
 
 
+class WebhookDelivery(BaseModel):
+    """A job's completion webhook (README, "Completion webhooks"): where its delivery stands."""
+
+    event_id: str = Field(description="Sent as `Provisioner-Event-Id` and the body's `id`.")
+    type: Literal["job.succeeded", "job.failed", "job.cancelled"]
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending`: to be sent (again); `failed`: every attempt failed."
+    )
+    attempts: int = Field(description="POSTs so far.")
+    last_status: int | None = Field(description="The receiver's HTTP status at the last attempt.")
+    last_error: str | None = Field(description="Why the last attempt failed, if it did.")
+    next_attempt_at: Timestamp | None = Field(description="While pending: the next attempt.")
+    created_at: Timestamp
+    delivered_at: Timestamp | None
+
+
 class Job(BaseModel):
     """One job (``producers.views.job_view``)."""
 
@@ -90,6 +106,10 @@ class Job(BaseModel):
     created_at: Timestamp
     updated_at: Timestamp
     finished_at: Timestamp | None
+    webhook: WebhookDelivery | None = Field(
+        default=None,
+        description="The completion webhook, once the job is done and has a URL; else null.",
+    )
 
 
 class JobPage(BaseModel):
@@ -228,6 +248,10 @@ class SignupEvent(BaseModel):
     goal_id: int | None = Field(default=None, ge=1, description="`goal.delete`: the goal's id.")
     event_name: str | None = Field(default=None, description="`goal.delete`: by event name.")
     page_path: str | None = Field(default=None, description="`goal.delete`: by page path.")
+    callback_url: str | None = Field(
+        default=None,
+        description="Completion webhook: POSTed the job once it is done (http/https).",
+    )
     account: str | None = Field(default=None, description="`default` if omitted.")
     priority: Priority | None = Field(
         default=None, description="`interactive` if omitted (HTTP requests are interactive)."

@@ -7,37 +7,33 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from worker.models import ProvisioningJob
+from worker.models import DeliveryStatus, ProvisioningJob, WebhookDelivery
 from worker.store import BatchSummary, as_utc
+from worker.webhooks import job_document
 
 
 def job_view(job: ProvisioningJob) -> dict[str, Any]:
-    progress = job.progress
-    error = (
-        {"code": job.error_code, "message": job.error_message, "http_status": job.error_status}
-        if job.error_code
-        else None
-    )
+    """The job as ``worker.webhooks.job_document`` shows it (a webhook's ``job`` is the same),
+    and its latest completion webhook."""
+    return {**job_document(job), "webhook": webhook_view(job.webhook)}
+
+
+def webhook_view(delivery: WebhookDelivery | None) -> dict[str, Any] | None:
+    """A completion webhook's delivery: how many attempts, the last answer; None: no webhook
+    (the job is not done, or has no URL). The URL is not shown (it may carry a token)."""
+    if delivery is None:
+        return None
+    pending = delivery.status == DeliveryStatus.pending
     return {
-        "id": job.id,
-        "idempotency_key": job.idempotency_key,
-        "operation": job.operation.value,
-        "status": job.status.value,
-        "done": job.status.done,
-        # As Plausible normalised it once the site exists; until then, as we normalised it.
-        "domain": progress.site.domain if progress.site else job.domain,
-        "adopted": progress.site.adopted if progress.site else None,
-        "existed": progress.site.existed if progress.site else None,
-        "batch_id": job.batch_id,
-        "goals": [goal.model_dump() for goal in progress.goals.values()],
-        "shared_links": [{"name": name, "url": url} for name, url in progress.shared_links.items()],
-        "deleted": progress.deleted,
-        "attempts": job.attempts,
-        "error": error,
-        "next_attempt_at": _iso(job.next_attempt_at),
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "finished_at": _iso(job.finished_at),
+        "event_id": delivery.event_id,
+        "type": delivery.type,
+        "status": DeliveryStatus(delivery.status).value,
+        "attempts": delivery.attempts,
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "next_attempt_at": _iso(delivery.next_attempt_at) if pending else None,
+        "created_at": _iso(delivery.created_at),
+        "delivered_at": _iso(delivery.delivered_at),
     }
 
 

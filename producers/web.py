@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers import schemas, views
+from producers import dashboard, schemas, views
 from producers.events import check_strings, parse_domain, parse_event, parse_key
 from worker import db, metrics, pauses
 from worker.errors import IdempotencyConflictError, InvalidRequestError
@@ -321,6 +321,8 @@ def create_app(
         return Response(content, media_type=content_type)
 
     app.include_router(data)
+    # The dashboard (/ui) signs its users in with a session cookie; _Gate lets its paths through.
+    app.include_router(dashboard.router(store, token=token, reporter=reporter, accounts=accounts))
     return app
 
 
@@ -341,7 +343,9 @@ class _Gate:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self.expected and scope["path"] not in PUBLIC_PATHS:
+        # The dashboard's paths check its own session cookie (producers.dashboard.auth).
+        public = scope["path"] in PUBLIC_PATHS or dashboard.owns(scope["path"])
+        if self.expected and not public:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), self.expected

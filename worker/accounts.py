@@ -11,10 +11,13 @@ single-key deployment needs nothing else. ``PROVISIONER_ACCOUNTS_FILE`` (TOML) n
     burst_seconds = 10
     quota_reserve = 0
     quota = "team-b"                      # optional: accounts naming the same quota share it
+    webhook_url = "https://app.example/hooks/provisioner"  # optional: completion webhooks
 
 Keys never go in the file, the database or the broker: only the name of the variable does. A
 file may define ``[accounts.default]`` itself. Accounts whose keys belong to one Plausible team
 must name one ``quota``, since Plausible counts every key of a team in one bucket.
+``webhook_url`` receives the account's finished jobs whose event named no ``callback_url``
+(``worker.webhooks``); it follows the same rules as a ``callback_url``.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from pydantic import SecretStr
 
 from worker.errors import ConfigurationError
 from worker.settings import Settings
+from worker.webhooks import allowed_hosts, url_problem
 
 DEFAULT_ACCOUNT = "default"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LIMIT_FIELDS = ("hourly_limit", "burst_limit", "burst_seconds", "quota_reserve")
-_FIELDS = frozenset({"api_key_env", "team_id", "quota", *_LIMIT_FIELDS})
+_FIELDS = frozenset({"api_key_env", "team_id", "quota", "webhook_url", *_LIMIT_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class Account:
     quota: Quota
     #: The key when settings hold it already (``default``: ``PLAUSIBLE_API_KEY``).
     preset_key: SecretStr | None = field(default=None, repr=False)
+    #: Where the account's finished jobs are POSTed when their event names no callback_url.
+    webhook_url: str | None = None
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr:
         """The key, read from its variable; ConfigurationError naming both if it is unset."""
@@ -107,6 +113,11 @@ class Accounts:
 
     def of_quota(self, quota: str) -> list[str]:
         return [account.name for account in self if account.quota.name == quota]
+
+    @property
+    def webhook_urls(self) -> dict[str, str]:
+        """Account name -> ``webhook_url``, for the accounts that have one."""
+        return {account.name: account.webhook_url for account in self if account.webhook_url}
 
 
 def load_accounts(settings: Settings) -> Accounts:
@@ -157,7 +168,13 @@ def load_accounts(settings: Settings) -> Accounts:
         if team_id is not None and (not isinstance(team_id, str) or not team_id.strip()):
             raise ConfigurationError(f"{where}account {name!r}: team_id must be a non-empty string")
         preset = settings.plausible_api_key if entry["api_key_env"] == "PLAUSIBLE_API_KEY" else None
-        accounts[name] = Account(name, entry["api_key_env"], team_id, quota, preset)
+        webhook_url = entry.get("webhook_url")
+        if webhook_url is not None:
+            problem = url_problem(webhook_url, allowed_hosts(settings))
+            if problem is not None:
+                raise ConfigurationError(f"{where}account {name!r}: webhook_url {problem}")
+            webhook_url = str(webhook_url).strip()
+        accounts[name] = Account(name, entry["api_key_env"], team_id, quota, preset, webhook_url)
     return Accounts(accounts)
 
 

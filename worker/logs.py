@@ -130,8 +130,13 @@ class _Handler(logging.StreamHandler[IO[str]]):
 
 
 def known_secrets(settings: Settings) -> list[str]:
-    """The API keys of every account configured here, and the HTTP service's token."""
-    found = [settings.plausible_api_key.get_secret_value(), settings.api_token.get_secret_value()]
+    """The API keys of every account configured here, the HTTP service's token and the
+    webhook secret."""
+    found = [
+        settings.plausible_api_key.get_secret_value(),
+        settings.api_token.get_secret_value(),
+        settings.webhook_secret.get_secret_value(),
+    ]
     try:
         accounts = list(load_accounts(settings))
     except ConfigurationError:

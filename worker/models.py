@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
-from sqlalchemy import JSON, BigInteger, DateTime, Index, String
+from sqlalchemy import JSON, BigInteger, DateTime, Index, String, Text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, relationship
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Column, Field, SQLModel
+from sqlmodel import Column, Field, Relationship, SQLModel
 
 
 def utcnow() -> datetime:
@@ -90,6 +91,9 @@ class JobRequest(BaseModel):
     goal: GoalSpec | None = None
     #: The account (Plausible team or key) the job runs under.
     account: str = DEFAULT_ACCOUNT
+    #: Where to POST the job once it is done (``worker.webhooks``); None: the account's
+    #: ``webhook_url``, if any. Left out of the stored request (and its fingerprint) when None.
+    callback_url: str | None = None
 
 
 class SiteRecord(BaseModel):
@@ -208,9 +212,26 @@ class ProvisioningJob(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
+    #: The job's completion webhooks, oldest first (one per final status it reached; a failed
+    #: job retried and done again has two). Loaded with the job, read-only.
+    webhooks: Mapped[list[WebhookDelivery]] = Relationship(
+        sa_relationship=relationship(
+            "WebhookDelivery",
+            primaryjoin="ProvisioningJob.id == foreign(WebhookDelivery.job_id)",
+            order_by="(WebhookDelivery.created_at, WebhookDelivery.event_id)",
+            lazy="selectin",
+            viewonly=True,
+        )
+    )
+
     @property
     def spec(self) -> JobRequest:
         return JobRequest.model_validate(self.request)
+
+    @property
+    def webhook(self) -> WebhookDelivery | None:
+        """The latest completion webhook, if the job has one."""
+        return self.webhooks[-1] if self.webhooks else None
 
 
 class QuotaWindowRow(SQLModel, table=True):
@@ -247,3 +268,39 @@ class AccountPauseRow(SQLModel, table=True):
     #: A hash of the key that was refused (never the key): a different key resumes the account.
     key_fingerprint: str | None = Field(default=None, max_length=64)
     paused_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"  #: to be sent (again) at ``next_attempt_at``
+    delivered = "delivered"  #: the receiver answered 2xx
+    failed = "failed"  #: every attempt failed; not sent again
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox of completion webhooks: one row per event, written in the transaction that
+    gives its job a final status, so no crash can lose it. Workers claim due rows with a lease
+    (``worker.webhooks``); the body is the snapshot taken then, so every attempt sends the same
+    bytes under the same event id."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    job_id: str = Field(index=True, max_length=32)
+    #: ``job.succeeded``, ``job.failed`` or ``job.cancelled``.
+    type: str = Field(max_length=32)
+    url: str = Field(max_length=2048)
+    #: The JSON sent, exactly as sent.
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: DeliveryStatus = Field(default=DeliveryStatus.pending, sa_type=String(16))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: The current claim: the worker sending it holds this token until the lease ends.
+    lease_token: str | None = Field(default=None, max_length=32)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    #: The receiver's HTTP status at the last attempt (None: no answer).
+    last_status: int | None = None
+    #: Why the last attempt failed, in one line (never a secret, never the URL's query).
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -17,6 +17,7 @@ from worker.retrying import RetryPolicy
 from worker.service import Pipeline
 from worker.settings import Settings
 from worker.store import JobStore
+from worker.webhooks import check_settings as check_webhook_settings
 
 
 def make_accounts(settings: Settings) -> Accounts:
@@ -41,22 +42,27 @@ def make_clients(settings: Settings, accounts: Accounts) -> dict[str, PlausibleC
 
 
 def check_worker_settings(settings: Settings) -> None:
-    """Fail now, in one line, on what would otherwise fail every job: accounts and keys."""
-    for client in make_clients(settings, make_accounts(settings)).values():
+    """Fail now, in one line, on what would otherwise fail every job: accounts and keys, and a
+    webhook_url without PROVISIONER_WEBHOOK_SECRET to sign its deliveries."""
+    accounts = make_accounts(settings)
+    for client in make_clients(settings, accounts).values():
         client.close()
+    check_webhook_settings(settings, accounts)
 
 
 def make_store(
     settings: Settings, engine: Engine | None = None, *, migrate: bool = False
 ) -> JobStore:
     """The status table. ``migrate`` upgrades its schema first (embedded mode); otherwise a
-    database behind this version's schema stops the process with a ConfigurationError."""
+    database behind this version's schema stops the process with a ConfigurationError. The
+    store knows the accounts' webhook URLs, for the jobs that finish through it."""
+    webhook_urls = make_accounts(settings).webhook_urls
     engine = engine or make_engine(settings.database_url)
     if migrate:
         upgrade(engine)
     else:
         require_current(engine)
-    return JobStore(engine)
+    return JobStore(engine, webhook_urls=webhook_urls)
 
 
 def make_limiter(settings: Settings, store: JobStore) -> Limiter:

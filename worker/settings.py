@@ -115,6 +115,21 @@ class Settings(BaseSettings):
     #: ``provision import``: rows per transaction.
     import_batch_size: int = 500
 
+    #: Completion webhooks (``worker.webhooks``): the HMAC-SHA256 key deliveries are signed with;
+    #: never logged, never stored. Required by a worker once any account has a ``webhook_url``.
+    webhook_secret: SecretStr = SecretStr("")
+    #: Comma-separated hosts a callback URL may name (``*.example.com``: any subdomain); empty:
+    #: any host. Checked when an event or the accounts file names a URL, and before every send.
+    webhook_allowed_hosts: str = ""
+    #: Bound on connecting, sending and each read of one delivery; redirects are never followed.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    #: Attempts (each a POST) before a delivery is given up as failed.
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    #: A failed attempt is retried after base * 2**(attempts - 1) seconds, up to the max (the
+    #: second half of each wait is jitter).
+    webhook_backoff_base_seconds: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=1800.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
@@ -132,5 +147,6 @@ def settings_error(exc: ValidationError) -> str:
         alias.choices[0] if isinstance(alias, AliasChoices) else f"PROVISIONER_{name.upper()}"
     )
     value = error.get("input")
-    shown = "" if "key" in name or "token" in name else f" (got {value!r})"
+    secret = "key" in name or "token" in name or "secret" in name
+    shown = "" if secret else f" (got {value!r})"
     return f"{variable}: {error['msg']}{shown}"

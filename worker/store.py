@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -31,14 +31,17 @@ from worker.db import insert_ignoring
 from worker.errors import IdempotencyConflictError
 from worker.models import (
     DEFAULT_ACCOUNT,
+    DeliveryStatus,
     JobRequest,
     JobStatus,
     Operation,
     Priority,
     Progress,
     ProvisioningJob,
+    WebhookDelivery,
     utcnow,
 )
+from worker.webhooks import new_delivery
 
 Clock = Callable[[], datetime]
 
@@ -58,10 +61,13 @@ def _canonical(request: JobRequest) -> tuple[dict[str, Any], str]:
     """The request as stored, and the sha256 of its canonical JSON (its fingerprint).
 
     The default account is left out, so requests stored before accounts existed keep their
-    fingerprints (and derived keys): re-importing an old file still finds its duplicates.
+    fingerprints (and derived keys): re-importing an old file still finds its duplicates. So is
+    a ``callback_url`` of None, for the same reason.
     """
-    exclude = {"account"} if request.account == DEFAULT_ACCOUNT else None
-    data = request.model_dump(mode="json", exclude=exclude)
+    exclude = {"account"} if request.account == DEFAULT_ACCOUNT else set()
+    if request.callback_url is None:
+        exclude.add("callback_url")
+    data = request.model_dump(mode="json", exclude=exclude or None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return data, hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -116,10 +122,32 @@ class Enqueued:
     created: bool
 
 
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """A worker's hold on a webhook delivery it is sending (``worker.webhooks``)."""
+
+    event_id: str
+    job_id: str
+    token: str
+    url: str
+    body: str
+    #: This attempt's number (1 for the first).
+    attempts: int
+
+
 class JobStore:
-    def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = utcnow,
+        webhook_urls: Mapping[str, str] | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        #: Account name -> its ``webhook_url``: where a job of the account that names no
+        #: ``callback_url`` is POSTed once done (``worker.runtime.make_store`` fills it in).
+        self.webhook_urls: Mapping[str, str] = dict(webhook_urls or {})
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -287,9 +315,12 @@ class JobStore:
         error: tuple[str, str, int | None] | None = None,
         **values: Any,
     ) -> None:
-        """End the claim: the job's new status, its progress and last error, lease cleared."""
+        """End the claim: the job's new status, its progress and last error, lease cleared. A
+        final status with a webhook URL writes its outbox row in the same transaction."""
         code, message, http_status = error or (None, None, None)
-        self._apply(
+        url = self.webhook_url(claim.request.callback_url, claim.request.account)
+        apply = self._apply_notifying if status.done and url else self._apply
+        apply(
             claim,
             status=status,
             progress=progress,
@@ -307,6 +338,48 @@ class JobStore:
         fenced = (col(t.id) == claim.job_id, col(t.lease_token) == claim.token)
         if self._update(*fenced, updated_at=self.clock(), **values) != 1:
             raise LeaseLostError(claim.job_id)
+
+    def _apply_notifying(self, claim: Claim, **values: Any) -> None:
+        """``_apply`` of a final status, and the job's webhook in the outbox: one transaction."""
+        self._finish(col(ProvisioningJob.id) == claim.job_id, fence=claim, **values)
+
+    def webhook_url(self, callback_url: str | None, account: str) -> str | None:
+        """Where a job's webhook goes: its own ``callback_url``, else its account's, if any."""
+        return callback_url or self.webhook_urls.get(account)
+
+    def _finish(self, *conditions: Any, fence: Claim | None = None, **values: Any) -> list[str]:
+        """Give the jobs ``conditions`` match a final status (``values``) and put a webhook
+        for each that has a URL in the outbox, in one transaction; returns their ids. With
+        ``fence``, only while that claim holds the job (else LeaseLostError, nothing written).
+
+        The UPDATE comes first, so on SQLite the transaction holds the write lock before it
+        reads the rows back for the bodies."""
+        t = ProvisioningJob
+        # The event's ``created`` is the job's ``finished_at`` (and ``updated_at``).
+        now = values.setdefault("updated_at", values.get("finished_at") or self.clock())
+        if fence is not None:
+            conditions = (*conditions, col(t.lease_token) == fence.token)
+        with Session(self.engine) as session:
+            rows = session.execute(
+                update(t)
+                .where(*conditions)
+                .values(**values)
+                .returning(col(t.id), col(t.request), col(t.account))
+            ).all()
+            if fence is not None and len(rows) != 1:
+                session.rollback()
+                raise LeaseLostError(fence.job_id)
+            urls: dict[str, str] = {}
+            for job_id, request, account in rows:
+                url = self.webhook_url((request or {}).get("callback_url"), account)
+                if url:
+                    urls[job_id] = url
+            ids = list(urls)
+            for start in range(0, len(ids), 500):
+                for job in session.exec(select(t).where(col(t.id).in_(ids[start : start + 500]))):
+                    session.add(new_delivery(job, urls[job.id], now))
+            session.commit()
+        return [job_id for job_id, _, _ in rows]
 
     def _update(self, *conditions: Any, **values: Any) -> int:
         """One conditional UPDATE in its own transaction; returns how many rows it changed."""
@@ -440,6 +513,112 @@ class JobStore:
                     taken.append(job_id)
             session.commit()
         return taken
+
+    # -- webhooks (worker.webhooks) ----------------------------------------------------------
+
+    def claim_delivery(self, *, lease_seconds: float, max_attempts: int) -> DeliveryClaim | None:
+        """Take the longest-due webhook that no live lease holds, for one attempt (counted now);
+        None if there is none. A delivery whose worker died during its last allowed attempt is
+        failed instead of sent again."""
+        w = WebhookDelivery
+        now = self.clock()
+        due = (
+            col(w.status) == DeliveryStatus.pending,
+            col(w.next_attempt_at) <= now,
+            or_(col(w.lease_expires_at).is_(None), col(w.lease_expires_at) < now),
+        )
+        with Session(self.engine) as session:  # read, then write in separate transactions
+            candidates = session.execute(
+                select(w.event_id, w.attempts)
+                .where(*due)
+                .order_by(col(w.next_attempt_at))
+                .limit(10)
+            ).all()
+        for event_id, attempts in candidates:
+            unchanged = (col(w.event_id) == event_id, col(w.attempts) == attempts, *due)
+            if attempts >= max_attempts:
+                self._update_delivery(
+                    *unchanged,
+                    status=DeliveryStatus.failed,
+                    last_status=None,
+                    last_error=f"attempt {attempts}: the sending worker stopped before an answer",
+                    lease_token=None,
+                    lease_expires_at=None,
+                )
+                continue
+            token = uuid.uuid4().hex
+            with Session(self.engine) as session:
+                row = session.execute(
+                    update(w)
+                    .where(*unchanged)
+                    .values(
+                        lease_token=token,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        attempts=w.attempts + 1,
+                    )
+                    .returning(col(w.job_id), col(w.url), col(w.body), col(w.attempts))
+                ).first()
+                session.commit()
+            if row is not None:
+                job_id, url, body, attempt = row
+                return DeliveryClaim(event_id, job_id, token, url, body, attempt)
+        return None
+
+    def finish_delivery(
+        self,
+        claim: DeliveryClaim,
+        *,
+        status: DeliveryStatus,
+        last_status: int | None,
+        last_error: str | None,
+        retry_in: float | None = None,
+    ) -> bool:
+        """Record an attempt's outcome and release the claim; ``retry_in`` seconds until the
+        next attempt (pending). False if the lease was taken over meanwhile (nothing written)."""
+        w = WebhookDelivery
+        now = self.clock()
+        values: dict[str, Any] = {
+            "status": status,
+            "last_status": last_status,
+            "last_error": last_error,
+            "lease_token": None,
+            "lease_expires_at": None,
+        }
+        if status is DeliveryStatus.delivered:
+            values["delivered_at"] = now
+        if retry_in is not None:
+            values["next_attempt_at"] = now + timedelta(seconds=retry_in)
+        fenced = (col(w.event_id) == claim.event_id, col(w.lease_token) == claim.token)
+        return self._update_delivery(*fenced, **values) == 1
+
+    def deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        """The job's webhooks, oldest first."""
+        w = WebhookDelivery
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.exec(
+                    select(w)
+                    .where(col(w.job_id) == job_id)
+                    .order_by(col(w.created_at), col(w.event_id))
+                ).all()
+            )
+
+    def pending_deliveries(self) -> int:
+        """How many webhooks wait to be sent."""
+        w = WebhookDelivery
+        with Session(self.engine) as session:
+            return int(
+                session.execute(
+                    select(func.count()).where(col(w.status) == DeliveryStatus.pending)
+                ).scalar()
+                or 0
+            )
+
+    def _update_delivery(self, *conditions: Any, **values: Any) -> int:
+        with Session(self.engine) as session:
+            result = session.execute(update(WebhookDelivery).where(*conditions).values(**values))
+            session.commit()
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- scheduler ---------------------------------------------------------------------------
 
@@ -782,7 +961,7 @@ class JobStore:
     def _cancel(self, *conditions: ColumnElement[bool]) -> list[str]:
         now = self.clock()
         t = ProvisioningJob
-        return self._update_returning(
+        return self._finish(
             *conditions,
             col(t.status).in_(CANCELLABLE),
             status=JobStatus.cancelled,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker import leases, metrics
+from worker import leases, metrics, webhooks
 from worker.dispatch import Dispatcher
 from worker.problems import explain
 from worker.quota.scheduler import Scheduler
@@ -70,7 +70,9 @@ def sweep_forever(
 ) -> None:
     """Schedule every ``schedule_interval_seconds`` (and the moment a window opens or a reserve
     is released) and sweep every ``sweep_interval_seconds``, until ``wait(interval)`` returns
-    True."""
+    True. Completion webhooks go out meanwhile from a thread of their own (``worker.webhooks``),
+    which ends with this loop's thread."""
+    webhooks.start_sender(scheduler.store, settings)
     next_sweep = next_prune = monotonic()
     pause = settings.schedule_interval_seconds
     while not wait(pause):
