@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from producers.events import parse_event
 from tests.databases import migrated_engine
@@ -73,3 +76,22 @@ def test_the_jobs_of_a_dead_process_of_this_host_are_handed_back_at_once(tmp_pat
         elsewhere: JobStatus.running,  # another host's process: only its lease can tell
     }
     assert store.claim(dead, lease_seconds=10) is not None  # and it runs again
+
+
+def test_a_process_is_gone_only_when_it_surely_is() -> None:
+    me = leases.this_process()
+    prefix = leases.host_prefix()
+    assert me is not None
+    assert prefix is not None
+    assert not leases.gone(me)
+    # Our pid with another start time: the pid was reused, the owner is gone.
+    assert leases.gone(f"{prefix}{os.getpid()}:1")
+
+
+def test_a_process_whose_start_time_cannot_be_read_is_left_to_its_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    me = leases.this_process()
+    assert me is not None
+    monkeypatch.setattr(leases, "_started", lambda pid: None)  # a hidden /proc, another user's
+    assert not leases.gone(me)

@@ -13,6 +13,7 @@ from tests.fakes import RecordingDispatcher
 from tests.sandbox_process import SandboxProcess
 from tests.test_service import api_requests, client_of, make_pipeline, provision
 from worker.accounts import load_accounts
+from worker.errors import QuotaWait
 from worker.models import JobRequest, JobStatus, Operation
 from worker.pauses import Pauses, fingerprint, retry_matching
 from worker.quota.limiter import Limiter
@@ -70,6 +71,31 @@ def test_a_key_refused_for_another_teams_site_fails_that_job_only(
     pipeline = pausing(sandbox, store)
     job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="theirs.example.com"))
     assert pipeline.run(job.job.id) is JobStatus.failed  # one probe showed the key is fine
+    assert Pauses(store.engine).active() == {}
+
+
+def test_a_probe_that_cannot_run_now_leaves_the_job_to_try_again(
+    sandbox: SandboxProcess, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 401 on a delete needs a probe to tell the account's fault from the site's; with no
+    room for it, the job goes back to the scheduler instead of crashing or failing."""
+    with sandbox.client("other-team-key") as other:
+        assert other.post("/api/v1/sites", json={"domain": "theirs.example.com"}).is_success
+    pipeline = pausing(sandbox, store)
+
+    def no_room(self: Pipeline, run: object, exc: object) -> bool:
+        raise QuotaWait("no room in this window", retry_at=0.0)
+
+    monkeypatch.setattr(Pipeline, "_account_wide", no_room)
+    job = store.enqueue(JobRequest(operation=Operation.delete_site, domain="theirs.example.com"))
+    assert pipeline.run(job.job.id) is JobStatus.queued
+    held = store.get(job.job.id)
+    assert held is not None
+    assert (held.status, held.error_code, held.lease_token) == (
+        JobStatus.queued,
+        "invalid_api_key",
+        None,
+    )
     assert Pauses(store.engine).active() == {}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -281,6 +281,27 @@ def test_a_tick_admitting_many_jobs_publishes_them_as_it_goes(
     assert len(dispatched) == 3 * PUBLISH_EVERY + 5
     assert [len(c) for c in dispatcher.calls] == [PUBLISH_EVERY] * 3 + [5]
     assert dispatcher.published == dispatched
+
+
+def test_a_failed_publish_gives_the_permits_back_and_offers_the_jobs_again(
+    store: JobStore, limiter: Limiter
+) -> None:
+    class DownBroker(RecordingDispatcher):
+        def publish(self, job_ids: Sequence[str]) -> None:
+            raise ConnectionError("broker down")
+
+    ids = [store.enqueue(provision(f"d{n}.example.com")).job.id for n in range(3)]
+    accounts = accounts_for()
+    quota = accounts.quotas["default"]
+    room = limiter.room(quota, Priority.interactive)
+    with pytest.raises(ConnectionError):
+        Scheduler(store, limiter, accounts, DownBroker()).tick()
+    assert limiter.room(quota, Priority.interactive) == room  # nothing spent on them
+    for job_id in ids:
+        job = store.get(job_id)
+        assert job is not None
+        assert (job.dispatched_at, job.permits) == (None, None)
+    assert Scheduler(store, limiter, accounts, RecordingDispatcher()).tick() == ids
 
 
 def test_at_most_ahead_dispatched_jobs_wait_for_a_worker(store: JobStore, limiter: Limiter) -> None:

@@ -219,6 +219,23 @@ def test_only_jobs_the_broker_has_no_message_for_are_published_again(
     assert flushed.published == jobs[:3]  # the oldest: a FIFO queue hands those out first
 
 
+def test_lost_messages_are_found_behind_fresh_ones(store: JobStore, clock: FakeClock) -> None:
+    """Messages lost from the head of the queue while fresh ones keep arriving behind them: the
+    lost are the oldest dispatched jobs, however many fresh messages wait."""
+    lost = []
+    for n in range(3):
+        job = store.enqueue(provision(f"lost{n}.example.com")).job
+        assert store.admit(job.id, {})
+        lost.append(job.id)
+    clock.advance(61)
+    for n in range(5):  # dispatched a moment ago; their messages are in the queue
+        job = store.enqueue(provision(f"fresh{n}.example.com")).job
+        assert store.admit(job.id, {})
+    dispatcher = RecordingDispatcher(waiting=5)
+    sweep_once(store, dispatcher, settings())
+    assert sorted(dispatcher.published) == sorted(lost)
+
+
 def test_the_sweeper_hands_expired_leases_and_due_waits_back_to_the_scheduler(
     store: JobStore, clock: FakeClock
 ) -> None:

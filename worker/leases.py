@@ -92,18 +92,24 @@ def _host() -> str | None:
 
 
 def _started(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot), or None if there is no such process."""
+    """The process's start time (clock ticks since boot), or None if it cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        # The command name (field 2) may hold spaces and parentheses: count from the last ")".
+        return stat.rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
         return None
-    # The command name (field 2) may hold spaces and parentheses: count from the last ")".
-    return stat.rpartition(")")[2].split()[19]
 
 
 def this_process() -> str | None:
-    """``host:pid:start`` of the calling process, for a claim's ``lease_owner``."""
+    """``host:pid:start`` of the calling process, for a claim's ``lease_owner``; None when this
+    process cannot be told apart reliably (no /proc, or a /proc of another PID namespace)."""
     host, pid = _host(), os.getpid()
+    try:
+        if os.readlink("/proc/self") != str(pid):
+            return None
+    except OSError:
+        return None
     started = _started(pid)
     return None if host is None or started is None else f"{host}:{pid}:{started}"
 
@@ -120,8 +126,19 @@ def gone(owner: str) -> bool:
     prefix = host_prefix()
     if prefix is None or not owner.startswith(prefix):
         return False
-    pid, _, started = owner[len(prefix) :].partition(":")
-    return pid.isdigit() and _started(int(pid)) != started
+    pid_text, _, started = owner[len(prefix) :].partition(":")
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True  # no such process
+    except PermissionError:
+        pass  # it exists, as another user: its start time tells whether it is the same one
+    now = _started(pid)
+    # Unreadable (another user's, a hidden /proc): not known to be gone, so left to its lease.
+    return now is not None and now != started
 
 
 def release_gone(store: JobStore) -> int:

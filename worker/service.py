@@ -239,12 +239,7 @@ class Pipeline:
         except JobFailed as exc:
             return self._fail(claim, run.progress, exc.code, exc.message, exc.http_status)
         except (AuthenticationError, PaymentRequiredError) as exc:
-            if exc.code in PAUSING and self.pauses is not None and self._account_wide(run, exc):
-                key = self.accounts.get(claim.request.account).api_key().get_secret_value()
-                pause = self.pauses.pause(claim.request.account, exc.code, exc.message, key)
-                log.warning("%s", _paused(pause))
-                return self._requeue(claim, run.progress, exc.code, _paused(pause), exc.status)
-            return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
+            return self._account_error(claim, run, exc)
         except PermanentError as exc:
             return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
         except (QuotaWait, RateLimitedError) as exc:
@@ -274,6 +269,28 @@ class Pipeline:
         log.info("job %s succeeded after %d attempt(s)", job_id, claim.attempts)
         return Outcome(JobStatus.succeeded)
 
+    def _account_error(self, claim: Claim, run: Run, exc: PermanentError) -> Outcome | None:
+        """A refused key or a 402: pause the account if it is the account's, else fail the job.
+        A probe that cannot run now (no quota, a transient error) leaves the job to try again."""
+        if exc.code not in PAUSING or self.pauses is None:
+            return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
+        try:
+            wide = self._account_wide(run, exc)
+        except (QuotaWait, RateLimitedError, TimeBudgetSpent) as undecided:
+            message = f"{exc.code}: to be checked once there is room ({undecided})"
+            return self._requeue(claim, run.progress, exc.code, message, exc.status)
+        except TransientError as undecided:
+            delay = self.policy.job_backoff(claim.attempts)
+            until = self.store.clock() + timedelta(seconds=delay)
+            return self._park(claim, run.progress, until, undecided.code, undecided.message,
+                              undecided.status)  # fmt: skip
+        if not wide:
+            return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
+        key = self.accounts.get(claim.request.account).api_key().get_secret_value()
+        pause = self.pauses.pause(claim.request.account, exc.code, exc.message, key)
+        log.warning("%s", _paused(pause))
+        return self._requeue(claim, run.progress, exc.code, _paused(pause), exc.status)
+
     def _account_wide(self, run: Run, exc: PermanentError) -> bool:
         """Whether the error is the account's: a refused key on a call that names no site (a
         create) or on our own site; else (a delete of a site another team may own) one probe
@@ -289,8 +306,10 @@ class Pipeline:
             )
         except NotFoundError:
             return False  # the key works: this site is out of its reach
-        except AuthenticationError:
+        except (AuthenticationError, PaymentRequiredError):
             return True
+        except PermanentError:
+            return False
         return False
 
     def _fail(

@@ -484,7 +484,8 @@ class JobStore:
             )
 
     def take_for_redispatch(self, *, redispatch_after: float, limit: int = 500) -> list[str]:
-        """Dispatched jobs that never started, oldest first: their message is lost (the broker
+        """Of the ``limit`` dispatched jobs that have waited longest without a worker claiming
+        them, those whose message is due to be sent again: their message is lost (the broker
         was flushed or restarted, or the worker that took it died). Each is taken by exactly
         one sweeper, to be published again with the permits it holds. The wait before
         re-publishing doubles with each message sent, up to 64 times ``redispatch_after``."""
@@ -492,12 +493,18 @@ class JobStore:
         t = ProvisioningJob
         if limit <= 0:
             return []
+        oldest = (
+            select(t.id)
+            .where(col(t.status) == JobStatus.queued, col(t.dispatched_at).is_not(None))
+            .order_by(col(t.dispatched_at))
+            .limit(limit)
+        )
         with Session(self.engine) as session:
             candidates = session.execute(
                 select(t.id, t.dispatched_at)
-                .where(col(t.status) == JobStatus.queued, _redispatch_due(now, redispatch_after))
+                .where(col(t.id).in_(oldest.scalar_subquery()))
+                .where(_redispatch_due(now, redispatch_after))
                 .order_by(col(t.dispatched_at))
-                .limit(limit)
             ).all()
         taken: list[str] = []
         # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
@@ -791,10 +798,17 @@ class JobStore:
         ]
 
     def release_dispatch(self, job_ids: Iterable[str]) -> None:
-        """Publishing failed: let the next sweep try again at once."""
+        """Publishing failed: the scheduler offers these jobs again at its next tick (their
+        permits were given back)."""
         ids = list(job_ids)
+        t = ProvisioningJob
         if ids:
-            self._update(col(ProvisioningJob.id).in_(ids), dispatched_at=None)
+            self._update(
+                col(t.id).in_(ids),
+                col(t.status) == JobStatus.queued,
+                dispatched_at=None,
+                permits=None,
+            )
 
     # -- producers: queries and operator actions ----------------------------------------------
 

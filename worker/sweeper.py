@@ -44,16 +44,15 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
     # the broker, lost theirs: the queue is FIFO, so the oldest of them are the ones missing.
     after = settings.redispatch_after_seconds
     # The queue first: a message consumed between the two reads then makes the count too low
-    # (caught at the next sweep), never too high (a duplicate).
+    # (caught at the next sweep), never too high (a duplicate). The queue is FIFO, so the
+    # messages missing from it are those of the oldest dispatched jobs; of those, the ones that
+    # have waited long enough are published again.
     queued = dispatcher.queued_messages()
-    missing = store.unstarted_dispatched(redispatch_after=after) - queued
+    missing = store.unstarted_dispatched(redispatch_after=0) - queued
     lost = store.take_for_redispatch(redispatch_after=after, limit=min(missing, 500))
-    if lost:
-        try:
-            dispatcher.publish(lost)
-        except Exception:
-            store.release_dispatch(lost)
-            raise
+    # Should publishing fail, they stay dispatched with their permits: a later sweep finds them
+    # missing again (the wait before it doubles).
+    dispatcher.publish(lost)
     metrics.SCHEDULER_JOBS.labels("requeued").inc(requeued)
     metrics.SCHEDULER_JOBS.labels("redispatched").inc(len(lost))
     if requeued or lost:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from worker.accounts import Accounts, Quota
 from worker.dispatch import Dispatcher
@@ -26,6 +26,7 @@ from worker.models import Priority, ProvisioningJob
 from worker.pauses import Pauses
 from worker.quota.limiter import Limiter
 from worker.quota.permits import calls_needed
+from worker.quota.windows import Window
 from worker.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,19 @@ class Scheduler:
             admitted += self._admit(quota, Priority.bulk, jobs)
         return admitted
 
-    def _publish(self, job_ids: list[str]) -> None:
+    def _publish(
+        self, quota: Quota, job_ids: list[str], held: dict[str, tuple[Sequence[Window], int]]
+    ) -> None:
         if not job_ids:
             return
         try:
             self.dispatcher.publish(job_ids)
         except Exception:
-            # The permits stay taken (at worst a window is under-used); the jobs are offered
-            # again at the next tick.
+            # Offered again at the next tick, which reserves their calls anew: give these back.
             self.store.release_dispatch(job_ids)
+            for job_id in job_ids:
+                span, n = held[job_id]
+                self.limiter.give_back(quota, dict.fromkeys(span, n))
             raise
 
     def _tune_release(self) -> None:
@@ -130,6 +135,7 @@ class Scheduler:
             return []
         cap = self.limiter.capacity(quota, priority)
         admitted: list[str] = []
+        held: dict[str, tuple[Sequence[Window], int]] = {}
         published = 0
         try:
             for job in jobs:
@@ -143,6 +149,7 @@ class Scheduler:
                     self.limiter.give_back(quota, dict.fromkeys(span, n))
                     continue
                 admitted.append(job.id)
+                held[job.id] = (span, n)
                 room -= n
                 if self._slots is not None:
                     self._slots -= 1
@@ -150,9 +157,9 @@ class Scheduler:
                     self._last_batch[quota.name] = job.batch_id
                 if len(admitted) - published >= PUBLISH_EVERY:
                     chunk, published = admitted[published:], len(admitted)
-                    self._publish(chunk)
+                    self._publish(quota, chunk, held)
         finally:
-            self._publish(admitted[published:])
+            self._publish(quota, admitted[published:], held)
         return admitted
 
     def _resume_changed_keys(self) -> None:
