@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import psycopg
+import pytest
 import redis
 from sqlalchemy.engine import make_url
 
@@ -319,16 +320,13 @@ def run_until_done(
     started: float,
     *,
     timeout: float,
-    during: Callable[[], None] | None = None,
     **compare_args: Any,
 ) -> None:
-    if during is not None:
-        during()
     jobs = wait_all(stack, expected, timeout)
     compare(result, stack, jobs, expected_jobs=expected, started=started, **compare_args)
 
 
-def half_done(stack: Stack, total: int, share: float = 0.3, timeout: float = 120) -> None:
+def until_share_done(stack: Stack, total: int, share: float = 0.3, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
@@ -384,7 +382,7 @@ def sigterm(chaos: Chaos, result: Result) -> None:
         stack.sandbox.configure(latency_ms=40)
         workers = chaos.workers(stack)
         started = submit(stack, [f"term{i}.example.com" for i in range(n)])
-        half_done(stack, n)
+        until_share_done(stack, n)
         for worker in workers[:2]:
             assert worker.proc is not None
             worker.proc.send_signal(signal.SIGTERM)
@@ -403,7 +401,7 @@ def _broker_fault(chaos: Chaos, result: Result, name: str, fault: Callable[[], N
         stack.sandbox.configure(latency_ms=40)
         chaos.workers(stack)
         started = submit(stack, [f"{name.replace('_', '')}{i}.example.com" for i in range(n)])
-        half_done(stack, n)
+        until_share_done(stack, n)
         fault()
         result.back = datetime.now(UTC).timestamp()
         run_until_done(stack, result, n, started, timeout=600)
@@ -654,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
             began = time.monotonic()
             try:
                 SCENARIOS[name](chaos, result)
-            except Exception as exc:  # a scenario that breaks is a result, not the end of the run
+            # A scenario that breaks (a service that would not come back, ...) is a result.
+            except (Exception, pytest.fail.Exception) as exc:
                 result.problems.append(f"{type(exc).__name__}: {exc}")
             print(f"{name}: done in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
             results.append(result)

@@ -14,8 +14,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from tests.waiting import wait_for
 
 
 def free_port() -> int:
@@ -25,17 +26,15 @@ def free_port() -> int:
 
 
 def _wait_port(port: int, timeout: float, up: bool = True) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                if up:
-                    return
+                return up
         except OSError:
-            if not up:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not come {'up' if up else 'down'} in {timeout}s")
+            return not up
+
+    wait_for(reached, timeout=timeout, interval=0.05,
+             describe=f"port {port} to come {'up' if up else 'down'}")  # fmt: skip
 
 
 class PrivateRedis:

@@ -46,6 +46,7 @@ from producers.client import (
 )
 from producers.events import parse_event
 from tests.databases import migrated_engine
+from tests.private_services import free_port
 from tests.producer_fixtures import redis_url
 from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
@@ -67,13 +68,6 @@ class Served:
     base_url: str
     port: int
     store: JobStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ queued, for the workers' scheduler; an invalid one saves nothing."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.databases import migrated_engine
+from tests.private_services import free_port
 from tests.producer_fixtures import pg_url
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
@@ -27,13 +27,6 @@ from worker.store import JobStore
 __all__ = ["pg_url"]
 
 EXAMPLES = REPO_ROOT / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

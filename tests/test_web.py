@@ -31,6 +31,7 @@ from producers.events import parse_event
 from producers.web import MAX_BODY_BYTES, create_app
 from tests.databases import migrated_engine
 from tests.owned import MARK
+from tests.private_services import free_port
 from tests.producer_fixtures import redis_url
 from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
@@ -260,13 +261,6 @@ def test_cancel_queued_and_retry_failed(client: TestClient, store: JobStore) -> 
     batch = client.get("/batches/nope", headers=AUTH)
     assert batch.status_code == 404
     assert client.post("/jobs/nope/cancel", headers=AUTH).status_code == 404
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def chunks(size: int = 65536, total: int = 64 * 1024 * 1024) -> Iterator[bytes]:

@@ -3,7 +3,6 @@ Flower on the broker, and ``provision serve`` answering ``/readyz``."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +11,8 @@ import httpx
 
 from tests.cli_helpers import REPO, clean_environ
 from tests.databases import migrated_engine
+from tests.private_services import free_port
 from tests.waiting import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serving(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:

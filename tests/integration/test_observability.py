@@ -25,18 +25,13 @@ from tests.integration.conftest import (
     assert_all_succeeded,
     provision_request,
 )
+from tests.private_services import free_port
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
 from worker.app import QUEUE, create_app
 from worker.models import JobStatus
 
 JOB = {"operation": "provision_site", "account": "default"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape(port: int) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:

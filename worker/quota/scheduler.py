@@ -61,7 +61,6 @@ class Scheduler:
         #: Paused accounts get nothing admitted (for the site limit: no new site).
         self.pauses = pauses
         self._keys_checked_at = float("-inf")
-        self._slots: int | None = None
         #: Per quota: the bulk batch served last, so the next round starts after it.
         self._last_batch: dict[str, str | None] = {}
         self._release_floor = limiter.release_seconds
@@ -73,12 +72,12 @@ class Scheduler:
         self._resume_changed_keys()
         paused = self.pauses.active() if self.pauses is not None else {}
         admitted: list[str] = []
+        #: How many more jobs may wait in the broker (None: as many as the quota allows).
+        slots = None
         if self.ahead is not None:
-            self._slots = self.ahead - self.store.unstarted_dispatched(redispatch_after=0)
-            if self._slots <= 0:
+            slots = self.ahead - self.store.unstarted_dispatched(redispatch_after=0)
+            if slots <= 0:
                 return admitted
-        else:
-            self._slots = None
         for quota in self.accounts.quotas.values():
             names = [
                 name
@@ -88,10 +87,12 @@ class Scheduler:
             no_new_sites = [name for name in names if name in paused]
             if not names:
                 continue
-            jobs = self._interactive(names, no_new_sites)
-            admitted += self._admit(quota, Priority.interactive, jobs)
-            jobs = self._round_robin(quota, names, no_new_sites)
-            admitted += self._admit(quota, Priority.bulk, jobs)
+            for priority, jobs in (
+                (Priority.interactive, self._interactive(names, no_new_sites)),
+                (Priority.bulk, self._round_robin(quota, names, no_new_sites)),
+            ):
+                left = None if slots is None else slots - len(admitted)
+                admitted += self._admit(quota, priority, jobs, left)
         return admitted
 
     def _publish(
@@ -128,7 +129,11 @@ class Scheduler:
         return min(self.limiter.next_change(quota) for quota in self.accounts.quotas.values())
 
     def _admit(
-        self, quota: Quota, priority: Priority, jobs: Iterator[ProvisioningJob]
+        self,
+        quota: Quota,
+        priority: Priority,
+        jobs: Iterator[ProvisioningJob],
+        slots: int | None = None,
     ) -> list[str]:
         room = self.limiter.room(quota, priority)
         if room <= 0:
@@ -140,7 +145,7 @@ class Scheduler:
         try:
             for job in jobs:
                 n = max(1, min(calls_needed(job.spec, job.progress), cap))
-                if n > room or self._slots == 0:
+                if n > room or (slots is not None and len(admitted) >= slots):
                     break
                 span = self.limiter.span(quota)
                 if self.limiter.take(quota, span, n, priority) is not None:
@@ -151,8 +156,6 @@ class Scheduler:
                 admitted.append(job.id)
                 held[job.id] = (span, n)
                 room -= n
-                if self._slots is not None:
-                    self._slots -= 1
                 if priority is Priority.bulk:
                     self._last_batch[quota.name] = job.batch_id
                 if len(admitted) - published >= PUBLISH_EVERY:
