@@ -16,7 +16,7 @@ Any event may name its ``account`` (default ``default``) and its ``priority`` cl
 (``interactive`` or ``bulk``; without one the producer decides), and a ``callback_url`` to POST
 the job to once it is done (``worker.webhooks``: an http(s) URL with a host, no user name or
 password, at most 2048 characters, on a host ``PROVISIONER_WEBHOOK_ALLOWED_HOSTS`` allows).
-Validation applies Plausible's own rules (``worker.rules``), so an event that passes here is not
+Validation applies Plausible's own rules (``plausible_rules``), so an event that passes here is not
 refused by Plausible for its shape. Every string anywhere in the event, keys included, must be
 encodable as UTF-8 (no lone surrogate) and hold no NUL character; the event may nest at most
 ``MAX_DEPTH`` levels. Any problem raises InvalidRequestError naming the field.
@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker import rules
+import plausible_rules as rules
 from worker.errors import InvalidRequestError
 from worker.models import DEFAULT_ACCOUNT, GoalSpec, JobRequest, Operation, Priority
 from worker.settings import get_settings

@@ -6,11 +6,11 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
+import plausible_rules as rules
 from sandbox.http import Request, Response, json_response
 from sandbox.params import decode_form
 from sandbox.sites import domain_taken, new_tracker, site_response
 from sandbox.state import FEATURES, GUEST_ROLES, ROLES, SITES_API_SCOPE, Guest, Site, Team, User
-from worker import rules
 
 if TYPE_CHECKING:
     from sandbox.api import SandboxAPI

@@ -6,11 +6,11 @@ import re
 from typing import Any
 from urllib.parse import quote_plus
 
+import plausible_rules as rules
 from sandbox.http import Call, error, internal_error
 from sandbox.pagination import paginate
 from sandbox.sites import READ_ROLES, WRITE_ROLES, find_site
 from sandbox.state import Goal, Guest, Site
-from worker import rules
 
 PROPS_NOT_INCLUDED = "Your current subscription plan does not include Custom Properties"
 #: Props Plausible uses itself; they are allowed without the Props feature.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import plausible_rules as rules
 from sandbox.http import Call, Reply, error, internal_error
 from sandbox.pagination import paginate
 from sandbox.state import PERSONAL_TEAM_NAME, TRACKER_BOOLEANS, Goal, Site, Team, World
-from worker import rules
 
 READ_ROLES = ("owner", "admin", "editor", "viewer")
 WRITE_ROLES = ("owner", "admin", "editor")

@@ -1,10 +1,10 @@
-"""Plausible's validation rules as pure functions (worker/rules.py)."""
+"""Plausible's validation rules as pure functions (plausible_rules)."""
 
 from __future__ import annotations
 
 import pytest
 
-from worker import rules
+import plausible_rules as rules
 
 
 @pytest.mark.parametrize(

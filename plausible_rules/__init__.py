@@ -1,4 +1,4 @@
-"""Plausible's own validation rules, as pure functions.
+"""Plausible's own validation rules, as pure functions. A leaf: imports nothing of ours.
 
 The sandbox applies them to answer exactly as Plausible does, and the producers reuse them to
 refuse bad input before it is queued. Source: the Sites API reference, §8 (domains), §7.3
