@@ -6,8 +6,10 @@ ENV PYTHONUNBUFFERED=1 \
     PROVISIONER_DATABASE_URL=sqlite:////data/provisioner.db
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY plausible_rules plausible_rules
 COPY worker worker
 COPY producers producers
+COPY provision provision
 COPY sandbox sandbox
 RUN pip install '.[ops]' \
     && useradd --create-home --uid 10001 provisioner \

@@ -5,7 +5,7 @@ Fills a fresh SQLite status table (and a fresh PostgreSQL database when one is r
 ``BENCH_POSTGRES_URL``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; created and
 dropped here) with ``--jobs`` jobs over ``--batches`` batches in bulk INSERTs, in every status
 (succeeded mostly, some failed with error codes, queued, waiting, running), then requests each
-dashboard page through ``producers.web.create_app`` in this process (httpx over the ASGI
+dashboard page through ``provision.http.app.create_app`` in this process (httpx over the ASGI
 transport, signed in with the session cookie) and prints p50/p95 per page, and each page's
 query plans (``--plans``).
 """
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import database  # noqa: E402
-from producers.dashboard.auth import COOKIE, Signer  # noqa: E402
-from producers.web import create_app  # noqa: E402
+from provision.dashboard.auth import COOKIE, Signer  # noqa: E402
+from provision.http.app import create_app  # noqa: E402
 from tests.databases import migrated_engine  # noqa: E402
 from worker.accounts import load_accounts  # noqa: E402
 from worker.models import JobRequest, JobStatus, Operation, Priority, ProvisioningJob  # noqa: E402

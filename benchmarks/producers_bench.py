@@ -139,7 +139,7 @@ def bench_status(tmp: Path, requests: int, concurrency: int) -> tuple[float, flo
         "PROVISIONER_BROKER_URL": "memory://",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "provision.cli", "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ POSTGRES_URL = os.environ.get(
 PROVISION = [
     sys.executable,
     "-c",
-    "import sys; sys.argv[0] = 'provision'; from producers.cli import main; main()",
+    "import sys; sys.argv[0] = 'provision'; from provision.cli import main; main()",
 ]
 
 

@@ -1,1 +1,6 @@
-"""Producers: everything that enqueues provisioning jobs or reads their status."""
+"""Every way a job gets in: signup files, the Redis stream, the Python API (Django included), and
+the typed SDK of the HTTP service (``producers.client``).
+
+Imports ``worker`` and the leaf packages only. The SDK imports neither SQLAlchemy nor ``worker``,
+so a remote web app can install and import it alone.
+"""

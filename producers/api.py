@@ -50,9 +50,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 from sqlmodel import col, select
 
-from producers import views
 from producers.events import Event, parse_event
 from worker.errors import IdempotencyConflictError, InvalidRequestError
+from worker.jobs import view
 from worker.models import JobRequest, Priority, ProvisioningJob, utcnow
 from worker.quota.report import Reporter
 from worker.settings import Settings
@@ -243,9 +243,9 @@ class Provisioner:
         return await _adrive(steps, target.dialect.name, run_dbapi)
 
     def status(self, ref: str) -> dict[str, Any] | None:
-        """A job by id or idempotency key, as ``views.job_view``; None if there is none."""
+        """A job by id or idempotency key, as ``view.job_view``; None if there is none."""
         job = self.store.find(ref)
-        return views.job_view(job) if job is not None else None
+        return view.job_view(job) if job is not None else None
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         """A batch as ``provision status --json BATCH`` shows it, with ``expected_completion``;
@@ -254,7 +254,7 @@ class Provisioner:
         if summary.total == 0:
             return None
         eta = self.reporter.batch_eta(batch_id) if self.reporter is not None else None
-        return views.batch_view(summary, eta)
+        return view.batch_view(summary, eta)
 
     def _steps(
         self,

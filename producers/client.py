@@ -1,4 +1,4 @@
-"""A typed Python client for ``provision serve`` (``producers.web``), sync and async, on httpx.
+"""A typed Python client for ``provision serve`` (``provision.http.app``), sync and async, on httpx.
 
 ``ProvisionerClient`` and ``AsyncProvisionerClient`` have the same methods; answers are the
 service's own models (``producers.schemas``: ``Job``, ``Batch``, ``Quota``).

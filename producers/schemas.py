@@ -1,6 +1,6 @@
 """The HTTP service's request and response models, for its OpenAPI document.
 
-Responses mirror the dicts ``producers.views`` builds (``job_view``, ``batch_view``) and
+Responses mirror the dicts ``worker.jobs.view`` builds (``job_view``, ``batch_view``) and
 ``Reporter.quotas()`` returns, field for field: the views stay the one place that builds them, and
 the service returns them through these models. Timestamps are the views' ISO 8601 strings (UTC),
 kept as strings so the models do not re-format them.
@@ -79,7 +79,7 @@ class WebhookDelivery(BaseModel):
 
 
 class Job(BaseModel):
-    """One job (``producers.views.job_view``)."""
+    """One job (``worker.jobs.view.job_view``)."""
 
     id: str
     idempotency_key: str
@@ -132,7 +132,7 @@ class Failure(BaseModel):
 
 
 class Batch(BaseModel):
-    """A batch (``producers.views.batch_view``)."""
+    """A batch (``worker.jobs.view.batch_view``)."""
 
     batch_id: str
     total: int

@@ -19,7 +19,7 @@ def provision(
     env: dict[str, str], *args: str, cwd: Path = REPO, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producers", *args],
+        [sys.executable, "-m", "provision", *args],
         cwd=cwd,
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,

@@ -117,7 +117,7 @@ def test_every_command_stops_at_start_on_a_bad_accounts_file(tmp_path: Path) -> 
     }
     for args in (["import", str(signups)], ["quota"]):
         done = subprocess.run(
-            [sys.executable, "-m", "producers", *args],
+            [sys.executable, "-m", "provision", *args],
             cwd=REPO_ROOT,
             env=env,
             capture_output=True,

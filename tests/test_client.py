@@ -86,7 +86,7 @@ def served(tmp_path: Path, redis_url: str) -> Iterator[Served]:
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "producers", "serve", "--port", str(port)],
+            [sys.executable, "-m", "provision", "serve", "--port", str(port)],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

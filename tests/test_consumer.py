@@ -148,7 +148,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     command = [
         sys.executable,
         "-m",
-        "producers.cli",
+        "provision.cli",
         "consume",
         "--stream",
         STREAM,

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from producers.dashboard.auth import COOKIE, SESSION_SECONDS, Signer
-from producers.dashboard.queries import Queries
-from producers.dashboard.routes import _safe_next, _shown_request
 from producers.events import parse_event
-from producers.web import create_app
+from provision.dashboard.auth import COOKIE, SESSION_SECONDS, Signer
+from provision.dashboard.queries import Queries
+from provision.dashboard.routes import _safe_next, _shown_request
+from provision.http.app import create_app
 from tests.databases import migrated_engine
 from tests.producer_helpers import event
 from worker.accounts import load_accounts

@@ -81,7 +81,7 @@ def test_every_command_the_compose_file_runs_is_accepted_here() -> None:
         argv = command if isinstance(command, list) else shlex.split(command)
         program, rest = argv[0], argv[1:]
         if program == "provision":
-            run = [sys.executable, "-m", "producers", *rest, "--help"]
+            run = [sys.executable, "-m", "provision", *rest, "--help"]
         elif program == "celery":
             run = [sys.executable, "-m", "celery", *rest, "--help"]
         else:
@@ -104,4 +104,4 @@ def test_the_image_runs_as_a_user_with_a_writable_data_directory() -> None:
     assert {"CMD", "HEALTHCHECK", "USER", "VOLUME"} <= set(lines)
     assert "USER provisioner" in text
     assert "sqlite:////data/" in text
-    assert Path(REPO / "producers" / "demo_data" / "signups.jsonl").exists()
+    assert Path(REPO / "provision" / "demo_data" / "signups.jsonl").exists()

@@ -289,7 +289,7 @@ def test_a_django_process_killed_after_its_commit_leaves_a_job_the_scheduler_dis
 def test_everything_but_the_django_package_works_without_django() -> None:
     script = (
         "import sys; sys.modules['django'] = None  # as if not installed\n"
-        "import producers.api, producers.web, producers.cli, worker.app, worker.runtime\n"
+        "import producers.api, provision.http.app, provision.cli, worker.app, worker.runtime\n"
         "try:\n"
         "    import producers.django\n"
         "except ImportError:\n"

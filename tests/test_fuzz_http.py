@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from schemathesis.config import SchemathesisConfig
 
-from producers.web import MAX_BODY_BYTES, create_app
+from provision.http.app import MAX_BODY_BYTES, create_app
 from tests.databases import migrated_engine
 from tests.producer_helpers import event
 from tests.test_fuzz_inputs import (
@@ -44,7 +44,7 @@ from worker.store import JobStore
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-#: Every status the service documents (producers/web.py ``_DESCRIBED``), 5xx aside.
+#: Every status the service documents (provision/http/app.py ``_DESCRIBED``), 5xx aside.
 DOCUMENTED = {200, 202, 401, 404, 405, 408, 409, 413, 422}
 _runs = itertools.count()
 

@@ -654,7 +654,7 @@ def test_junk_stream_entries_are_dead_lettered_and_valid_neighbours_enqueued(
     store: JobStore, entries: list[tuple[str, Fields]], batch: int
 ) -> None:
     run = next(_runs)
-    # Bytes, as production reads the stream (producers/cli/run.py: no decode_responses).
+    # Bytes, as production reads the stream (provision/cli/run.py: no decode_responses).
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     consumer = StreamConsumer(
         client, store, stream=STREAM, group="g", consumer="c1", block_ms=1, count=batch

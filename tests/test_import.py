@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event as sa_event
 
-from producers.cli import main
 from producers.events import parse_event
 from producers.importer import import_file
+from provision.cli import main
 from tests.databases import migrated_engine
 from tests.producer_fixtures import pg_url
 from tests.producer_helpers import event, jsonl

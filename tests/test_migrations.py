@@ -85,7 +85,7 @@ def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path) -> None:
 def test_db_upgrade_command_creates_the_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {"PATH": "/usr/bin:/bin", "PROVISIONER_DATABASE_URL": url}
-    run = [sys.executable, "-m", "producers", "db"]
+    run = [sys.executable, "-m", "provision", "db"]
     behind = subprocess.run([*run, "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert behind.returncode == 2
     assert behind.stderr.strip().splitlines()[-1].startswith("Error: no status database at")

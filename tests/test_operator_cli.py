@@ -290,7 +290,7 @@ def test_import_wait_prints_the_batch_first_and_ctrl_c_says_how_to_follow(
     }
     file = signups(tmp_path / "s.jsonl", 2)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers", "import", str(file), "--wait"],
+        [sys.executable, "-m", "provision", "import", str(file), "--wait"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

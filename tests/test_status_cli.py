@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from producers.cli import main
 from producers.importer import import_file
+from provision.cli import main
 from tests.databases import migrated_engine
 from tests.producer_helpers import event, jsonl
 from worker.models import Progress

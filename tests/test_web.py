@@ -26,9 +26,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from starlette.types import Message
 
-from producers import schemas, views
+from producers import schemas
 from producers.events import parse_event
-from producers.web import MAX_BODY_BYTES, create_app
+from provision.http.app import MAX_BODY_BYTES, create_app
 from tests.databases import migrated_engine
 from tests.owned import MARK
 from tests.private_services import free_port
@@ -39,6 +39,7 @@ from tests.waiting import wait_for
 from worker import metrics
 from worker.accounts import load_accounts
 from worker.db import make_engine, upgrade
+from worker.jobs import view
 from worker.models import GoalRecord, JobStatus, Priority, Progress, SiteRecord
 from worker.quota.limiter import Limiter
 from worker.quota.report import Reporter
@@ -310,7 +311,7 @@ def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> N
         "PROVISIONER_API_TOKEN": TOKEN,
     }
     env.pop("PROVISIONER_DEV_MODE", None)
-    command = [sys.executable, "-m", "producers", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "provision", "serve", "--port", str(port)]
     refused = subprocess.run(
         command,
         cwd=REPO_ROOT,
@@ -533,12 +534,12 @@ def test_the_response_models_carry_the_views_unchanged(store: JobStore) -> None:
     reporter = reporter_for(store)
     job = store.get(job_id)
     assert job is not None
-    view = views.job_view(job)
-    assert view["goals"]
-    assert view["shared_links"]
-    assert view["error"]
-    assert schemas.Job.model_validate(view).model_dump(mode="json") == view
-    batch = views.batch_view(store.batch_summary("b1"), reporter.batch_eta("b1"))
+    shown = view.job_view(job)
+    assert shown["goals"]
+    assert shown["shared_links"]
+    assert shown["error"]
+    assert schemas.Job.model_validate(shown).model_dump(mode="json") == shown
+    batch = view.batch_view(store.batch_summary("b1"), reporter.batch_eta("b1"))
     assert batch["failures"]
     assert batch["expected_completion"] is not None
     assert schemas.Batch.model_validate(batch).model_dump(mode="json") == batch
@@ -546,7 +547,7 @@ def test_the_response_models_carry_the_views_unchanged(store: JobStore) -> None:
     assert [schemas.Quota.model_validate(q).model_dump(mode="json") for q in quotas] == quotas
 
     client = TestClient(create_app(store, token=SecretStr(TOKEN), reporter=reporter))
-    assert client.get(f"/jobs/{job_id}", headers=AUTH).json() == view
+    assert client.get(f"/jobs/{job_id}", headers=AUTH).json() == shown
     served = client.get("/batches/b1", headers=AUTH).json()
     assert {k: v for k, v in served.items() if k != "expected_completion"} == {
         k: v for k, v in batch.items() if k != "expected_completion"

@@ -23,7 +23,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from producers import views
 from producers.events import parse_event
 from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
@@ -31,6 +30,7 @@ from tests.sandbox_process import SandboxProcess
 from tests.waiting import wait_for
 from worker import webhooks
 from worker.errors import ConfigurationError, IdempotencyConflictError, InvalidRequestError
+from worker.jobs import view
 from worker.models import DeliveryStatus, JobRequest, JobStatus, Progress
 from worker.runtime import check_worker_settings, make_store
 from worker.settings import Settings, get_settings
@@ -230,13 +230,13 @@ def test_the_receiver_verifies_the_signature_and_a_wrong_secret_fails(
     job = store.get(job_id)
     assert job is not None
     # The body's job is the public view of the job as it was when it finished.
-    assert event["job"] == {k: v for k, v in views.job_view(job).items() if k != "webhook"}
+    assert event["job"] == {k: v for k, v in view.job_view(job).items() if k != "webhook"}
     assert event["job"]["status"] == "succeeded"
     assert event["created"] == event["job"]["finished_at"]
 
     delivered = delivery_of(store, job_id)
     assert (delivered.status, delivered.attempts, delivered.last_status) == ("delivered", 1, 200)
-    assert views.job_view(job)["webhook"] == {
+    assert view.job_view(job)["webhook"] == {
         "event_id": event["id"],
         "type": "job.succeeded",
         "status": "delivered",
@@ -295,8 +295,12 @@ def test_a_receiver_answering_500_twice_gets_the_event_on_the_third_try(
     assert len({r.body for r in receiver.requests}) == 1
     job = store.get(job_id)
     assert job is not None
-    view = views.job_view(job)["webhook"]
-    assert (view["status"], view["attempts"], view["last_status"]) == ("delivered", 3, 200)
+    delivery = view.job_view(job)["webhook"]
+    assert (delivery["status"], delivery["attempts"], delivery["last_status"]) == (
+        "delivered",
+        3,
+        200,
+    )
 
 
 def test_a_delivery_is_failed_after_its_last_attempt_and_never_sent_again(
@@ -315,7 +319,7 @@ def test_a_delivery_is_failed_after_its_last_attempt_and_never_sent_again(
     assert (failed.status, failed.attempts, failed.last_status) == ("failed", 2, 503)
     job = store.get(job_id)
     assert job is not None
-    assert views.job_view(job)["webhook"]["status"] == "failed"
+    assert view.job_view(job)["webhook"]["status"] == "failed"
 
 
 def test_a_redirect_is_not_followed_and_counts_as_a_failure(
@@ -425,7 +429,7 @@ def test_every_final_status_writes_its_event(store: JobStore, receiver: Receiver
     assert store.deliveries(none) == []
     job = store.get(none)
     assert job is not None
-    assert views.job_view(job)["webhook"] is None
+    assert view.job_view(job)["webhook"] is None
     body = json.loads(store.deliveries(failed)[0].body)
     assert body["job"]["error"] == {
         "code": "site_limit_reached",
@@ -476,7 +480,7 @@ def test_a_retried_job_that_finishes_again_has_a_second_event(
     assert first.event_id != second.event_id
     job = store.get(job_id)
     assert job is not None
-    assert views.job_view(job)["webhook"]["event_id"] == second.event_id
+    assert view.job_view(job)["webhook"]["event_id"] == second.event_id
 
 
 def test_the_final_status_and_the_outbox_row_are_one_transaction(
@@ -671,18 +675,18 @@ def test_the_api_shows_the_webhook_on_the_job(store: JobStore, receiver: Receive
     from fastapi.testclient import TestClient
 
     from producers import schemas
-    from producers.web import create_app
+    from provision.http.app import create_app
 
     job_id = finish(store, request_to(receiver.url))
     job = store.get(job_id)
     assert job is not None
-    view = views.job_view(job)
-    assert view["webhook"]["status"] == "pending"
-    assert view["webhook"]["next_attempt_at"] is not None
-    assert schemas.Job.model_validate(view).model_dump(mode="json") == view
+    shown = view.job_view(job)
+    assert shown["webhook"]["status"] == "pending"
+    assert shown["webhook"]["next_attempt_at"] is not None
+    assert schemas.Job.model_validate(shown).model_dump(mode="json") == shown
     api = TestClient(create_app(store, token=SecretStr("t0ken-for-tests")))
     served = api.get(f"/jobs/{job_id}", headers={"Authorization": "Bearer t0ken-for-tests"})
-    assert served.json()["webhook"] == view["webhook"]
+    assert served.json()["webhook"] == shown["webhook"]
     assert "url" not in served.json()["webhook"]
 
 
@@ -735,7 +739,7 @@ def test_the_secret_is_in_no_log_line_row_or_view(
             for row in connection.execute(text(f"SELECT * FROM {table}")).all()
         ]
     jobs = [store.get(job_id), store.get(down)]
-    shown = json.dumps([views.job_view(job) for job in jobs if job is not None])
+    shown = json.dumps([view.job_view(job) for job in jobs if job is not None])
     for place in (caplog.text, "\n".join(rows), shown, repr(settings), str(settings)):
         assert SECRET not in place
 
@@ -746,7 +750,7 @@ def test_the_secret_is_in_no_log_line_row_or_view(
 def test_embedded_mode_sends_webhooks_from_its_sweeper_thread(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    from producers.wiring import runtime
+    from provision.wiring import runtime
 
     url = f"sqlite:///{tmp_path / 'embedded.db'}"
     settings = hook_settings(
@@ -769,6 +773,6 @@ def test_embedded_mode_sends_webhooks_from_its_sweeper_thread(
     job = store.get(job_id)
     assert job is not None
     assert job.status is JobStatus.succeeded
-    assert views.job_view(job)["webhook"]["attempts"] == 2
+    assert view.job_view(job)["webhook"]["attempts"] == 2
     assert len(receiver.requests) == 2
     store.engine.dispose()

@@ -44,7 +44,7 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
         python, "-c", "import producers, worker; print(producers.__file__)", cwd=tmp_path, env=env
     )
     assert str(venv) in where
-    out = run(python, "-m", "producers", "demo", cwd=tmp_path, env=env)
+    out = run(python, "-m", "provision", "demo", cwd=tmp_path, env=env)
     rows = [
         line.split()
         for line in out.splitlines()

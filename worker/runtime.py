@@ -1,4 +1,5 @@
-"""Building a process's parts from settings: the one place that wires them together."""
+"""Factories that build a worker process's parts from settings (store, clients, limiter, scheduler,
+pipeline). The entry points call them; ``provision`` is where the parts are wired into processes."""
 
 from __future__ import annotations
 

@@ -183,7 +183,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_document(job: ProvisioningJob) -> dict[str, Any]:
-    """The public view of a job: what ``producers.views.job_view`` shows (it adds ``webhook``)
+    """The public view of a job: what ``worker.jobs.view.job_view`` shows (it adds ``webhook``)
     and what a webhook's ``job`` holds."""
     progress = job.progress
     error = (

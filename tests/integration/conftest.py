@@ -49,11 +49,11 @@ POSTGRES_URL = os.environ.get(
 )
 AMQP_URL = os.environ.get("PROVISIONER_IT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
-#: The ``provision`` console script, run from this interpreter (``producers.cli:main``).
+#: The ``provision`` console script, run from this interpreter (``provision.cli:main``).
 PROVISION = [
     sys.executable,
     "-c",
-    "import sys; sys.argv[0] = 'provision'; from producers.cli import main; main()",
+    "import sys; sys.argv[0] = 'provision'; from provision.cli import main; main()",
 ]
 
 #: Worker settings scaled down so crashes, leases and re-drives play out in seconds.

@@ -45,7 +45,7 @@ def test_flower_and_the_http_service_pass_their_compose_healthchecks(
             "flower",
             f"--port={flower_port}",
         ],
-        "api": [sys.executable, "-m", "producers", "serve", "--port", str(api_port)],
+        "api": [sys.executable, "-m", "provision", "serve", "--port", str(api_port)],
     }
     procs = {}
     try:

@@ -45,10 +45,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers import dashboard, schemas, views
+from producers import schemas
 from producers.events import check_strings, parse_domain, parse_event, parse_key
+from provision import dashboard
 from worker import db, metrics, pauses
 from worker.errors import IdempotencyConflictError, InvalidRequestError
+from worker.jobs import view
 from worker.models import JobStatus, Priority
 from worker.quota.report import Reporter
 from worker.store import JobFilter, JobStore
@@ -218,7 +220,7 @@ def create_app(
         except IdempotencyConflictError as exc:
             raise ApiError(409, "idempotency_key_reused", str(exc), "id") from None
         _accepted(response, result.job.id)
-        return views.job_view(result.job)
+        return view.job_view(result.job)
 
     # The literal /jobs/retry and /jobs/cancel are declared before /jobs/{ref}/… routes.
     @data.post(
@@ -244,7 +246,7 @@ def create_app(
             raise ApiError(404, "not_found", f"no job {ref!r}")
         if not job.status.done:
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return views.job_view(job)
+        return view.job_view(job)
 
     @data.get("/jobs", response_model=schemas.JobPage, responses=_errors(422))
     def list_jobs(
@@ -268,7 +270,7 @@ def create_app(
         jobs = store.list_jobs(where, limit=limit, after=_decode(cursor))
         last = jobs[-1] if len(jobs) == limit else None
         return {
-            "jobs": [views.job_view(job) for job in jobs],
+            "jobs": [view.job_view(job) for job in jobs],
             "next_cursor": _encode(last.created_at, last.id) if last is not None else None,
         }
 
@@ -279,7 +281,7 @@ def create_app(
         if summary.total == 0:
             raise ApiError(404, "not_found", f"no batch {batch_id!r}")
         eta = reporter.batch_eta(batch_id) if reporter is not None else None
-        return views.batch_view(summary, eta)
+        return view.batch_view(summary, eta)
 
     @data.get("/quota", response_model=list[schemas.Quota], responses=_errors(404))
     def get_quota() -> list[dict[str, Any]]:
@@ -343,7 +345,7 @@ class _Gate:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        # The dashboard's paths check its own session cookie (producers.dashboard.auth).
+        # The dashboard's paths check its own session cookie (provision.dashboard.auth).
         public = scope["path"] in PUBLIC_PATHS or dashboard.owns(scope["path"])
         if self.expected and not public:
             scheme, _, given = headers.get("authorization", "").partition(" ")
@@ -521,7 +523,7 @@ def _found(store: JobStore, ref: str) -> str:
 def _view(store: JobStore, job_id: str) -> dict[str, Any]:
     job = store.get(job_id)
     assert job is not None
-    return views.job_view(job)
+    return view.job_view(job)
 
 
 def _domain(domain: str | None) -> str | None:

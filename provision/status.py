@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from producers import views
 from producers.events import parse_domain
+from provision import views
 from worker.errors import InvalidRequestError
+from worker.jobs import view
 from worker.models import ProvisioningJob
 from worker.quota.report import Reporter
 from worker.store import BatchSummary, JobStore
@@ -28,10 +29,10 @@ class Found:
 
     def as_json(self) -> Any:
         if self.job is not None:
-            return views.job_view(self.job)
+            return view.job_view(self.job)
         if self.batch is not None:
-            return views.batch_view(self.batch, self.eta)
-        return [views.job_view(job) for job in self.domain_jobs or []]
+            return view.batch_view(self.batch, self.eta)
+        return [view.job_view(job) for job in self.domain_jobs or []]
 
     def as_text(self) -> str:
         if self.job is not None:

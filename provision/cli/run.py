@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 from pydantic import SecretStr
 
-from producers import views
-from producers.cli import EXIT_CONFIGURATION, main, priority_option
 from producers.importer import import_file, wait_for_batch
-from producers.wiring import make_store, runtime
+from provision import views
+from provision.cli import EXIT_CONFIGURATION, main, priority_option
+from provision.wiring import make_store, runtime
 from worker import metrics
 from worker.logs import configure as configure_logs
 from worker.models import Priority
@@ -92,7 +92,7 @@ def serve(host: str, port: int, dev: bool) -> None:
 
     import uvicorn
 
-    from producers.web import create_app
+    from provision.http.app import create_app
 
     settings = get_settings()
     dev = dev or settings.dev_mode
@@ -193,7 +193,7 @@ def consume(
 def doctor() -> None:
     """Check the configuration, the status database and its schema, the broker, Redis, and
     each account's key against the API (one read-only call each). Exits 2 on any problem."""
-    from producers.doctor import run_checks
+    from provision.doctor import run_checks
 
     problems = 0
     for check in run_checks():
@@ -237,7 +237,7 @@ def demo(files: tuple[Path, ...], database: str | None) -> None:
         click.echo(f"sandbox: {sandbox.url}  database: {database}")
         with (
             runtime(settings) as store,
-            resources.as_file(resources.files("producers") / "demo_data") as bundled,
+            resources.as_file(resources.files("provision") / "demo_data") as bundled,
         ):
             for file in files or tuple(bundled / name for name in DEMO_FILES):
                 summary = import_file(store, file)

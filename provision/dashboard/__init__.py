@@ -11,7 +11,7 @@ CDN: Jinja2 templates, one stylesheet and one small vanilla script shipped in th
 
 from __future__ import annotations
 
-from producers.dashboard.routes import PREFIX, router
+from provision.dashboard.routes import PREFIX, router
 
 __all__ = ["PREFIX", "owns", "router"]
 

@@ -1,5 +1,5 @@
-"""The ``provision`` command line: the one place that wires settings, the status table, workers
-and services together. Commands live in ``jobs`` (import, status, jobs, retry, cancel, export)
+"""The ``provision`` command line: settings checked once, then each command builds what it
+needs (the status table, workers, services). Commands live in ``jobs`` (import, status, jobs, retry, cancel, export)
 and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
 
 Exit codes: 0 done; 1 the command could not do what was asked (invalid rows, no such job, a
@@ -130,7 +130,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _register() -> None:
-    from producers.cli import jobs, run
+    from provision.cli import jobs, run
     from sandbox.cli import sandbox_command
 
     del jobs, run  # importing them adds their commands to ``main``

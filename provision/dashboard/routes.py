@@ -1,4 +1,4 @@
-"""The dashboard's routes (an APIRouter that ``producers.web.create_app`` mounts at ``/ui``).
+"""The dashboard's routes (an APIRouter that ``provision.http.app.create_app`` mounts at ``/ui``).
 
 Pages are full HTML documents; ``/ui/fragments/…`` are the parts of them that refresh every
 ``POLL_MS`` (``static/dashboard.js`` swaps them in). Every route but the sign-in page and the
@@ -23,7 +23,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import SecretStr
 
-from producers.dashboard.auth import (
+from producers.events import parse_domain
+from provision.dashboard.auth import (
     COOKIE,
     CSRF_FIELD,
     CSRF_HEADER,
@@ -33,14 +34,13 @@ from producers.dashboard.auth import (
     same_origin,
     secure,
 )
-from producers.dashboard.queries import (
+from provision.dashboard.queries import (
     BAR_ORDER,
     BatchStats,
     Queries,
     decode_cursor,
     encode_cursor,
 )
-from producers.events import parse_domain
 from worker import pauses
 from worker.errors import InvalidRequestError
 from worker.models import JobStatus, Operation, ProvisioningJob

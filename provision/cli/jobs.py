@@ -15,15 +15,6 @@ from typing import IO, Any
 
 import click
 
-from producers import views
-from producers.cli import (
-    EXIT_FAILED,
-    EXIT_JOBS_FAILED,
-    filter_options,
-    job_filter,
-    main,
-    priority_option,
-)
 from producers.importer import (
     AccountsPaused,
     ImportSummary,
@@ -33,8 +24,18 @@ from producers.importer import (
     wait_for_batch,
 )
 from producers.rows import Format
-from producers.status import Kind, lookup
-from producers.wiring import make_store, runtime
+from provision import views
+from provision.cli import (
+    EXIT_FAILED,
+    EXIT_JOBS_FAILED,
+    filter_options,
+    job_filter,
+    main,
+    priority_option,
+)
+from provision.status import Kind, lookup
+from provision.wiring import make_store, runtime
+from worker.jobs import view
 from worker.models import JobStatus, Priority, ProvisioningJob
 from worker.pauses import blocking, retry_matching
 from worker.quota.report import Reporter
@@ -99,7 +100,7 @@ def import_command(
     if as_json:
         out = summary.as_dict()
         if batch is not None:
-            out["batch"] = views.batch_view(batch)
+            out["batch"] = view.batch_view(batch)
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(f"batch={summary.batch_id} {summary.line()}")
@@ -247,7 +248,7 @@ def jobs(limit: int, as_json: bool, as_csv: bool, **filters: str | None) -> None
     store = make_store(get_settings())
     found = _walk(store, job_filter(**filters), limit)
     if as_json:
-        click.echo(json.dumps([views.job_view(job) for job in found], indent=2))
+        click.echo(json.dumps([view.job_view(job) for job in found], indent=2))
     elif as_csv:
         _write_csv(found, sys.stdout)
     else:
@@ -296,7 +297,7 @@ def export(batch_id: str, as_csv: bool, as_jsonl: bool, output: Path | None) -> 
             _write_csv(found, out)
         else:
             for job in found:
-                out.write(json.dumps(views.job_view(job)) + "\n")
+                out.write(json.dumps(view.job_view(job)) + "\n")
 
 
 @main.command()

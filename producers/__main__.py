@@ -1,5 +1,0 @@
-"""``python -m producers`` is the ``provision`` command."""
-
-from producers.cli import main
-
-main()

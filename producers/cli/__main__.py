@@ -1,5 +1,0 @@
-"""``python -m producers.cli`` is the ``provision`` command."""
-
-from producers.cli import main
-
-main()

@@ -1,0 +1,1 @@
+"""The status table: jobs, their states and what callers see of them."""
