@@ -71,7 +71,9 @@ from tests.integration.conftest import (
 )
 from tests.private_services import PrivatePostgres, PrivateRedis, free_port
 from tests.sandbox_process import REPO_ROOT, SandboxProcess
-from worker.models import JobRequest, JobStatus, Operation, ProvisioningJob
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.specs import JobRequest
+from worker.jobs.states import JobStatus, Operation
 from worker.settings import Settings
 
 TAKEOVER_TARGET = 15.0

@@ -37,11 +37,14 @@ from provision.dashboard.auth import COOKIE, Signer  # noqa: E402
 from provision.http.app import create_app  # noqa: E402
 from tests.databases import migrated_engine  # noqa: E402
 from worker.accounts import load_accounts  # noqa: E402
-from worker.models import JobRequest, JobStatus, Operation, Priority, ProvisioningJob  # noqa: E402
+from worker.jobs.intake import job_values  # noqa: E402
+from worker.jobs.models import ProvisioningJob  # noqa: E402
+from worker.jobs.specs import JobRequest  # noqa: E402
+from worker.jobs.states import JobStatus, Operation, Priority  # noqa: E402
+from worker.jobs.store import JobStore  # noqa: E402
 from worker.quota.limiter import Limiter  # noqa: E402
 from worker.quota.report import Reporter  # noqa: E402
 from worker.settings import Settings  # noqa: E402
-from worker.store import JobStore, job_values  # noqa: E402
 
 TOKEN = "bench-token"
 #: Error codes of failed jobs, most common first.

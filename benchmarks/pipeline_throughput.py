@@ -42,8 +42,9 @@ from producers.events import parse_event  # noqa: E402
 from tests.databases import migrated_engine  # noqa: E402
 from tests.owned import flush_owned  # noqa: E402
 from tests.sandbox_process import SandboxProcess  # noqa: E402
-from worker.models import JobStatus  # noqa: E402
-from worker.store import JobStore, as_utc  # noqa: E402
+from worker.jobs.states import JobStatus  # noqa: E402
+from worker.jobs.store import JobStore  # noqa: E402
+from worker.times import as_utc  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from producers.importer import import_file  # noqa: E402
 from tests.databases import migrated_engine  # noqa: E402
-from worker.store import JobStore  # noqa: E402
+from worker.jobs.store import JobStore  # noqa: E402
 
 TOKEN = "bench-token"
 

@@ -20,7 +20,7 @@ from this process, so there is no window between commit and publish in which a c
 or duplicate anything.
 
 Every kind of transaction runs the same two statements, built once by SQLAlchemy
-(``_enqueue_steps``): the INSERT … ON CONFLICT DO NOTHING RETURNING of ``worker.store`` and, on a
+(``_enqueue_steps``): the INSERT … ON CONFLICT DO NOTHING RETURNING of ``worker.jobs.intake`` and, on a
 conflict, the SELECT of the existing job. A DB-API connection gets them compiled for its dialect,
 with every value passed through its column type's bind processor, so the row is stored exactly as
 SQLAlchemy would store it.
@@ -53,10 +53,14 @@ from sqlmodel import col, select
 from producers.events import Event, parse_event
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs import view
-from worker.models import JobRequest, Priority, ProvisioningJob, utcnow
+from worker.jobs.intake import check_same_request, insert_ignoring_duplicates, job_values
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.specs import JobRequest
+from worker.jobs.states import Priority
+from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 from worker.settings import Settings
-from worker.store import JobStore, check_same_request, insert_ignoring_duplicates, job_values
+from worker.times import utcnow
 
 if TYPE_CHECKING:
     import psycopg
@@ -129,7 +133,7 @@ class Provisioner:
         table is at this version's schema (it connects once to check). Without it, nothing
         connects until a status lookup.
         """
-        from worker.db import make_engine
+        from worker.jobs.db import make_engine
 
         url = sync_url(database_url)
         return cls.from_engine(
@@ -159,7 +163,7 @@ class Provisioner:
     def _build(
         cls, settings: Settings, engine: Engine | None = None, check_schema: bool = True
     ) -> Provisioner:
-        from worker.db import make_engine
+        from worker.jobs.db import make_engine
         from worker.runtime import make_accounts, make_reporter, make_store
 
         engine = engine or make_engine(settings.database_url)

@@ -52,7 +52,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from producers.schemas import Batch, ErrorBody, Job, JobPage, Quota
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
 
 __all__ = [
     "AsyncProvisionerClient",

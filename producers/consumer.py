@@ -38,8 +38,8 @@ import sqlalchemy.exc
 
 from producers.events import Event, parse_event
 from worker.errors import InvalidRequestError
-from worker.models import Priority
-from worker.store import JobStore
+from worker.jobs.intake import Intake
+from worker.jobs.states import Priority
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class StreamConsumer:
     def __init__(
         self,
         client: redis.Redis,
-        store: JobStore,
+        store: Intake,
         *,
         stream: str,
         group: str,

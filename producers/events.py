@@ -30,9 +30,10 @@ from typing import Any
 
 import plausible_rules as rules
 from worker.errors import InvalidRequestError
-from worker.models import DEFAULT_ACCOUNT, GoalSpec, JobRequest, Operation, Priority
+from worker.jobs.intake import NewJob
+from worker.jobs.specs import GoalSpec, JobRequest
+from worker.jobs.states import DEFAULT_ACCOUNT, Operation, Priority
 from worker.settings import get_settings
-from worker.store import NewJob
 from worker.webhooks import allowed_hosts, url_problem
 
 EVENT_TYPES: dict[str, Operation] = {

@@ -21,9 +21,11 @@ from typing import IO, Any
 from producers.events import Event, parse_event
 from producers.rows import Format, Row, detect_format, read_rows
 from worker.errors import InvalidRequestError
-from worker.models import Priority
+from worker.jobs.filters import JobFilter
+from worker.jobs.queries import BatchSummary
+from worker.jobs.states import Priority
+from worker.jobs.store import JobStore
 from worker.pauses import Pause, blocking
-from worker.store import BatchSummary, JobFilter, JobStore
 
 DEFAULT_BATCH_SIZE = 500
 #: The summary keeps this many invalid rows for ``--json``; each is also reported as it is found.

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.models import JobStatus, Operation, Priority
+from worker.jobs.states import JobStatus, Operation, Priority
 
 #: An ISO 8601 timestamp in UTC, e.g. ``2025-01-31T12:00:00.123456+00:00``.
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
@@ -48,7 +48,7 @@ class JobError(BaseModel):
 
 
 class Goal(BaseModel):
-    """A goal as Plausible holds it (``worker.models.GoalRecord``)."""
+    """A goal as Plausible holds it (``worker.jobs.specs.GoalRecord``)."""
 
     id: int
     goal_type: str

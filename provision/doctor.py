@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from worker.accounts import Account, Accounts, load_accounts
-from worker.db import make_engine, require_current
 from worker.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -17,7 +16,8 @@ from worker.errors import (
     PlausibleConnectionError,
     PlausibleError,
 )
-from worker.models import Priority
+from worker.jobs.db import make_engine, require_current
+from worker.jobs.states import Priority
 from worker.pauses import PROBE_SITE
 from worker.plausible import PlausibleClient
 from worker.problems import explain

@@ -10,9 +10,10 @@ from producers.events import parse_domain
 from provision import views
 from worker.errors import InvalidRequestError
 from worker.jobs import view
-from worker.models import ProvisioningJob
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.queries import BatchSummary
+from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
-from worker.store import BatchSummary, JobStore
 
 Kind = Literal["auto", "job", "batch", "domain"]
 

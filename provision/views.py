@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.queries import BatchSummary
 from worker.jobs.view import job_view
-from worker.models import ProvisioningJob
-from worker.store import BatchSummary
 
 
 def jobs_table(jobs: list[ProvisioningJob], *, with_ids: bool = True) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from worker.jobs.store import JobStore
 from worker.runtime import make_store
 from worker.settings import Settings
-from worker.store import JobStore
 
 __all__ = ["make_store", "runtime"]
 

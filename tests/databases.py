@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from worker.db import make_engine, upgrade
+from worker.jobs.db import make_engine, upgrade
 
 
 def migrated_engine(database_url: str) -> Engine:

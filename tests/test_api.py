@@ -17,9 +17,11 @@ from tests.producer_fixtures import pg_url
 from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
 from worker.errors import IdempotencyConflictError, InvalidRequestError
-from worker.models import JobStatus, Priority, ProvisioningJob
+from worker.jobs.intake import NewJob
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.settings import Settings
-from worker.store import JobStore, NewJob
 
 __all__ = ["pg_url"]
 
@@ -122,7 +124,7 @@ CRASHING_PRODUCER = textwrap.dedent(
     from sqlmodel import Session
     from producers.api import Provisioner
     from tests.databases import migrated_engine
-    from worker.store import JobStore
+    from worker.jobs.store import JobStore
 
     store = JobStore(migrated_engine(sys.argv[1]))
     with Session(store.engine) as session:
@@ -160,7 +162,7 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
     """JobStore.enqueue is a one-row enqueue_many; the session-bound path applies the same
     check_same_request; so all three answer a reused key alike."""
     import producers.api
-    import worker.store
+    import worker.jobs.intake
 
     bulk_calls: list[int] = []
     real_bulk = JobStore.enqueue_many
@@ -170,7 +172,7 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
         return real_bulk(self, items, batch_id=batch_id)
 
     checks: list[str] = []
-    real_check = worker.store.check_same_request
+    real_check = worker.jobs.intake.check_same_request
 
     def spy_check(key: str, new: str, existing_id: str, existing: str) -> None:
         checks.append(key)
@@ -178,7 +180,7 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
 
     monkeypatch.setattr(JobStore, "enqueue_many", spy_bulk)
     monkeypatch.setattr(producers.api, "check_same_request", spy_check)
-    monkeypatch.setattr(worker.store, "check_same_request", spy_check)
+    monkeypatch.setattr(worker.jobs.intake, "check_same_request", spy_check)
 
     request = parse_event(event(1)).request
     other = parse_event(event(1, domain="other.example.com")).request

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from tests.databases import migrated_engine
 from worker.app import TASK_NAME, create_app
+from worker.jobs.store import JobStore
 from worker.settings import Settings
-from worker.store import JobStore
 
 
 def test_a_second_app_in_the_process_runs_jobs_of_its_own_database(tmp_path: Path) -> None:

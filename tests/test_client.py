@@ -51,8 +51,9 @@ from tests.producer_fixtures import redis_url
 from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
-from worker.models import JobStatus, Progress, SiteRecord
-from worker.store import JobStore
+from worker.jobs.specs import Progress, SiteRecord
+from worker.jobs.states import JobStatus
+from worker.jobs.store import JobStore
 
 __all__ = ["redis_url"]
 TOKEN = "client-s3cret-token"

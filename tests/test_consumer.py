@@ -24,8 +24,9 @@ from tests.producer_fixtures import redis_url
 from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
-from worker.models import JobStatus, Priority, ProvisioningJob
-from worker.store import JobStore
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 
 __all__ = ["redis_url"]
 STREAM = "signups"

@@ -20,11 +20,14 @@ from provision.http.app import create_app
 from tests.databases import migrated_engine
 from tests.producer_helpers import event
 from worker.accounts import load_accounts
-from worker.models import GoalRecord, JobStatus, Priority, Progress, SiteRecord
+from worker.jobs.filters import JobFilter
+from worker.jobs.intake import NewJob
+from worker.jobs.specs import GoalRecord, Progress, SiteRecord
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.quota.limiter import Limiter
 from worker.quota.report import Reporter
 from worker.settings import Settings
-from worker.store import JobFilter, JobStore, NewJob
 
 TOKEN = "dashboard-s3cret-token"
 ORIGIN = {"Origin": "http://testserver"}

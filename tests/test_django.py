@@ -19,11 +19,11 @@ from sqlalchemy.engine import make_url
 from tests.fakes import RecordingDispatcher
 from tests.producer_fixtures import pg_url
 from tests.sandbox_process import REPO_ROOT
-from worker.db import make_engine, upgrade
-from worker.models import JobStatus, Priority
+from worker.jobs.db import make_engine, upgrade
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.runtime import make_scheduler
 from worker.settings import Settings
-from worker.store import JobStore
 
 __all__ = ["pg_url"]
 

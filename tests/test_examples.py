@@ -20,9 +20,9 @@ from tests.private_services import free_port
 from tests.producer_fixtures import pg_url
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
-from worker.db import make_engine
-from worker.models import JobStatus
-from worker.store import JobStore
+from worker.jobs.db import make_engine
+from worker.jobs.states import JobStatus
+from worker.jobs.store import JobStore
 
 __all__ = ["pg_url"]
 

@@ -39,8 +39,8 @@ from tests.test_fuzz_inputs import (
     fuzz,
     spliced,
 )
-from worker.db import make_engine, upgrade
-from worker.store import JobStore
+from worker.jobs.db import make_engine, upgrade
+from worker.jobs.store import JobStore
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

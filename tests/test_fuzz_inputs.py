@@ -39,9 +39,11 @@ from producers.rows import BOM, CSV_COLUMNS, csv_event
 from tests.databases import migrated_engine
 from tests.producer_helpers import event
 from worker.errors import InvalidRequestError, PlausibleError, RateLimitedError
-from worker.models import Priority, ProvisioningJob
+from worker.jobs.intake import derive_key, fingerprint
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import Priority
+from worker.jobs.store import JobStore
 from worker.plausible import PlausibleClient, error_from_response
-from worker.store import JobStore, derive_key, fingerprint
 
 CI = bool(os.environ.get("CI"))
 SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))

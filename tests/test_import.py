@@ -21,9 +21,10 @@ from tests.databases import migrated_engine
 from tests.producer_fixtures import pg_url
 from tests.producer_helpers import event, jsonl
 from tests.sandbox_process import REPO_ROOT
-from worker.models import JobStatus, Priority
+from worker.jobs.intake import NewJob
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.settings import get_settings
-from worker.store import JobStore, NewJob
 
 __all__ = ["pg_url"]
 
@@ -348,7 +349,7 @@ MEMORY_PROBE = textwrap.dedent(
     from pathlib import Path
     from producers.importer import import_file
     from tests.databases import migrated_engine
-    from worker.store import JobStore
+    from worker.jobs.store import JobStore
 
     def rss_kib():
         for line in open("/proc/self/status"):

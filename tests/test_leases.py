@@ -14,9 +14,10 @@ from tests.databases import migrated_engine
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
 from worker import leases
+from worker.jobs.states import JobStatus
+from worker.jobs.store import JobStore
 from worker.leases import LeaseKeeper
-from worker.models import JobStatus
-from worker.store import JobStore, as_utc
+from worker.times import as_utc
 
 
 def test_a_held_lease_is_renewed_and_a_released_one_runs_out(tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ def test_the_jobs_of_a_dead_process_of_this_host_are_handed_back_at_once(tmp_pat
     )
     # Another process claims a job with a long lease, then dies without a word.
     code = (
-        "import sys, os; from worker.db import make_engine; from worker.store import JobStore; "
+        "import sys, os; from worker.jobs.db import make_engine; from worker.jobs.store import JobStore; "
         "from worker.leases import this_process; "
         "s = JobStore(make_engine(sys.argv[1])); "
         "assert s.claim(sys.argv[2], lease_seconds=3600, owner=this_process()); os._exit(0)"

@@ -19,9 +19,9 @@ from tests.databases import migrated_engine
 from tests.sandbox_process import SandboxProcess
 from tests.test_service import make_pipeline, provision
 from worker import logs
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
+from worker.jobs.store import JobStore
 from worker.settings import Settings
-from worker.store import JobStore
 
 REQUIRED = ("time", "level", "logger", "message")
 

@@ -22,13 +22,13 @@ from tests.sandbox_process import REPO_ROOT, SandboxProcess
 from tests.test_service import make_pipeline, provision
 from worker import metrics
 from worker.app import TASK_NAME, JobFailedError, create_app
-from worker.db import make_engine
-from worker.models import JobStatus
+from worker.jobs.db import make_engine
+from worker.jobs.states import JobStatus
+from worker.jobs.store import JobStore
 from worker.plausible import PlausibleClient
 from worker.quota.report import Reporter
 from worker.service import Pipeline
 from worker.settings import Settings
-from worker.store import JobStore
 
 POST_SITES = "POST /api/v1/sites"
 PUT_GOALS = "PUT /api/v1/sites/goals"

@@ -18,7 +18,8 @@ from sqlmodel import SQLModel
 
 from tests.producer_fixtures import pg_url  # noqa: F401  (fixture)
 from tests.sandbox_process import REPO_ROOT
-from worker.db import (
+from worker.errors import ConfigurationError
+from worker.jobs.db import (
     BASELINE_REVISION,
     current_revision,
     head_revision,
@@ -26,7 +27,6 @@ from worker.db import (
     require_current,
     upgrade,
 )
-from worker.errors import ConfigurationError
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -99,8 +99,8 @@ def test_db_upgrade_command_creates_the_schema(tmp_path: Path) -> None:
 def test_rows_written_before_the_quota_scheduler_are_kept_and_classed(
     empty_engine: Engine,
 ) -> None:
-    from worker.models import JobStatus, Priority
-    from worker.store import JobStore
+    from worker.jobs.states import JobStatus, Priority
+    from worker.jobs.store import JobStore
 
     upgrade(empty_engine, BASELINE_REVISION)  # the schema as main had it before this revision
     columns = (
@@ -152,7 +152,7 @@ def test_rows_written_before_the_quota_scheduler_are_kept_and_classed(
 def test_every_revision_downgrades_and_upgrades_again(empty_engine: Engine) -> None:
     from alembic import command
 
-    from worker.db import _config
+    from worker.jobs.db import _config
 
     upgrade(empty_engine)
     with empty_engine.begin() as connection:

@@ -132,7 +132,7 @@ def test_jobs_and_export_give_back_every_outcome(
 def test_cancel_acts_on_one_job_or_a_filter_and_says_how_many(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'status.db'}"
     from producers.events import parse_event
-    from worker.store import JobStore
+    from worker.jobs.store import JobStore
 
     store = JobStore(migrated_engine(url))
     for n in range(4):

@@ -14,13 +14,15 @@ from tests.sandbox_process import SandboxProcess
 from tests.test_service import api_requests, client_of, make_pipeline, provision
 from worker.accounts import load_accounts
 from worker.errors import QuotaWait
-from worker.models import JobRequest, JobStatus, Operation
+from worker.jobs.filters import JobFilter
+from worker.jobs.specs import JobRequest
+from worker.jobs.states import JobStatus, Operation
+from worker.jobs.store import JobStore
 from worker.pauses import Pauses, fingerprint, retry_matching
 from worker.quota.limiter import Limiter
 from worker.quota.scheduler import Scheduler
 from worker.service import Pipeline
 from worker.settings import Settings
-from worker.store import JobFilter, JobStore
 
 
 @pytest.fixture

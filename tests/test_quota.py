@@ -15,14 +15,15 @@ from tests.fakes import RecordingDispatcher
 from tests.producer_fixtures import pg_url  # noqa: F401  (fixture)
 from worker.accounts import Accounts, Quota, load_accounts
 from worker.errors import QuotaWait, RateLimitedError
-from worker.models import GoalSpec, JobRequest, Operation, Priority, Progress, SiteRecord
+from worker.jobs.specs import GoalSpec, JobRequest, Progress, SiteRecord
+from worker.jobs.states import Operation, Priority
+from worker.jobs.store import JobStore
 from worker.quota import windows
 from worker.quota.limiter import Limiter
 from worker.quota.permits import JobPermits, calls_needed
 from worker.quota.scheduler import PUBLISH_EVERY, Scheduler
 from worker.quota.windows import BURST, HOUR, Window
 from worker.settings import Settings
-from worker.store import JobStore
 
 QUOTA = Quota("q", hourly_limit=600, burst_limit=60, burst_seconds=10, hour_seconds=3600)
 #: A moment well inside a burst window and an hour (both start at multiples of their length).

@@ -15,14 +15,15 @@ from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
 from tests.sandbox_process import SandboxProcess
 from worker.accounts import load_accounts
+from worker.jobs.specs import GoalSpec, JobRequest, Progress, SiteRecord
+from worker.jobs.states import JobStatus, Operation
+from worker.jobs.store import JobStore
 from worker.leases import LeaseKeeper
-from worker.models import GoalSpec, JobRequest, JobStatus, Operation, Progress, SiteRecord
 from worker.plausible import PlausibleClient
 from worker.quota.limiter import Limiter
 from worker.retrying import RetryPolicy
 from worker.service import Pipeline
 from worker.settings import Settings
-from worker.store import JobStore
 
 EVENT = GoalSpec(goal_type="event", event_name="Signup")
 PAGE = GoalSpec(goal_type="page", page_path="/pricing/*")
@@ -231,7 +232,7 @@ def _make_due(store: JobStore, job_id: str) -> None:
     from sqlalchemy import update
     from sqlmodel import Session, col
 
-    from worker.models import ProvisioningJob
+    from worker.jobs.models import ProvisioningJob
 
     with Session(store.engine) as session:
         session.execute(
@@ -542,7 +543,7 @@ def _expire_lease(store: JobStore, job_id: str) -> None:
     from sqlalchemy import update
     from sqlmodel import Session, col
 
-    from worker.models import ProvisioningJob
+    from worker.jobs.models import ProvisioningJob
 
     with Session(store.engine) as session:
         session.execute(

@@ -13,9 +13,9 @@ from producers.importer import import_file
 from provision.cli import main
 from tests.databases import migrated_engine
 from tests.producer_helpers import event, jsonl
-from worker.models import Progress
+from worker.jobs.specs import Progress
+from worker.jobs.store import JobStore
 from worker.settings import get_settings
-from worker.store import JobStore
 
 JOB_KEYS = {
     "id",

@@ -12,17 +12,12 @@ from tests.databases import migrated_engine
 from tests.fake_clock import FakeClock
 from tests.fakes import RecordingDispatcher
 from worker.errors import IdempotencyConflictError
-from worker.models import (
-    GoalSpec,
-    JobRequest,
-    JobStatus,
-    Operation,
-    Priority,
-    Progress,
-    SiteRecord,
-)
+from worker.jobs.intake import derive_key
+from worker.jobs.specs import GoalSpec, JobRequest, Progress, SiteRecord
+from worker.jobs.states import JobStatus, Operation, Priority
+from worker.jobs.store import JobStore
+from worker.jobs.table import LeaseLostError
 from worker.settings import Settings
-from worker.store import JobStore, LeaseLostError, derive_key
 from worker.sweeper import sweep_once
 
 

@@ -11,9 +11,9 @@ from kombu.exceptions import OperationalError
 
 from producers.events import parse_event
 from tests.databases import migrated_engine
+from worker.jobs.store import JobStore
 from worker.runtime import make_scheduler
 from worker.settings import Settings
-from worker.store import JobStore
 from worker.sweeper import sweep_forever
 
 
@@ -40,7 +40,7 @@ def test_a_broker_outage_is_one_warning_line_and_the_loop_goes_on(
         return next(ticks, None) is None
 
     with caplog.at_level(logging.WARNING):
-        sweep_forever(make_scheduler(settings, store, DownBroker()), settings, wait)
+        sweep_forever(store, make_scheduler(settings, store, DownBroker()), settings, wait)
     lines = [r for r in caplog.records if r.name == "worker.sweeper"]
     assert lines, "the outage was not logged"
     assert all(r.exc_info is None for r in lines)

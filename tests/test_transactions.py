@@ -32,10 +32,13 @@ from tests.producer_fixtures import pg_url
 from tests.producer_helpers import event
 from tests.sandbox_process import REPO_ROOT
 from worker.errors import IdempotencyConflictError, InvalidRequestError
-from worker.models import JobStatus, Priority, Progress, ProvisioningJob, utcnow
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.specs import Progress
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.runtime import make_scheduler
 from worker.settings import Settings
-from worker.store import JobStore, as_utc
+from worker.times import as_utc, utcnow
 
 __all__ = ["pg_url"]
 
@@ -242,8 +245,8 @@ CRASHING_DBAPI_PRODUCER = textwrap.dedent(
     import os, sys
     from producers.api import Provisioner
     from tests.test_transactions import dbapi_connect
-    from worker.db import make_engine
-    from worker.store import JobStore
+    from worker.jobs.db import make_engine
+    from worker.jobs.store import JobStore
 
     provisioner = Provisioner(JobStore(make_engine(sys.argv[1])))
     conn = dbapi_connect(sys.argv[1])

@@ -38,13 +38,15 @@ from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
 from worker import metrics
 from worker.accounts import load_accounts
-from worker.db import make_engine, upgrade
 from worker.jobs import view
-from worker.models import GoalRecord, JobStatus, Priority, Progress, SiteRecord
+from worker.jobs.db import make_engine, upgrade
+from worker.jobs.intake import NewJob
+from worker.jobs.specs import GoalRecord, Progress, SiteRecord
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.quota.limiter import Limiter
 from worker.quota.report import Reporter
 from worker.settings import Settings
-from worker.store import JobStore, NewJob
 
 __all__ = ["redis_url"]
 TOKEN = "s3cret-token"

@@ -31,10 +31,13 @@ from tests.waiting import wait_for
 from worker import webhooks
 from worker.errors import ConfigurationError, IdempotencyConflictError, InvalidRequestError
 from worker.jobs import view
-from worker.models import DeliveryStatus, JobRequest, JobStatus, Progress
+from worker.jobs.intake import fingerprint
+from worker.jobs.specs import JobRequest, Progress
+from worker.jobs.states import DeliveryStatus, JobStatus
+from worker.jobs.store import JobStore
+from worker.jobs.table import LeaseLostError
 from worker.runtime import check_worker_settings, make_store
 from worker.settings import Settings, get_settings
-from worker.store import JobStore, LeaseLostError, fingerprint
 
 SECRET = "whsec-test-0123456789abcdef"
 
@@ -454,7 +457,7 @@ def test_every_final_status_writes_its_event(store: JobStore, receiver: Receiver
 def test_a_bulk_cancel_writes_an_event_per_job_with_a_url(
     store: JobStore, receiver: Receiver
 ) -> None:
-    from worker.store import JobFilter
+    from worker.jobs.filters import JobFilter
 
     with_url = [
         store.enqueue(request_to(receiver.url, f"s{n}.example.com")).job.id for n in range(3)
@@ -493,7 +496,7 @@ def test_the_final_status_and_the_outbox_row_are_one_transaction(
     def broken(*args: Any) -> Any:
         raise RuntimeError("crash between the status and the outbox row")
 
-    monkeypatch.setattr("worker.store.new_delivery", broken)
+    monkeypatch.setattr("worker.jobs.table.new_delivery", broken)
     with pytest.raises(RuntimeError):
         store.succeed(claim, Progress())
     after = store.get(job.id)

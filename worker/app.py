@@ -27,12 +27,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker import logs, metrics
 from worker.errors import ConfigurationError
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
+from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 from worker.runtime import make_pipeline, make_reporter, make_scheduler, make_store
 from worker.service import Pipeline
 from worker.settings import Settings
-from worker.store import JobStore
 from worker.sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,5 @@ def run_sweeper(settings: Settings, parent_pid: int) -> None:
         return os.getppid() != parent_pid
 
     dispatcher = CeleryDispatcher(create_app(settings))
-    sweep_forever(
-        make_scheduler(settings, make_store(settings), dispatcher), settings, orphaned_after
-    )
+    store = make_store(settings)
+    sweep_forever(store, make_scheduler(settings, store, dispatcher), settings, orphaned_after)

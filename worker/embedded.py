@@ -16,11 +16,11 @@ import threading
 from collections.abc import Sequence
 
 from worker import metrics
+from worker.jobs.store import JobStore
 from worker.leases import LeaseKeeper
 from worker.logs import job_context
 from worker.runtime import check_worker_settings, make_pipeline, make_reporter, make_scheduler
 from worker.settings import Settings
-from worker.store import JobStore
 from worker.sweeper import SweeperThread
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class EmbeddedWorkers:
             threading.Thread(target=self._work, name=f"provisioner-worker-{n}", daemon=True)
             for n in range(settings.embedded_workers)
         ]
-        self._sweeper = SweeperThread(make_scheduler(settings, store, self), settings)
+        self._sweeper = SweeperThread(store, make_scheduler(settings, store, self), settings)
         self._metrics: metrics.MetricsServer | None = None
         self._keeper = LeaseKeeper(store, settings.lease_seconds)  # one for all the threads
 

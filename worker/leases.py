@@ -25,7 +25,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.store import Claim, JobStore, LeaseLostError
+from worker.jobs.claims import Claim, Claims
+from worker.jobs.recovery import Recovery
+from worker.jobs.table import LeaseLostError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     """Renews the leases of the claims ``hold`` is given, from one thread per process."""
 
-    def __init__(self, store: JobStore, lease_seconds: float) -> None:
+    def __init__(self, store: Claims, lease_seconds: float) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self._claims: dict[str, Claim] = {}
@@ -141,7 +143,7 @@ def gone(owner: str) -> bool:
     return now is not None and now != started
 
 
-def release_gone(store: JobStore) -> int:
+def release_gone(store: Recovery) -> int:
     """Hand back to the scheduler the running jobs of this host's processes that are gone."""
     prefix = host_prefix()
     if prefix is None:

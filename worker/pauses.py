@@ -21,9 +21,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from worker.db import insert_ignoring
-from worker.models import AccountPauseRow, JobStatus, Operation, utcnow
-from worker.store import JobFilter, JobStore
+from worker.jobs.db import insert_ignoring
+from worker.jobs.filters import JobFilter
+from worker.jobs.models import AccountPauseRow
+from worker.jobs.states import JobStatus, Operation
+from worker.jobs.store import JobStore
+from worker.times import utcnow
 
 #: Error codes that pause an account, and which of its jobs they pause.
 PAUSING = {

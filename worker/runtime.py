@@ -6,8 +6,9 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from worker.accounts import Accounts, load_accounts
-from worker.db import make_engine, require_current, upgrade
 from worker.dispatch import Dispatcher
+from worker.jobs.db import make_engine, require_current, upgrade
+from worker.jobs.store import JobStore
 from worker.leases import LeaseKeeper
 from worker.pauses import Pauses
 from worker.plausible import PlausibleClient
@@ -17,7 +18,6 @@ from worker.quota.scheduler import Scheduler
 from worker.retrying import RetryPolicy
 from worker.service import Pipeline
 from worker.settings import Settings
-from worker.store import JobStore
 from worker.webhooks import check_settings as check_webhook_settings
 
 

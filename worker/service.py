@@ -36,23 +36,17 @@ from worker.errors import (
     RateLimitedError,
     TransientError,
 )
+from worker.jobs.claims import Claim, Claims
+from worker.jobs.specs import GoalRecord, GoalSpec, JobRequest, Progress, SiteRecord
+from worker.jobs.states import JobStatus, Operation
+from worker.jobs.table import LeaseLostError
 from worker.leases import LeaseKeeper
 from worker.logs import job_context
-from worker.models import (
-    GoalRecord,
-    GoalSpec,
-    JobRequest,
-    JobStatus,
-    Operation,
-    Progress,
-    SiteRecord,
-)
 from worker.pauses import PAUSING, PROBE_SITE, Pause, Pauses
 from worker.plausible import Goal, PlausibleClient, SharedLink, Site
 from worker.quota.limiter import Limiter
 from worker.quota.permits import JobPermits, calls_needed
 from worker.retrying import RetryPolicy
-from worker.store import Claim, JobStore, LeaseLostError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,7 +86,7 @@ class Run:
 
     claim: Claim
     client: PlausibleClient
-    store: JobStore
+    store: Claims
     policy: RetryPolicy
     lease_seconds: float
     progress: Progress = field(default_factory=Progress)
@@ -135,7 +129,7 @@ class TimeBudgetSpent(Exception):
 class Pipeline:
     """Everything a job needs; built once per worker process (or thread)."""
 
-    store: JobStore
+    store: Claims
     #: One client per account, each with that account's key.
     clients: Mapping[str, PlausibleClient]
     accounts: Accounts

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 from worker import leases, metrics, webhooks
 from worker.dispatch import Dispatcher
+from worker.jobs.store import JobStore
 from worker.problems import explain
 from worker.quota.scheduler import Scheduler
 from worker.settings import Settings
-from worker.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
 
 
 def sweep_forever(
+    store: JobStore,
     scheduler: Scheduler,
     settings: Settings,
     wait: Callable[[float], bool],
@@ -71,7 +72,7 @@ def sweep_forever(
     is released) and sweep every ``sweep_interval_seconds``, until ``wait(interval)`` returns
     True. Completion webhooks go out meanwhile from a thread of their own (``worker.webhooks``),
     which ends with this loop's thread."""
-    webhooks.start_sender(scheduler.store, settings)
+    webhooks.start_sender(store, settings)
     next_sweep = next_prune = monotonic()
     pause = settings.schedule_interval_seconds
     while not wait(pause):
@@ -79,7 +80,7 @@ def sweep_forever(
         try:
             if now >= next_sweep:
                 next_sweep = now + settings.sweep_interval_seconds
-                sweep_once(scheduler.store, scheduler.dispatcher, settings)
+                sweep_once(store, scheduler.dispatcher, settings)
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_SECONDS
                 scheduler.limiter.prune()
@@ -104,14 +105,15 @@ def sweep_forever(
 class SweeperThread(threading.Thread):
     """``sweep_forever`` on a thread, until stopped."""
 
-    def __init__(self, scheduler: Scheduler, settings: Settings) -> None:
+    def __init__(self, store: JobStore, scheduler: Scheduler, settings: Settings) -> None:
         super().__init__(name="provisioner-sweeper", daemon=True)
+        self.store = store
         self.scheduler = scheduler
         self.settings = settings
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        sweep_forever(self.scheduler, self.settings, self._stop_event.wait)
+        sweep_forever(self.store, self.scheduler, self.settings, self._stop_event.wait)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -4,10 +4,10 @@ The URL is the event's ``callback_url``, else its account's ``webhook_url`` (acc
 Delivery goes through an outbox, the ``webhook_deliveries`` table:
 
 - the store writes the row in the same transaction that gives the job its final status
-  (``JobStore.succeed``, ``fail``, ``cancel``), with the body as it will be sent: a crash
+  (``Claims.succeed``, ``fail``, ``Actions.cancel``), with the body as it will be sent: a crash
   between the two cannot happen, and every attempt sends the same bytes under the same id;
 - every worker's sweeper process runs a ``Sender`` thread that claims due rows with a lease (a
-  conditional UPDATE, ``JobStore.claim_delivery``), POSTs them and records the answer; a worker
+  conditional UPDATE, ``Outbox.claim_delivery``), POSTs them and records the answer; a worker
   that dies mid-delivery leaves a lease that runs out, and another worker sends again;
 - 2xx is delivered; anything else (3xx, since redirects are never followed; 4xx; 5xx; no
   answer within ``PROVISIONER_WEBHOOK_TIMEOUT_SECONDS``) is tried again after an exponential
@@ -40,13 +40,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from worker.errors import ConfigurationError
-from worker.models import DeliveryStatus, JobStatus, ProvisioningJob, WebhookDelivery
+from worker.jobs.models import ProvisioningJob, WebhookDelivery
+from worker.jobs.states import DeliveryStatus, JobStatus
 from worker.problems import explain
 from worker.settings import Settings
 
 if TYPE_CHECKING:
     from worker.accounts import Accounts
-    from worker.store import DeliveryClaim, JobStore
+    from worker.jobs.outbox import DeliveryClaim, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ def _one_line(text: str, url: str, secret: str) -> str:
 
 
 def deliver_due(
-    store: JobStore,
+    store: Outbox,
     settings: Settings,
     client: httpx.Client,
     *,
@@ -359,7 +360,7 @@ def deliver_due(
 
 
 def _record(
-    store: JobStore,
+    store: Outbox,
     settings: Settings,
     delivery: DeliveryClaim,
     attempt: Attempt,
@@ -402,7 +403,7 @@ class Sender(threading.Thread):
     """Sends due webhooks every ``sweep_interval_seconds`` for as long as ``owner`` (the sweeper
     thread that started it) lives, so a slow receiver never holds up the scheduler."""
 
-    def __init__(self, store: JobStore, settings: Settings, owner: threading.Thread) -> None:
+    def __init__(self, store: Outbox, settings: Settings, owner: threading.Thread) -> None:
         super().__init__(name="provisioner-webhooks", daemon=True)
         self.store = store
         self.settings = settings
@@ -429,7 +430,7 @@ class Sender(threading.Thread):
         self._stop_event.set()
 
 
-def start_sender(store: JobStore, settings: Settings) -> Sender | None:
+def start_sender(store: Outbox, settings: Settings) -> Sender | None:
     """Start a ``Sender`` owned by the calling thread; None (and a warning if deliveries are
     waiting) when there is no secret to sign them with."""
     if not settings.webhook_secret.get_secret_value():

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
-from worker.db import make_engine
+from worker.jobs.db import make_engine
 
 SETTING = "PLAUSIBLE_PROVISIONER"
 _KNOWN = {"DATABASE", "ACCOUNTS_FILE", "MIGRATE"}

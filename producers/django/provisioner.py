@@ -10,7 +10,8 @@ from django.db import DEFAULT_DB_ALIAS
 
 from producers.api import DBAPIConnection, Provisioner
 from producers.events import Event
-from worker.models import JobRequest, Priority
+from worker.jobs.specs import JobRequest
+from worker.jobs.states import Priority
 
 
 class DjangoProvisioner:

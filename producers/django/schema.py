@@ -9,7 +9,7 @@ from django.apps import AppConfig
 from sqlalchemy.engine import make_url
 
 from producers.django.conf import database_url, engine_for, options
-from worker.db import current_revision, head_revision, upgrade
+from worker.jobs.db import current_revision, head_revision, upgrade
 
 
 def revision(alias: str) -> str | None:

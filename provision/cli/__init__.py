@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 import click
 
+from worker.jobs.filters import JobFilter
+from worker.jobs.states import JobStatus, Priority
 from worker.logs import configure as configure_logs
-from worker.models import JobStatus, Priority
 from worker.problems import explain
 from worker.runtime import make_accounts
 from worker.settings import Settings, get_settings
-from worker.store import JobFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
 

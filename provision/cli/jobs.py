@@ -36,12 +36,15 @@ from provision.cli import (
 from provision.status import Kind, lookup
 from provision.wiring import make_store, runtime
 from worker.jobs import view
-from worker.models import JobStatus, Priority, ProvisioningJob
+from worker.jobs.filters import JobFilter
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.queries import BatchSummary
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.pauses import blocking, retry_matching
 from worker.quota.report import Reporter
 from worker.runtime import make_accounts, make_reporter
 from worker.settings import get_settings
-from worker.store import BatchSummary, JobFilter, JobStore
 
 #: Jobs read per query when a command walks many of them.
 PAGE = 500

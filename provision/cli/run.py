@@ -18,8 +18,8 @@ from provision import views
 from provision.cli import EXIT_CONFIGURATION, main, priority_option
 from provision.wiring import make_store, runtime
 from worker import metrics
+from worker.jobs.states import Priority
 from worker.logs import configure as configure_logs
-from worker.models import Priority
 from worker.runtime import check_worker_settings, make_accounts, make_reporter
 from worker.settings import Settings, get_settings
 
@@ -51,7 +51,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Create the status table or migrate it to this version's schema."""
-    from worker.db import current_revision, make_engine, upgrade
+    from worker.jobs.db import current_revision, make_engine, upgrade
 
     engine = make_engine(get_settings().database_url)
     try:
@@ -65,7 +65,7 @@ def db_upgrade(revision: str) -> None:
 @db.command("check")
 def db_check() -> None:
     """Exit 0 if the status database is at this version's schema, else say what to run."""
-    from worker.db import head_revision
+    from worker.jobs.db import head_revision
 
     make_store(get_settings()).engine.dispose()
     click.echo(f"status database at revision {head_revision()} (current)")

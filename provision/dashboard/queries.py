@@ -23,8 +23,11 @@ from sqlalchemy import and_, func, or_, text
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
-from worker.models import JobStatus, Priority, ProvisioningJob, utcnow
-from worker.store import CANCELLABLE, JobFilter, JobStore, as_utc
+from worker.jobs.filters import JobFilter
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import CANCELLABLE, JobStatus, Priority
+from worker.jobs.store import JobStore
+from worker.times import as_utc, utcnow
 
 #: The order of the statuses in a progress bar: done first, then work in flight.
 BAR_ORDER = (

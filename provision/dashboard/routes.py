@@ -43,9 +43,12 @@ from provision.dashboard.queries import (
 )
 from worker import pauses
 from worker.errors import InvalidRequestError
-from worker.models import JobStatus, Operation, ProvisioningJob
+from worker.jobs.filters import JobFilter
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import CANCELLABLE, JobStatus, Operation
+from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
-from worker.store import CANCELLABLE, JobFilter, JobStore, as_utc
+from worker.times import as_utc
 
 PREFIX = "/ui"
 #: How often the live parts of a page refresh.

@@ -48,12 +48,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from producers import schemas
 from producers.events import check_strings, parse_domain, parse_event, parse_key
 from provision import dashboard
-from worker import db, metrics, pauses
+from worker import metrics, pauses
 from worker.errors import IdempotencyConflictError, InvalidRequestError
-from worker.jobs import view
-from worker.models import JobStatus, Priority
+from worker.jobs import db, view
+from worker.jobs.filters import JobFilter
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
-from worker.store import JobFilter, JobStore
 
 RETRY_AFTER_SECONDS = 2
 MAX_PAGE = 500

@@ -21,8 +21,9 @@ from tests.browser.conftest import (
 from tests.integration.conftest import provision_request
 from tests.private_services import free_port
 from tests.waiting import wait_for
-from worker.models import JobStatus, Priority, Progress
-from worker.store import NewJob
+from worker.jobs.intake import NewJob
+from worker.jobs.specs import Progress
+from worker.jobs.states import JobStatus, Priority
 
 
 def expect(target: Any) -> Any:

@@ -37,9 +37,12 @@ from tests.databases import migrated_engine
 from tests.owned import flush_owned
 from tests.sandbox_process import REPO_ROOT, SandboxProcess
 from tests.waiting import wait_for
-from worker.models import JobRequest, JobStatus, ProvisioningJob
+from worker.jobs.intake import Enqueued
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.specs import JobRequest
+from worker.jobs.states import JobStatus
+from worker.jobs.store import JobStore
 from worker.settings import Settings
-from worker.store import Enqueued, JobStore
 
 T = TypeVar("T")
 

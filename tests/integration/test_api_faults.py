@@ -23,7 +23,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.sandbox_process import SandboxProcess
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
 
 SEED = 20261128
 

@@ -21,7 +21,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from worker.app import QUEUE
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
 
 
 def queued_messages() -> int:

@@ -19,7 +19,8 @@ from tests.integration.conftest import (
     assert_provisioned_once,
     wait_for,
 )
-from worker.models import JobStatus, ProvisioningJob
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import JobStatus
 
 STEPS: dict[str, Callable[[ProvisioningJob], bool]] = {
     # creating the site: no checkpoint yet

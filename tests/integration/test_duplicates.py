@@ -26,8 +26,8 @@ from tests.integration.conftest import (
     write_jsonl,
 )
 from tests.sandbox_process import REPO_ROOT
-from worker.models import ProvisioningJob
-from worker.store import Enqueued
+from worker.jobs.intake import Enqueued
+from worker.jobs.models import ProvisioningJob
 
 
 def row_count(stack: Stack) -> int:

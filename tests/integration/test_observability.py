@@ -29,7 +29,7 @@ from tests.private_services import free_port
 from tests.sandbox_process import REPO_ROOT
 from tests.waiting import wait_for
 from worker.app import QUEUE, create_app
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
 
 JOB = {"operation": "provision_site", "account": "default"}
 

@@ -13,7 +13,7 @@ import pytest
 from tests.integration.conftest import Stack, assert_all_succeeded, assert_provisioned_once
 from tests.private_services import PrivatePostgres, PrivateRedis
 from tests.waiting import wait_for
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
 
 RESUME_WITHIN = 10.0
 

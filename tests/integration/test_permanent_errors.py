@@ -15,7 +15,8 @@ from producers.events import parse_event
 from tests.integration.conftest import Stack, provision_request
 from tests.sandbox_process import SandboxProcess
 from tests.waiting import wait_for
-from worker.models import JobRequest, JobStatus
+from worker.jobs.specs import JobRequest
+from worker.jobs.states import JobStatus
 from worker.pauses import Pauses
 
 

@@ -18,7 +18,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.waiting import wait_for as wait_until
-from worker.models import JobStatus, Priority
+from worker.jobs.states import JobStatus, Priority
 
 #: A burst window of 2 s on both sides (the sandbox and the provisioner), the hour out of reach.
 SECONDS = 2.0

@@ -13,7 +13,7 @@ from tests.integration.conftest import (
     assert_provisioned_once,
     wait_for,
 )
-from worker.models import JobStatus
+from worker.jobs.states import JobStatus
 
 CONCURRENCY = 2
 #: The quota on both sides: the sandbox's limits and the provisioner's settings.

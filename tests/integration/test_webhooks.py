@@ -15,7 +15,8 @@ from typing import Any
 from producers.events import parse_event
 from tests.integration.conftest import Stack, provision_event, wait_for
 from tests.test_webhooks import SECRET, Receiver, verify_signature
-from worker.models import JobStatus, WebhookDelivery
+from worker.jobs.models import WebhookDelivery
+from worker.jobs.states import JobStatus
 
 #: Webhook settings scaled down: retries within a second, a short timeout.
 HOOKS: dict[str, Any] = {

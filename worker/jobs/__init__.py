@@ -1,1 +1,16 @@
-"""The status table: jobs, their states and what callers see of them."""
+"""The status table: what a job is, where it stands, and every transition of it.
+
+One module per audience, each an interface to the same table, so the type checker says who may
+touch what:
+
+- ``states`` (the enums and status sets), ``specs`` (a job's request and progress), ``models``
+  (the tables), ``db`` and ``migrations`` (engines and the schema);
+- ``intake`` (producers enqueue), ``claims`` (the pipeline's lease, checkpoints and outcome),
+  ``dispatch`` (the scheduler admits), ``recovery`` (the sweeper hands back), ``counts`` (the
+  quota report), ``queries`` (readers), ``actions`` (operators retry and cancel), ``outbox``
+  (completion webhooks); ``table`` is what they share, ``store`` composes them all;
+- ``view``: the one public shape of a job and a batch.
+
+Imports ``worker.errors``, ``worker.times``, ``worker.webhooks`` (the body of an outbox row) and
+the leaf packages; nothing else of ours.
+"""

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from worker.models import DeliveryStatus, ProvisioningJob, WebhookDelivery
-from worker.store import BatchSummary, as_utc
+from worker.jobs.models import ProvisioningJob, WebhookDelivery
+from worker.jobs.queries import BatchSummary
+from worker.jobs.states import DeliveryStatus
+from worker.times import as_utc
 from worker.webhooks import job_document
 
 

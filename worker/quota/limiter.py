@@ -25,10 +25,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from worker.accounts import Quota
-from worker.db import insert_ignoring
-from worker.models import Priority, QuotaWindowRow, utcnow
+from worker.jobs.db import insert_ignoring
+from worker.jobs.models import QuotaWindowRow
+from worker.jobs.states import Priority
 from worker.quota import windows
 from worker.quota.windows import BURST, HOUR, Window
+from worker.times import utcnow
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from worker import metrics
 from worker.accounts import Quota
 from worker.errors import PlausibleError, QuotaWait, RateLimitedError
-from worker.models import JobRequest, Operation, Priority, Progress
+from worker.jobs.specs import JobRequest, Progress
+from worker.jobs.states import Operation, Priority
 from worker.quota import windows
 from worker.quota.limiter import Limiter
 from worker.quota.windows import Window

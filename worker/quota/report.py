@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.accounts import Accounts, Quota
-from worker.models import Priority
+from worker.jobs.counts import Counts
+from worker.jobs.states import Priority
+from worker.jobs.table import UNSET, Unset
 from worker.pauses import Pause, Pauses
 from worker.quota import windows
 from worker.quota.limiter import Limiter
 from worker.quota.permits import calls_needed
 from worker.quota.windows import HOUR
-from worker.store import UNSET, JobStore, Unset
 
 #: Jobs per batch whose remaining calls are read to estimate the rest of the batch.
 SAMPLE = 50
@@ -27,7 +28,7 @@ def _iso(epoch: float) -> str:
 
 @dataclass(frozen=True)
 class Reporter:
-    store: JobStore
+    store: Counts
     limiter: Limiter
     accounts: Accounts
 

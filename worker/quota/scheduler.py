@@ -22,12 +22,13 @@ from collections.abc import Iterator, Sequence
 from worker.accounts import Accounts, Quota
 from worker.dispatch import Dispatcher
 from worker.errors import ConfigurationError
-from worker.models import Priority, ProvisioningJob
+from worker.jobs.dispatch import Dispatching
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import Priority
 from worker.pauses import Pauses
 from worker.quota.limiter import Limiter
 from worker.quota.permits import calls_needed
 from worker.quota.windows import Window
-from worker.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ TUNE_EVERY_SECONDS = 2.0
 class Scheduler:
     def __init__(
         self,
-        store: JobStore,
+        store: Dispatching,
         limiter: Limiter,
         accounts: Accounts,
         dispatcher: Dispatcher,
@@ -216,7 +217,7 @@ class _Batch:
     (and so no longer a candidate) or ends the round, so each fetch starts from the top."""
 
     def __init__(
-        self, store: JobStore, accounts: list[str], batch_id: str | None, no_provision: list[str]
+        self, store: Dispatching, accounts: list[str], batch_id: str | None, no_provision: list[str]
     ) -> None:
         self.store = store
         self.accounts = accounts

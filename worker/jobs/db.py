@@ -1,6 +1,6 @@
 """Engines for the status table (SQLite by default, PostgreSQL in production) and its schema.
 
-The schema is owned by the Alembic migrations in ``worker/migrations``. ``upgrade`` brings a
+The schema is owned by the Alembic migrations in ``worker/jobs/migrations``. ``upgrade`` brings a
 database to the newest revision (``provision db upgrade``; embedded mode, the demo and the tests
 call it themselves); every other entry point only checks, with ``require_current``, and stops
 with one line saying what to run when the database is behind.
@@ -91,7 +91,7 @@ def insert_ignoring(table: Any, dialect: str, keys: list[str]) -> Any:
 
 def _config(connection: Connection | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", "worker:migrations")
+    config.set_main_option("script_location", "worker.jobs:migrations")
     config.attributes["connection"] = connection
     return config
 

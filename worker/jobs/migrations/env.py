@@ -1,11 +1,11 @@
-"""Alembic environment: migrations run on a connection handed over by ``worker.db``."""
+"""Alembic environment: migrations run on a connection handed over by ``worker.jobs.db``."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlmodel import SQLModel
 
-from worker import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from worker.jobs import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 connection = context.config.attributes["connection"]
 context.configure(

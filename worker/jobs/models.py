@@ -1,144 +1,25 @@
-"""The status table and the shapes of what it stores.
+"""The status database's tables: jobs, their completion webhooks, quota windows and account pauses.
 
 One row per job. The row is the source of truth: the broker only carries job ids, so losing the
 broker loses no job, and every outcome (goal ids, shared-link URLs, errors) is read from here.
+The schema is owned by the migrations in ``worker/jobs/migrations``.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, DateTime, Index, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, relationship
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, Relationship, SQLModel
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class Operation(StrEnum):
-    provision_site = "provision_site"  #: create the site, then ensure its goals and shared links
-    delete_site = "delete_site"  #: delete the site
-    delete_goal = "delete_goal"  #: delete one goal, by id or by its event name / page path
-
-
-class JobStatus(StrEnum):
-    queued = "queued"  #: written, waiting for a worker
-    running = "running"  #: claimed by a worker whose lease has not expired
-    waiting = "waiting"  #: parked until ``next_attempt_at`` (quota spent, outage)
-    succeeded = "succeeded"  #: done; the result is in ``progress``
-    failed = "failed"  #: will not be retried; the reason is in ``error_*``
-    cancelled = "cancelled"  #: withdrawn before it ran
-
-    @property
-    def done(self) -> bool:
-        return self in FINAL_STATUSES
-
-
-FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
-
-
-class Priority(StrEnum):
-    """Which jobs the quota serves first."""
-
-    interactive = "interactive"  #: a signup someone waits for: HTTP, Python API, stream
-    bulk = "bulk"  #: file imports: batches share what interactive jobs leave, round-robin
-
-
-#: The account jobs run under when their event names none (``worker.accounts``).
-DEFAULT_ACCOUNT = "default"
-
-
-class GoalSpec(BaseModel):
-    """A goal to ensure on a site: an event goal or a page goal."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    goal_type: Literal["event", "page"]
-    event_name: str | None = None
-    page_path: str | None = None
-    display_name: str | None = None
-    custom_props: dict[str, str] = PydanticField(default_factory=dict)
-
-    @property
-    def natural_key(self) -> str:
-        """What makes the goal unique on its site, as Plausible's find-or-create sees it."""
-        if self.goal_type == "event":
-            return f"event:{self.event_name}"
-        return f"page:{self.page_path}"
-
-
-class JobRequest(BaseModel):
-    """What a producer asks for. Stored verbatim in the job row; never holds a secret."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    operation: Operation
-    domain: str
-    timezone: str | None = None
-    goals: tuple[GoalSpec, ...] = ()
-    shared_links: tuple[str, ...] = ()
-    #: delete_goal only: the goal, by id or by event name / page path.
-    goal_id: int | None = None
-    goal: GoalSpec | None = None
-    #: The account (Plausible team or key) the job runs under.
-    account: str = DEFAULT_ACCOUNT
-    #: Where to POST the job once it is done (``worker.webhooks``); None: the account's
-    #: ``webhook_url``, if any. Left out of the stored request (and its fingerprint) when None.
-    callback_url: str | None = None
-
-
-class SiteRecord(BaseModel):
-    """The site as Plausible returned it: its normalised domain is the ``site_id`` from then on."""
-
-    domain: str
-    timezone: str
-    #: True when the create found the domain taken and the site turned out to be ours already.
-    adopted: bool = False
-    #: Adopted, and no create of this job can have made it: it was in the account before.
-    existed: bool = False
-
-
-class GoalRecord(BaseModel):
-    id: int
-    goal_type: str
-    event_name: str | None = None
-    page_path: str | None = None
-    display_name: str
-
-
-class Progress(BaseModel):
-    """A job's checkpoints: what is done already, so a later attempt resumes after it.
-
-    Written by the pipeline after each step, read by every view of the job. Stored as JSON with
-    default values left out, so a fresh job's progress is ``{}``.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-
-    #: provision_site: the site, then each goal (by natural key) and shared link (name -> URL).
-    site: SiteRecord | None = None
-    goals: dict[str, GoalRecord] = PydanticField(default_factory=dict)
-    shared_links: dict[str, str] = PydanticField(default_factory=dict)
-    #: delete_goal: the goal's id and where it was found.
-    goal_id: int | None = None
-    goal_id_source: Literal["request", "history", "list"] | None = None
-    #: provision_site: a create was sent (recorded before it went out).
-    create_sent: bool = False
-    #: Deletes: a delete was sent and no definite answer says it did nothing (recorded before it
-    #: goes out), so a later 404 means our delete went through.
-    delete_outcome_unknown: bool = False
-    deleted: bool | None = None
-    #: The delete found nothing, after a try whose outcome was unknown: counted as done.
-    already_gone: bool = False
+from worker.jobs.specs import JobRequest, Progress
+from worker.jobs.states import DEFAULT_ACCOUNT, DeliveryStatus, JobStatus, Operation, Priority
+from worker.times import utcnow
 
 
 class ProgressJSON(TypeDecorator[Progress]):
@@ -268,12 +149,6 @@ class AccountPauseRow(SQLModel, table=True):
     #: A hash of the key that was refused (never the key): a different key resumes the account.
     key_fingerprint: str | None = Field(default=None, max_length=64)
     paused_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-
-
-class DeliveryStatus(StrEnum):
-    pending = "pending"  #: to be sent (again) at ``next_attempt_at``
-    delivered = "delivered"  #: the receiver answered 2xx
-    failed = "failed"  #: every attempt failed; not sent again
 
 
 class WebhookDelivery(SQLModel, table=True):

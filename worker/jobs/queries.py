@@ -1,0 +1,135 @@
+"""Reads: jobs by id, key, batch, domain or filter, and a batch's summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_
+from sqlmodel import Session, col, select
+
+from worker.jobs.filters import JobFilter
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import JobStatus
+from worker.jobs.table import Table
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    #: The first failed jobs; ``truncated`` when there are more.
+    failures: list[ProvisioningJob]
+    failures_by_code: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.failures) < self.counts.get(JobStatus.failed.value, 0)
+
+    @property
+    def done(self) -> bool:
+        return self.total > 0 and all(
+            JobStatus(status).done for status, n in self.counts.items() if n
+        )
+
+
+class Queries(Table):
+    """What readers may do: look jobs up."""
+
+    def get_by_key(self, key: str) -> ProvisioningJob | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.exec(
+                select(ProvisioningJob).where(ProvisioningJob.idempotency_key == key)
+            ).first()
+
+    def find(self, ref: str) -> ProvisioningJob | None:
+        """A job by its id or its idempotency key (the id wins if both match), in one query."""
+        t = ProvisioningJob
+        with Session(self.engine, expire_on_commit=False) as session:
+            jobs = session.exec(
+                select(t).where(or_(col(t.id) == ref, col(t.idempotency_key) == ref))
+            ).all()
+        return next((job for job in jobs if job.id == ref), jobs[0] if jobs else None)
+
+    def batch(self, batch_id: str) -> list[ProvisioningJob]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.exec(
+                    select(ProvisioningJob)
+                    .where(ProvisioningJob.batch_id == batch_id)
+                    .order_by(col(ProvisioningJob.created_at))
+                ).all()
+            )
+
+    def find_by_domain(self, domain: str, *, limit: int = 100) -> list[ProvisioningJob]:
+        """Jobs for ``domain`` (as normalised when enqueued), newest first."""
+        t = ProvisioningJob
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.exec(
+                    select(t)
+                    .where(t.domain == domain)
+                    .order_by(col(t.created_at).desc(), col(t.id))
+                    .limit(limit)
+                ).all()
+            )
+
+    def batch_summary(self, batch_id: str, *, max_failures: int = 100) -> BatchSummary:
+        """How many jobs of the batch are in each status, its failures counted by error code,
+        and the first failed jobs (up to ``max_failures``; page through the rest with
+        ``list_jobs``)."""
+        t = ProvisioningJob
+        with Session(self.engine, expire_on_commit=False) as session:
+            counts = {status.value: 0 for status in JobStatus}
+            for status, n in session.execute(
+                select(t.status, func.count()).where(t.batch_id == batch_id).group_by(t.status)
+            ).all():
+                counts[JobStatus(status).value] = int(n)
+            failures = list(
+                session.exec(
+                    select(t)
+                    .where(t.batch_id == batch_id, col(t.status) == JobStatus.failed)
+                    .order_by(col(t.created_at), col(t.id))
+                    .limit(max_failures)
+                ).all()
+            )
+        by_code = self.failures_by_code(batch_id) if failures else {}
+        return BatchSummary(batch_id, sum(counts.values()), counts, failures, by_code)
+
+    def list_jobs(
+        self,
+        where: JobFilter | None = None,
+        *,
+        limit: int = 50,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[ProvisioningJob]:
+        """Jobs matching ``where``, oldest first, ``limit`` at a time.
+
+        Keyset pagination: pass the (created_at, id) of the last job of a page as ``after``.
+        """
+        t = ProvisioningJob
+        query = select(t).where(*(where or JobFilter()).conditions())
+        if after is not None:
+            created, last_id = after
+            query = query.where(
+                or_(
+                    col(t.created_at) > created,
+                    and_(col(t.created_at) == created, col(t.id) > last_id),
+                )
+            )
+        query = query.order_by(col(t.created_at), col(t.id)).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
+    def failures_by_code(self, batch_id: str) -> dict[str, int]:
+        """How many of the batch's jobs failed, by error code, most common first."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(t.error_code, func.count())
+                .where(col(t.batch_id) == batch_id, col(t.status) == JobStatus.failed)
+                .group_by(col(t.error_code))
+                .order_by(func.count().desc(), col(t.error_code))
+            ).all()
+        return {str(code): int(n) for code, n in rows}

@@ -1,0 +1,127 @@
+"""Recovery: the sweeper hands back to the scheduler what nobody is doing: jobs whose backoff is
+over, jobs of a dead worker, and dispatched jobs whose broker message was lost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import Session, col, select
+
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import JobStatus
+from worker.jobs.table import Table
+
+#: Re-publishing waits double with each message sent, up to this many times the base wait.
+MAX_REDISPATCH_DOUBLINGS = 6
+
+
+def redispatch_due(now: datetime, base_seconds: float) -> Any:
+    """Published at least ``base * 2**(messages - 1)`` seconds ago (capped), as one portable SQL
+    condition: one clause per doubling, since SQLite and PostgreSQL spell powers differently."""
+    t = ProvisioningJob
+    count, sent = col(t.dispatch_count), col(t.dispatched_at)
+
+    def sent_before(doublings: int) -> Any:
+        return sent <= now - timedelta(seconds=base_seconds * 2**doublings)
+
+    top = MAX_REDISPATCH_DOUBLINGS
+    return or_(
+        and_(count <= 1, sent_before(0)),
+        *(and_(count == n + 1, sent_before(n)) for n in range(1, top)),
+        and_(count >= top + 1, sent_before(top)),
+    )
+
+
+class Recovery(Table):
+    """What the sweeper and the lease keeper may do: hand jobs back to the scheduler."""
+
+    def requeue_due(self) -> int:
+        """Hand back to the scheduler the waiting jobs whose time has come and the running jobs
+        whose lease ended (their worker died); returns how many."""
+        now = self.clock()
+        t = ProvisioningJob
+        return self._update(
+            or_(
+                and_(col(t.status) == JobStatus.waiting, col(t.next_attempt_at) <= now),
+                and_(col(t.status) == JobStatus.running, col(t.lease_expires_at) < now),
+            ),
+            status=JobStatus.queued,
+            lease_token=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            dispatched_at=None,
+            permits=None,
+            updated_at=now,
+        )
+
+    def running_owned(self, prefix: str) -> list[tuple[str, str, str]]:
+        """(id, lease token, owner) of the running jobs whose owner starts with ``prefix``."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(t.id, t.lease_token, t.lease_owner).where(
+                    col(t.status) == JobStatus.running, col(t.lease_owner).startswith(prefix)
+                )
+            ).all()
+        return [(i, token, owner) for i, token, owner in rows if token and owner]
+
+    def take_back(self, claims: Sequence[tuple[str, str]]) -> int:
+        """Hand back to the scheduler the running jobs of these (id, lease token) claims, each
+        only if that claim still holds it; returns how many."""
+        t = ProvisioningJob
+        now = self.clock()
+        taken = 0
+        for job_id, token in claims:
+            taken += self._update(
+                col(t.id) == job_id,
+                col(t.status) == JobStatus.running,
+                col(t.lease_token) == token,
+                status=JobStatus.queued,
+                lease_token=None,
+                lease_expires_at=None,
+                dispatched_at=None,
+                permits=None,
+                updated_at=now,
+            )
+        return taken
+
+    def take_for_redispatch(self, *, redispatch_after: float, limit: int = 500) -> list[str]:
+        """Of the ``limit`` dispatched jobs that have waited longest without a worker claiming
+        them, those whose message is due to be sent again: their message is lost (the broker
+        was flushed or restarted, or the worker that took it died). Each is taken by exactly
+        one sweeper, to be published again with the permits it holds. The wait before
+        re-publishing doubles with each message sent, up to 64 times ``redispatch_after``."""
+        now = self.clock()
+        t = ProvisioningJob
+        if limit <= 0:
+            return []
+        oldest = (
+            select(t.id)
+            .where(col(t.status) == JobStatus.queued, col(t.dispatched_at).is_not(None))
+            .order_by(col(t.dispatched_at))
+            .limit(limit)
+        )
+        with Session(self.engine) as session:
+            candidates = session.execute(
+                select(t.id, t.dispatched_at)
+                .where(col(t.id).in_(oldest.scalar_subquery()))
+                .where(redispatch_due(now, redispatch_after))
+                .order_by(col(t.dispatched_at))
+            ).all()
+        taken: list[str] = []
+        # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
+        with Session(self.engine) as session:
+            for job_id, dispatched_at in candidates:
+                result = session.execute(
+                    update(t)
+                    .where(col(t.id) == job_id, col(t.status) == JobStatus.queued)
+                    .where(col(t.dispatched_at) == dispatched_at)
+                    .values(dispatched_at=now, dispatch_count=t.dispatch_count + 1)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    taken.append(job_id)
+            session.commit()
+        return taken

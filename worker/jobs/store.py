@@ -1,0 +1,19 @@
+"""``JobStore``: every interface to the status table in one object, for the entry points that
+wire parts together. Parts take the narrow interface they need (``Claims``, ``Dispatching``,
+``Recovery``, ``Counts``, ``Queries``, ``Actions``, ``Outbox``, ``Intake``), so the type
+checker says who may touch what."""
+
+from __future__ import annotations
+
+from worker.jobs.actions import Actions
+from worker.jobs.claims import Claims
+from worker.jobs.counts import Counts
+from worker.jobs.dispatch import Dispatching
+from worker.jobs.intake import Intake
+from worker.jobs.outbox import Outbox
+from worker.jobs.queries import Queries
+from worker.jobs.recovery import Recovery
+
+
+class JobStore(Intake, Claims, Dispatching, Recovery, Counts, Queries, Actions, Outbox):
+    """The status table, whole."""
