@@ -60,7 +60,9 @@ import redis
 from sqlalchemy.engine import make_url
 
 from producers.events import parse_event
-from tests.integration.conftest import (
+from testkit.private_services import PrivatePostgres, PrivateRedis, free_port
+from testkit.sandbox_process import REPO_ROOT, SandboxProcess
+from testkit.workers import (
     FAST_SETTINGS,
     NO_LIMITS,
     PROVISION,
@@ -69,8 +71,6 @@ from tests.integration.conftest import (
     natural_key,
     provision_event,
 )
-from tests.private_services import PrivatePostgres, PrivateRedis, free_port
-from tests.sandbox_process import REPO_ROOT, SandboxProcess
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.specs import JobRequest
 from worker.jobs.states import JobStatus, Operation

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.support import database  # noqa: E402
 from provision.dashboard.auth import COOKIE, Signer  # noqa: E402
 from provision.http.app import create_app  # noqa: E402
-from tests.databases import migrated_engine  # noqa: E402
+from testkit.databases import migrated_engine  # noqa: E402
 from worker.accounts import load_accounts  # noqa: E402
 from worker.jobs.intake import job_values  # noqa: E402
 from worker.jobs.models import ProvisioningJob  # noqa: E402

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from producers.importer import import_file  # noqa: E402
-from tests.databases import migrated_engine  # noqa: E402
+from testkit.databases import migrated_engine  # noqa: E402
 from worker.jobs.store import JobStore  # noqa: E402
 
 TOKEN = "bench-token"

@@ -52,9 +52,9 @@ import redis  # noqa: E402
 
 from benchmarks.support import database, start_worker  # noqa: E402
 from producers.events import parse_event  # noqa: E402
-from tests.databases import migrated_engine  # noqa: E402
-from tests.owned import flush_owned  # noqa: E402
-from tests.sandbox_process import SandboxProcess  # noqa: E402
+from testkit.databases import migrated_engine  # noqa: E402
+from testkit.sandbox_process import SandboxProcess  # noqa: E402
+from testkit.services import flush_owned  # noqa: E402
 from worker.jobs.intake import NewJob  # noqa: E402
 from worker.jobs.states import Priority  # noqa: E402
 from worker.jobs.store import JobStore  # noqa: E402

@@ -16,13 +16,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.conftest import (
-    Stack,
-    assert_all_succeeded,
-    assert_provisioned_once,
-    wait_for,
-)
-from tests.sandbox_process import SandboxProcess
+from testkit.sandbox_process import SandboxProcess
+from testkit.waiting import wait_for
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once
 from worker.jobs.states import JobStatus
 
 SEED = 20261128

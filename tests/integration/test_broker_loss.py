@@ -13,13 +13,9 @@ from collections.abc import Callable
 
 import redis
 
-from tests.integration.conftest import (
-    REDIS_URL,
-    Stack,
-    assert_all_succeeded,
-    assert_provisioned_once,
-    wait_for,
-)
+from testkit.services import REDIS_URL
+from testkit.waiting import wait_for
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once
 from worker.app import QUEUE
 from worker.jobs.states import JobStatus
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.sandbox_process import REPO_ROOT
+from testkit.sandbox_process import REPO_ROOT
 
 
 def test_every_chaos_scenario_loses_duplicates_and_wrongly_fails_nothing(tmp_path: Path) -> None:

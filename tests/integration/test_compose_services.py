@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.cli_helpers import REPO, clean_environ
-from tests.databases import migrated_engine
-from tests.private_services import free_port
-from tests.waiting import wait_for
+from testkit.cli import REPO, clean_environ
+from testkit.databases import migrated_engine
+from testkit.private_services import free_port
+from testkit.waiting import wait_for
 
 
 def serving(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:

@@ -13,12 +13,8 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-from tests.integration.conftest import (
-    Stack,
-    assert_all_succeeded,
-    assert_provisioned_once,
-    wait_for,
-)
+from testkit.waiting import wait_for
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.states import JobStatus
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sqlmodel import Session, func, select
 
-from tests.integration.conftest import (
+from testkit.sandbox_process import REPO_ROOT
+from testkit.workers import (
     PROVISION,
     Stack,
     assert_all_succeeded,
@@ -25,7 +26,6 @@ from tests.integration.conftest import (
     provision_request,
     write_jsonl,
 )
-from tests.sandbox_process import REPO_ROOT
 from worker.jobs.intake import Enqueued
 from worker.jobs.models import ProvisioningJob
 

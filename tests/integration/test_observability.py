@@ -18,16 +18,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import (
-    Stack,
-    WorkerProcess,
-    _redis_client,
-    assert_all_succeeded,
-    provision_request,
-)
-from tests.private_services import free_port
-from tests.sandbox_process import REPO_ROOT
-from tests.waiting import wait_for
+from testkit.private_services import free_port
+from testkit.sandbox_process import REPO_ROOT
+from testkit.services import redis_client
+from testkit.waiting import wait_for
+from testkit.workers import Stack, WorkerProcess, assert_all_succeeded, provision_request
 from worker.app import QUEUE, create_app
 from worker.jobs.states import JobStatus
 
@@ -276,7 +271,7 @@ def test_a_failed_job_is_a_failed_celery_task_acknowledged_and_not_retried(
     assert any(failing in e.get("args", "") for e in task_events.of_type("task-sent"))
 
     # Acknowledged, not redelivered, not retried: nothing unacked or queued in the broker.
-    with contextlib.closing(_redis_client()) as redis:
+    with contextlib.closing(redis_client()) as redis:
         wait_for(
             lambda: redis.hlen("unacked") == 0 and redis.llen(QUEUE) == 0,
             timeout=15,

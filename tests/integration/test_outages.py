@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.integration.conftest import Stack, assert_all_succeeded, assert_provisioned_once
-from tests.private_services import PrivatePostgres, PrivateRedis
-from tests.waiting import wait_for
+from testkit.private_services import PrivatePostgres, PrivateRedis
+from testkit.waiting import wait_for
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once
 from worker.jobs.states import JobStatus
 
 RESUME_WITHIN = 10.0

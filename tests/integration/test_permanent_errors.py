@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from producers.events import parse_event
-from tests.integration.conftest import Stack, provision_request
-from tests.sandbox_process import SandboxProcess
-from tests.waiting import wait_for
+from testkit.sandbox_process import SandboxProcess
+from testkit.waiting import wait_for
+from testkit.workers import Stack, provision_request
 from worker.jobs.specs import JobRequest
 from worker.jobs.states import JobStatus
 from worker.pauses import Pauses

@@ -10,14 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import (
-    Stack,
-    assert_all_succeeded,
-    assert_provisioned_once,
-    provision_request,
-    wait_for,
-)
-from tests.waiting import wait_for as wait_until
+from testkit.waiting import wait_for
+from testkit.waiting import wait_for as wait_until
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once, provision_request
 from worker.jobs.states import JobStatus, Priority
 
 #: A burst window of 2 s on both sides (the sandbox and the provisioner), the hour out of reach.

@@ -7,12 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tests.integration.conftest import (
-    Stack,
-    assert_all_succeeded,
-    assert_provisioned_once,
-    wait_for,
-)
+from testkit.waiting import wait_for
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once
 from worker.jobs.states import JobStatus
 
 CONCURRENCY = 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from tests.integration.conftest import Stack, assert_all_succeeded
+from testkit.workers import Stack, assert_all_succeeded
 
 
 def broker_bytes(redis_url: str) -> bytes:

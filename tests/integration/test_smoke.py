@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.integration.conftest import Stack, assert_all_succeeded, assert_provisioned_once
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once
 
 
 def _provision_a_few(stack: Stack) -> None:

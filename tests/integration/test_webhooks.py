@@ -13,8 +13,9 @@ import json
 from typing import Any
 
 from producers.events import parse_event
-from tests.integration.conftest import Stack, provision_event, wait_for
-from tests.test_webhooks import SECRET, Receiver, verify_signature
+from testkit.receiver import SECRET, Receiver, verify_signature
+from testkit.waiting import wait_for
+from testkit.workers import Stack, provision_event
 from worker.jobs.models import WebhookDelivery
 from worker.jobs.states import JobStatus
 

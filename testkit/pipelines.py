@@ -1,0 +1,62 @@
+"""A worker's pipeline against the sandbox, in this process (no Celery), and the requests the
+sandbox tests send through it."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from testkit.sandbox_process import SandboxProcess
+from worker.accounts import load_accounts
+from worker.jobs.specs import GoalSpec, JobRequest
+from worker.jobs.states import Operation
+from worker.jobs.store import JobStore
+from worker.plausible import PlausibleClient
+from worker.quota.limiter import Limiter
+from worker.retrying import RetryPolicy
+from worker.service import Pipeline
+from worker.settings import Settings
+
+EVENT = GoalSpec(goal_type="event", event_name="Signup")
+PAGE = GoalSpec(goal_type="page", page_path="/pricing/*")
+
+
+#: Limits far above anything a test sends: tests about the quota set their own.
+UNLIMITED = {"hourly_limit": 10_000_000, "burst_limit": 10_000_000}
+
+
+def make_pipeline(
+    sandbox: SandboxProcess, store: JobStore, key: str = "test-key", **quota: float
+) -> Pipeline:
+    """The pipeline of one worker against the sandbox, for the ``default`` account."""
+    settings = Settings(
+        plausible_api_key=SecretStr(key),
+        plausible_base_url=sandbox.base_url,
+        **{**UNLIMITED, **quota},  # type: ignore[arg-type]
+    )
+    return Pipeline(
+        store=store,
+        clients={"default": PlausibleClient(base_url=sandbox.base_url, api_key=key)},
+        accounts=load_accounts(settings),
+        limiter=Limiter(store.engine, guard=0.05),
+        policy=RetryPolicy(max_attempts=3, backoff_initial=0, backoff_max=0, sleep=lambda _: None),
+        lease_seconds=60,
+        max_attempts=5,
+    )
+
+
+def client_of(pipeline: Pipeline) -> PlausibleClient:
+    return pipeline.clients["default"]
+
+
+def provision(domain: str = "shop.example.com") -> JobRequest:
+    return JobRequest(
+        operation=Operation.provision_site,
+        domain=domain,
+        timezone="Europe/Berlin",
+        goals=(EVENT, PAGE),
+        shared_links=("WordPress",),
+    )
+
+
+def api_requests(sandbox: SandboxProcess) -> int:
+    return int(sandbox.state()["counters"]["total"])

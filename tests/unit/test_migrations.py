@@ -1,0 +1,161 @@
+"""Migrations: an empty database upgrades to head, the models agree with the migrations, and a
+database made before migrations existed (or at an older revision) upgrades with its rows kept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+from testkit.sandbox_process import REPO_ROOT
+from worker.errors import ConfigurationError
+from worker.jobs.db import (
+    BASELINE_REVISION,
+    current_revision,
+    head_revision,
+    make_engine,
+    require_current,
+    upgrade,
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'status.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def revision_of(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return current_revision(connection)
+
+
+def schema_drift(engine: Engine) -> list[object]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, SQLModel.metadata))
+
+
+def test_an_empty_database_upgrades_to_head_and_matches_the_models(empty_engine: Engine) -> None:
+    with pytest.raises(ConfigurationError, match="provision db upgrade"):
+        require_current(empty_engine)
+    upgrade(empty_engine)
+    assert revision_of(empty_engine) == head_revision()
+    assert schema_drift(empty_engine) == []
+    require_current(empty_engine)
+    upgrade(empty_engine)  # a second upgrade is a no-op
+    assert revision_of(empty_engine) == head_revision()
+
+
+def test_a_database_made_before_migrations_is_recognised_and_upgraded(
+    empty_engine: Engine,
+) -> None:
+    upgrade(empty_engine, BASELINE_REVISION)
+    with empty_engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))  # as create_all left it
+    assert revision_of(empty_engine) == BASELINE_REVISION
+    upgrade(empty_engine)
+    assert revision_of(empty_engine) == head_revision()
+    assert schema_drift(empty_engine) == []
+
+
+def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with pytest.raises(ConfigurationError, match="no status database at"):
+        require_current(engine)
+    assert not path.exists()
+
+
+def test_db_upgrade_command_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {"PATH": "/usr/bin:/bin", "PROVISIONER_DATABASE_URL": url}
+    run = [sys.executable, "-m", "provision", "db"]
+    behind = subprocess.run([*run, "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert behind.returncode == 2
+    assert behind.stderr.strip().splitlines()[-1].startswith("Error: no status database at")
+    done = subprocess.run([*run, "upgrade"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"revision {head_revision()}" in done.stdout
+    check = subprocess.run([*run, "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_rows_written_before_the_quota_scheduler_are_kept_and_classed(
+    empty_engine: Engine,
+) -> None:
+    from worker.jobs.states import JobStatus, Priority
+    from worker.jobs.store import JobStore
+
+    upgrade(empty_engine, BASELINE_REVISION)  # the schema as main had it before this revision
+    columns = (
+        "id, idempotency_key, operation, domain, batch_id, request, fingerprint, status, "
+        "progress, attempts, dispatch_count, created_at, updated_at"
+    )
+    row = (
+        ":id, :key, 'provision_site', :domain, :batch, :request, 'f', :status, :progress, 0, 0, "
+        "'2026-11-30 10:00:00+00:00', '2026-11-30 10:00:00+00:00'"
+    )
+    with empty_engine.begin() as connection:
+        for n, (batch, status) in enumerate([("b1", "queued"), (None, "succeeded")]):
+            connection.execute(
+                text(f"INSERT INTO provisioning_jobs ({columns}) VALUES ({row})"),
+                {
+                    "id": f"job{n}",
+                    "key": f"evt_{n}",
+                    "domain": f"s{n}.example.com",
+                    "batch": batch,
+                    "request": json.dumps(
+                        {"operation": "provision_site", "domain": f"s{n}.example.com"}
+                    ),
+                    "status": status,
+                    "progress": json.dumps(
+                        {"site": {"domain": f"s{n}.example.com", "timezone": "UTC"}}
+                    ),
+                },
+            )
+    upgrade(empty_engine)
+    assert schema_drift(empty_engine) == []
+    store = JobStore(empty_engine)
+    imported, single = store.get("job0"), store.get("job1")
+    assert imported is not None
+    assert single is not None
+    assert (imported.account, imported.priority, imported.status) == (
+        "default",
+        Priority.bulk,  # written by an import: it had a batch
+        JobStatus.queued,
+    )
+    assert (single.account, single.priority) == ("default", Priority.interactive)
+    assert single.progress.site is not None
+    assert single.progress.site.domain == "s1.example.com"
+    # The old queued row is work the scheduler now sees.
+    assert [j.id for j in store.admission_candidates(["default"], Priority.bulk, limit=5)] == [
+        "job0"
+    ]
+
+
+def test_every_revision_downgrades_and_upgrades_again(empty_engine: Engine) -> None:
+    from alembic import command
+
+    from worker.jobs.db import _config
+
+    upgrade(empty_engine)
+    with empty_engine.begin() as connection:
+        command.downgrade(_config(connection), BASELINE_REVISION)
+    assert revision_of(empty_engine) == BASELINE_REVISION
+    upgrade(empty_engine)
+    assert schema_drift(empty_engine) == []
