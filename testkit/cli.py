@@ -11,8 +11,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def clean_environ() -> dict[str, str]:
-    """This environment without any provisioner or Plausible setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "PLAUSIBLE_"))}
+    """This environment without any provisioner or Plausible setting, nor a PYTHONPATH (which
+    would put another copy of the code first)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PROVISIONER_", "PLAUSIBLE_")) and k != "PYTHONPATH"
+    }
 
 
 def provision(

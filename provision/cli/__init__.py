@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from worker.errors import InvalidRequestError
 from worker.jobs.filters import JobFilter
 from worker.jobs.states import JobStatus, Priority
 from worker.logs import configure as configure_logs
@@ -104,15 +105,22 @@ def job_filter(
     account: str | None,
     error_code: str | None,
 ) -> JobFilter:
-    from producers.events import parse_domain
+    """The filter the options name (``provision.filters``); a bad value is a usage error naming
+    its option."""
+    from provision.filters import parse_filter
 
-    return JobFilter(
-        JobStatus(status) if status else None,
-        batch_id,
-        parse_domain(domain) if domain else None,
-        account,
-        error_code,
-    )
+    values = {
+        "status": status,
+        "batch_id": batch_id,
+        "domain": domain,
+        "account": account,
+        "code": error_code,
+    }
+    try:
+        return parse_filter(values)
+    except InvalidRequestError as exc:
+        option = {"batch_id": "--batch"}.get(exc.field or "", f"--{exc.field}")
+        raise click.BadParameter(exc.message, param_hint=option) from None
 
 
 @click.group(cls=_Commands)

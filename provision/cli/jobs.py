@@ -24,7 +24,7 @@ from producers.importer import (
     wait_for_batch,
 )
 from producers.rows import Format
-from provision import views
+from provision import actions, views
 from provision.cli import (
     EXIT_FAILED,
     EXIT_JOBS_FAILED,
@@ -35,13 +35,14 @@ from provision.cli import (
 )
 from provision.status import Kind, lookup
 from provision.wiring import make_store, runtime
+from worker.errors import ProvisionerError
 from worker.jobs import view
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.queries import BatchSummary
 from worker.jobs.states import JobStatus, Priority
 from worker.jobs.store import JobStore
-from worker.pauses import blocking, retry_matching
+from worker.pauses import blocking
 from worker.quota.report import Reporter
 from worker.runtime import make_accounts, make_reporter
 from worker.settings import get_settings
@@ -353,23 +354,15 @@ def _target(ref: str | None, filters: dict[str, str | None], action: str) -> Job
 
 
 def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> list[str]:
-    if ref is None and action == "cancel":
-        return store.cancel_matching(where)
-    if ref is None:
-        retried = retry_matching(store, where)
-        for account in retried.resumed:
-            click.echo(f"resumed account {account}: its waiting jobs go on")
-        return retried.ids
-    job = store.find(ref)
-    if job is None:
-        raise click.ClickException(f"no job {ref!r}")
-    if action == "retry" and not store.retry(job.id):
-        raise click.ClickException(f"job {job.id} is {job.status.value}; only failed jobs retry")
-    if action == "cancel" and not store.cancel(job.id):
-        raise click.ClickException(
-            f"job {job.id} is {job.status.value}; only queued or waiting jobs can be cancelled"
-        )
-    return [job.id]
+    try:
+        if ref is not None:
+            return [actions.act_on_job(store, action, ref).id]
+    except ProvisionerError as exc:
+        raise click.ClickException(str(exc)) from None
+    changed = actions.act_on_matching(store, action, where)
+    for account in changed.resumed:
+        click.echo(f"resumed account {account}: its waiting jobs go on")
+    return changed.ids
 
 
 def _wait_for(store: JobStore, ids: Sequence[str]) -> list[ProvisioningJob]:

@@ -25,14 +25,12 @@ their blocking database calls run in FastAPI's threadpool.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import hmac
 import json
-from collections.abc import Collection
-from datetime import datetime
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -46,15 +44,19 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers import schemas
-from producers.events import check_strings, parse_domain, parse_event, parse_key
-from provision import dashboard
-from worker import metrics, pauses
+from producers.events import check_strings, parse_event, parse_key
+from provision import actions, cursors, dashboard
+from provision.filters import EmptyFilterError, parse_filter
+from worker import metrics
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs import db, view
 from worker.jobs.filters import JobFilter
-from worker.jobs.states import JobStatus, Priority
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import Priority
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
+
+T = TypeVar("T")
 
 RETRY_AFTER_SECONDS = 2
 MAX_PAGE = 500
@@ -232,12 +234,12 @@ def create_app(
     )
     def retry_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
         """Queue again every failed job the filter matches (each resumes from its checkpoint)."""
-        return _changed(pauses.retry_matching(store, _filter(where)).ids)
+        return _changed(actions.act_on_matching(store, "retry", _filter(where)).ids)
 
     @data.post("/jobs/cancel", response_model=schemas.Changed, responses=_errors(408, 413, 422))
     def cancel_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
         """Withdraw every queued or waiting job the filter matches."""
-        return _changed(store.cancel_matching(_filter(where)))
+        return _changed(actions.act_on_matching(store, "cancel", _filter(where)).ids)
 
     @data.get("/jobs/{ref}", response_model=schemas.Job, responses=_errors(404))
     def get_job(ref: str, response: Response) -> dict[str, Any]:
@@ -252,7 +254,7 @@ def create_app(
     @data.get("/jobs", response_model=schemas.JobPage, responses=_errors(422))
     def list_jobs(
         batch_id: str | None = None,
-        status: JobStatus | None = None,
+        status: str | None = None,
         domain: str | None = None,
         account: str | None = None,
         code: str | None = None,
@@ -261,18 +263,13 @@ def create_app(
     ) -> dict[str, Any]:
         """Jobs by batch, status, domain, account and/or error code, oldest first; pass
         ``next_cursor`` back as ``cursor``."""
-        where = JobFilter(
-            status=status,
-            batch_id=batch_id,
-            domain=_domain(domain),
-            account=account,
-            error_code=code,
-        )
-        jobs = store.list_jobs(where, limit=limit, after=_decode(cursor))
+        values = {"batch_id": batch_id, "status": status, "domain": domain}
+        where = _parsed(lambda: parse_filter({**values, "account": account, "code": code}))
+        jobs = store.list_jobs(where, limit=limit, after=_parsed(lambda: cursors.decode(cursor)))
         last = jobs[-1] if len(jobs) == limit else None
         return {
             "jobs": [view.job_view(job) for job in jobs],
-            "next_cursor": _encode(last.created_at, last.id) if last is not None else None,
+            "next_cursor": cursors.encode((last.created_at, last.id)) if last else None,
         }
 
     @data.get("/batches/{batch_id}", response_model=schemas.Batch, responses=_errors(404))
@@ -299,19 +296,14 @@ def create_app(
     )
     def retry_job(ref: str, response: Response) -> dict[str, Any]:
         """Queue a failed job again (it resumes from its last checkpoint); by id or key."""
-        job_id = _found(store, ref)
-        if not store.retry(job_id):
-            raise _state_error(store, job_id, "only a failed job can be retried")
-        _accepted(response, job_id)
-        return _view(store, job_id)
+        job = _act(store, "retry", ref)
+        _accepted(response, job.id)
+        return view.job_view(job)
 
     @data.post("/jobs/{ref}/cancel", response_model=schemas.Job, responses=_errors(404, 409))
     def cancel_job(ref: str) -> dict[str, Any]:
         """Withdraw a queued or waiting job; by id or key."""
-        job_id = _found(store, ref)
-        if not store.cancel(job_id):
-            raise _state_error(store, job_id, "only a queued or waiting job can be cancelled")
-        return _view(store, job_id)
+        return view.job_view(_act(store, "cancel", ref))
 
     @data.get(
         "/metrics",
@@ -514,66 +506,30 @@ def _accepted(response: Response, job_id: str) -> None:
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
 
 
-def _found(store: JobStore, ref: str) -> str:
-    job = store.find(ref)
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {ref!r}")
-    return job.id
-
-
-def _view(store: JobStore, job_id: str) -> dict[str, Any]:
-    job = store.get(job_id)
-    assert job is not None
-    return view.job_view(job)
-
-
-def _domain(domain: str | None) -> str | None:
+def _act(store: JobStore, action: str, ref: str) -> ProvisioningJob:
     try:
-        return parse_domain(domain) if domain is not None else None
+        return actions.act_on_job(store, action, ref)
+    except actions.JobNotFoundError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except actions.WrongStatusError as exc:
+        raise ApiError(409, "wrong_status", str(exc)) from None
+
+
+def _parsed(parse: Callable[[], T]) -> T:
+    """``parse()``, its InvalidRequestError answered 422 naming the field (``bad_cursor`` for a
+    cursor, ``empty_filter`` for a filter without a field)."""
+    try:
+        return parse()
+    except EmptyFilterError as exc:
+        raise ApiError(422, "empty_filter", exc.message) from None
     except InvalidRequestError as exc:
-        raise ApiError(422, "validation_error", exc.message, "domain") from None
+        code = "bad_cursor" if exc.field == "cursor" else "validation_error"
+        raise ApiError(422, code, exc.message, exc.field) from None
 
 
 def _filter(body: schemas.JobFilterBody) -> JobFilter:
-    where = JobFilter(
-        status=body.status,
-        batch_id=body.batch_id,
-        domain=_domain(body.domain),
-        account=body.account,
-        error_code=body.code,
-    )
-    if where.empty:
-        raise ApiError(
-            422,
-            "empty_filter",
-            "give at least one of status, batch_id, domain, account, code "
-            "(an empty filter would match every job)",
-        )
-    return where
+    return _parsed(lambda: parse_filter(body.model_dump(), required=True))
 
 
 def _changed(ids: list[str]) -> dict[str, Any]:
     return {"changed": len(ids), "ids": ids[: schemas.MAX_CHANGED_IDS]}
-
-
-def _state_error(store: JobStore, job_id: str, message: str) -> ApiError:
-    job = store.get(job_id)
-    if job is None:
-        return ApiError(404, "not_found", f"no job {job_id!r}")
-    return ApiError(409, "wrong_status", f"{message}; it is {job.status.value}")
-
-
-def _encode(created_at: datetime, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode()
-
-
-def _decode(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    try:
-        stamp, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(stamp), job_id
-    except ValueError:
-        raise ApiError(
-            422, "bad_cursor", "cursor is not one this service returned", "cursor"
-        ) from None

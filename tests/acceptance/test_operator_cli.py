@@ -147,7 +147,7 @@ def test_cancel_acts_on_one_job_or_a_filter_and_says_how_many(tmp_path: Path) ->
     assert (one.returncode, one.stdout.strip()) == (0, "cancelled 1 job(s)")
     again = provision(env, "cancel", "k0")
     assert again.returncode == 1
-    assert "only queued or waiting jobs can be cancelled" in last_line(again)
+    assert "only a queued or waiting job can be cancelled" in last_line(again)
     rest = provision(env, "cancel", "--batch", "B")
     assert rest.stdout.strip() == "cancelled 3 job(s)"
     bare = provision(env, "cancel")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -121,6 +122,15 @@ class Queries(Table):
         query = query.order_by(col(t.created_at), col(t.id)).limit(limit)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
+
+    def count(self, where: JobFilter, statuses: Sequence[JobStatus] | None = None) -> int:
+        """How many jobs ``where`` matches (in ``statuses``, if given)."""
+        t = ProvisioningJob
+        query = select(func.count()).where(*where.conditions())
+        if statuses is not None:
+            query = query.where(col(t.status).in_(list(statuses)))
+        with Session(self.engine) as session:
+            return int(session.execute(query).scalar() or 0)
 
     def failures_by_code(self, batch_id: str) -> dict[str, int]:
         """How many of the batch's jobs failed, by error code, most common first."""
