@@ -89,7 +89,7 @@ def run_once(sites: int, latency_ms: float, store: str, extra: list[str]) -> dic
         try:
             t0 = time.monotonic()
             for event in events:
-                store_.enqueue(event.request, key=event.key, batch_id=batch_id)
+                store_.enqueue(event.request, key=event.key, batch=batch_id)
             enqueued = time.monotonic() - t0
             while True:
                 jobs = store_.batch(batch_id)

@@ -139,7 +139,7 @@ class Bench:
         jobs = [parse_event(signup(prefix, n)).job(priority) for n in range(count)]
         for start in range(0, count, 1000):
             chunk: list[NewJob] = jobs[start : start + 1000]
-            self.store.enqueue_many(chunk, batch_id=batch)
+            self.store.enqueue_many(chunk, batch=batch)
 
     def requests(self, since: float = 0.0) -> list[tuple[float, int, str | None]]:
         log = self.sandbox.admin.get("/_sandbox/requests", params={"since": since}).json()

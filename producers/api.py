@@ -53,7 +53,13 @@ from sqlmodel import col, select
 from producers.events import Event, parse_event
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs import view
-from worker.jobs.intake import check_same_request, insert_ignoring_duplicates, job_values
+from worker.jobs.intake import (
+    BatchOf,
+    check_same_request,
+    insert_batch,
+    insert_ignoring_duplicates,
+    job_values,
+)
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.specs import JobRequest
 from worker.jobs.states import Priority
@@ -270,14 +276,16 @@ class Provisioner:
     ) -> Callable[[str], _Steps]:
         """Validate now (before anything touches the transaction); the statements to run."""
         parsed = self._as_event(item, key)
+        now = utcnow()
+        batch = BatchOf(batch_id, batch_id, "api") if batch_id else BatchOf.of_day("api", now)
         row = job_values(
             parsed.request,
             key=parsed.key,
-            batch_id=batch_id,
-            now=utcnow(),
+            batch_id=batch.id,
+            now=now,
             priority=parsed.priority or priority,
         )
-        return functools.partial(_enqueue_steps, row)
+        return functools.partial(_enqueue_steps, batch.row(now), row)
 
     def _as_event(self, item: Mapping[str, Any] | Event | JobRequest, key: str | None) -> Event:
         if isinstance(item, JobRequest):
@@ -310,10 +318,11 @@ _Step = tuple[Executable, dict[str, Any] | None]
 _Steps = Generator[_Step, Sequence[Sequence[Any]], str]
 
 
-def _enqueue_steps(row: dict[str, Any], dialect: str) -> _Steps:
-    """Insert ``row`` unless its key exists; then the existing job's id, if the request is the
-    same. ON CONFLICT DO NOTHING instead of catching an IntegrityError: a failed INSERT would
-    abort the caller's whole transaction on PostgreSQL."""
+def _enqueue_steps(batch: dict[str, Any], row: dict[str, Any], dialect: str) -> _Steps:
+    """Insert the job's batch and ``row`` unless they exist; then the existing job's id, if the
+    request is the same. ON CONFLICT DO NOTHING instead of catching an IntegrityError: a failed
+    INSERT would abort the caller's whole transaction on PostgreSQL."""
+    yield insert_batch(dialect), batch
     inserted = yield insert_ignoring_duplicates(dialect), row
     if inserted:
         return str(inserted[0][0])

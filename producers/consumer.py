@@ -178,7 +178,7 @@ class StreamConsumer:
         self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
 
     def _enqueue(self, valid: list[tuple[str, Event]], entries: list[Entry]) -> None:
-        result = self.store.enqueue_many([e.job(self.priority) for _, e in valid])
+        result = self.store.enqueue_many([e.job(self.priority) for _, e in valid], source="stream")
         self.stats.queued += len(result.created)
         self.stats.duplicate += len(result.duplicate)
         for index, conflict in result.conflict.items():

@@ -22,6 +22,7 @@ from producers.events import Event, parse_event
 from producers.rows import Format, Row, detect_format, read_rows
 from worker.errors import InvalidRequestError
 from worker.jobs.filters import JobFilter
+from worker.jobs.intake import BatchOf
 from worker.jobs.queries import BatchSummary
 from worker.jobs.states import Priority
 from worker.jobs.store import JobStore
@@ -95,11 +96,13 @@ def import_file(
     accounts: Collection[str] | None = None,
     priority: Priority = Priority.bulk,
     batch_id: str | None = None,
+    name: str | None = None,
     retry_failed: bool = False,
     on_invalid: Callable[[Invalid], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
-    """Enqueue every valid row of ``path`` under ``batch_id`` (default: a new one).
+    """Enqueue every valid row of ``path`` under ``batch_id`` (default: a new one), a batch
+    named ``name`` (default: the file's name).
 
     ``accounts`` are the account names rows may use (None: any); ``priority`` is the class of
     rows that name none. With ``retry_failed``, a row whose job exists and had failed queues
@@ -115,6 +118,7 @@ def import_file(
             accounts=accounts,
             priority=priority,
             batch_id=batch_id,
+            name=name or path.name,
             retry_failed=retry_failed,
             on_invalid=on_invalid,
         )
@@ -133,10 +137,12 @@ def import_stream(
     accounts: Collection[str] | None = None,
     priority: Priority = Priority.bulk,
     batch_id: str | None = None,
+    name: str | None = None,
     retry_failed: bool = False,
     on_invalid: Callable[[Invalid], None] | None = None,
 ) -> ImportSummary:
     summary = ImportSummary(batch_id=batch_id or new_batch_id())
+    batch = BatchOf(summary.batch_id, name or summary.batch_id, "import")
 
     def reject(problem: Invalid) -> None:
         summary.invalid += 1
@@ -153,9 +159,9 @@ def import_stream(
             continue
         pending.append((row.line, outcome))
         if len(pending) >= batch_size:
-            _flush(store, pending, summary, reject, priority, retry_failed)
+            _flush(store, pending, summary, batch, reject, priority, retry_failed)
             pending = []
-    _flush(store, pending, summary, reject, priority, retry_failed)
+    _flush(store, pending, summary, batch, reject, priority, retry_failed)
     return summary
 
 
@@ -163,15 +169,14 @@ def _flush(
     store: JobStore,
     pending: list[tuple[int, Event]],
     summary: ImportSummary,
+    batch: BatchOf,
     reject: Callable[[Invalid], None],
     priority: Priority,
     retry_failed: bool,
 ) -> None:
     if not pending:
         return
-    result = store.enqueue_many(
-        [event.job(priority) for _, event in pending], batch_id=summary.batch_id
-    )
+    result = store.enqueue_many([event.job(priority) for _, event in pending], batch=batch)
     summary.queued += len(result.created)
     summary.duplicate += len(result.duplicate)
     if retry_failed and result.duplicate:

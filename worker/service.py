@@ -37,7 +37,7 @@ from worker.errors import (
     TransientError,
 )
 from worker.jobs.claims import Claim, Claims
-from worker.jobs.specs import GoalRecord, GoalSpec, JobRequest, Progress, SiteRecord
+from worker.jobs.specs import GoalRecord, GoalSpec, JobRequest, Progress, SiteRecord, calls_needed
 from worker.jobs.states import JobStatus, Operation
 from worker.jobs.table import LeaseLostError
 from worker.leases import LeaseKeeper
@@ -45,7 +45,7 @@ from worker.logs import job_context
 from worker.pauses import PAUSING, PROBE_SITE, Pause, Pauses
 from worker.plausible import Goal, PlausibleClient, SharedLink, Site
 from worker.quota.limiter import Limiter
-from worker.quota.permits import JobPermits, calls_needed
+from worker.quota.permits import JobPermits
 from worker.retrying import RetryPolicy
 
 log = logging.getLogger(__name__)

@@ -6,12 +6,25 @@ names operators already use: ``PLAUSIBLE_API_KEY`` and ``PLAUSIBLE_BASE_URL``.
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([dhms]?)\s*")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """``30d``, ``12h``, ``90m``, ``45s`` or a number of seconds, as a timedelta; anything else
+    is left to pydantic (an ISO 8601 duration such as ``P30D`` works too)."""
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value.lower())):
+        return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    return value
 
 
 class Settings(BaseSettings):
@@ -90,6 +103,11 @@ class Settings(BaseSettings):
     #: published again when the broker's queue holds fewer messages than such jobs (its message
     #: is lost); the wait doubles with each message, so duplicates stay rare.
     redispatch_after_seconds: float = 5.0
+
+    #: Finished jobs (and their delivered webhooks) older than this are deleted by the sweeper,
+    #: a few thousand at a time; batches keep their counts and the inventory is never pruned.
+    #: ``30d``, ``12h``, ``90m``, ``45s`` or seconds; ``0`` keeps every job.
+    job_retention: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(days=30)
 
     #: Celery worker processes. The work waits on HTTP, not CPU, so more than one per core pays;
     #: each prefork process costs about 75 MB. ``provision worker --concurrency N`` overrides it.

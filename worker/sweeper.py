@@ -5,7 +5,10 @@ Every ``schedule_interval_seconds`` the scheduler dispatches queued jobs that fi
 
 - hands back to the scheduler the waiting jobs whose time has come and the running jobs whose
   lease expired (their worker died),
-- publishes again dispatched jobs that never started (the broker lost their message).
+- publishes again dispatched jobs that never started (the broker lost their message);
+
+and every ``RETENTION_EVERY_SECONDS`` it deletes finished jobs older than
+``PROVISIONER_JOB_RETENTION`` (``Recovery.prune_finished``), a chunk at a time.
 
 Every worker runs one. That is safe: each job is taken by one scheduler or sweeper at a time
 (conditional UPDATE), and a duplicate message is harmless because only one claim can win.
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: Old quota windows are forgotten this often.
 PRUNE_EVERY_SECONDS = 600.0
+#: Finished jobs past their retention are deleted this often, ``RETENTION_CHUNK`` at most.
+RETENTION_EVERY_SECONDS = 60.0
+RETENTION_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
     # messages missing from it are those of the oldest dispatched jobs; of those, the ones that
     # have waited long enough are published again.
     queued = dispatcher.queued_messages()
-    missing = store.unstarted_dispatched(redispatch_after=0) - queued
+    missing = store.unstarted_dispatched() - queued
     lost = store.take_for_redispatch(redispatch_after=after, limit=min(missing, 500))
     # Should publishing fail, they stay dispatched with their permits: a later sweep finds them
     # missing again (the wait before it doubles).
@@ -58,6 +64,17 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
     if requeued or lost:
         log.info("sweeper: %d back to the scheduler, %d published again", requeued, len(lost))
     return SweepResult(requeued=requeued, redispatched=len(lost))
+
+
+def prune_expired(store: JobStore, settings: Settings) -> int:
+    """Delete a chunk of the finished jobs past ``settings.job_retention``; returns how many."""
+    if not settings.job_retention:
+        return 0
+    before = store.clock() - settings.job_retention
+    pruned = store.prune_finished(before=before, limit=RETENTION_CHUNK)
+    if pruned:
+        log.info("retention: deleted %d job(s) finished before %s", pruned, before.isoformat())
+    return pruned
 
 
 def sweep_forever(
@@ -73,7 +90,7 @@ def sweep_forever(
     True. Completion webhooks go out meanwhile from a thread of their own (``worker.webhooks``),
     which ends with this loop's thread."""
     webhooks.start_sender(store, settings)
-    next_sweep = next_prune = monotonic()
+    next_sweep = next_prune = next_retention = monotonic()
     pause = settings.schedule_interval_seconds
     while not wait(pause):
         now = monotonic()
@@ -84,6 +101,9 @@ def sweep_forever(
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_SECONDS
                 scheduler.limiter.prune()
+            if now >= next_retention:
+                pruned = prune_expired(store, settings)
+                next_retention = now + (0 if pruned == RETENTION_CHUNK else RETENTION_EVERY_SECONDS)
             metrics.SCHEDULER_JOBS.labels("dispatched").inc(len(scheduler.tick()))
             until_change = scheduler.next_wake() - scheduler.limiter.clock()
             pause = min(settings.schedule_interval_seconds, max(0.005, until_change))

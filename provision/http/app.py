@@ -218,7 +218,10 @@ def create_app(
             raise ApiError(422, "validation_error", exc.message, exc.field) from None
         try:
             result = store.enqueue(
-                parsed.request, key=parsed.key, priority=parsed.priority or Priority.interactive
+                parsed.request,
+                key=parsed.key,
+                source="http",
+                priority=parsed.priority or Priority.interactive,
             )
         except IdempotencyConflictError as exc:
             raise ApiError(409, "idempotency_key_reused", str(exc), "id") from None

@@ -137,7 +137,7 @@ def test_cancel_acts_on_one_job_or_a_filter_and_says_how_many(tmp_path: Path) ->
     store = JobStore(migrated_engine(url))
     for n in range(4):
         request = parse_event({"domain": f"c{n}.example.com"}).request
-        store.enqueue(request, key=f"k{n}", batch_id="B")
+        store.enqueue(request, key=f"k{n}", batch="B")
     env = {
         **clean_environ(),
         "PROVISIONER_DATABASE_URL": url,

@@ -38,7 +38,7 @@ def enqueue_bulk(stack: Stack, batch: str, count: int) -> list[str]:
         stack.store.enqueue(
             provision_request(f"{batch}{n}.example.com"),
             key=f"{batch}-{n}",
-            batch_id=batch,
+            batch=batch,
             priority=Priority.bulk,
         ).job.id
         for n in range(count)

@@ -120,7 +120,7 @@ def test_the_scheduler_admits_nothing_of_a_paused_account_until_its_key_changes(
 
 def test_an_operators_retry_resumes_the_account_and_its_held_jobs(store: JobStore) -> None:
     pauses = Pauses(store.engine)
-    jobs = [store.enqueue(provision(f"r{n}.example.com"), batch_id="B").job for n in range(3)]
+    jobs = [store.enqueue(provision(f"r{n}.example.com"), batch="B").job for n in range(3)]
     pauses.pause("default", "sites_api_unavailable", "No Sites API.", None)
     retried = retry_matching(store, JobFilter(batch_id="B"))
     assert retried.resumed == ["default"]

@@ -164,9 +164,9 @@ def test_every_enqueue_path_shares_one_insert_and_one_duplicate_rule(
     bulk_calls: list[int] = []
     real_bulk = JobStore.enqueue_many
 
-    def spy_bulk(self: JobStore, items, *, batch_id=None):  # type: ignore[no-untyped-def]
+    def spy_bulk(self: JobStore, items, **options):  # type: ignore[no-untyped-def]
         bulk_calls.append(len(items))
-        return real_bulk(self, items, batch_id=batch_id)
+        return real_bulk(self, items, **options)
 
     checks: list[str] = []
     real_check = worker.jobs.intake.check_same_request

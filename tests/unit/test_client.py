@@ -379,7 +379,7 @@ def test_cancel_retry_and_their_conflicts(served: Served) -> None:
 
 def test_jobs_follows_the_cursor_and_batch_and_quota_answer_their_models(served: Served) -> None:
     ids = [
-        served.store.enqueue(parse_event(event(n)).request, key=f"evt_{n}", batch_id="b-1").job.id
+        served.store.enqueue(parse_event(event(n)).request, key=f"evt_{n}", batch="b-1").job.id
         for n in range(601, 606)
     ]
     recording = Recording()

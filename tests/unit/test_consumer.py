@@ -237,10 +237,10 @@ class FailsOnKey(JobStore):
         super().__init__(inner.engine)
         self.bad_key = bad_key
 
-    def enqueue_many(self, items, *, batch_id=None):  # type: ignore[no-untyped-def]
+    def enqueue_many(self, items, **options):  # type: ignore[no-untyped-def]
         if any(item.key == self.bad_key for item in items):
             raise UnicodeEncodeError("utf-8", self.bad_key, 0, 1, "surrogates not allowed")
-        return super().enqueue_many(items, batch_id=batch_id)
+        return super().enqueue_many(items, **options)
 
 
 def test_a_failing_batch_insert_is_retried_row_by_row(redis_url: str, tmp_path: Path) -> None:
@@ -261,7 +261,7 @@ def test_a_failing_batch_insert_is_retried_row_by_row(redis_url: str, tmp_path: 
 
 
 class DatabaseDown(JobStore):
-    def enqueue_many(self, items, *, batch_id=None):  # type: ignore[no-untyped-def]
+    def enqueue_many(self, items, **options):  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT", {}, Exception("connection refused"))
 
 

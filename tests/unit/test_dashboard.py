@@ -62,7 +62,7 @@ def csrf_of(html: str) -> str:
 
 
 def failed(store: JobStore, n: int, *, code: str = "domain_taken", batch: str = "b1") -> str:
-    job = store.enqueue(parse_event(event(n)).request, key=f"evt_{n}", batch_id=batch).job
+    job = store.enqueue(parse_event(event(n)).request, key=f"evt_{n}", batch=batch).job
     assert store.admit(job.id, {})
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
@@ -275,7 +275,7 @@ def test_retrying_a_group_after_its_confirmation_requeues_exactly_it(
 def test_cancel_by_filter_and_an_empty_filter_is_refused(
     client: TestClient, store: JobStore
 ) -> None:
-    queued = [store.enqueue(parse_event(event(n)).request, key=f"q{n}", batch_id="b2").job.id
+    queued = [store.enqueue(parse_event(event(n)).request, key=f"q{n}", batch="b2").job.id
               for n in (1, 2)]  # fmt: skip
     sign_in(client)
     empty = client.get("/ui/confirm?action=cancel")
@@ -362,7 +362,7 @@ def test_search_by_domain_key_or_id_with_filters(client: TestClient, store: JobS
 
 def test_the_batches_page_counts_each_status(client: TestClient, store: JobStore) -> None:
     failed(store, 1)
-    store.enqueue(parse_event(event(2)).request, key="evt_2", batch_id="b1")
+    store.enqueue(parse_event(event(2)).request, key="evt_2", batch="b1")
     sign_in(client)
     page = client.get("/ui").text
     assert 'data-batch="b1"' in page
@@ -398,8 +398,8 @@ def test_pages_of_jobs_are_newest_first_and_complete(store: JobStore) -> None:
         NewJob(f"k{n}", parse_event(event(n)).request, Priority.bulk if n % 2 else Priority.interactive)
         for n in range(37)
     ]  # fmt: skip
-    store.enqueue_many(items[:20], batch_id="older")
-    store.enqueue_many(items[20:], batch_id="newer")
+    store.enqueue_many(items[:20], batch="older")
+    store.enqueue_many(items[20:], batch="newer")
     for job in store.list_jobs(JobFilter(), limit=100)[::3]:
         store.cancel(job.id)
     queries = Queries(store)

@@ -14,12 +14,12 @@ from testkit.databases import migrated_engine
 from testkit.fakes import RecordingDispatcher
 from worker.accounts import Accounts, Quota, load_accounts
 from worker.errors import QuotaWait, RateLimitedError
-from worker.jobs.specs import GoalSpec, JobRequest, Progress, SiteRecord
+from worker.jobs.specs import GoalSpec, JobRequest, Progress, SiteRecord, calls_needed
 from worker.jobs.states import Operation, Priority
 from worker.jobs.store import JobStore
 from worker.quota import windows
 from worker.quota.limiter import Limiter
-from worker.quota.permits import JobPermits, calls_needed
+from worker.quota.permits import JobPermits
 from worker.quota.scheduler import PUBLISH_EVERY, Scheduler
 from worker.quota.windows import BURST, HOUR, Window
 from worker.settings import Settings
@@ -249,7 +249,7 @@ def test_interactive_jobs_go_first_and_only_what_fits_is_dispatched(
     store: JobStore, limiter: Limiter
 ) -> None:
     bulk = [
-        store.enqueue(provision(f"b{n}.example.com"), batch_id="big", priority=Priority.bulk).job
+        store.enqueue(provision(f"b{n}.example.com"), batch="big", priority=Priority.bulk).job
         for n in range(20)
     ]
     signup = store.enqueue(provision("new.example.com")).job
@@ -319,9 +319,9 @@ def test_bulk_batches_share_the_window_round_robin(
     store: JobStore, limiter: Limiter, clock: Clock
 ) -> None:
     for n in range(30):
-        store.enqueue(provision(f"a{n}.example.com"), batch_id="big", priority=Priority.bulk)
+        store.enqueue(provision(f"a{n}.example.com"), batch="big", priority=Priority.bulk)
     for n in range(4):
-        store.enqueue(provision(f"s{n}.example.com"), batch_id="small", priority=Priority.bulk)
+        store.enqueue(provision(f"s{n}.example.com"), batch="small", priority=Priority.bulk)
     sched = scheduler(store, limiter, accounts_for())
     first = sched.tick()
     batches = Counter(store.get(job_id).batch_id for job_id in first)  # type: ignore[union-attr]
@@ -335,7 +335,7 @@ def test_the_round_robin_resumes_after_the_batch_served_last(
         for n in range(10):
             store.enqueue(
                 provision(f"{batch}{n}.example.com", goals=13, links=0),  # 14 calls each
-                batch_id=batch,
+                batch=batch,
                 priority=Priority.bulk,
             )
     sched = scheduler(store, limiter, accounts_for())
@@ -395,9 +395,9 @@ def test_a_batch_eta_counts_the_work_ahead_of_it_and_the_budget(
 
     reporter = Reporter(store, limiter, accounts_for())
     for n in range(300):
-        store.enqueue(provision(f"big{n}.example.com"), batch_id="big", priority=Priority.bulk)
+        store.enqueue(provision(f"big{n}.example.com"), batch="big", priority=Priority.bulk)
     for n in range(30):
-        store.enqueue(provision(f"s{n}.example.com"), batch_id="small", priority=Priority.bulk)
+        store.enqueue(provision(f"s{n}.example.com"), batch="small", priority=Priority.bulk)
     for n in range(5):
         store.enqueue(provision(f"i{n}.example.com"))
     eta = reporter.batch_eta("small")
@@ -419,7 +419,7 @@ def test_the_quota_report_shows_windows_and_waiting_jobs(
     from worker.quota.report import Reporter
 
     store.enqueue(provision("a.example.com"))
-    store.enqueue(provision("b.example.com"), batch_id="x", priority=Priority.bulk)
+    store.enqueue(provision("b.example.com"), batch="x", priority=Priority.bulk)
     limiter.take(QUOTA_OF_DEFAULT, limiter.span(QUOTA_OF_DEFAULT), 7, Priority.interactive)
     [report] = Reporter(store, limiter, accounts_for()).quotas()
     assert report["quota"] == "default"

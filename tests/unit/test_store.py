@@ -280,7 +280,7 @@ def test_candidates_are_per_class_per_account_and_oldest_first(
     bulk = []
     for n in range(3):
         request = provision(f"b{n}.example.com")
-        bulk.append(store.enqueue(request, batch_id="big", priority=Priority.bulk).job)
+        bulk.append(store.enqueue(request, batch="big", priority=Priority.bulk).job)
         clock.advance(1)
     interactive = store.enqueue(provision("new.example.com")).job
     other = store.enqueue(provision("x.example.com").model_copy(update={"account": "b"})).job

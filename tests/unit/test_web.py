@@ -500,7 +500,7 @@ def test_openapi_documents_the_models_the_bearer_scheme_and_the_errors(client: T
 
 def progressed_job(store: JobStore) -> str:
     """A failed job with every part of a view filled in: site, goals, shared links, an error."""
-    job = store.enqueue(parse_event(event(1)).request, key="evt_1", batch_id="b1").job
+    job = store.enqueue(parse_event(event(1)).request, key="evt_1", batch="b1").job
     progress = Progress(
         site=SiteRecord(domain="site1.example.com", timezone="Europe/Berlin", adopted=True),
         goals={
@@ -530,7 +530,7 @@ def reporter_for(store: JobStore) -> Reporter:
 
 def test_the_response_models_carry_the_views_unchanged(store: JobStore) -> None:
     job_id = progressed_job(store)
-    store.enqueue(parse_event(event(2)).request, key="evt_2", batch_id="b1")
+    store.enqueue(parse_event(event(2)).request, key="evt_2", batch="b1")
     reporter = reporter_for(store)
     job = store.get(job_id)
     assert job is not None
@@ -919,7 +919,7 @@ def test_bulk_retry_changes_exactly_the_failed_jobs_the_filter_matches(
         ("a4", "A", None),  # queued: nothing to retry
     ]:
         n = len(ids)
-        ids[key] = store.enqueue(parse_event(event(n)).request, key=key, batch_id=batch).job.id
+        ids[key] = store.enqueue(parse_event(event(n)).request, key=key, batch=batch).job.id
         if code is not None:
             fail(store, ids[key], code=code)
     response = client.post(
@@ -977,7 +977,7 @@ def test_an_empty_filter_is_refused_and_changes_nothing(
 
 def test_bulk_answers_list_at_most_1000_ids(client: TestClient, store: JobStore) -> None:
     requests = [NewJob(f"k{n}", parse_event(event(n)).request) for n in range(1001)]
-    store.enqueue_many(requests, batch_id="big")
+    store.enqueue_many(requests, batch="big")
     response = client.post("/jobs/cancel", json={"batch_id": "big"}, headers=AUTH).json()
     assert response["changed"] == 1001
     assert len(response["ids"]) == len(set(response["ids"])) == 1000

@@ -10,7 +10,6 @@ overwrite newer state.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,10 +17,11 @@ from typing import Any
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
-from worker.jobs.models import ProvisioningJob
-from worker.jobs.specs import JobRequest, Progress
-from worker.jobs.states import JobStatus, Operation, Priority
-from worker.jobs.table import LeaseLostError, Table
+from worker.jobs.inventory import changes
+from worker.jobs.models import ProvisioningJob, SiteGoalRow
+from worker.jobs.specs import JobRequest, Progress, calls_needed
+from worker.jobs.states import JobStatus, Priority
+from worker.jobs.table import Change, Table
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ class Claims(Table):
         )
 
     def checkpoint(self, claim: Claim, progress: Progress, *, lease_seconds: float) -> None:
-        """Record finished steps, so a later attempt resumes after them; renews the lease."""
+        """Record finished steps, so a later attempt resumes after them, and what they made in
+        the inventory; renews the lease."""
         self._apply(claim, progress=progress, lease_expires_at=self._lease_end(lease_seconds))
 
     def renew(self, claim: Claim, *, lease_seconds: float) -> None:
@@ -172,27 +173,32 @@ class Claims(Table):
         )
 
     def _apply(self, claim: Claim, **values: Any) -> None:
-        t = ProvisioningJob
-        fenced = (col(t.id) == claim.job_id, col(t.lease_token) == claim.token)
-        if self._update(*fenced, updated_at=self.clock(), **values) != 1:
-            raise LeaseLostError(claim.job_id)
+        self._update_fenced(claim, self._recorded(claim, values), **values)
 
     def _apply_notifying(self, claim: Claim, **values: Any) -> None:
         """``_apply`` of a final status, and the job's webhook in the outbox: one transaction."""
-        self._finish(col(ProvisioningJob.id) == claim.job_id, fence=claim, **values)
+        also = self._recorded(claim, values)
+        self._finish(col(ProvisioningJob.id) == claim.job_id, fence=claim, also=also, **values)
+
+    def _recorded(self, claim: Claim, values: dict[str, Any]) -> list[Change]:
+        """With a new ``progress`` among ``values``: the calls the job still needs beside it, and
+        what it changes in the inventory (written in the same transaction)."""
+        values.setdefault("updated_at", self.clock())
+        progress = values.get("progress")
+        if progress is None:
+            return []
+        values["calls_left"] = calls_needed(claim.request, progress)
+        dialect = self.engine.dialect.name
+        now = values["updated_at"]
+        return changes(dialect, claim.request, claim.job_id, claim.progress, progress, now)
 
     def goal_id_from_history(self, domain: str, natural_key: str) -> int | None:
-        """The id our newest succeeded provisioning of ``domain`` recorded for a goal, if any."""
-        t = ProvisioningJob
+        """The id our records (the inventory) hold for a goal of ``domain``, if any."""
+        g = SiteGoalRow
         with Session(self.engine) as session:
-            progresses: Iterable[Progress] = session.execute(
-                select(col(t.progress))
-                .where(col(t.domain) == domain, col(t.operation) == Operation.provision_site)
-                .where(col(t.status) == JobStatus.succeeded)
-                .order_by(col(t.finished_at).desc())
-            ).scalars()
-            for progress in progresses:
-                goal = progress.goals.get(natural_key)
-                if goal is not None:
-                    return goal.id
-        return None
+            return session.execute(
+                select(g.goal_id)
+                .where(col(g.domain) == domain, col(g.natural_key) == natural_key)
+                .order_by(col(g.confirmed_at).desc())
+                .limit(1)
+            ).scalar()

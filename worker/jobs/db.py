@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, inspect
+from sqlalchemy import Table, event, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import create_engine
@@ -73,17 +73,33 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
-def insert_ignoring(table: Any, dialect: str, keys: list[str]) -> Any:
-    """INSERT … ON CONFLICT (keys) DO NOTHING, on SQLite or PostgreSQL."""
+def _insert(table: Any, dialect: str) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table)
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(dialect)
-    return stmt.on_conflict_do_nothing(index_elements=keys)
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(dialect)  # pragma: no cover - only SQLite and PostgreSQL
+
+
+def table_of(model: type[Any]) -> Table:
+    """The Core table of a SQLModel table class (its ``__table__``, which the stubs lack)."""
+    table: Table = model.__table__
+    return table
+
+
+def insert_ignoring(table: Any, dialect: str, keys: list[str]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO NOTHING, on SQLite or PostgreSQL."""
+    return _insert(table, dialect).on_conflict_do_nothing(index_elements=keys)
+
+
+def upsert(table: Any, dialect: str, keys: list[str], update: list[str]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE SET each of ``update`` to the inserted value."""
+    stmt = _insert(table, dialect)
+    return stmt.on_conflict_do_update(
+        index_elements=keys, set_={name: stmt.excluded[name] for name in update}
+    )
 
 
 # -- schema ------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from sqlalchemy import func, or_
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
-from worker.jobs.models import ProvisioningJob
-from worker.jobs.recovery import redispatch_due
+from worker.jobs.counts import DISPATCHED, READY, summed
+from worker.jobs.models import Batch, JobCount, ProvisioningJob
 from worker.jobs.states import JobStatus, Operation, Priority
 from worker.jobs.table import UNSET, Table, Unset
 from worker.times import as_utc
@@ -59,23 +59,24 @@ class Dispatching(Table):
 
     def pending_batches(
         self, accounts: Sequence[str], priority: Priority, *, no_provision: Sequence[str] = ()
-    ) -> list[str | None]:
-        """The batches that have undispatched queued jobs in ``priority``, oldest first."""
-        t = ProvisioningJob
+    ) -> list[str]:
+        """The batches that have jobs of ``accounts`` in ``priority`` waiting for the scheduler,
+        oldest first (from the counts: ``no_provision`` is applied when their jobs are fetched)."""
+        c, b = JobCount, Batch
+        query = (
+            select(c.batch_id)
+            .join(b, col(b.id) == col(c.batch_id))
+            .where(
+                col(c.state) == READY,
+                col(c.priority) == priority.value,
+                col(c.account).in_(list(accounts)),
+            )
+            .group_by(col(c.batch_id), col(b.created_at))
+            .having(func.sum(c.jobs) > 0)
+            .order_by(col(b.created_at), col(c.batch_id))
+        )
         with Session(self.engine) as session:
-            rows = session.execute(
-                select(t.batch_id, func.min(t.created_at))
-                .where(
-                    col(t.status) == JobStatus.queued,
-                    col(t.priority) == priority,
-                    col(t.dispatched_at).is_(None),
-                    col(t.account).in_(accounts),
-                    *_not_provisioning(no_provision),
-                )
-                .group_by(col(t.batch_id))
-                .order_by(func.min(t.created_at))
-            ).all()
-        return [batch_id for batch_id, _ in rows]
+            return list(session.execute(query).scalars())
 
     def admit(self, job_id: str, permits: dict[str, int]) -> bool:
         """Mark a queued, undispatched job as dispatched with the permits reserved for it; False
@@ -105,20 +106,10 @@ class Dispatching(Table):
                 permits=None,
             )
 
-    def unstarted_dispatched(self, *, redispatch_after: float) -> int:
-        """How many dispatched jobs have waited ``redispatch_after`` (doubling with each message
-        sent) without a worker claiming them."""
-        t = ProvisioningJob
-        now = self.clock()
-        with Session(self.engine) as session:
-            return int(
-                session.execute(
-                    select(func.count()).where(
-                        col(t.status) == JobStatus.queued, redispatch_due(now, redispatch_after)
-                    )
-                ).scalar()
-                or 0
-            )
+    def unstarted_dispatched(self) -> int:
+        """How many dispatched jobs no worker has started yet."""
+        [(jobs, _)] = summed(self.engine, col(JobCount.state) == DISPATCHED)
+        return int(jobs or 0)
 
     def recent_run_seconds(self, accounts: Sequence[str], *, limit: int = 20) -> list[float]:
         """How long the last jobs to succeed took from their dispatch to done, in seconds."""

@@ -8,15 +8,15 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlmodel import Session, col, select
 
 from worker.errors import IdempotencyConflictError
-from worker.jobs.db import insert_ignoring
-from worker.jobs.models import ProvisioningJob
-from worker.jobs.specs import JobRequest
+from worker.jobs.db import insert_ignoring, table_of
+from worker.jobs.models import Batch, ProvisioningJob
+from worker.jobs.specs import JobRequest, Progress, calls_needed
 from worker.jobs.states import DEFAULT_ACCOUNT, JobStatus, Priority
 from worker.jobs.table import Table
 
@@ -82,15 +82,41 @@ def check_same_request(
         raise IdempotencyConflictError(key, existing_id)
 
 
+@dataclass(frozen=True)
+class BatchOf:
+    """The batch new jobs join: its id, a name for people and where its jobs came from."""
+
+    id: str
+    name: str
+    source: str
+
+    @classmethod
+    def of_day(cls, source: str, now: datetime) -> BatchOf:
+        """The batch of the jobs that come one at a time from ``source``: one a day (UTC)."""
+        day = now.astimezone(UTC)
+        return cls(f"{source}-{day:%Y%m%d}", f"{source} {day:%Y-%m-%d}", source)
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "source": self.source, "created_at": now}
+
+
+def insert_batch(dialect: str) -> Any:
+    """INSERT a ``batches`` row unless it exists (``BatchOf.row``), RETURNING its id if new (so
+    every driver's cursor has rows to fetch)."""
+    table = table_of(Batch)
+    return insert_ignoring(table, dialect, ["id"]).returning(table.c.id)
+
+
 def job_values(
     request: JobRequest,
     *,
     key: str | None,
-    batch_id: str | None,
+    batch_id: str,
     now: datetime,
     priority: Priority = Priority.interactive,
 ) -> dict[str, Any]:
-    """A new queued job's column values, for a bulk INSERT: built without constructing a model object per row (which dominates the cost of a large import)."""
+    """A new queued job's column values, for a bulk INSERT: built without constructing a model
+    object per row (which dominates the cost of a large import)."""
     data, digest = _canonical(request)
     return {
         "id": uuid.uuid4().hex,
@@ -106,6 +132,7 @@ def job_values(
         "progress": {},
         "attempts": 0,
         "dispatch_count": 0,
+        "calls_left": calls_needed(request, Progress()),
         "created_at": now,
         "updated_at": now,
     }
@@ -114,7 +141,7 @@ def job_values(
 def insert_ignoring_duplicates(dialect: str) -> Any:
     """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key; run it
     with a list of rows (executemany: compiled once, sent in multi-row chunks)."""
-    table = ProvisioningJob.__table__  # type: ignore[attr-defined]
+    table = table_of(ProvisioningJob)
     return insert_ignoring(table, dialect, ["idempotency_key"]).returning(
         table.c.id, table.c.idempotency_key
     )
@@ -128,7 +155,8 @@ class Intake(Table):
         request: JobRequest,
         *,
         key: str | None = None,
-        batch_id: str | None = None,
+        batch: BatchOf | str | None = None,
+        source: str = "api",
         priority: Priority = Priority.interactive,
     ) -> Enqueued:
         """Write a queued job, or return the job that already has this key.
@@ -136,7 +164,7 @@ class Intake(Table):
         Raises IdempotencyConflictError when the key belongs to a different request. A one-row
         ``enqueue_many``: one insert-or-detect-duplicate path for every producer.
         """
-        result = self.enqueue_many([NewJob(key, request, priority)], batch_id=batch_id)
+        result = self.enqueue_many([NewJob(key, request, priority)], batch=batch, source=source)
         if 0 in result.conflict:
             raise result.conflict[0]
         created = 0 in result.created
@@ -149,18 +177,25 @@ class Intake(Table):
         self,
         items: Sequence[NewJob],
         *,
-        batch_id: str | None = None,
+        batch: BatchOf | str | None = None,
+        source: str = "api",
     ) -> BulkResult:
         """Write many queued jobs in one transaction; rows whose key exists are left alone.
+
+        They join ``batch`` (a batch id names a batch after itself), or, by default, the batch of
+        the day of their ``source`` (``http``, ``api``, ``stream``...).
 
         Keys repeated within ``items`` count once (the first wins). Returns which rows were created,
         which were duplicates of an existing job with the same request, and which reused a key for
         a different request. New rows have ``dispatched_at`` NULL: the scheduler dispatches them.
         """
         now = self.clock()
+        if isinstance(batch, str):
+            batch = BatchOf(batch, batch, source)
+        batch = batch or BatchOf.of_day(source, now)
         jobs = [
             job_values(
-                item.request, key=item.key, batch_id=batch_id, now=now, priority=item.priority
+                item.request, key=item.key, batch_id=batch.id, now=now, priority=item.priority
             )
             for item in items
         ]
@@ -173,7 +208,9 @@ class Intake(Table):
         inserted: dict[str, str] = {}
         if unique:
             with Session(self.engine) as session:
-                rows = session.execute(insert_ignoring_duplicates(self.engine.dialect.name), unique)
+                dialect = self.engine.dialect.name
+                session.execute(insert_batch(dialect), batch.row(now))
+                rows = session.execute(insert_ignoring_duplicates(dialect), unique)
                 inserted = {key: job_id for job_id, key in rows.all()}
                 session.commit()
         missing = [

@@ -47,8 +47,12 @@ class ProvisioningJob(SQLModel, table=True):
         Index(
             "ix_provisioning_jobs_admission_batch", "status", "priority", "batch_id", "created_at"
         ),
-        # The jobs that finished last (how long jobs take, for the reserve's release).
+        # The jobs that finished last (how long jobs take, for the reserve's release), and the
+        # finished jobs retention deletes.
         Index("ix_provisioning_jobs_status_finished", "status", "finished_at"),
+        # A batch's failures, oldest first, and its jobs finished lately (its rate).
+        Index("ix_provisioning_jobs_batch_status", "batch_id", "status", "created_at"),
+        Index("ix_provisioning_jobs_batch_finished", "batch_id", "finished_at"),
     )
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
@@ -84,6 +88,9 @@ class ProvisioningJob(SQLModel, table=True):
         default=None, sa_type=DateTime(timezone=True), index=True
     )
     dispatch_count: int = 0
+    #: The calls the job still needs on the happy path (``worker.quota.permits.calls_needed``),
+    #: kept with its checkpoints: the counts sum it to tell when a batch will be done.
+    calls_left: int = 1
     #: Quota permits the scheduler reserved for the job when it dispatched it: window key
     #: ("burst:177000123") -> permits. The worker spends these before taking any more.
     permits: dict[str, int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -179,3 +186,94 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Batch(SQLModel, table=True):
+    """A group of jobs an operator thinks of as one: an imported file, a plan applied, or, for
+    jobs that came one at a time (HTTP, the Python API, the stream), their source's day.
+
+    Its counts live in ``job_counts``; the row itself only says what it is and when it began and
+    last finished something, so a batch's page still works once its jobs are pruned."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_created", "created_at", "id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    #: For people: the file's name, a label the producer gave, or the source and day.
+    name: str = Field(max_length=255)
+    #: ``import``, ``http``, ``api``, ``stream``, ``apply``, ``legacy``...
+    source: str = Field(max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: When a job of the batch last reached a final status (kept in step by the database).
+    last_finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class JobCount(SQLModel, table=True):
+    """How many jobs are in each state, per batch, account, class and last error code, and the
+    calls they still need: kept by database triggers in the transaction of every change to a
+    job, so every reader gets exact numbers without counting the backlog. Rows are never
+    decremented by retention: a batch keeps its counts after its jobs are pruned.
+
+    ``state`` is the job's status, with ``queued`` split in two: ``ready`` (waiting for the
+    scheduler) and ``dispatched`` (handed to the broker, not started)."""
+
+    __tablename__ = "job_counts"
+    __table_args__ = (Index("ix_job_counts_state", "state", "account", "priority"),)
+
+    batch_id: str = Field(primary_key=True, max_length=64)
+    account: str = Field(primary_key=True, max_length=64)
+    priority: str = Field(primary_key=True, max_length=16)
+    state: str = Field(primary_key=True, max_length=16)
+    #: The last error's code ('' for none).
+    code: str = Field(primary_key=True, max_length=64)
+    jobs: int = Field(default=0, sa_type=BigInteger)
+    calls: int = Field(default=0, sa_type=BigInteger)
+
+
+class SiteRow(SQLModel, table=True):
+    """The inventory: a site the provisioner knows it owns in Plausible, per account. Written in
+    the transaction of the checkpoint that learnt it; removed by the delete that removed it."""
+
+    __tablename__ = "inventory_sites"
+
+    account: str = Field(primary_key=True, max_length=64)
+    #: As Plausible normalised it: its ``site_id``.
+    domain: str = Field(primary_key=True, max_length=255)
+    timezone: str = Field(max_length=64)
+    #: ``created`` by us, ``adopted`` (the domain was taken, by a site of ours: a create whose
+    #: answer was lost), or ``existed`` (in the account before us).
+    origin: str = Field(max_length=16)
+    job_id: str = Field(max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: When a job last saw it in Plausible.
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SiteGoalRow(SQLModel, table=True):
+    """A goal of an inventory site, by its natural key (``event:Signup``, ``page:/pricing``)."""
+
+    __tablename__ = "inventory_goals"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    natural_key: str = Field(primary_key=True, max_length=255)
+    goal_id: int = Field(sa_type=BigInteger)
+    goal_type: str = Field(max_length=8)
+    event_name: str | None = Field(default=None, max_length=255)
+    page_path: str | None = Field(default=None, max_length=2048)
+    display_name: str = Field(max_length=255)
+    job_id: str = Field(max_length=32)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SiteLinkRow(SQLModel, table=True):
+    """A shared link of an inventory site (Plausible can only ensure them: none is deleted)."""
+
+    __tablename__ = "inventory_links"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    name: str = Field(primary_key=True, max_length=255)
+    url: str = Field(max_length=2048)
+    job_id: str = Field(max_length=32)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

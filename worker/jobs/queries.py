@@ -9,10 +9,10 @@ from datetime import datetime
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
+from worker.jobs.counts import Counts
 from worker.jobs.filters import JobFilter
-from worker.jobs.models import ProvisioningJob
+from worker.jobs.models import Batch, ProvisioningJob
 from worker.jobs.states import JobStatus
-from worker.jobs.table import Table
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class BatchSummary:
     #: The first failed jobs; ``truncated`` when there are more.
     failures: list[ProvisioningJob]
     failures_by_code: dict[str, int] = field(default_factory=dict)
+    #: The batch's row: its name, source and times (None for a batch never written).
+    batch: Batch | None = None
 
     @property
     def truncated(self) -> bool:
@@ -35,7 +37,7 @@ class BatchSummary:
         )
 
 
-class Queries(Table):
+class Queries(Counts):
     """What readers may do: look jobs up."""
 
     def get_by_key(self, key: str) -> ProvisioningJob | None:
@@ -77,16 +79,13 @@ class Queries(Table):
             )
 
     def batch_summary(self, batch_id: str, *, max_failures: int = 100) -> BatchSummary:
-        """How many jobs of the batch are in each status, its failures counted by error code,
-        and the first failed jobs (up to ``max_failures``; page through the rest with
-        ``list_jobs``)."""
+        """How many jobs of the batch are in each status, its failures counted by error code
+        (both from the counts, so they outlive pruned jobs), and the first failed jobs still
+        kept (up to ``max_failures``; page through the rest with ``list_jobs``)."""
         t = ProvisioningJob
+        counts = self.batch_counts([batch_id])[batch_id]
         with Session(self.engine, expire_on_commit=False) as session:
-            counts = {status.value: 0 for status in JobStatus}
-            for status, n in session.execute(
-                select(t.status, func.count()).where(t.batch_id == batch_id).group_by(t.status)
-            ).all():
-                counts[JobStatus(status).value] = int(n)
+            batch = session.get(Batch, batch_id)
             failures = list(
                 session.exec(
                     select(t)
@@ -95,8 +94,13 @@ class Queries(Table):
                     .limit(max_failures)
                 ).all()
             )
-        by_code = self.failures_by_code(batch_id) if failures else {}
-        return BatchSummary(batch_id, sum(counts.values()), counts, failures, by_code)
+        by_code = {
+            code: n
+            for (status, code), n in self.batch_errors(batch_id).items()
+            if status == JobStatus.failed.value
+        }
+        by_code = dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
+        return BatchSummary(batch_id, sum(counts.values()), counts, failures, by_code, batch)
 
     def list_jobs(
         self,
@@ -131,15 +135,3 @@ class Queries(Table):
             query = query.where(col(t.status).in_(list(statuses)))
         with Session(self.engine) as session:
             return int(session.execute(query).scalar() or 0)
-
-    def failures_by_code(self, batch_id: str) -> dict[str, int]:
-        """How many of the batch's jobs failed, by error code, most common first."""
-        t = ProvisioningJob
-        with Session(self.engine) as session:
-            rows = session.execute(
-                select(t.error_code, func.count())
-                .where(col(t.batch_id) == batch_id, col(t.status) == JobStatus.failed)
-                .group_by(col(t.error_code))
-                .order_by(func.count().desc(), col(t.error_code))
-            ).all()
-        return {str(code): int(n) for code, n in rows}

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, col, select
 
-from worker.jobs.models import ProvisioningJob
-from worker.jobs.states import JobStatus
+from worker.jobs.models import ProvisioningJob, WebhookDelivery
+from worker.jobs.states import FINAL_STATUSES, DeliveryStatus, JobStatus
 from worker.jobs.table import Table
 
 #: Re-publishing waits double with each message sent, up to this many times the base wait.
@@ -125,3 +125,36 @@ class Recovery(Table):
                     taken.append(job_id)
             session.commit()
         return taken
+
+    def prune_finished(self, *, before: datetime, limit: int = 2000) -> int:
+        """Delete up to ``limit`` jobs that finished before ``before``, with their webhooks,
+        oldest first; returns how many. A job whose webhook is still to be delivered stays until
+        it is. Their batches keep their counts (the database never counts deletions) and the
+        inventory keeps what they made."""
+        t, w = ProvisioningJob, WebhookDelivery
+        old = (col(t.status).in_(FINAL_STATUSES), col(t.finished_at) < before)
+        undelivered = (
+            select(w.job_id)
+            .where(col(w.job_id) == t.id, col(w.status) == DeliveryStatus.pending)
+            .exists()
+        )
+        with Session(self.engine) as session:
+            ids = list(
+                session.execute(
+                    select(t.id).where(*old, ~undelivered).order_by(col(t.finished_at)).limit(limit)
+                ).scalars()
+            )
+        if not ids:
+            return 0
+        # Read, then write in another transaction (SQLite cannot upgrade a stale read lock); the
+        # conditions are checked again, so a job retried meanwhile stays.
+        with Session(self.engine) as session:
+            deleted = list(
+                session.execute(
+                    delete(t).where(col(t.id).in_(ids), *old, ~undelivered).returning(col(t.id))
+                ).scalars()
+            )
+            if deleted:
+                session.execute(delete(w).where(col(w.job_id).in_(deleted)))
+            session.commit()
+        return len(deleted)

@@ -93,3 +93,16 @@ class Progress(BaseModel):
     deleted: bool | None = None
     #: The delete found nothing, after a try whose outcome was unknown: counted as done.
     already_gone: bool = False
+
+
+def calls_needed(request: JobRequest, progress: Progress) -> int:
+    """The requests a job still makes on the happy path (retries and adoption GETs aside)."""
+    if request.operation is Operation.provision_site:
+        site = 0 if progress.site is not None else 1
+        goals = sum(1 for goal in request.goals if goal.natural_key not in progress.goals)
+        links = sum(1 for name in request.shared_links if name not in progress.shared_links)
+        return max(1, site + goals + links)
+    if request.operation is Operation.delete_goal:
+        known = request.goal_id is not None or progress.goal_id is not None
+        return 1 if known else 2  # a look at the goals list first, when our records lack the id
+    return 1

@@ -9,11 +9,12 @@ then writes: SQLite cannot upgrade a stale read lock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.expression import Executable
 from sqlmodel import Session, col, select
 
 from worker.jobs.models import ProvisioningJob
@@ -26,6 +27,10 @@ class Unset:
 
 
 UNSET = Unset()
+
+
+#: A statement and its parameters, to run in the transaction of a job's change.
+Change = tuple[Executable, dict[str, Any] | None]
 
 
 class LeaseLostError(Exception):
@@ -66,10 +71,17 @@ class Table:
         """Where a job's webhook goes: its own ``callback_url``, else its account's, if any."""
         return callback_url or self.webhook_urls.get(account)
 
-    def _finish(self, *conditions: Any, fence: Fenced | None = None, **values: Any) -> list[str]:
+    def _finish(
+        self,
+        *conditions: Any,
+        fence: Fenced | None = None,
+        also: Sequence[Change] = (),
+        **values: Any,
+    ) -> list[str]:
         """Give the jobs ``conditions`` match a final status (``values``) and put a webhook
         for each that has a URL in the outbox, in one transaction; returns their ids. With
-        ``fence``, only while that claim holds the job (else LeaseLostError, nothing written).
+        ``fence``, only while that claim holds the job (else LeaseLostError, nothing written);
+        ``also`` runs in the same transaction once the fence held.
 
         The UPDATE comes first, so on SQLite the transaction holds the write lock before it
         reads the rows back for the bodies."""
@@ -88,6 +100,8 @@ class Table:
             if fence is not None and len(rows) != 1:
                 session.rollback()
                 raise LeaseLostError(fence.job_id)
+            for statement, params in also:
+                session.execute(statement, params)
             urls: dict[str, str] = {}
             for job_id, request, account in rows:
                 url = self.webhook_url((request or {}).get("callback_url"), account)
@@ -99,6 +113,20 @@ class Table:
                     session.add(new_delivery(job, urls[job.id], now))
             session.commit()
         return [job_id for job_id, _, _ in rows]
+
+    def _update_fenced(self, fence: Fenced, also: Sequence[Change] = (), **values: Any) -> None:
+        """One UPDATE of the job ``fence`` holds, and ``also``, in one transaction; raises
+        LeaseLostError (nothing written) once the claim no longer holds the job."""
+        t = ProvisioningJob
+        fenced = (col(t.id) == fence.job_id, col(t.lease_token) == fence.token)
+        with Session(self.engine) as session:
+            result = session.execute(update(t).where(*fenced).values(**values))
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                raise LeaseLostError(fence.job_id)
+            for statement, params in also:
+                session.execute(statement, params)
+            session.commit()
 
     def _update(self, *conditions: Any, **values: Any) -> int:
         """One conditional UPDATE in its own transaction; returns how many rows it changed."""

@@ -17,26 +17,12 @@ from datetime import UTC, datetime
 from worker import metrics
 from worker.accounts import Quota
 from worker.errors import PlausibleError, QuotaWait, RateLimitedError
-from worker.jobs.specs import JobRequest, Progress
-from worker.jobs.states import Operation, Priority
+from worker.jobs.states import Priority
 from worker.quota import windows
 from worker.quota.limiter import Limiter
 from worker.quota.windows import Window
 
 log = logging.getLogger(__name__)
-
-
-def calls_needed(request: JobRequest, progress: Progress) -> int:
-    """The requests a job still makes on the happy path (retries and adoption GETs aside)."""
-    if request.operation is Operation.provision_site:
-        site = 0 if progress.site is not None else 1
-        goals = sum(1 for goal in request.goals if goal.natural_key not in progress.goals)
-        links = sum(1 for name in request.shared_links if name not in progress.shared_links)
-        return max(1, site + goals + links)
-    if request.operation is Operation.delete_goal:
-        known = request.goal_id is not None or progress.goal_id is not None
-        return 1 if known else 2  # a look at the goals list first, when our records lack the id
-    return 1
 
 
 class JobPermits:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,15 +10,10 @@ from typing import Any
 from worker.accounts import Accounts, Quota
 from worker.jobs.counts import Counts
 from worker.jobs.states import Priority
-from worker.jobs.table import UNSET, Unset
 from worker.pauses import Pause, Pauses
 from worker.quota import windows
 from worker.quota.limiter import Limiter
-from worker.quota.permits import calls_needed
 from worker.quota.windows import HOUR
-
-#: Jobs per batch whose remaining calls are read to estimate the rest of the batch.
-SAMPLE = 50
 
 
 def _iso(epoch: float) -> str:
@@ -81,29 +75,19 @@ class Reporter:
         finish: float | None = None
         for quota in quotas.values():
             names = self.accounts.of_quota(quota.name)
-            if not self.store.unfinished(names, None, batch_id, sample=1)[0]:
+            if not self.store.open_work(names, None, batch_id)[0]:
                 continue
             # Interactive jobs (this batch's included) go first; then this batch's bulk jobs,
             # round-robin with the other batches: each takes as many calls as this one until
             # either is done.
-            mine = self._calls(names, Priority.bulk, batch_id)
-            calls = self._calls(names, Priority.interactive) + mine
-            for other in self.store.unfinished_batches(names, Priority.bulk):
+            mine = self.store.open_work(names, Priority.bulk, batch_id)[1]
+            calls = self.store.open_work(names, Priority.interactive)[1] + mine
+            for other, theirs in self.store.open_calls_by_batch(names, Priority.bulk).items():
                 if other != batch_id:
-                    calls += min(self._calls(names, Priority.bulk, other), mine)
+                    calls += min(theirs, mine)
             done = now + self._seconds_for(quota, calls, now)
             finish = done if finish is None else max(finish, done)
         return None if finish is None else datetime.fromtimestamp(finish, tz=UTC)
-
-    def _calls(
-        self, accounts: list[str], priority: Priority, batch_id: str | Unset | None = UNSET
-    ) -> int:
-        """The calls unfinished jobs still need, estimated from a sample of them."""
-        count, sample = self.store.unfinished(accounts, priority, batch_id, sample=SAMPLE)
-        if not sample:
-            return 0
-        per_job = sum(calls_needed(request, progress) for request, progress in sample) / len(sample)
-        return math.ceil(per_job * count)
 
     def _seconds_for(self, quota: Quota, calls: int, now: float) -> float:
         """How long the budget takes to hand out ``calls`` permits from now."""

@@ -24,10 +24,10 @@ from worker.dispatch import Dispatcher
 from worker.errors import ConfigurationError
 from worker.jobs.dispatch import Dispatching
 from worker.jobs.models import ProvisioningJob
+from worker.jobs.specs import calls_needed
 from worker.jobs.states import Priority
 from worker.pauses import Pauses
 from worker.quota.limiter import Limiter
-from worker.quota.permits import calls_needed
 from worker.quota.windows import Window
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Scheduler:
         #: How many more jobs may wait in the broker (None: as many as the quota allows).
         slots = None
         if self.ahead is not None:
-            slots = self.ahead - self.store.unstarted_dispatched(redispatch_after=0)
+            slots = self.ahead - self.store.unstarted_dispatched()
             if slots <= 0:
                 return admitted
         for quota in self.accounts.quotas.values():

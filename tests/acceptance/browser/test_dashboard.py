@@ -36,7 +36,7 @@ def enqueue_batch(dashboard: Dashboard, domains: list[str]) -> tuple[str, list[s
     """A batch of bulk provisioning jobs, as ``provision import`` writes them."""
     batch_id = f"onboarding-{uuid.uuid4().hex[:8]}"
     items = [NewJob(f"signup-{d}", provision_request(d), Priority.bulk) for d in domains]
-    result = dashboard.stack.store.enqueue_many(items, batch_id=batch_id)
+    result = dashboard.stack.store.enqueue_many(items, batch=batch_id)
     return batch_id, list(result.created.values())
 
 

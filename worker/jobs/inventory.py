@@ -1,0 +1,182 @@
+"""The inventory: what the provisioner knows it owns in Plausible, per account.
+
+Kept apart from the jobs that made it, so it outlives them (retention never prunes it) and can
+be reconciled against. The pipeline's checkpoints write it in their own transaction
+(``changes``, run by ``Claims``), so it never disagrees with a finished job: a site created or
+adopted, each goal and shared link ensured, and what a delete removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, or_
+from sqlmodel import Session, col, select
+
+from worker.jobs.db import table_of, upsert
+from worker.jobs.models import SiteGoalRow, SiteLinkRow, SiteRow
+from worker.jobs.specs import JobRequest, Progress
+from worker.jobs.states import Operation
+from worker.jobs.table import Change, Table
+
+
+def changes(
+    dialect: str,
+    request: JobRequest,
+    job_id: str,
+    before: Progress,
+    after: Progress,
+    now: datetime,
+) -> list[Change]:
+    """What recording ``after`` (a job's progress, last recorded as ``before``) changes in the
+    inventory."""
+    account = request.account
+    if request.operation is Operation.provision_site:
+        return _provisioned(dialect, account, job_id, before, after, now)
+    gone = after.deleted or after.already_gone
+    if not gone or (before.deleted or before.already_gone):
+        return []
+    if request.operation is Operation.delete_site:
+        return [
+            (delete(table).where(*_of_site(table, account, request.domain)), None)
+            for table in (SiteLinkRow, SiteGoalRow, SiteRow)
+        ]
+    goal_id = after.goal_id if after.goal_id is not None else request.goal_id
+    if goal_id is None:
+        return []
+    where = (*_of_site(SiteGoalRow, account, request.domain), col(SiteGoalRow.goal_id) == goal_id)
+    return [(delete(SiteGoalRow).where(*where), None)]
+
+
+def _provisioned(
+    dialect: str, account: str, job_id: str, before: Progress, after: Progress, now: datetime
+) -> list[Change]:
+    site = after.site
+    if site is None:
+        return []
+    out: list[Change] = []
+    if before.site != site:
+        origin = "existed" if site.existed else "adopted" if site.adopted else "created"
+        row = {
+            "account": account,
+            "domain": site.domain,
+            "timezone": site.timezone,
+            "origin": origin,
+            "job_id": job_id,
+            "created_at": now,
+            "confirmed_at": now,
+        }
+        # A site already recorded keeps where it came from; it is confirmed anew.
+        keys = ["account", "domain"]
+        out.append((upsert(table_of(SiteRow), dialect, keys, ["timezone", "confirmed_at"]), row))
+    goals = [
+        {
+            "account": account,
+            "domain": site.domain,
+            "natural_key": key,
+            "goal_id": goal.id,
+            "goal_type": goal.goal_type,
+            "event_name": goal.event_name,
+            "page_path": goal.page_path,
+            "display_name": goal.display_name,
+            "job_id": job_id,
+            "confirmed_at": now,
+        }
+        for key, goal in after.goals.items()
+        if before.goals.get(key) != goal
+    ]
+    if goals:
+        keys = ["account", "domain", "natural_key"]
+        fields = ["goal_id", "goal_type", "event_name", "page_path", "display_name", "job_id"]
+        stmt = upsert(table_of(SiteGoalRow), dialect, keys, [*fields, "confirmed_at"])
+        out += [(stmt, goal) for goal in goals]
+    links = [
+        {
+            "account": account,
+            "domain": site.domain,
+            "name": name,
+            "url": url,
+            "job_id": job_id,
+            "confirmed_at": now,
+        }
+        for name, url in after.shared_links.items()
+        if before.shared_links.get(name) != url
+    ]
+    if links:
+        keys = ["account", "domain", "name"]
+        stmt = upsert(table_of(SiteLinkRow), dialect, keys, ["url", "job_id", "confirmed_at"])
+        out += [(stmt, link) for link in links]
+    return out
+
+
+def _of_site(table: Any, account: str, domain: str) -> tuple[Any, Any]:
+    return col(table.account) == account, col(table.domain) == domain
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """A site of the inventory with its goals and shared links."""
+
+    site: SiteRow
+    goals: list[SiteGoalRow]
+    links: list[SiteLinkRow]
+
+
+class Inventory(Table):
+    """What readers may know of the inventory."""
+
+    def sites(
+        self,
+        accounts: Sequence[str] | None = None,
+        *,
+        limit: int = 100,
+        after: tuple[str, str] | None = None,
+    ) -> list[SiteRow]:
+        """Sites by domain (then account), ``limit`` at a time after ``(domain, account)``; of
+        ``accounts`` only, if given."""
+        t = SiteRow
+        query = select(t)
+        if accounts is not None:
+            query = query.where(col(t.account).in_(list(accounts)))
+        if after is not None:
+            domain, account = after
+            query = query.where(
+                or_(
+                    col(t.domain) > domain,
+                    and_(col(t.domain) == domain, col(t.account) > account),
+                )
+            )
+        query = query.order_by(col(t.domain), col(t.account)).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
+    def site(self, domain: str, accounts: Sequence[str] | None = None) -> list[SiteView]:
+        """The site ``domain`` (one per account that has it), with its goals and links."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(SiteRow).where(col(SiteRow.domain) == domain)
+            if accounts is not None:
+                query = query.where(col(SiteRow.account).in_(list(accounts)))
+            found = list(session.exec(query.order_by(col(SiteRow.account))).all())
+            return [self._view(session, site) for site in found]
+
+    def details(self, sites: Sequence[SiteRow]) -> list[SiteView]:
+        """``sites`` with their goals and links."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            return [self._view(session, site) for site in sites]
+
+    @staticmethod
+    def _view(session: Session, site: SiteRow) -> SiteView:
+        goals = session.exec(
+            select(SiteGoalRow)
+            .where(*_of_site(SiteGoalRow, site.account, site.domain))
+            .order_by(col(SiteGoalRow.natural_key))
+        ).all()
+        links = session.exec(
+            select(SiteLinkRow)
+            .where(*_of_site(SiteLinkRow, site.account, site.domain))
+            .order_by(col(SiteLinkRow.name))
+        ).all()
+        return SiteView(site, list(goals), list(links))
