@@ -7,11 +7,18 @@ step's checkpoint, attempts and errors), and the quota. Pages refresh their live
 polling of small HTML fragments. Sign-in with the API token, kept as a signed session in an
 HttpOnly, SameSite=Strict cookie; every POST is CSRF-checked (see ``auth``). No build step, no
 CDN: Jinja2 templates, one stylesheet and one small vanilla script shipped in the package.
-"""
+
+Modules: ``routes`` (``router()``: the one ``Dashboard`` and the route table), ``pages``,
+``signin`` and ``actions`` (the handlers), ``context`` (their dependencies: the ``Dashboard``,
+the session, a POST's checks, a page's cursor), ``render`` (templates, security headers),
+``queries`` (the reads), ``steps`` (what a job page shows), ``auth``, ``paths``, ``cache``.
+It uses ``provision.cursors``, ``.filters`` and ``.actions`` like the CLI and the HTTP service,
+and imports ``worker`` and ``producers``; ``provision.http`` imports it, never the reverse."""
 
 from __future__ import annotations
 
-from provision.dashboard.routes import PREFIX, router
+from provision.dashboard.paths import PREFIX
+from provision.dashboard.routes import router
 
 __all__ = ["PREFIX", "owns", "router"]
 

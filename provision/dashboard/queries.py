@@ -12,9 +12,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,51 +21,27 @@ from sqlalchemy import and_, func, or_, text
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
+from provision.actions import APPLIES_TO
+from provision.cursors import Cursor
+from provision.dashboard.cache import Recent
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
-from worker.jobs.states import CANCELLABLE, JobStatus, Priority
+from worker.jobs.states import FINAL_STATUSES, UNFINISHED, JobStatus, Priority
 from worker.jobs.store import JobStore
 from worker.times import as_utc, utcnow
 
-#: The order of the statuses in a progress bar: done first, then work in flight.
-BAR_ORDER = (
-    JobStatus.succeeded,
-    JobStatus.failed,
-    JobStatus.cancelled,
-    JobStatus.running,
-    JobStatus.waiting,
-    JobStatus.queued,
-)
-FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+#: The order of the statuses in a progress bar: done first (in the enum's order), then work in
+#: flight, the nearest to done first.
+BAR_ORDER = (*(s for s in JobStatus if s in FINAL_STATUSES), *reversed(UNFINISHED))
+#: Statuses a group of errors is shown for: those an action applies to (retry the failed,
+#: cancel the queued or waiting, held by the error).
+GROUPED = tuple(s for statuses in APPLIES_TO.values() for s in statuses)
 #: Batches whose first start and last finish are remembered, at most.
 MAX_CACHED = 10_000
+#: Batches whose submission time is remembered, at most (every page of batches sorts them all).
+MAX_SUBMITTED = 100_000
 #: Jobs finished within this many seconds make a batch's rate.
 RATE_SECONDS = 60
-#: Statuses a group of errors is shown for: failed (retry), and queued or waiting with the error
-#: that holds them (cancel).
-GROUPED = (JobStatus.failed, *CANCELLABLE)
-
-Cursor = tuple[datetime, str]
-
-
-def encode_cursor(cursor: Cursor | None) -> str | None:
-    if cursor is None:
-        return None
-    stamp, key = cursor
-    raw = f"{stamp.isoformat()}|{key}".encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_cursor(value: str | None) -> Cursor | None:
-    """A cursor this module encoded, or None for anything else (the first page)."""
-    if not value:
-        return None
-    try:
-        stamp, key = base64.urlsafe_b64decode(value.encode()).decode().split("|", 1)
-        parsed = as_utc(datetime.fromisoformat(stamp))
-    except (ValueError, UnicodeError):
-        return None
-    return (parsed, key) if parsed is not None else None
 
 
 @dataclass(frozen=True)
@@ -87,7 +61,7 @@ class BatchStats:
 
     @property
     def finished_jobs(self) -> int:
-        return sum(self.counts.get(s.value, 0) for s in BAR_ORDER[:3])
+        return sum(self.counts.get(s.value, 0) for s in FINAL_STATUSES)
 
     @property
     def done(self) -> bool:
@@ -125,16 +99,18 @@ class Group:
 
     @property
     def action(self) -> str:
-        return "retry" if self.status == JobStatus.failed.value else "cancel"
+        return next(a for a, statuses in APPLIES_TO.items() if self.status in statuses)
 
 
 class Queries:
     def __init__(self, store: JobStore) -> None:
         self.store = store
-        self._submitted: dict[str, datetime] = {}
+        #: Batch id -> its first job's ``created_at`` (it never changes).
+        self._submitted: Recent[str, datetime] = Recent(MAX_SUBMITTED)
         #: Batch id -> (its counts when read, first start, last finish).
-        self._span_cache: dict[str, tuple[dict[str, int], datetime | None, datetime | None]] = {}
-        self._lock = threading.Lock()
+        self._spans: Recent[str, tuple[dict[str, int], datetime | None, datetime | None]] = Recent(
+            MAX_CACHED
+        )
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -152,8 +128,8 @@ class Queries:
 
     def submitted(self, batch_ids: Sequence[str]) -> dict[str, datetime]:
         """When each batch's first job was enqueued; read once per batch and remembered."""
-        with self._lock:
-            missing = [b for b in batch_ids if b not in self._submitted]
+        known = {b: s for b in batch_ids if (s := self._submitted.get(b)) is not None}
+        missing = [b for b in batch_ids if b not in known]
         t = ProvisioningJob
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
@@ -163,13 +139,12 @@ class Queries:
                     .where(col(t.batch_id).in_(chunk))
                     .group_by(col(t.batch_id))
                 ).all()
-            with self._lock:
-                for batch_id, created in rows:
-                    stamp = as_utc(created)
-                    if batch_id is not None and stamp is not None:
-                        self._submitted[str(batch_id)] = stamp
-        with self._lock:
-            return {b: self._submitted[b] for b in batch_ids if b in self._submitted}
+            for batch_id, created in rows:
+                stamp = as_utc(created)
+                if batch_id is not None and stamp is not None:
+                    self._submitted.put(str(batch_id), stamp)
+                    known[str(batch_id)] = stamp
+        return {b: known[b] for b in batch_ids if b in known}
 
     def batch_page(
         self, *, limit: int, after: Cursor | None = None
@@ -217,13 +192,13 @@ class Queries:
                         entry[status.value] += int(n)
             # The jobs finished lately, on ix_provisioning_jobs_status_finished: as many as the
             # quota let finish in RATE_SECONDS, whatever the table holds.
-            for status in FINISHED:
+            for status in sorted(FINAL_STATUSES):
                 for (batch_id,) in session.execute(
                     select(t.batch_id).where(col(t.status) == status, col(t.finished_at) >= since)
                 ).all():
                     if batch_id in wanted:
                         recent[str(batch_id)] = recent.get(str(batch_id), 0) + 1
-        spans = self._spans(counts)
+        spans = self._times(counts)
         submitted = self.submitted(list(counts))
         out = {}
         for batch_id, batch_counts in counts.items():
@@ -238,17 +213,16 @@ class Queries:
             out[batch_id] = dataclasses.replace(stats, finished=finished if stats.done else None)
         return out
 
-    def _spans(
+    def _times(
         self, counts: dict[str, dict[str, int]]
     ) -> dict[str, tuple[datetime | None, datetime | None]]:
         """(first start, last finish) of each batch: re-read only for batches whose counts
         changed since the last read (a done batch that nobody retries is read once)."""
-        with self._lock:
-            known = {
-                b: self._span_cache[b][1:]
-                for b, c in counts.items()
-                if b in self._span_cache and self._span_cache[b][0] == c
-            }
+        known: dict[str, tuple[datetime | None, datetime | None]] = {}
+        for batch_id, batch_counts in counts.items():
+            kept = self._spans.get(batch_id)
+            if kept is not None and kept[0] == batch_counts:
+                known[batch_id] = kept[1:]
         stale = [b for b in counts if b not in known]
         if stale:
             t = ProvisioningJob
@@ -259,13 +233,10 @@ class Queries:
                     .group_by(col(t.batch_id))
                 ).all()
             read = {str(b): (as_utc(started), as_utc(finished)) for b, started, finished in rows}
-            with self._lock:
-                if len(self._span_cache) > MAX_CACHED:
-                    self._span_cache.clear()
-                for batch_id in stale:
-                    started, finished = read.get(batch_id, (None, None))
-                    self._span_cache[batch_id] = (dict(counts[batch_id]), started, finished)
-                    known[batch_id] = (started, finished)
+            for batch_id in stale:
+                started, finished = read.get(batch_id, (None, None))
+                self._spans.put(batch_id, (dict(counts[batch_id]), started, finished))
+                known[batch_id] = (started, finished)
         return known
 
     def groups(self, batch_id: str, *, examples: int = 5) -> list[Group]:
@@ -302,17 +273,6 @@ class Queries:
         return out
 
     # -- jobs ----------------------------------------------------------------------------------
-
-    def count(self, where: JobFilter, statuses: Sequence[JobStatus]) -> int:
-        """How many jobs ``where`` matches in ``statuses``."""
-        t = ProvisioningJob
-        with Session(self.store.engine) as session:
-            return int(
-                session.execute(
-                    select(func.count()).where(*where.conditions(), col(t.status).in_(statuses))
-                ).scalar()
-                or 0
-            )
 
     def recent_jobs(
         self, where: JobFilter, *, limit: int, before: Cursor | None = None

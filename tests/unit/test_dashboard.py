@@ -4,6 +4,8 @@ and the keyset pages of its queries. The browser tests are in ``tests/acceptance
 
 from __future__ import annotations
 
+import base64
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from producers.events import parse_event
+from provision.dashboard import pages
 from provision.dashboard.auth import COOKIE, SESSION_SECONDS, Signer
+from provision.dashboard.cache import Recent
+from provision.dashboard.paths import safe_next
 from provision.dashboard.queries import Queries
-from provision.dashboard.routes import _safe_next, _shown_request
+from provision.dashboard.steps import shown_request
 from provision.http.app import create_app
 from testkit.databases import migrated_engine
 from testkit.events import event
@@ -172,9 +177,9 @@ def test_signing_out_ends_the_cookie_and_needs_the_csrf_token(client: TestClient
 
 
 def test_after_sign_in_only_dashboard_paths_are_followed() -> None:
-    assert _safe_next("/ui/batches/b1?x=1") == "/ui/batches/b1?x=1"
+    assert safe_next("/ui/batches/b1?x=1") == "/ui/batches/b1?x=1"
     for hostile in ("https://evil.example/ui", "//evil.example/ui", "/uix", "/ui\\..", "/jobs"):
-        assert _safe_next(hostile) == "/ui", hostile
+        assert safe_next(hostile) == "/ui", hostile
 
 
 def test_development_mode_needs_no_sign_in(store: JobStore) -> None:
@@ -290,7 +295,85 @@ def test_cancel_by_filter_and_an_empty_filter_is_refused(
     assert {store.get(i).status for i in queued} == {JobStatus.cancelled}  # type: ignore[union-attr]
 
 
+def test_an_action_on_one_job_in_the_wrong_status_says_so_and_changes_nothing(
+    client: TestClient, store: JobStore
+) -> None:
+    queued = store.enqueue(parse_event(event(1)).request, key="q1").job.id
+    sign_in(client)
+    csrf = csrf_of(client.get("/ui").text)
+    fields = {"csrf": csrf, "job": queued, "next": f"/ui/jobs/{queued}"}
+    wrong = client.post("/ui/actions/retry", data=fields, headers=ORIGIN)
+    assert wrong.status_code == 409
+    # provision.actions.WrongStatusError's words, as the CLI and the HTTP service say them
+    assert f"Job {queued} is queued; only a failed job can be retried." in wrong.text
+    assert store.get(queued).status == JobStatus.queued  # type: ignore[union-attr]
+    missing = client.post("/ui/actions/cancel", data={**fields, "job": "nope"}, headers=ORIGIN)
+    assert missing.status_code == 404
+    assert "There is no job &#39;nope&#39;." in missing.text
+    done = client.post("/ui/actions/cancel", data={**fields, "job": "q1"}, headers=ORIGIN)
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/ui/jobs/{queued}?done=cancel&n=1"
+    assert store.get(queued).status == JobStatus.cancelled  # type: ignore[union-attr]
+
+
 # -- pages -------------------------------------------------------------------------------------
+
+
+def test_a_cursor_the_service_did_not_make_is_refused_not_read_as_the_first_page(
+    client: TestClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "BATCHES_PER_PAGE", 1)
+    monkeypatch.setattr(pages, "JOBS_PER_PAGE", 1)
+    for n in (1, 2):
+        store.enqueue(parse_event(event(n)).request, key=f"evt_{n}", batch_id=f"b{n}")
+    forged = base64.urlsafe_b64encode(b"yesterday|x").decode()
+    assert client.get("/ui?cursor=bogus").status_code == 303  # signed out: sign in first
+    sign_in(client)
+    for path in ("/ui?cursor=bogus", f"/ui?cursor={forged}", "/ui/search?status=queued&cursor=x"):
+        page = client.get(path)
+        assert page.status_code == 422, path
+        assert "Cursor is not one this service returned." in page.text, path
+        assert "data-batch=" not in page.text, path
+        assert "data-job=" not in page.text, path
+    fragment = client.get("/ui/fragments/batches?cursor=bogus")
+    assert fragment.status_code == 422
+    assert "data-batch=" not in fragment.text
+
+    # The cursors it makes lead to the next pages.
+    first = client.get("/ui").text
+    assert 'data-batch="b2"' in first
+    older = re.search(r'class="more" href="([^"]+)"', first)
+    assert older, "no link to older batches"
+    second = client.get(html.unescape(older.group(1)))
+    assert second.status_code == 200
+    assert 'data-batch="b1"' in second.text
+    assert 'data-batch="b2"' not in second.text
+    assert client.get("/ui/fragments/batches", params=dict(second.url.params)).status_code == 200
+    listed = client.get("/ui/search?status=queued").text
+    more = re.search(r'class="more" href="([^"]+)"', listed)
+    assert more, "no link to older jobs"
+    following = client.get(html.unescape(more.group(1)))
+    assert following.status_code == 200
+    assert "site1.example.com" in following.text
+    assert "site2.example.com" not in following.text
+
+
+def test_the_dashboard_cache_is_bounded_and_forgets_in_time() -> None:
+    now = [0.0]
+    cache = Recent[str, str | None](2, seconds=10, clock=lambda: now[0])
+    assert cache.get_or_make("a", lambda: "A") == "A"
+    assert cache.get_or_make("b", lambda: None) is None
+    assert cache.get_or_make("b", lambda: "again") is None  # None is a value, kept
+    assert cache.get("a") == "A"  # a is the most recently used now ...
+    cache.put("c", "C")  # ... so b goes
+    assert len(cache) == 2
+    assert cache.get_or_make("b", lambda: "B") == "B"
+    assert cache.get("a") is None  # pushed out by b
+    now[0] = 9.5
+    assert cache.get("c") == "C"
+    now[0] = 10.0
+    assert cache.get("c") is None  # kept 10 seconds at most
+    assert cache.get_or_make("c", lambda: "C2") == "C2"
 
 
 def test_no_secret_reaches_any_page(client: TestClient, store: JobStore) -> None:
@@ -310,11 +393,11 @@ def test_no_secret_reaches_any_page(client: TestClient, store: JobStore) -> None
 
 
 def test_a_callback_url_is_shown_without_its_query() -> None:
-    shown = _shown_request(
+    shown = shown_request(
         {"domain": "a.example", "callback_url": "https://u:pw@hooks.example:8443/in?sig=SECRET#x"}
     )
     assert shown["callback_url"] == "https://hooks.example:8443/in?…"
-    assert _shown_request({"domain": "a.example"}) == {"domain": "a.example"}
+    assert shown_request({"domain": "a.example"}) == {"domain": "a.example"}
 
 
 def test_pages_carry_a_strict_content_security_policy(client: TestClient) -> None:
@@ -357,7 +440,9 @@ def test_search_by_domain_key_or_id_with_filters(client: TestClient, store: JobS
     listed = client.get("/ui/search?status=queued").text
     assert "site2.example.com" in listed
     assert "site1.example.com" not in listed
-    assert "no status" in client.get("/ui/search?status=bogus").text
+    bogus = client.get("/ui/search?status=bogus")
+    assert bogus.status_code == 200
+    assert "Status &#39;bogus&#39; is not one of queued" in bogus.text  # provision.filters' words
 
 
 def test_the_batches_page_counts_each_status(client: TestClient, store: JobStore) -> None:

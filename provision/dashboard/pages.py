@@ -1,0 +1,235 @@
+"""The dashboard's pages and the fragments of them that refresh (``/ui/fragments/…``, swapped in
+by ``static/dashboard.js``): batches, a batch, search, a job, the quota; and the static files.
+
+Handlers that touch the database are plain ``def``: they run in FastAPI's threadpool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi.responses import RedirectResponse, Response
+from starlette.requests import Request
+
+from producers.events import parse_domain
+from provision import cursors
+from provision.actions import APPLIES_TO
+from provision.dashboard.context import Board, Dashboard, Position, SignedIn
+from provision.dashboard.paths import PREFIX, with_query
+from provision.dashboard.queries import BatchStats
+from provision.dashboard.render import said, snippet
+from provision.dashboard.steps import shown_request, steps_of
+from provision.filters import filter_fields, parse_filter
+from worker.errors import InvalidRequestError
+from worker.jobs.filters import JobFilter
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.states import JobStatus
+
+BATCHES_PER_PAGE = 20
+JOBS_PER_PAGE = 50
+#: A batch's expected completion is worked out again at most this often (its estimate reads
+#: the unfinished jobs of every batch sharing the quota).
+ETA_SECONDS = 10.0
+#: Batches whose expected completion is remembered, at most.
+ETAS_KEPT = 1000
+
+
+def with_eta(board: Dashboard, stats: BatchStats) -> BatchStats:
+    """The batch with its expected completion, from the quota scheduler's estimate; worked out
+    at most every ``ETA_SECONDS`` per batch, however many pages poll."""
+    reporter = board.reporter
+    if stats.done or reporter is None:
+        return stats
+    eta = board.etas.get_or_make(stats.batch_id, lambda: reporter.batch_eta(stats.batch_id))
+    return dataclasses.replace(stats, eta=eta)
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+def _batches(board: Dashboard, after: cursors.Cursor | None) -> dict[str, Any]:
+    ids, following = board.queries.batch_page(limit=BATCHES_PER_PAGE, after=after)
+    stats = board.queries.batch_stats(ids)
+    return {
+        "batches": [with_eta(board, stats[b]) for b in ids if b in stats],
+        "cursor": cursors.encode(after) or "",
+        "next_cursor": cursors.encode(following),
+    }
+
+
+def batches_page(request: Request, board: Board, session: SignedIn, after: Position) -> Response:
+    context = _batches(board, after)
+    return board.templates.render(
+        request, "batches.html", session=session, title="Batches", **context
+    )
+
+
+def slash() -> Response:
+    return RedirectResponse(PREFIX, 308)
+
+
+def batches_fragment(
+    request: Request, board: Board, session: SignedIn, after: Position
+) -> Response:
+    context = _batches(board, after)
+    return board.templates.render(
+        request, "_batches.html", session=session, fragment=True, **context
+    )
+
+
+def _batch(board: Dashboard, batch_id: str) -> dict[str, Any] | None:
+    stats = board.queries.batch_stats([batch_id]).get(batch_id)
+    if stats is None:
+        return None
+    return {"batch": with_eta(board, stats), "groups": board.queries.groups(batch_id)}
+
+
+def batch_page(request: Request, batch_id: str, board: Board, session: SignedIn) -> Response:
+    context = _batch(board, batch_id)
+    if context is None:
+        return board.templates.problem(request, session, 404, f"There is no batch {batch_id!r}.")
+    return board.templates.render(
+        request, "batch.html", session=session, title=f"Batch {batch_id}", **context
+    )
+
+
+def batch_fragment(request: Request, batch_id: str, board: Board, session: SignedIn) -> Response:
+    context = _batch(board, batch_id)
+    if context is None:
+        return snippet("No such batch.", 404)
+    return board.templates.render(request, "_batch.html", session=session, fragment=True, **context)
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+def search(
+    request: Request, board: Board, session: SignedIn, after: Position, q: str = ""
+) -> Response:
+    params = dict(request.query_params)
+    error = None
+    try:
+        where = parse_filter(params)
+    except InvalidRequestError as exc:
+        where, error = JobFilter(), said(exc)
+    query = q.strip()
+    domain = _as_domain(query) if query else None
+    jobs: list[ProvisioningJob] = []
+    following = None
+    if error is None and query:
+        # q is a job id, an idempotency key or a domain: one index lookup each.
+        exact = board.store.find(query)
+        if domain is not None and where.domain in (None, domain):
+            jobs, following = board.queries.recent_jobs(
+                dataclasses.replace(where, domain=domain), limit=JOBS_PER_PAGE, before=after
+            )
+        if exact is not None and _matches(exact, where) and after is None:
+            jobs = [exact, *[j for j in jobs if j.id != exact.id]]
+    elif error is None:
+        jobs, following = board.queries.recent_jobs(where, limit=JOBS_PER_PAGE, before=after)
+    fields = filter_fields(where)
+    if domain is not None and error is None:
+        fields.setdefault("domain", domain)
+    next_url = None
+    if following is not None:
+        next_url = with_query(
+            f"{PREFIX}/search",
+            **{k: v for k, v in params.items() if k != "cursor"},
+            cursor=cursors.encode(following),
+        )
+    return board.templates.render(
+        request,
+        "search.html",
+        session=session,
+        title="Search",
+        q=query,
+        where=filter_fields(where),
+        action_fields=fields,
+        statuses=[s.value for s in JobStatus],
+        accounts=sorted(board.accounts),
+        jobs=jobs,
+        error=error,
+        next_url=next_url,
+        bulk_query=urlencode(fields),
+    )
+
+
+def _as_domain(value: str) -> str | None:
+    try:
+        return parse_domain(value)
+    except InvalidRequestError:
+        return None
+
+
+def _matches(job: ProvisioningJob, where: JobFilter) -> bool:
+    """The job passes every field the filter gives."""
+    fields = {
+        "status": job.status,
+        "batch_id": job.batch_id,
+        "account": job.account,
+        "error_code": job.error_code,
+        "domain": job.domain,
+    }
+    return all(getattr(where, name) in (None, value) for name, value in fields.items())
+
+
+# -- a job ------------------------------------------------------------------------------------
+
+
+def _job(job: ProvisioningJob) -> dict[str, Any]:
+    return {
+        "job": job,
+        "steps": steps_of(job),
+        "request_json": json.dumps(shown_request(job.request), indent=2, sort_keys=True),
+        "retryable": job.status in APPLIES_TO["retry"],
+        "cancellable": job.status in APPLIES_TO["cancel"],
+    }
+
+
+def job_page(request: Request, ref: str, board: Board, session: SignedIn) -> Response:
+    job = board.store.find(ref)
+    if job is None:
+        return board.templates.problem(request, session, 404, f"There is no job {ref!r}.")
+    return board.templates.render(
+        request, "job.html", session=session, title=f"Job {job.id}", **_job(job)
+    )
+
+
+def job_fragment(request: Request, ref: str, board: Board, session: SignedIn) -> Response:
+    job = board.store.find(ref)
+    if job is None:
+        return snippet("No such job.", 404)
+    return board.templates.render(request, "_job.html", session=session, fragment=True, **_job(job))
+
+
+# -- quota ------------------------------------------------------------------------------------
+
+
+def _quota(board: Dashboard) -> dict[str, Any]:
+    return {"quotas": board.reporter.quotas() if board.reporter is not None else None}
+
+
+def quota_page(request: Request, board: Board, session: SignedIn) -> Response:
+    return board.templates.render(
+        request, "quota.html", session=session, title="Quota", **_quota(board)
+    )
+
+
+def quota_fragment(request: Request, board: Board, session: SignedIn) -> Response:
+    return board.templates.render(
+        request, "_quota.html", session=session, fragment=True, **_quota(board)
+    )
+
+
+# -- static files -----------------------------------------------------------------------------
+
+
+def asset(name: str, board: Board) -> Response:
+    if name not in board.assets:
+        return Response("not found", 404, media_type="text/plain")
+    content, media_type = board.assets[name]
+    headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    return Response(content, media_type=media_type, headers=headers)
