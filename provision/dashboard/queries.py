@@ -1,10 +1,9 @@
-"""The dashboard's reads of the status table: each bounded by a page, on an index.
+"""The dashboard's reads of the status database: each bounded by a page, on an index.
 
-- Batch ids come from a loose index scan of ``ix_provisioning_jobs_batch_id`` (one index seek per
-  batch, however many jobs each has); each batch's submission time (its first job's
-  ``created_at``, which never changes once the batch exists) is read once per process and kept.
-- Counts per status of the batches on a page: one GROUP BY on ``batch_id`` (indexed), reading
-  the rows of those batches only.
+- Batches come from their own table, newest first, a page at a time (``ix_batches_created``).
+- Counts per status of the batches on a page, and their errors, from ``job_counts`` (kept by the
+  database with every change to a job): no job is counted here.
+- A batch's rate: its jobs finished in the last minute (``ix_provisioning_jobs_batch_finished``).
 - Lists of jobs, newest first, in keyset pages: by domain, batch, id or key on their indexes;
   otherwise one query per (status, priority) on ``ix_provisioning_jobs_admission`` (status,
   priority, created_at), which reads ``limit`` index entries each, merged here.
@@ -17,15 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, text
+from sqlalchemy import and_, func, or_
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from provision.actions import APPLIES_TO
 from provision.cursors import Cursor
-from provision.dashboard.cache import Recent
 from worker.jobs.filters import JobFilter
-from worker.jobs.models import ProvisioningJob
+from worker.jobs.models import Batch, ProvisioningJob
 from worker.jobs.states import FINAL_STATUSES, UNFINISHED, JobStatus, Priority
 from worker.jobs.store import JobStore
 from worker.times import as_utc, utcnow
@@ -36,10 +34,6 @@ BAR_ORDER = (*(s for s in JobStatus if s in FINAL_STATUSES), *reversed(UNFINISHE
 #: Statuses a group of errors is shown for: those an action applies to (retry the failed,
 #: cancel the queued or waiting, held by the error).
 GROUPED = tuple(s for statuses in APPLIES_TO.values() for s in statuses)
-#: Batches whose first start and last finish are remembered, at most.
-MAX_CACHED = 10_000
-#: Batches whose submission time is remembered, at most (every page of batches sorts them all).
-MAX_SUBMITTED = 100_000
 #: Jobs finished within this many seconds make a batch's rate.
 RATE_SECONDS = 60
 
@@ -49,7 +43,9 @@ class BatchStats:
     batch_id: str
     submitted: datetime | None
     counts: dict[str, int]
-    started: datetime | None = None
+    #: For people: the file's name, a label, or the source and day.
+    name: str = ""
+    source: str = ""
     finished: datetime | None = None
     #: Jobs of the batch finished in the last ``RATE_SECONDS``.
     recent: int = 0
@@ -105,156 +101,83 @@ class Group:
 class Queries:
     def __init__(self, store: JobStore) -> None:
         self.store = store
-        #: Batch id -> its first job's ``created_at`` (it never changes).
-        self._submitted: Recent[str, datetime] = Recent(MAX_SUBMITTED)
-        #: Batch id -> (its counts when read, first start, last finish).
-        self._spans: Recent[str, tuple[dict[str, int], datetime | None, datetime | None]] = Recent(
-            MAX_CACHED
-        )
 
     # -- batches -------------------------------------------------------------------------------
-
-    def batch_ids(self) -> list[str]:
-        """Every batch id, by a loose index scan: one seek per batch."""
-        t = ProvisioningJob.__tablename__
-        query = text(
-            f"WITH RECURSIVE b(id) AS ("
-            f"SELECT max(batch_id) FROM {t} "
-            f"UNION ALL SELECT (SELECT max(batch_id) FROM {t} WHERE batch_id < b.id) "
-            f"FROM b WHERE b.id IS NOT NULL) SELECT id FROM b WHERE id IS NOT NULL"
-        )
-        with Session(self.store.engine) as session:
-            return [str(row[0]) for row in session.execute(query).all()]
-
-    def submitted(self, batch_ids: Sequence[str]) -> dict[str, datetime]:
-        """When each batch's first job was enqueued; read once per batch and remembered."""
-        known = {b: s for b in batch_ids if (s := self._submitted.get(b)) is not None}
-        missing = [b for b in batch_ids if b not in known]
-        t = ProvisioningJob
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            with Session(self.store.engine) as session:
-                rows = session.execute(
-                    select(t.batch_id, func.min(t.created_at))
-                    .where(col(t.batch_id).in_(chunk))
-                    .group_by(col(t.batch_id))
-                ).all()
-            for batch_id, created in rows:
-                stamp = as_utc(created)
-                if batch_id is not None and stamp is not None:
-                    self._submitted.put(str(batch_id), stamp)
-                    known[str(batch_id)] = stamp
-        return {b: known[b] for b in batch_ids if b in known}
 
     def batch_page(
         self, *, limit: int, after: Cursor | None = None
     ) -> tuple[list[str], Cursor | None]:
         """A page of batch ids, newest first, and the cursor of the next page (None: last)."""
-        submitted = self.submitted(self.batch_ids())
-        ordered = sorted(submitted.items(), key=lambda item: (item[1], item[0]), reverse=True)
+        b = Batch
+        query = select(b.created_at, b.id)
         if after is not None:
-            ordered = [(b, s) for b, s in ordered if (s, b) < after]
-        page = ordered[:limit]
-        more = len(ordered) > limit
-        return [b for b, _ in page], (page[-1][1], page[-1][0]) if more and page else None
+            stamp, last = after
+            query = query.where(
+                col(b.created_at) <= stamp,
+                or_(col(b.created_at) < stamp, and_(col(b.created_at) == stamp, col(b.id) < last)),
+            )
+        query = query.order_by(col(b.created_at).desc(), col(b.id).desc()).limit(limit + 1)
+        with Session(self.store.engine) as session:
+            rows = [(as_utc(created), batch_id) for created, batch_id in session.execute(query)]
+        page = rows[:limit]
+        last_row = page[-1] if len(rows) > limit and page else None
+        cursor = (last_row[0], last_row[1]) if last_row and last_row[0] is not None else None
+        return [batch_id for _, batch_id in page], cursor
 
     def batch_stats(self, batch_ids: Sequence[str]) -> dict[str, BatchStats]:
-        """Counts per status (every status listed), first start, last finish and recent
-        finishes of each batch.
-
-        The counts are an index-only GROUP BY on ``ix_provisioning_jobs_admission_batch``
-        (status, priority, batch_id, created_at); the recent finishes come from
-        ``ix_provisioning_jobs_status_finished``; first start and last finish are read from
-        the batch's rows only when its counts changed since they were last read."""
+        """Each batch's name, source, counts per status (every status listed), when it was made
+        and last finished a job, and how many of its jobs finished in the last minute."""
         if not batch_ids:
             return {}
         ids = list(batch_ids)
         t = ProvisioningJob
         since = utcnow() - timedelta(seconds=RATE_SECONDS)
-        counts: dict[str, dict[str, int]] = {}
-        recent: dict[str, int] = {}
-        wanted = set(ids)
         with Session(self.store.engine) as session:
-            # One query per (status, priority): each seeks the covering index
-            # ix_provisioning_jobs_admission_batch (status, priority, batch_id, created_at).
-            for status in JobStatus:
-                for priority in Priority:
-                    for batch_id, n in session.execute(
-                        select(t.batch_id, func.count())
-                        .where(
-                            col(t.status) == status,
-                            col(t.priority) == priority,
-                            col(t.batch_id).in_(ids),
-                        )
-                        .group_by(col(t.batch_id))
-                    ).all():
-                        entry = counts.setdefault(str(batch_id), {s.value: 0 for s in JobStatus})
-                        entry[status.value] += int(n)
-            # The jobs finished lately, on ix_provisioning_jobs_status_finished: as many as the
-            # quota let finish in RATE_SECONDS, whatever the table holds.
-            for status in sorted(FINAL_STATUSES):
-                for (batch_id,) in session.execute(
-                    select(t.batch_id).where(col(t.status) == status, col(t.finished_at) >= since)
-                ).all():
-                    if batch_id in wanted:
-                        recent[str(batch_id)] = recent.get(str(batch_id), 0) + 1
-        spans = self._times(counts)
-        submitted = self.submitted(list(counts))
-        out = {}
-        for batch_id, batch_counts in counts.items():
-            started, finished = spans[batch_id]
-            stats = BatchStats(
-                batch_id,
-                submitted.get(batch_id),
-                batch_counts,
-                started=started,
-                recent=recent.get(batch_id, 0),
-            )
-            out[batch_id] = dataclasses.replace(stats, finished=finished if stats.done else None)
-        return out
-
-    def _times(
-        self, counts: dict[str, dict[str, int]]
-    ) -> dict[str, tuple[datetime | None, datetime | None]]:
-        """(first start, last finish) of each batch: re-read only for batches whose counts
-        changed since the last read (a done batch that nobody retries is read once)."""
-        known: dict[str, tuple[datetime | None, datetime | None]] = {}
-        for batch_id, batch_counts in counts.items():
-            kept = self._spans.get(batch_id)
-            if kept is not None and kept[0] == batch_counts:
-                known[batch_id] = kept[1:]
-        stale = [b for b in counts if b not in known]
-        if stale:
-            t = ProvisioningJob
-            with Session(self.store.engine) as session:
-                rows = session.execute(
-                    select(t.batch_id, func.min(t.started_at), func.max(t.finished_at))
-                    .where(col(t.batch_id).in_(stale))
+            batches = {
+                batch.id: batch
+                for batch in session.exec(select(Batch).where(col(Batch.id).in_(ids))).all()
+            }
+            recent = {
+                str(batch_id): int(n)
+                for batch_id, n in session.execute(
+                    select(t.batch_id, func.count())
+                    .where(col(t.batch_id).in_(ids), col(t.finished_at) >= since)
                     .group_by(col(t.batch_id))
                 ).all()
-            read = {str(b): (as_utc(started), as_utc(finished)) for b, started, finished in rows}
-            for batch_id in stale:
-                started, finished = read.get(batch_id, (None, None))
-                self._spans.put(batch_id, (dict(counts[batch_id]), started, finished))
-                known[batch_id] = (started, finished)
-        return known
+            }
+        counts = self.store.batch_counts(ids)
+        out = {}
+        for batch_id in ids:
+            batch = batches.get(batch_id)
+            if batch is None:
+                continue
+            stats = BatchStats(
+                batch_id,
+                as_utc(batch.created_at),
+                counts[batch_id],
+                name=batch.name,
+                source=batch.source,
+                recent=recent.get(batch_id, 0),
+            )
+            finished = as_utc(batch.last_finished_at) if stats.done else None
+            out[batch_id] = dataclasses.replace(stats, finished=finished)
+        return out
 
     def groups(self, batch_id: str, *, examples: int = 5) -> list[Group]:
         """The batch's failed (and held) jobs grouped by status and error code, most common
-        first, each with its first ``examples`` jobs."""
+        first (from the counts), each with its first ``examples`` jobs still kept."""
         t = ProvisioningJob
+        grouped = {status.value for status in GROUPED}
+        counted = sorted(
+            (
+                (status, code, n)
+                for (status, code), n in self.store.batch_errors(batch_id).items()
+                if status in grouped
+            ),
+            key=lambda row: (-row[2], row[1], row[0]),
+        )
+        out = []
         with Session(self.store.engine, expire_on_commit=False) as session:
-            counted = session.execute(
-                select(t.status, t.error_code, func.count())
-                .where(
-                    col(t.batch_id) == batch_id,
-                    col(t.status).in_(GROUPED),
-                    col(t.error_code).is_not(None),
-                )
-                .group_by(col(t.status), col(t.error_code))
-                .order_by(func.count().desc(), col(t.error_code))
-            ).all()
-            out = []
             for status, code, n in counted:
                 jobs = list(
                     session.exec(
@@ -269,7 +192,7 @@ class Queries:
                     ).all()
                 )
                 message = next((j.error_message for j in jobs if j.error_message), None)
-                out.append(Group(JobStatus(status).value, str(code), int(n), message, jobs))
+                out.append(Group(status, code, n, message, jobs))
         return out
 
     # -- jobs ----------------------------------------------------------------------------------
