@@ -95,7 +95,7 @@ class Receiver:
 
 
 def verify_signature(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
-    """The receiver's check, exactly as README's "Completion webhooks" snippet has it."""
+    """The receiver's check, exactly as docs/webhooks.md has it (tests/unit/test_docs.py)."""
     try:
         parts = dict(item.split("=", 1) for item in header.split(","))
         timestamp = int(parts["t"])

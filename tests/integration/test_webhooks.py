@@ -1,7 +1,7 @@
 """Completion webhooks from real ``provision worker`` processes to a real local receiver.
 
-The receiver (``tests.test_webhooks.Receiver``) is an HTTP server in this process. It checks
-every signature with the algorithm README documents, answers 500 twice (the third attempt gets
+The receiver (``testkit.receiver.Receiver``) is an HTTP server in this process. It checks
+every signature with the algorithm docs/webhooks.md documents, answers 500 twice (the third attempt gets
 the event), refuses connections while a worker that finished the job is SIGKILLed (a new worker
 delivers the event from the outbox), and answers past the client's timeout (the event comes
 again, with the same id and the same bytes). The secret appears in no worker's log.

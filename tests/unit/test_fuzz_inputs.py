@@ -80,7 +80,7 @@ COMMON = {
     "account": st.just("default"),
     "priority": st.sampled_from(["interactive", "bulk"]),
 }
-#: Events that are valid by the README's rules: each must be accepted.
+#: Events that are valid by the rules of docs/events.md: each must be accepted.
 VALID_EVENTS = st.one_of(
     st.fixed_dictionaries(
         {"domain": DOMAINS},

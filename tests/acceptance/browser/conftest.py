@@ -155,7 +155,7 @@ def context(browser: Any) -> Iterator[Any]:
 
 
 def screenshot(page: Any, name: str) -> Path:
-    """Save the page's viewport as ``docs/screenshots/NAME.png`` (the README shows them)."""
+    """Save the page's viewport as ``docs/screenshots/NAME.png`` (docs/dashboard.md shows them)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path))

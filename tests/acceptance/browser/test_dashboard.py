@@ -1,7 +1,7 @@
 """The dashboard in Chromium, against a real ``provision serve``, worker and sandbox: sign in and
 watch a batch's progress move, a failure group appear and be retried after its confirmation,
 search by domain, the quota gauge change, the sign-in page without a cookie, and a forged
-cross-site POST refused. The tests save the README's screenshots in ``docs/screenshots``."""
+cross-site POST refused. The tests save the screenshots docs/dashboard.md shows in ``docs/screenshots``."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_sign_in_and_watch_a_batch_progress_as_its_jobs_run(
         text = progress.inner_text()
         if not seen or seen[-1] != text:
             seen.append(text)
-            if text not in ("0 / 16", "16 / 16") and len(seen) == 2:  # under way: the README's
+            if text not in ("0 / 16", "16 / 16") and len(seen) == 2:  # under way: the docs'
                 screenshot(page, "batches")
                 screenshot(phone, "phone")
         etas.append(card.locator("[data-eta]").inner_text())
