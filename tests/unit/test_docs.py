@@ -10,6 +10,7 @@ import ast
 import inspect
 import re
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from pydantic import AliasChoices, SecretStr
 from provision.cli import EXIT_CONFIGURATION, EXIT_FAILED, EXIT_JOBS_FAILED
 from testkit import docs
 from testkit.receiver import verify_signature
-from worker.settings import Settings
+from worker.settings import Settings, parse_duration
 
 #: What the default column says of a setting that has no value by default.
 UNSET = "(none)"
@@ -70,6 +71,8 @@ def same_default(default: Any, cell: str) -> bool:
             return False
     if isinstance(default, Path):
         return Path(text) == default
+    if isinstance(default, timedelta):
+        return parse_duration(text) == default
     return text == str(default)
 
 
