@@ -38,22 +38,21 @@ from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.support import database  # noqa: E402
-from provision.dashboard.context import COOKIE  # noqa: E402
-from provision.dashboard.signin import Signer  # noqa: E402
-from provision.http import create_app  # noqa: E402
-from testkit.databases import migrated_engine  # noqa: E402
-from worker.accounts import load_accounts  # noqa: E402
-from worker.jobs.db import table_of  # noqa: E402
-from worker.jobs.intake import BatchOf, insert_batch, job_values  # noqa: E402
-from worker.jobs.models import ProvisioningJob  # noqa: E402
-from worker.jobs.specs import GoalSpec, JobRequest  # noqa: E402
-from worker.jobs.states import JobStatus, Operation, Priority  # noqa: E402
-from worker.jobs.store import JobStore  # noqa: E402
-from worker.quota.limiter import Limiter  # noqa: E402
-from worker.quota.report import Reporter  # noqa: E402
-from worker.quota.scheduler import Scheduler  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from benchmarks.support import database
+from provision.dashboard.auth import COOKIE, Signer
+from provision.http import create_app
+from testkit.databases import migrated_engine
+from worker.accounts import load_accounts
+from worker.jobs.db import table_of
+from worker.jobs.intake import BatchOf, insert_batch, job_values
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.specs import GoalSpec, JobRequest
+from worker.jobs.states import JobStatus, Operation, Priority
+from worker.jobs.store import JobStore
+from worker.quota.limiter import Limiter
+from worker.quota.report import Reporter
+from worker.quota.scheduler import Scheduler
+from worker.settings import Settings
 
 TOKEN = "bench-token"
 GOALS = (
@@ -99,8 +98,11 @@ def rows(jobs: int, batches: int, now: datetime) -> Iterator[tuple[BatchOf, dict
             shared_links=("Client dashboard",),
         )
         created = now - timedelta(seconds=jobs - n)
-        yield batch, job_values(
-            request, key=f"evt_{n}", batch_id=batch.id, now=created, priority=Priority.bulk
+        yield (
+            batch,
+            job_values(
+                request, key=f"evt_{n}", batch_id=batch.id, now=created, priority=Priority.bulk
+            ),
         )
 
 

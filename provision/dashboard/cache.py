@@ -50,6 +50,10 @@ class Recent(Generic[K, V]):
             self._entries.move_to_end(key)
             return entry
 
+    def __contains__(self, key: object) -> bool:
+        """Whether a value (None included) is kept for ``key`` and has not expired."""
+        return self._entry(key) is not None  # type: ignore[arg-type]
+
     def get(self, key: K) -> V | None:
         """The value kept for ``key``; None if there is none (or it expired)."""
         entry = self._entry(key)

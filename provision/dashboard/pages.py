@@ -53,6 +53,10 @@ def with_eta(board: Dashboard, stats: BatchStats) -> BatchStats:
 def _batches(board: Dashboard, after: cursors.Cursor | None) -> dict[str, Any]:
     ids, following = board.queries.batch_page(limit=BATCHES_PER_PAGE, after=after)
     stats = board.queries.batch_stats(ids)
+    if board.reporter is not None:  # the page's expected completions, worked out together
+        stale = [b for b in ids if b in stats and not stats[b].done and b not in board.etas]
+        for batch_id, eta in board.reporter.batch_etas(stale).items():
+            board.etas.put(batch_id, eta)
     return {
         "batches": [with_eta(board, stats[b]) for b in ids if b in stats],
         "cursor": cursors.encode(after) or "",

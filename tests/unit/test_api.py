@@ -53,7 +53,7 @@ def test_after_the_callers_commit_the_job_waits_queued_for_the_scheduler(store: 
     assert job is not None
     assert (job.status, job.dispatched_at, job.dispatch_count) == (JobStatus.queued, None, 0)
     assert (job.priority, job.account) == (Priority.interactive, "default")
-    waiting = store.admission_candidates(["default"], Priority.interactive, limit=10)
+    waiting = store.ready_jobs(["default"], Priority.interactive, limit=10)
     assert [candidate.id for candidate in waiting] == [job_id]  # what the scheduler will see
     status = provisioner.status("evt_1")
     assert status is not None
@@ -67,7 +67,7 @@ def test_rollback_leaves_no_job(store: JobStore) -> None:
         session.rollback()
         session.commit()  # a later, empty commit must not resurrect the rolled-back row
     assert store.find("evt_1") is None
-    assert store.admission_candidates(["default"], Priority.interactive, limit=10) == []
+    assert store.ready_jobs(["default"], Priority.interactive, limit=10) == []
 
 
 def test_an_events_own_priority_wins_over_the_callers_default(store: JobStore) -> None:
@@ -149,7 +149,7 @@ def test_a_producer_killed_after_its_commit_leaves_exactly_one_job_for_the_sched
     assert producer("after-commit") == 3  # the caller retries: the same key, still one row
     [job] = jobs_with_key(store, "evt_crash")
     assert (job.status, job.dispatched_at, job.dispatch_count) == (JobStatus.queued, None, 0)
-    waiting = store.admission_candidates(["default"], Priority.interactive, limit=10)
+    waiting = store.ready_jobs(["default"], Priority.interactive, limit=10)
     assert [candidate.id for candidate in waiting] == [job.id]  # in the scheduler's outbox
 
 

@@ -112,7 +112,7 @@ def served(tmp_path: Path, redis_url: str) -> Iterator[Served]:
 
 def finish(store: JobStore, job_id: str) -> None:
     """Do what the scheduler and a worker would: dispatch the job, run it, succeed."""
-    assert store.admit(job_id, {})
+    assert job_id in store.admit({job_id: {}})
     claim = store.claim(job_id, lease_seconds=60)
     assert claim is not None
     site = SiteRecord(domain=claim.request.domain, timezone="Europe/Berlin")
@@ -120,7 +120,7 @@ def finish(store: JobStore, job_id: str) -> None:
 
 
 def fail(store: JobStore, job_id: str) -> None:
-    assert store.admit(job_id, {})
+    assert job_id in store.admit({job_id: {}})
     claim = store.claim(job_id, lease_seconds=60)
     assert claim is not None
     store.fail(

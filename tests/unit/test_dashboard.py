@@ -68,7 +68,7 @@ def csrf_of(html: str) -> str:
 
 def failed(store: JobStore, n: int, *, code: str = "domain_taken", batch: str = "b1") -> str:
     job = store.enqueue(parse_event(event(n)).request, key=f"evt_{n}", batch=batch).job
-    assert store.admit(job.id, {})
+    assert job.id in store.admit({job.id: {}})
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
     progress = Progress(

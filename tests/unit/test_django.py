@@ -274,7 +274,7 @@ def test_a_django_process_killed_after_its_commit_leaves_a_job_the_scheduler_dis
         assert job is not None
         assert (job.status, job.dispatched_at, job.dispatch_count) == (JobStatus.queued, None, 0)
         assert migrated.count("SELECT count(*) FROM signups_signup") == 1
-        waiting = store.admission_candidates(["default"], Priority.interactive, limit=10)
+        waiting = store.ready_jobs(["default"], Priority.interactive, limit=10)
         assert [candidate.id for candidate in waiting] == [job.id]
         dispatcher = RecordingDispatcher()
         make_scheduler(Settings(database_url=migrated.url), store, dispatcher).tick()

@@ -143,9 +143,7 @@ def test_rows_written_before_the_quota_scheduler_are_kept_and_classed(
     assert single.progress.site is not None
     assert single.progress.site.domain == "s1.example.com"
     # The old queued row is work the scheduler now sees.
-    assert [j.id for j in store.admission_candidates(["default"], Priority.bulk, limit=5)] == [
-        "job0"
-    ]
+    assert [j.id for j in store.ready_jobs(["default"], Priority.bulk, limit=5)] == ["job0"]
 
 
 def test_every_revision_downgrades_and_upgrades_again(empty_engine: Engine) -> None:

@@ -439,7 +439,7 @@ def test_the_reserve_is_released_as_early_as_jobs_lately_need_to_finish(
     store = JobStore(engine, clock=clock)
     for n in range(10):
         job = store.enqueue(provision(f"slow{n}.example.com")).job
-        assert store.admit(job.id, {})
+        assert job.id in store.admit({job.id: {}})
         claim = store.claim(job.id, lease_seconds=60)
         assert claim is not None
         clock.advance(1.2)  # each took 1.2 s from its dispatch to done (a slow API)

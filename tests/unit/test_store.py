@@ -142,7 +142,7 @@ def test_a_job_handed_back_for_quota_spends_no_attempt_and_waits_for_the_schedul
     store: JobStore, clock: FakeClock
 ) -> None:
     job = store.enqueue(provision()).job
-    assert store.admit(job.id, {"burst:1": 4})
+    assert job.id in store.admit({job.id: {"burst:1": 4}})
     claim = store.claim(job.id, lease_seconds=60)
     assert claim is not None
     assert claim.permits == {"burst:1": 4}
@@ -157,9 +157,7 @@ def test_a_job_handed_back_for_quota_spends_no_attempt_and_waits_for_the_schedul
         None,
     )
     assert back.progress == progress  # it resumes at its checkpoint
-    assert [
-        j.id for j in store.admission_candidates(["default"], Priority.interactive, limit=5)
-    ] == [job.id]
+    assert [j.id for j in store.ready_jobs(["default"], Priority.interactive, limit=5)] == [job.id]
 
 
 def settings(**overrides: float) -> Settings:
@@ -181,7 +179,7 @@ def test_sweeper_republishes_a_lost_message_with_growing_waits(
 ) -> None:
     dispatcher = RecordingDispatcher()
     job = store.enqueue(provision()).job
-    assert store.admit(job.id, {"burst:1": 4})
+    assert job.id in store.admit({job.id: {"burst:1": 4}})
     clock.advance(61)
     sweep_once(store, dispatcher, settings())
     assert dispatcher.published == [job.id]
@@ -202,7 +200,7 @@ def test_only_jobs_the_broker_has_no_message_for_are_published_again(
     jobs = []
     for n in range(5):
         job = store.enqueue(provision(f"q{n}.example.com")).job
-        assert store.admit(job.id, {})
+        assert job.id in store.admit({job.id: {}})
         jobs.append(job.id)
         clock.advance(1)
     clock.advance(60)
@@ -220,12 +218,12 @@ def test_lost_messages_are_found_behind_fresh_ones(store: JobStore, clock: FakeC
     lost = []
     for n in range(3):
         job = store.enqueue(provision(f"lost{n}.example.com")).job
-        assert store.admit(job.id, {})
+        assert job.id in store.admit({job.id: {}})
         lost.append(job.id)
     clock.advance(61)
     for n in range(5):  # dispatched a moment ago; their messages are in the queue
         job = store.enqueue(provision(f"fresh{n}.example.com")).job
-        assert store.admit(job.id, {})
+        assert job.id in store.admit({job.id: {}})
     dispatcher = RecordingDispatcher(waiting=5)
     sweep_once(store, dispatcher, settings())
     assert sorted(dispatcher.published) == sorted(lost)
@@ -238,7 +236,7 @@ def test_the_sweeper_hands_expired_leases_and_due_waits_back_to_the_scheduler(
     crashed = store.enqueue(provision("a.example.com")).job
     parked = store.enqueue(provision("b.example.com")).job
     for job in (crashed, parked):
-        assert store.admit(job.id, {"burst:1": 4})
+        assert job.id in store.admit({job.id: {"burst:1": 4}})
     assert store.claim(crashed.id, lease_seconds=10) is not None
     claim = store.claim(parked.id, lease_seconds=10)
     assert claim is not None
@@ -252,7 +250,7 @@ def test_the_sweeper_hands_expired_leases_and_due_waits_back_to_the_scheduler(
     )
 
     def handed_back() -> list[str]:
-        jobs = store.admission_candidates(["default"], Priority.interactive, limit=10)
+        jobs = store.ready_jobs(["default"], Priority.interactive, limit=10)
         return sorted(j.id for j in jobs)
 
     clock.advance(11)
@@ -269,9 +267,9 @@ def test_the_sweeper_hands_expired_leases_and_due_waits_back_to_the_scheduler(
 
 def test_admission_takes_each_job_once(store: JobStore) -> None:
     job = store.enqueue(provision()).job
-    assert store.admit(job.id, {"burst:1": 4})
-    assert not store.admit(job.id, {"burst:1": 4})
-    assert store.admission_candidates(["default"], Priority.interactive, limit=5) == []
+    assert job.id in store.admit({job.id: {"burst:1": 4}})
+    assert job.id not in store.admit({job.id: {"burst:1": 4}})
+    assert store.ready_jobs(["default"], Priority.interactive, limit=5) == []
 
 
 def test_candidates_are_per_class_per_account_and_oldest_first(
@@ -284,15 +282,12 @@ def test_candidates_are_per_class_per_account_and_oldest_first(
         clock.advance(1)
     interactive = store.enqueue(provision("new.example.com")).job
     other = store.enqueue(provision("x.example.com").model_copy(update={"account": "b"})).job
-    assert [
-        j.id for j in store.admission_candidates(["default"], Priority.interactive, limit=9)
-    ] == [interactive.id]
-    assert [j.id for j in store.admission_candidates(["b"], Priority.interactive, limit=9)] == [
-        other.id
+    assert [j.id for j in store.ready_jobs(["default"], Priority.interactive, limit=9)] == [
+        interactive.id
     ]
+    assert [j.id for j in store.ready_jobs(["b"], Priority.interactive, limit=9)] == [other.id]
     assert [
-        j.id
-        for j in store.admission_candidates(["default"], Priority.bulk, limit=2, batch_id="big")
+        j.id for j in store.ready_jobs(["default"], Priority.bulk, limit=2, batch_ids=["big"])
     ] == [bulk[0].id, bulk[1].id]
     assert store.pending_batches(["default"], Priority.bulk) == ["big"]
     assert store.waiting_by_priority(["default"]) == {"interactive": 1, "bulk": 3}

@@ -98,7 +98,7 @@ def raw_columns(store: JobStore, key: str) -> tuple[Any, ...]:
 
 def assert_waiting_for_the_scheduler(store: JobStore, job: ProvisioningJob) -> None:
     assert (job.status, job.dispatched_at, job.dispatch_count) == (JobStatus.queued, None, 0)
-    waiting = store.admission_candidates(["default"], Priority.interactive, limit=10)
+    waiting = store.ready_jobs(["default"], Priority.interactive, limit=10)
     assert [candidate.id for candidate in waiting] == [job.id]
 
 
@@ -170,7 +170,7 @@ def test_dbapi_rollback_leaves_no_job(store: JobStore, database_url: str) -> Non
     finally:
         conn.close()
     assert store.find("evt_1") is None
-    assert store.admission_candidates(["default"], Priority.interactive, limit=10) == []
+    assert store.ready_jobs(["default"], Priority.interactive, limit=10) == []
 
 
 def test_dbapi_same_key_makes_one_job_and_errors_leave_the_transaction_usable(

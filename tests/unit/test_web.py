@@ -64,9 +64,7 @@ def client(store: JobStore) -> TestClient:
 
 def waiting_for_the_scheduler(store: JobStore) -> list[str]:
     """Ids of the queued, never-dispatched interactive jobs: what the scheduler will admit."""
-    return [
-        job.id for job in store.admission_candidates(["default"], Priority.interactive, limit=100)
-    ]
+    return [job.id for job in store.ready_jobs(["default"], Priority.interactive, limit=100)]
 
 
 DATA_ROUTES = [
@@ -241,7 +239,9 @@ def test_cancel_queued_and_retry_failed(client: TestClient, store: JobStore) -> 
     assert client.post(f"/jobs/{queued['id']}/retry", headers=AUTH).status_code == 409
 
     other = client.post("/jobs", json=event(2), headers=AUTH).json()
-    assert store.admit(other["id"], {})  # the scheduler dispatches it; it runs and fails
+    assert other["id"] in store.admit(
+        {other["id"]: {}}
+    )  # the scheduler dispatches it; it runs and fails
     claim = store.claim(other["id"], lease_seconds=60)
     assert claim is not None
     store.fail(
@@ -517,7 +517,7 @@ def progressed_job(store: JobStore) -> str:
 def fail(
     store: JobStore, job_id: str, code: str = "site_limit_reached", progress: Progress | None = None
 ) -> None:
-    assert store.admit(job_id, {})  # the scheduler dispatches it; it runs and fails
+    assert job_id in store.admit({job_id: {}})  # the scheduler dispatches it; it runs and fails
     claim = store.claim(job_id, lease_seconds=60)
     assert claim is not None
     store.fail(claim, code=code, message="limit", http_status=402, progress=progress or Progress())

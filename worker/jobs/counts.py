@@ -53,7 +53,7 @@ class Counts(Table):
         """How many queued jobs of ``accounts`` wait for the scheduler, by class."""
         c = JobCount
         counts = {priority.value: 0 for priority in Priority}
-        where = (col(c.state) == READY, col(c.account).in_(list(accounts)))
+        where = (col(c.state) == READY, col(c.account).in_(list(accounts)), col(c.jobs) > 0)
         for priority, jobs, _ in summed(self.engine, *where, by=[col(c.priority)]):
             counts[str(priority)] = int(jobs or 0)
         return counts
@@ -70,6 +70,7 @@ class Counts(Table):
         where: list[ColumnElement[bool]] = [
             col(c.state).in_(OPEN_STATES),
             col(c.account).in_(list(accounts)),
+            col(c.jobs) > 0,
         ]
         if priority is not None:
             where.append(col(c.priority) == priority.value)
@@ -84,8 +85,9 @@ class Counts(Table):
         c = JobCount
         where = (
             col(c.state).in_(OPEN_STATES),
-            col(c.account).in_(list(accounts)),
             col(c.priority) == priority.value,
+            col(c.account).in_(list(accounts)),
+            col(c.jobs) > 0,
         )
         rows = summed(self.engine, *where, by=[col(c.batch_id)])
         return {str(batch): int(calls or 0) for batch, jobs, calls in rows if jobs}

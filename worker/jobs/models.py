@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Index, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, relationship
 from sqlalchemy.types import TypeDecorator
@@ -218,7 +218,18 @@ class JobCount(SQLModel, table=True):
     scheduler) and ``dispatched`` (handed to the broker, not started)."""
 
     __tablename__ = "job_counts"
-    __table_args__ = (Index("ix_job_counts_state", "state", "account", "priority"),)
+    __table_args__ = (
+        # Only the counts that hold jobs: a batch long done leaves rows of zero behind.
+        Index(
+            "ix_job_counts_open",
+            "state",
+            "priority",
+            "account",
+            "batch_id",
+            postgresql_where=text("jobs > 0"),
+            sqlite_where=text("jobs > 0"),
+        ),
+    )
 
     batch_id: str = Field(primary_key=True, max_length=64)
     account: str = Field(primary_key=True, max_length=64)

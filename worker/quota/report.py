@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,31 +64,45 @@ class Reporter:
         return out
 
     def batch_eta(self, batch_id: str) -> datetime | None:
-        """When the batch's last job should be done, from the budget and the work queued ahead
-        of it: interactive jobs first, other bulk batches sharing round-robin. None if the batch
-        has nothing left (or only under accounts not configured here)."""
-        quotas = {
-            self.accounts.get(name).quota.name: self.accounts.get(name).quota
-            for name in self.store.batch_accounts(batch_id)
-            if name in self.accounts
-        }
+        """When the batch's last job should be done (``batch_etas``)."""
+        return self.batch_etas([batch_id]).get(batch_id)
+
+    def batch_etas(self, batch_ids: Sequence[str]) -> dict[str, datetime | None]:
+        """When each batch's last job should be done, from the budget and the work queued ahead
+        of it: interactive jobs first, other bulk batches sharing round-robin. None for a batch
+        with nothing left (or only under accounts not configured here). The work ahead is read
+        once per quota, whatever the number of batches."""
         now = self.limiter.clock()
-        finish: float | None = None
-        for quota in quotas.values():
-            names = self.accounts.of_quota(quota.name)
-            if not self.store.open_work(names, None, batch_id)[0]:
-                continue
-            # Interactive jobs (this batch's included) go first; then this batch's bulk jobs,
-            # round-robin with the other batches: each takes as many calls as this one until
-            # either is done.
-            mine = self.store.open_work(names, Priority.bulk, batch_id)[1]
-            calls = self.store.open_work(names, Priority.interactive)[1] + mine
-            for other, theirs in self.store.open_calls_by_batch(names, Priority.bulk).items():
-                if other != batch_id:
-                    calls += min(theirs, mine)
-            done = now + self._seconds_for(quota, calls, now)
-            finish = done if finish is None else max(finish, done)
-        return None if finish is None else datetime.fromtimestamp(finish, tz=UTC)
+        finish: dict[str, float | None] = dict.fromkeys(batch_ids)
+        quotas: dict[str, list[str]] = {}
+        for batch_id in batch_ids:
+            for name in self.store.batch_accounts(batch_id):
+                if name in self.accounts:
+                    quotas.setdefault(self.accounts.get(name).quota.name, []).append(batch_id)
+        for quota_name, batches in quotas.items():
+            quota = self.accounts.quotas[quota_name]
+            names = self.accounts.of_quota(quota_name)
+            interactive = self.store.open_calls_by_batch(names, Priority.interactive)
+            bulk = self.store.open_calls_by_batch(names, Priority.bulk)
+            ahead = sum(interactive.values())
+            for batch_id in batches:
+                if batch_id not in bulk and batch_id not in interactive:
+                    continue  # nothing left to do here
+                # Interactive jobs (this batch's included) go first; then this batch's bulk
+                # jobs, round-robin with the other batches: each takes as many calls as this
+                # one until either is done.
+                mine = bulk.get(batch_id, 0)
+                calls = ahead + mine
+                calls += sum(
+                    min(theirs, mine) for other, theirs in bulk.items() if other != batch_id
+                )
+                done = now + self._seconds_for(quota, calls, now)
+                known = finish[batch_id]
+                finish[batch_id] = done if known is None else max(known, done)
+        return {
+            batch_id: None if at is None else datetime.fromtimestamp(at, tz=UTC)
+            for batch_id, at in finish.items()
+        }
 
     def _seconds_for(self, quota: Quota, calls: int, now: float) -> float:
         """How long the budget takes to hand out ``calls`` permits from now."""

@@ -4,6 +4,9 @@ Every tick, for every quota: interactive jobs first, oldest first; then bulk job
 each batch in turn (round-robin, resuming after the batch served last), so a small import is not
 stuck behind a large one. A job is dispatched only once the calls it still needs are reserved in
 the current windows (``Limiter.take``); when they do not fit, the class waits for the next tick.
+A tick costs the same whatever the backlog: the batches with work come from the counts, the
+candidates from one query of index range scans, their permits from one reservation and their
+admission from one UPDATE.
 Nothing waits in a worker slot, in a broker countdown or under a lease: waiting jobs are rows.
 At most ``ahead`` dispatched jobs wait in the broker at once (a quota far above what the workers
 can do would otherwise move the whole backlog there, behind which nothing can go first).
@@ -17,14 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from worker.accounts import Accounts, Quota
 from worker.dispatch import Dispatcher
 from worker.errors import ConfigurationError
-from worker.jobs.dispatch import Dispatching
-from worker.jobs.models import ProvisioningJob
-from worker.jobs.specs import calls_needed
+from worker.jobs.dispatch import Dispatching, Ready
 from worker.jobs.states import Priority
 from worker.pauses import Pauses
 from worker.quota.limiter import Limiter
@@ -32,12 +33,11 @@ from worker.quota.windows import Window
 
 log = logging.getLogger(__name__)
 
-#: Jobs fetched per query: a window's worth at Plausible's default limits.
-FETCH = 32
-#: Admitted jobs are published at least this many at a time, so that a tick admitting
-#: thousands (a lifted quota) does not leave early ones marked dispatched but unpublished
-#: for long, which the sweeper would take for lost messages.
-PUBLISH_EVERY = FETCH
+#: Jobs admitted per class and quota in one tick, at most: a lifted quota admits the rest at the
+#: next ticks, which follow at once while work and room remain.
+MAX_PER_TICK = 500
+#: Admitted jobs are published this many at a time.
+PUBLISH_EVERY = 32
 #: How often the reserve's release is fitted to how long jobs take.
 TUNE_EVERY_SECONDS = 2.0
 
@@ -97,7 +97,7 @@ class Scheduler:
         return admitted
 
     def _publish(
-        self, quota: Quota, job_ids: list[str], held: dict[str, tuple[Sequence[Window], int]]
+        self, quota: Quota, job_ids: list[str], held: Mapping[str, tuple[Sequence[Window], int]]
     ) -> None:
         if not job_ids:
             return
@@ -133,38 +133,41 @@ class Scheduler:
         self,
         quota: Quota,
         priority: Priority,
-        jobs: Iterator[ProvisioningJob],
+        candidates: Callable[[int], list[Ready]],
         slots: int | None = None,
     ) -> list[str]:
+        """Admit, in ``candidates``' order, the jobs whose calls fit in the room left; stop at the
+        first that does not (it goes first next time)."""
         room = self.limiter.room(quota, priority)
-        if room <= 0:
+        if room <= 0 or (slots is not None and slots <= 0):
             return []
         cap = self.limiter.capacity(quota, priority)
-        admitted: list[str] = []
-        held: dict[str, tuple[Sequence[Window], int]] = {}
-        published = 0
-        try:
-            for job in jobs:
-                n = max(1, min(calls_needed(job.spec, job.progress), cap))
-                if n > room or (slots is not None and len(admitted) >= slots):
-                    break
-                span = self.limiter.span(quota)
-                if self.limiter.take(quota, span, n, priority) is not None:
-                    break
-                if not self.store.admit(job.id, {w.key: n for w in span}):
-                    self.limiter.give_back(quota, dict.fromkeys(span, n))
-                    continue
-                admitted.append(job.id)
-                held[job.id] = (span, n)
-                room -= n
-                if priority is Priority.bulk:
-                    self._last_batch[quota.name] = job.batch_id
-                if len(admitted) - published >= PUBLISH_EVERY:
-                    chunk, published = admitted[published:], len(admitted)
-                    self._publish(quota, chunk, held)
-        finally:
-            self._publish(quota, admitted[published:], held)
-        return admitted
+        wanted = min(room, MAX_PER_TICK, room if slots is None else slots)
+        chosen: list[tuple[Ready, int]] = []
+        total = 0
+        for job in candidates(wanted):
+            n = max(1, min(job.calls, cap))
+            if total + n > room or len(chosen) >= wanted:
+                break
+            chosen.append((job, n))
+            total += n
+        if not chosen:
+            return []
+        span = self.limiter.span(quota)
+        if self.limiter.take(quota, span, total, priority) is not None:
+            return []  # another scheduler took the room first: the next tick sees what is left
+        admitted = self.store.admit({job.id: {w.key: n for w in span} for job, n in chosen})
+        lost = sum(n for job, n in chosen if job.id not in admitted)
+        if lost:
+            self.limiter.give_back(quota, dict.fromkeys(span, lost))
+        order = [job for job, _ in chosen if job.id in admitted]
+        if priority is Priority.bulk and order:
+            self._last_batch[quota.name] = order[-1].batch_id
+        ids = [job.id for job in order]
+        held = {job.id: (span, n) for job, n in chosen if job.id in admitted}
+        for start in range(0, len(ids), PUBLISH_EVERY):
+            self._publish(quota, ids[start : start + PUBLISH_EVERY], held)
+        return ids
 
     def _resume_changed_keys(self) -> None:
         """An account paused for a refused key resumes once its key is another one."""
@@ -183,58 +186,43 @@ class Scheduler:
 
     def _interactive(
         self, accounts: list[str], no_provision: list[str]
-    ) -> Iterator[ProvisioningJob]:
-        while True:
-            jobs = self.store.admission_candidates(
-                accounts, Priority.interactive, limit=FETCH, no_provision=no_provision
+    ) -> Callable[[int], list[Ready]]:
+        def oldest(wanted: int) -> list[Ready]:
+            return self.store.ready_jobs(
+                accounts, Priority.interactive, limit=wanted, no_provision=no_provision
             )
-            yield from jobs
-            if len(jobs) < FETCH:
-                return
+
+        return oldest
 
     def _round_robin(
         self, quota: Quota, accounts: list[str], no_provision: list[str]
-    ) -> Iterator[ProvisioningJob]:
-        batches = self.store.pending_batches(accounts, Priority.bulk, no_provision=no_provision)
-        if not batches:
-            return
-        last = self._last_batch.get(quota.name)
-        if last in batches:
-            turn = batches.index(last) + 1
-            batches = batches[turn:] + batches[:turn]
-        queues = {batch: _Batch(self.store, accounts, batch, no_provision) for batch in batches}
-        while queues:
-            for batch in list(queues):
-                job = queues[batch].next()
-                if job is None:
-                    del queues[batch]
-                else:
-                    yield job
-
-
-class _Batch:
-    """One batch's queued bulk jobs, fetched a few at a time. A job offered is either admitted
-    (and so no longer a candidate) or ends the round, so each fetch starts from the top."""
-
-    def __init__(
-        self, store: Dispatching, accounts: list[str], batch_id: str | None, no_provision: list[str]
-    ) -> None:
-        self.store = store
-        self.accounts = accounts
-        self.batch_id = batch_id
-        self.no_provision = no_provision
-        self.pending: deque[ProvisioningJob] = deque()
-        self.exhausted = False
-
-    def next(self) -> ProvisioningJob | None:
-        if not self.pending and not self.exhausted:
-            jobs = self.store.admission_candidates(
-                self.accounts,
+    ) -> Callable[[int], list[Ready]]:
+        def in_turn(wanted: int) -> list[Ready]:
+            """The next ``wanted`` jobs, one from each batch in turn from the batch after the one
+            served last: the oldest jobs of just enough batches, in one query."""
+            batches = self.store.pending_batches(accounts, Priority.bulk)
+            last = self._last_batch.get(quota.name)
+            if last in batches:
+                turn = batches.index(last) + 1
+                batches = batches[turn:] + batches[:turn]
+            asked = batches[:wanted]
+            if not asked:
+                return []
+            per_batch = -(-wanted // len(asked))
+            queues: dict[str | None, deque[Ready]] = {batch: deque() for batch in asked}
+            for job in self.store.ready_jobs(
+                accounts,
                 Priority.bulk,
-                limit=FETCH,
-                batch_id=self.batch_id,
-                no_provision=self.no_provision,
-            )
-            self.pending.extend(jobs)
-            self.exhausted = len(jobs) < FETCH
-        return self.pending.popleft() if self.pending else None
+                limit=per_batch,
+                batch_ids=asked,
+                no_provision=no_provision,
+            ):
+                queues[job.batch_id].append(job)
+            out: list[Ready] = []
+            while len(out) < wanted and any(queues.values()):
+                for batch in asked:
+                    if queues[batch] and len(out) < wanted:
+                        out.append(queues[batch].popleft())
+            return out
+
+        return in_turn

@@ -64,7 +64,14 @@ def upgrade() -> None:
         sa.Column("calls", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(*KEY),
     )
-    op.create_index("ix_job_counts_state", "job_counts", ["state", "account", "priority"])
+    # Only the counts that hold jobs: a batch long done leaves rows of zero behind.
+    op.create_index(
+        "ix_job_counts_open",
+        "job_counts",
+        ["state", "priority", "account", "batch_id"],
+        postgresql_where=sa.text("jobs > 0"),
+        sqlite_where=sa.text("jobs > 0"),
+    )
     op.create_table(
         "inventory_sites",
         sa.Column("account", sa.String(length=64), nullable=False),
