@@ -19,6 +19,7 @@ import pytest
 from testkit.sandbox_process import SandboxProcess
 from testkit.waiting import wait_for
 from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once
+from worker.jobs.models import ProvisioningJob
 from worker.jobs.states import JobStatus
 
 SEED = 20261128
@@ -43,12 +44,13 @@ def test_faulty_api_every_job_succeeds_and_lost_creates_are_adopted(
     # Phase 1: every response lost. The sites get created; the jobs cannot know it and park.
     seeded_sandbox.configure(drop_rate=1.0)
     lost = stack.submit_sites(f"lost{n}.example.com" for n in range(6))
+    def all_parked() -> list[ProvisioningJob] | None:
+        # One read: the sweeper hands a parked job back as soon as its short backoff ends.
+        jobs = stack.jobs(lost)
+        return jobs if all(j.status == JobStatus.waiting for j in jobs) else None
+
     parked = wait_for(
-        lambda: (
-            [j for j in stack.jobs(lost) if j.status == JobStatus.waiting]
-            if all(j.status == JobStatus.waiting for j in stack.jobs(lost))
-            else None
-        ),
+        all_parked,
         timeout=30,
         describe=lambda: f"the jobs to park; {stack.status_counts(lost)}\n{stack.logs()}",
     )
