@@ -3,10 +3,15 @@ sandbox tests send through it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import SecretStr
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from testkit.sandbox_process import SandboxProcess
 from worker.accounts import load_accounts
+from worker.jobs.models import ProvisioningJob
 from worker.jobs.specs import GoalSpec, JobRequest
 from worker.jobs.states import Operation
 from worker.jobs.store import JobStore
@@ -20,6 +25,7 @@ EVENT = GoalSpec(goal_type="event", event_name="Signup")
 PAGE = GoalSpec(goal_type="page", page_path="/pricing/*")
 
 
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 #: Limits far above anything a test sends: tests about the quota set their own.
 UNLIMITED = {"hourly_limit": 10_000_000, "burst_limit": 10_000_000}
 
@@ -60,3 +66,21 @@ def provision(domain: str = "shop.example.com") -> JobRequest:
 
 def api_requests(sandbox: SandboxProcess) -> int:
     return int(sandbox.state()["counters"]["total"])
+
+
+def _set(store: JobStore, job_id: str, **values: object) -> None:
+    with Session(store.engine) as session:
+        session.execute(
+            update(ProvisioningJob).where(col(ProvisioningJob.id) == job_id).values(**values)
+        )
+        session.commit()
+
+
+def make_due(store: JobStore, job_id: str) -> None:
+    """A parked job's backoff is over: it can be claimed again."""
+    _set(store, job_id, next_attempt_at=LONG_AGO)
+
+
+def expire_lease(store: JobStore, job_id: str) -> None:
+    """A killed worker's lease runs out: the job can be claimed again."""
+    _set(store, job_id, lease_expires_at=LONG_AGO)

@@ -44,6 +44,7 @@ def test_faulty_api_every_job_succeeds_and_lost_creates_are_adopted(
     # Phase 1: every response lost. The sites get created; the jobs cannot know it and park.
     seeded_sandbox.configure(drop_rate=1.0)
     lost = stack.submit_sites(f"lost{n}.example.com" for n in range(6))
+
     def all_parked() -> list[ProvisioningJob] | None:
         # One read: the sweeper hands a parked job back as soon as its short backoff ends.
         jobs = stack.jobs(lost)

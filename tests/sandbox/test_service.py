@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,8 @@ from testkit.pipelines import (
     PAGE,
     api_requests,
     client_of,
+    expire_lease,
+    make_due,
     make_pipeline,
     provision,
 )
@@ -88,7 +89,7 @@ def test_a_create_whose_answer_was_lost_is_adopted_as_ours(
     sandbox.configure(drop_rate=1.0)  # the create happens, its answer is lost (every try)
     assert pipeline.run(job.id) is JobStatus.waiting
     sandbox.configure(drop_rate=0)
-    _make_due(store, job.id)
+    make_due(store, job.id)
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
     assert done is not None
@@ -156,7 +157,7 @@ def test_a_delete_carried_out_by_a_worker_killed_before_the_answer_counts_as_don
     with pytest.raises(_Killed):
         dying.run(job.id)
     assert sandbox.state()["goals" if operation == "delete_goal" else "sites"] == []
-    _expire_lease(store, job.id)
+    expire_lease(store, job.id)
     assert first.run(job.id) is JobStatus.succeeded  # the 404 that follows means it was done
     done = store.get(job.id)
     assert done is not None
@@ -174,7 +175,7 @@ def test_dropped_responses_are_retried_without_duplicates(
             status = pipeline.run(job.id)
             if status is not JobStatus.waiting:
                 break
-            _make_due(store, job.id)  # parked after its in-process retries: due again at once
+            make_due(store, job.id)  # parked after its in-process retries: due again at once
         done = store.get(job.id)
         assert done is not None
         assert status is JobStatus.succeeded, (done.error_code, done.error_message)
@@ -185,21 +186,6 @@ def test_dropped_responses_are_retried_without_duplicates(
     )
     assert len(state["goals"]) == 12
     assert sum(len(s["shared_links"]) for s in state["sites"]) == 6
-
-
-def _make_due(store: JobStore, job_id: str) -> None:
-    from sqlalchemy import update
-    from sqlmodel import Session, col
-
-    from worker.jobs.models import ProvisioningJob
-
-    with Session(store.engine) as session:
-        session.execute(
-            update(ProvisioningJob)
-            .where(col(ProvisioningJob.id) == job_id)
-            .values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC))
-        )
-        session.commit()
 
 
 def test_domain_of_another_team_fails_with_domain_taken(
@@ -283,7 +269,7 @@ def test_delete_site_counts_404_after_an_earlier_attempt_as_done(
     sandbox.configure(drop_rate=1.0)  # the delete happens, its answer is lost
     assert pipeline.run(job.id) is JobStatus.waiting
     sandbox.configure(drop_rate=0)
-    _make_due(store, job.id)
+    make_due(store, job.id)
     assert pipeline.run(job.id) is JobStatus.succeeded
     done = store.get(job.id)
     assert done is not None
@@ -495,19 +481,3 @@ def test_an_unforeseen_crash_fails_the_job_instead_of_looping(
     assert done.error_code == "internal_error"
     assert done.progress.site is not None
     assert done.progress.site.domain == "shop.example.com"
-
-
-def _expire_lease(store: JobStore, job_id: str) -> None:
-    """The killed worker's lease runs out: the job can be claimed again."""
-    from sqlalchemy import update
-    from sqlmodel import Session, col
-
-    from worker.jobs.models import ProvisioningJob
-
-    with Session(store.engine) as session:
-        session.execute(
-            update(ProvisioningJob)
-            .where(col(ProvisioningJob.id) == job_id)
-            .values(lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
-        )
-        session.commit()

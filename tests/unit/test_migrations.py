@@ -157,3 +157,93 @@ def test_every_revision_downgrades_and_upgrades_again(empty_engine: Engine) -> N
     assert revision_of(empty_engine) == BASELINE_REVISION
     upgrade(empty_engine)
     assert schema_drift(empty_engine) == []
+
+
+def test_a_database_of_the_previous_schema_gets_batches_counts_and_its_inventory(
+    empty_engine: Engine,
+) -> None:
+    """Migration 0006 on rows written by 0005's schema: every job joins a batch (a day's
+    ``legacy-`` batch when it had none), the counts equal a fresh count, unfinished jobs know
+    the calls they still need, and the inventory holds what the jobs' history made."""
+    from testkit.inventory import inventory, kept_counts, recounted
+    from worker.jobs.store import JobStore
+
+    upgrade(empty_engine, "0005")
+    site = {"domain": "shop.example.com", "timezone": "UTC"}
+    signup = {"id": 11, "goal_type": "event", "event_name": "Signup", "display_name": "Signup"}
+    pricing = {"id": 12, "goal_type": "page", "page_path": "/pricing", "display_name": "Pricing"}
+    history = [
+        # (batch, operation, domain, status, request extras, progress, finished at)
+        ("b1", "provision_site", "shop.example.com", "succeeded", {},
+         {"site": site, "goals": {"event:Signup": signup, "page:/pricing": pricing},
+          "shared_links": {"Dash": "https://plausible.io/share/shop.example.com?auth=x"}},
+         "2026-11-30 10:00:01"),
+        (None, "provision_site", "blog.example.com", "succeeded", {},
+         {"site": {"domain": "blog.example.com", "timezone": "UTC", "adopted": True,
+                   "existed": True}},
+         "2026-11-30 10:00:02"),
+        (None, "delete_goal", "shop.example.com", "succeeded", {"goal_id": 12},
+         {"goal_id": 12, "goal_id_source": "request", "deleted": True}, "2026-11-30 10:00:03"),
+        ("b1", "provision_site", "gone.example.com", "succeeded", {},
+         {"site": {"domain": "gone.example.com", "timezone": "UTC"}}, "2026-11-30 10:00:04"),
+        (None, "delete_site", "gone.example.com", "succeeded", {}, {"deleted": True},
+         "2026-11-30 10:00:05"),
+        ("b1", "provision_site", "later.example.com", "queued",
+         {"goals": [{"goal_type": "event", "event_name": "Signup"}]}, {}, None),
+    ]  # fmt: skip
+    columns = (
+        "id, idempotency_key, operation, domain, batch_id, request, fingerprint, status, "
+        "progress, attempts, dispatch_count, created_at, updated_at, finished_at, account, "
+        "priority"
+    )
+    values = (
+        ":id, :key, :operation, :domain, :batch, :request, 'f', :status, :progress, 0, 0, "
+        "'2026-11-30 10:00:00+00:00', :updated, :finished, 'default', :priority"
+    )
+    with empty_engine.begin() as connection:
+        for n, (batch, operation, domain, status, extra, progress, done) in enumerate(history):
+            stamp = f"{done}+00:00" if done else None
+            connection.execute(
+                text(f"INSERT INTO provisioning_jobs ({columns}) VALUES ({values})"),
+                {
+                    "id": f"job{n}",
+                    "key": f"evt_{n}",
+                    "operation": operation,
+                    "domain": domain,
+                    "batch": batch,
+                    "request": json.dumps({"operation": operation, "domain": domain, **extra}),
+                    "status": status,
+                    "progress": json.dumps(progress),
+                    "updated": stamp or "2026-11-30 10:00:00+00:00",
+                    "finished": stamp,
+                    "priority": "bulk" if batch else "interactive",
+                },
+            )
+    upgrade(empty_engine)
+    assert schema_drift(empty_engine) == []
+    store = JobStore(empty_engine)
+    assert {job.batch_id for job in map(store.get, ["job1", "job2"]) if job} == {"legacy-20261130"}
+    legacy = store.batch_summary("legacy-20261130")
+    assert legacy.batch is not None
+    assert (legacy.batch.source, legacy.total, legacy.counts["succeeded"]) == ("legacy", 3, 3)
+    assert store.batch_summary("b1").batch is not None
+    assert kept_counts(empty_engine) == recounted(empty_engine)
+    later = store.get("job5")
+    assert later is not None
+    assert later.calls_left == 2  # the site and its goal
+    rows = inventory(empty_engine)
+    assert rows["sites"] == {
+        ("default", "shop.example.com", "UTC", "created", "job0"),
+        ("default", "blog.example.com", "UTC", "existed", "job1"),
+    }
+    assert {(row[1], row[2], row[3]) for row in rows["goals"]} == {
+        ("shop.example.com", "event:Signup", 11)
+    }
+    assert rows["links"] == {
+        (
+            "default",
+            "shop.example.com",
+            "Dash",
+            "https://plausible.io/share/shop.example.com?auth=x",
+        )
+    }

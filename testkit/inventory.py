@@ -1,0 +1,78 @@
+"""Reading the status database's derived state whole, for tests: the counts the database keeps
+beside a fresh count of the jobs, and the inventory as plain rows."""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+#: (batch, account, priority, state, code) -> (jobs, calls)
+Counts = dict[tuple[str, str, str, str, str], tuple[int, int]]
+
+
+def kept_counts(engine: Engine) -> Counts:
+    """The counts the database keeps (rows of zero left out)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT batch_id, account, priority, state, code, jobs, calls FROM job_counts")
+        ).all()
+    return {
+        (batch, account, priority, state, code): (int(jobs), int(calls))
+        for batch, account, priority, state, code, jobs, calls in rows
+        if jobs or calls
+    }
+
+
+def recounted(engine: Engine) -> Counts:
+    """The same counts, worked out afresh from the jobs."""
+    jobs: Counter[tuple[str, str, str, str, str]] = Counter()
+    calls: Counter[tuple[str, str, str, str, str]] = Counter()
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT batch_id, account, priority, CAST(status AS VARCHAR(16)), "
+                "dispatched_at IS NULL, error_code, calls_left FROM provisioning_jobs"
+            )
+        ).all()
+    for batch, account, priority, status, undispatched, code, left in rows:
+        state = ("ready" if undispatched else "dispatched") if status == "queued" else status
+        key = (batch or "", account, priority, state, code or "")
+        jobs[key] += 1
+        calls[key] += int(left)
+    return {key: (jobs[key], calls[key]) for key in jobs}
+
+
+def inventory(engine: Engine) -> dict[str, set[tuple[Any, ...]]]:
+    """The inventory's rows (times left out), by table."""
+    queries = {
+        "sites": "SELECT account, domain, timezone, origin, job_id FROM inventory_sites",
+        "goals": "SELECT account, domain, natural_key, goal_id, goal_type, event_name, "
+        "page_path, display_name FROM inventory_goals",
+        "links": "SELECT account, domain, name, url FROM inventory_links",
+    }
+    with engine.connect() as connection:
+        return {
+            name: {tuple(row) for row in connection.execute(text(query)).all()}
+            for name, query in queries.items()
+        }
+
+
+def migration(revision: str) -> ModuleType:
+    """A migration's module (their file names start with a digit)."""
+    from pathlib import Path
+
+    versions = Path(importlib.import_module("worker.jobs.migrations.versions").__path__[0])
+    [path] = versions.glob(f"{revision}_*.py")
+    return importlib.import_module(f"worker.jobs.migrations.versions.{path.stem}")
+
+
+def rebuild_inventory(connection: Connection) -> None:
+    """Empty the inventory and rebuild it from the jobs, as migration 0006 does."""
+    for table in ("inventory_links", "inventory_goals", "inventory_sites"):
+        connection.execute(text(f"DELETE FROM {table}"))
+    migration("0006").backfill_inventory(connection)
