@@ -3,8 +3,10 @@ beside a fresh count of the jobs, and the inventory as plain rows."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections import Counter
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -15,9 +17,19 @@ from sqlalchemy.engine import Connection, Engine
 Counts = dict[tuple[str, str, str, str, str], tuple[int, int]]
 
 
-def kept_counts(engine: Engine) -> Counts:
+@contextlib.contextmanager
+def _connected(bind: Engine | Connection) -> Iterator[Connection]:
+    """``bind`` itself if it is a connection (so reads share its snapshot), else a new one."""
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as connection:
+            yield connection
+
+
+def kept_counts(bind: Engine | Connection) -> Counts:
     """The counts the database keeps (rows of zero left out)."""
-    with engine.connect() as connection:
+    with _connected(bind) as connection:
         rows = connection.execute(
             text("SELECT batch_id, account, priority, state, code, jobs, calls FROM job_counts")
         ).all()
@@ -28,11 +40,11 @@ def kept_counts(engine: Engine) -> Counts:
     }
 
 
-def recounted(engine: Engine) -> Counts:
+def recounted(bind: Engine | Connection) -> Counts:
     """The same counts, worked out afresh from the jobs."""
     jobs: Counter[tuple[str, str, str, str, str]] = Counter()
     calls: Counter[tuple[str, str, str, str, str]] = Counter()
-    with engine.connect() as connection:
+    with _connected(bind) as connection:
         rows = connection.execute(
             text(
                 "SELECT batch_id, account, priority, CAST(status AS VARCHAR(16)), "
