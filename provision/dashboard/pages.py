@@ -1,5 +1,6 @@
 """The dashboard's pages and the fragments of them that refresh (``/ui/fragments/…``, swapped in
-by ``static/dashboard.js``): batches, a batch, search, a job, the quota; and the static files.
+by ``static/dashboard.js``): batches, a batch, search, a job, the sites of the inventory, the
+quota; and the static files.
 
 Handlers that touch the database are plain ``def``: they run in FastAPI's threadpool.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from worker.jobs.models import ProvisioningJob
 from worker.jobs.states import JobStatus
 
 BATCHES_PER_PAGE = 20
+SITES_PER_PAGE = 50
 JOBS_PER_PAGE = 50
 #: A batch's expected completion is worked out again at most this often (its estimate reads
 #: the unfinished jobs of every batch sharing the quota).
@@ -207,6 +209,53 @@ def job_fragment(request: Request, ref: str, board: Board, session: SignedIn) ->
     if job is None:
         return snippet("No such job.", 404)
     return board.templates.render(request, "_job.html", session=session, fragment=True, **_job(job))
+
+
+# -- sites ------------------------------------------------------------------------------------
+
+
+def sites_page(
+    request: Request, board: Board, session: SignedIn, domain: str = "", cursor: str = ""
+) -> Response:
+    """The inventory, a page at a time by domain; ``domain`` goes straight to that site."""
+    error = None
+    wanted = domain.strip()
+    try:
+        start = cursors.decode_pair(cursor)
+    except InvalidRequestError as exc:
+        return board.templates.problem(request, session, 422, said(exc))
+    try:
+        if wanted:
+            return RedirectResponse(f"{PREFIX}/sites/{quote(parse_domain(wanted))}", 303)
+    except InvalidRequestError as exc:
+        error = said(exc)
+    sites = board.store.sites(limit=SITES_PER_PAGE + 1, after=start)
+    next_url = None
+    if len(sites) > SITES_PER_PAGE:
+        sites = sites[:SITES_PER_PAGE]
+        following = cursors.encode((sites[-1].domain, sites[-1].account))
+        next_url = with_query(f"{PREFIX}/sites", cursor=following)
+    return board.templates.render(
+        request,
+        "sites.html",
+        session=session,
+        title="Sites",
+        sites=sites,
+        domain=wanted,
+        error=error,
+        next_url=next_url,
+    )
+
+
+def site_page(request: Request, domain: str, board: Board, session: SignedIn) -> Response:
+    views = board.store.site(domain)
+    if not views:
+        return board.templates.problem(
+            request, session, 404, f"The inventory holds no site {domain!r}."
+        )
+    return board.templates.render(
+        request, "site.html", session=session, title=domain, domain=domain, views=views
+    )
 
 
 # -- quota ------------------------------------------------------------------------------------

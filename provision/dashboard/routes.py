@@ -45,6 +45,8 @@ ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("GET", "/search", pages.search),
     ("GET", "/jobs/{ref}", pages.job_page),
     ("GET", "/fragments/jobs/{ref}", pages.job_fragment),
+    ("GET", "/sites", pages.sites_page),
+    ("GET", "/sites/{domain}", pages.site_page),
     ("GET", "/quota", pages.quota_page),
     ("GET", "/fragments/quota", pages.quota_fragment),
     ("GET", "/confirm", actions.confirm),

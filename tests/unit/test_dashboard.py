@@ -510,3 +510,40 @@ def test_pages_of_jobs_are_newest_first_and_complete(store: JobStore) -> None:
     assert ids == ["newer"]
     assert following is not None
     assert queries.batch_page(limit=1, after=following) == (["older"], None)
+
+
+# -- the inventory -----------------------------------------------------------------------------
+
+
+def test_the_sites_pages_show_the_inventory_a_page_at_a_time(
+    client: TestClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed(store, 1)  # a failed job's finished steps are recorded too: the site exists
+    failed(store, 2)
+    assert client.get("/ui/sites").status_code == 303  # signed out: sign in first
+    sign_in(client)
+    listed = client.get("/ui/sites").text
+    assert 'data-site="site1.example.com"' in listed
+    assert 'data-site="site2.example.com"' in listed
+    monkeypatch.setattr(pages, "SITES_PER_PAGE", 1)
+    first = client.get("/ui/sites").text
+    assert 'data-site="site1.example.com"' in first
+    assert 'data-site="site2.example.com"' not in first
+    following = re.search(r'href="(/ui/sites\?cursor=[^"]+)"', first)
+    assert following is not None
+    second = client.get(html.unescape(following.group(1))).text
+    assert 'data-site="site2.example.com"' in second
+    assert 'data-site="site1.example.com"' not in second
+    assert client.get("/ui/sites?cursor=bogus").status_code == 422
+
+    site = client.get("/ui/sites/site1.example.com").text
+    assert 'data-goal="event:Signup"' in site
+    assert "<td>71</td>" in site
+    assert "https://plausible.example/share/site1.example.com?auth=x1" in site
+    assert client.get("/ui/sites/nowhere.example.com").status_code == 404
+    found = client.get("/ui/sites?domain=https://www.Site2.example.com/", follow_redirects=False)
+    assert found.status_code == 303
+    assert found.headers["location"] == "/ui/sites/site2.example.com"
+    bad = client.get("/ui/sites?domain=a%20b")
+    assert bad.status_code == 200
+    assert 'role="alert"' in bad.text
