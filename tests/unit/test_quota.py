@@ -232,7 +232,8 @@ def test_a_429_shuts_the_window_it_landed_in(limiter: Limiter, clock: Clock) -> 
 
 
 def accounts_for(**quota: float) -> Accounts:
-    settings = Settings(hourly_limit=600, burst_limit=60, burst_seconds=10, **quota)  # type: ignore[arg-type]
+    limits = {"hourly_limit": 600, "burst_limit": 60, "burst_seconds": 10, **quota}
+    settings = Settings(**limits)  # type: ignore[arg-type]
     return load_accounts(settings)
 
 
@@ -452,3 +453,24 @@ def test_the_reserve_is_released_as_early_as_jobs_lately_need_to_finish(
     assert limiter.release_at(QUOTA_OF_DEFAULT, burst) == pytest.approx(
         windows.end(QUOTA_OF_DEFAULT, burst) - 0.5 - 1.2
     )
+
+
+def test_the_reserve_holds_a_typical_signup_whatever_the_limits(engine: Engine) -> None:
+    small = Quota("small", hourly_limit=600, burst_limit=15, burst_seconds=5, hour_seconds=3600)
+    tiny = Quota("tiny", hourly_limit=600, burst_limit=3, burst_seconds=5, hour_seconds=3600)
+    limiter = Limiter(engine, interactive_reserve=0.1)
+    assert limiter.reserve(small, BURST) == 4  # 10 % would be 1.5 calls: less than one signup
+    assert limiter.reserve(small, HOUR) == 60
+    assert limiter.reserve(tiny, BURST) == 2  # never the whole window: bulk jobs still run
+    assert Limiter(engine, interactive_reserve=0).reserve(small, BURST) == 0  # off means off
+
+
+def test_the_scheduler_sizes_the_reserve_to_the_signups_waiting(
+    store: JobStore, limiter: Limiter
+) -> None:
+    small = {"burst_limit": 15, "burst_seconds": 5}
+    store.enqueue(provision("big.example.com", goals=5, links=1))  # 7 calls
+    sched = scheduler(store, limiter, accounts_for(**small))
+    sched.tick()
+    [quota] = sched.accounts.quotas.values()
+    assert limiter.reserve(quota, BURST) == 7

@@ -11,10 +11,9 @@ from sqlalchemy import or_, update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
-from worker.jobs.counts import DISPATCHED, READY, summed
+from worker.jobs.counts import DISPATCHED, READY, Counts, summed
 from worker.jobs.models import Batch, JobCount, ProvisioningJob
 from worker.jobs.states import JobStatus, Operation, Priority
-from worker.jobs.table import Table
 from worker.times import as_utc
 
 
@@ -38,7 +37,7 @@ class Ready(NamedTuple):
     created_at: datetime
 
 
-class Dispatching(Table):
+class Dispatching(Counts):
     """What the scheduler may do: pick jobs that fit the quota, mark them dispatched."""
 
     def ready_jobs(

@@ -8,7 +8,8 @@ and embedded mode uses the same code on SQLite.
 
 Limits depend on the class asking. Interactive jobs may use a whole window; bulk jobs leave
 ``interactive_reserve`` of it alone until shortly before the window ends (the reserve is then
-released, so no budget goes unspent while work waits).
+released, so no budget goes unspent while work waits). However small the limits, the reserve
+holds at least one typical interactive job (``reserve_floor`` calls), unless it is off (0).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from worker.jobs.states import Priority
 from worker.quota import windows
 from worker.quota.windows import BURST, HOUR, Window
 from worker.times import utcnow
+
+#: A site, two goals and a shared link: what the reserve holds at least, until the scheduler
+#: sees what the waiting signups need.
+TYPICAL_JOB_CALLS = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ class Limiter:
     ) -> None:
         self.engine = engine
         self.interactive_reserve = interactive_reserve
+        #: The calls of a typical interactive job; the scheduler raises it to what the signups
+        #: waiting need.
+        self.reserve_floor = TYPICAL_JOB_CALLS
         self.release_seconds = release_seconds
         self.guard = guard
         self.clock = clock
@@ -82,7 +90,13 @@ class Limiter:
         return quota.hourly_budget if kind == HOUR else quota.burst_limit
 
     def reserve(self, quota: Quota, kind: str) -> int:
-        return math.ceil(self.budget(quota, kind) * self.interactive_reserve)
+        """Permits of a window kept for interactive jobs: ``interactive_reserve`` of it, and
+        at least one typical job's calls (never the whole window)."""
+        budget = self.budget(quota, kind)
+        if not self.interactive_reserve:
+            return 0
+        share = math.ceil(budget * self.interactive_reserve)
+        return max(share, min(self.reserve_floor, budget - 1))
 
     def release_at(self, quota: Quota, window: Window) -> float:
         """When the window's unused interactive reserve is released to bulk jobs: early enough

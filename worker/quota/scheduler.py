@@ -19,6 +19,7 @@ overspent. A scheduler that loses the race for a job gives its permits back.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
@@ -28,7 +29,7 @@ from worker.errors import ConfigurationError
 from worker.jobs.dispatch import Dispatching, Ready
 from worker.jobs.states import Priority
 from worker.pauses import Pauses
-from worker.quota.limiter import Limiter
+from worker.quota.limiter import TYPICAL_JOB_CALLS, Limiter
 from worker.quota.windows import Window
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,10 @@ class Scheduler:
         slow = took[int(len(took) * 0.9)] if took else 0.0
         shortest = min(q.burst_seconds for q in self.accounts.quotas.values())
         self.limiter.release_seconds = min(max(self._release_floor, slow), shortest / 4)
+        # The reserve holds at least one of the signups waiting, on average.
+        jobs, calls = self.store.open_work(self.accounts.names, Priority.interactive)
+        typical = math.ceil(calls / jobs) if jobs else 0
+        self.limiter.reserve_floor = max(TYPICAL_JOB_CALLS, typical)
 
     def next_wake(self) -> float:
         """When the next tick should run at the latest, for work to start the moment room
