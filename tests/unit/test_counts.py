@@ -131,7 +131,7 @@ def test_the_quota_report_and_the_scheduler_read_the_counts(
     store.enqueue(provision("signup.example.com"))
     assert store.waiting_by_priority(["default"]) == {"interactive": 1, "bulk": 5}
     assert store.waiting_by_priority(["nobody"]) == {"interactive": 0, "bulk": 0}
-    assert store.pending_batches(["default"], Priority.bulk) == ["older", "newer"]
+    assert [b.id for b in store.pending_batches(["default"], Priority.bulk)] == ["older", "newer"]
     assert store.open_work(["default"], Priority.bulk, "older") == (3, 12)
     assert store.open_calls_by_batch(["default"], Priority.bulk) == {"older": 12, "newer": 8}
     [oldest] = store.ready_jobs(["default"], Priority.bulk, limit=1, batch_ids=["newer"])

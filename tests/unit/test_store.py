@@ -289,5 +289,5 @@ def test_candidates_are_per_class_per_account_and_oldest_first(
     assert [
         j.id for j in store.ready_jobs(["default"], Priority.bulk, limit=2, batch_ids=["big"])
     ] == [bulk[0].id, bulk[1].id]
-    assert store.pending_batches(["default"], Priority.bulk) == ["big"]
+    assert [b.id for b in store.pending_batches(["default"], Priority.bulk)] == ["big"]
     assert store.waiting_by_priority(["default"]) == {"interactive": 1, "bulk": 3}

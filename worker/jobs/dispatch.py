@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy import or_, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import and_, or_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
 from worker.jobs.counts import DISPATCHED, READY, Counts, summed
+from worker.jobs.db import table_of
 from worker.jobs.models import Batch, JobCount, ProvisioningJob
 from worker.jobs.states import JobStatus, Operation, Priority
 from worker.times import as_utc
-
-
-def _not_provisioning(accounts: Sequence[str]) -> list[ColumnElement[bool]]:
-    """No provision_site job of ``accounts`` (their new sites are paused)."""
-    t = ProvisioningJob
-    if not accounts:
-        return []
-    return [
-        or_(col(t.account).not_in(list(accounts)), col(t.operation) != Operation.provision_site)
-    ]
 
 
 class Ready(NamedTuple):
@@ -35,6 +27,63 @@ class Ready(NamedTuple):
     #: The calls the job still needs (``calls_needed``, kept with its checkpoints).
     calls: int
     created_at: datetime
+
+
+class BatchPosition(NamedTuple):
+    """Where a batch stands in the round-robin: its creation time and id."""
+
+    created_at: datetime
+    id: str
+
+
+@functools.lru_cache(maxsize=256)
+def _ready_statement(shape: str, no_provision: bool) -> Any:
+    """The statement of ``ready_jobs``, built once per shape (``all``, ``lateral`` or
+    ``union:N``), with every value a bound parameter: a tick builds no SQL expression."""
+    t = table_of(ProvisioningJob)
+    where = [
+        t.c.status == JobStatus.queued.value,
+        t.c.priority == sa.bindparam("priority"),
+        t.c.dispatched_at.is_(None),
+        t.c.account.in_(sa.bindparam("accounts", expanding=True)),
+    ]
+    if no_provision:
+        where.append(
+            or_(
+                t.c.account.not_in(sa.bindparam("no_provision", expanding=True)),
+                t.c.operation != Operation.provision_site.value,
+            )
+        )
+    columns = (t.c.id, t.c.batch_id, t.c.calls_left, t.c.created_at)
+    oldest = (t.c.created_at, t.c.id)
+    limit = sa.bindparam("limit", type_=sa.Integer())
+    if shape == "all":
+        return sa.select(*columns).where(*where).order_by(*oldest).limit(limit)
+    if shape == "lateral":
+        # One statement whatever the number of batches: planned once, not once per batch.
+        wanted = (
+            sa.func.unnest(sa.bindparam("batch_ids", type_=ARRAY(sa.String())))
+            .table_valued("id")
+            .render_derived(name="wanted")
+        )
+        each = (
+            sa.select(*columns)
+            .where(*where, t.c.batch_id == wanted.c.id)
+            .order_by(*oldest)
+            .limit(limit)
+            .lateral("oldest")
+        )
+        return sa.select(each).select_from(wanted).join(each, sa.true())
+    parts = [
+        sa.select(*columns)
+        .where(*where, t.c.batch_id == sa.bindparam(f"batch_{n}"))
+        .order_by(*oldest)
+        .limit(limit)
+        .subquery()
+        .select()
+        for n in range(int(shape.split(":")[1]))
+    ]
+    return sa.union_all(*parts) if len(parts) > 1 else parts[0]
 
 
 class Dispatching(Counts):
@@ -52,59 +101,71 @@ class Dispatching(Counts):
         """Queued jobs of ``accounts`` in class ``priority`` that no scheduler has dispatched,
         but for the provision_site jobs of the accounts ``no_provision`` names: the oldest
         ``limit``, or, given ``batch_ids``, the oldest ``limit`` of each of those batches (one
-        query: a UNION ALL of index range scans), in arrival order."""
-        t = ProvisioningJob
-        where = (
-            col(t.status) == JobStatus.queued,
-            col(t.priority) == priority,
-            col(t.dispatched_at).is_(None),
-            col(t.account).in_(list(accounts)),
-            *_not_provisioning(no_provision),
-        )
-        columns = (col(t.id), col(t.batch_id), col(t.calls_left), col(t.created_at))
-        oldest = (col(t.created_at), col(t.id))
-        if batch_ids is None:
-            query: Any = sa.select(*columns).where(*where).order_by(*oldest).limit(limit)
-        elif not batch_ids:
+        query of an index range scan per batch: a LATERAL join on PostgreSQL, a UNION ALL on
+        SQLite), in arrival order."""
+        if batch_ids is not None and not batch_ids:
             return []
+        params: dict[str, Any] = {
+            "accounts": list(accounts),
+            "priority": priority.value,
+            "limit": limit,
+            "no_provision": list(no_provision),
+        }
+        if batch_ids is None:
+            query = _ready_statement("all", bool(no_provision))
+        elif self.engine.dialect.name == "postgresql":
+            query = _ready_statement("lateral", bool(no_provision))
+            params["batch_ids"] = list(batch_ids)
         else:
-            parts = [
-                sa.select(*columns)
-                .where(*where, col(t.batch_id) == batch_id)
-                .order_by(*oldest)
-                .limit(limit)
-                .subquery()
-                .select()
-                for batch_id in batch_ids
-            ]
-            query = sa.union_all(*parts) if len(parts) > 1 else parts[0]
-        with Session(self.engine) as session:
-            rows = session.execute(query).all()
+            query = _ready_statement(f"union:{len(batch_ids)}", bool(no_provision))
+            params.update({f"batch_{n}": batch_id for n, batch_id in enumerate(batch_ids)})
+        with self.engine.connect() as connection:
+            rows = connection.execute(query, params).all()
         return sorted(
-            (Ready(job_id, batch, int(calls), at) for job_id, batch, calls, at in rows),
+            (
+                Ready(job_id, batch, int(calls), as_utc(at) or at)
+                for job_id, batch, calls, at in rows
+            ),
             key=lambda ready: (ready.created_at, ready.id),
         )
 
     def pending_batches(
-        self, accounts: Sequence[str], priority: Priority, *, no_provision: Sequence[str] = ()
-    ) -> list[str]:
+        self,
+        accounts: Sequence[str],
+        priority: Priority,
+        *,
+        after: BatchPosition | None = None,
+        limit: int | None = None,
+    ) -> list[BatchPosition]:
         """The batches that have jobs of ``accounts`` in ``priority`` waiting for the scheduler,
-        oldest first (from the counts: ``no_provision`` is applied when their jobs are fetched)."""
+        oldest first, from after ``after``: up to ``limit`` of them. Each is found on the
+        counts' partial index, so the cost is the batches read, not the jobs they hold."""
         c, b = JobCount, Batch
-        query = (
+        waiting = (
             select(c.batch_id)
-            .join(b, col(b.id) == col(c.batch_id))
             .where(
+                col(c.batch_id) == col(b.id),
                 col(c.state) == READY,
                 col(c.priority) == priority.value,
                 col(c.account).in_(list(accounts)),
                 col(c.jobs) > 0,
             )
-            .group_by(col(c.batch_id), col(b.created_at))
-            .order_by(col(b.created_at), col(c.batch_id))
+            .exists()
         )
+        query = select(b.created_at, b.id).where(waiting)
+        if after is not None:
+            stamp, batch_id = after
+            query = query.where(
+                or_(
+                    col(b.created_at) > stamp,
+                    and_(col(b.created_at) == stamp, col(b.id) > batch_id),
+                )
+            )
+        query = query.order_by(col(b.created_at), col(b.id)).limit(limit)
         with Session(self.engine) as session:
-            return list(session.execute(query).scalars())
+            return [
+                BatchPosition(stamp, batch_id) for stamp, batch_id in session.execute(query).all()
+            ]
 
     def admit(self, permits: Mapping[str, dict[str, int]]) -> set[str]:
         """Mark queued, undispatched jobs as dispatched with the permits reserved for each (job
@@ -116,25 +177,25 @@ class Dispatching(Counts):
         for job_id, reserved in permits.items():
             alike.setdefault(tuple(sorted(reserved.items())), []).append(job_id)
         admitted: set[str] = set()
-        with Session(self.engine) as session:
+        jobs = table_of(t)
+        with self.engine.begin() as connection:
             for held, ids in alike.items():
                 admitted.update(
-                    session.execute(
-                        update(t)
+                    connection.execute(
+                        update(jobs)
                         .where(
-                            col(t.id).in_(sorted(ids)),
-                            col(t.status) == JobStatus.queued,
-                            col(t.dispatched_at).is_(None),
+                            jobs.c.id.in_(sorted(ids)),
+                            jobs.c.status == JobStatus.queued.value,
+                            jobs.c.dispatched_at.is_(None),
                         )
                         .values(
                             dispatched_at=now,
-                            dispatch_count=t.dispatch_count + 1,
+                            dispatch_count=jobs.c.dispatch_count + 1,
                             permits=dict(held),
                         )
-                        .returning(col(t.id))
+                        .returning(jobs.c.id)
                     ).scalars()
                 )
-            session.commit()
         return admitted
 
     def release_dispatch(self, job_ids: Iterable[str]) -> None:

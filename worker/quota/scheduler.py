@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from worker.accounts import Accounts, Quota
 from worker.dispatch import Dispatcher
 from worker.errors import ConfigurationError
-from worker.jobs.dispatch import Dispatching, Ready
+from worker.jobs.dispatch import BatchPosition, Dispatching, Ready
 from worker.jobs.states import Priority
 from worker.pauses import Pauses
 from worker.quota.limiter import TYPICAL_JOB_CALLS, Limiter
@@ -64,7 +64,9 @@ class Scheduler:
         self.pauses = pauses
         self._keys_checked_at = float("-inf")
         #: Per quota: the bulk batch served last, so the next round starts after it.
-        self._last_batch: dict[str, str | None] = {}
+        self._last_batch: dict[str, BatchPosition] = {}
+        #: Per quota: the batches asked for jobs at the last round, by id.
+        self._positions: dict[str, dict[str, BatchPosition]] = {}
         self._release_floor = limiter.release_seconds
         self._tuned_at = float("-inf")
 
@@ -167,7 +169,9 @@ class Scheduler:
             self.limiter.give_back(quota, dict.fromkeys(span, lost))
         order = [job for job, _ in chosen if job.id in admitted]
         if priority is Priority.bulk and order:
-            self._last_batch[quota.name] = order[-1].batch_id
+            served = self._positions.get(quota.name, {}).get(order[-1].batch_id or "")
+            if served is not None:
+                self._last_batch[quota.name] = served
         ids = [job.id for job in order]
         held = {job.id: (span, n) for job, n in chosen if job.id in admitted}
         for start in range(0, len(ids), PUBLISH_EVERY):
@@ -205,29 +209,29 @@ class Scheduler:
         def in_turn(wanted: int) -> list[Ready]:
             """The next ``wanted`` jobs, one from each batch in turn from the batch after the one
             served last: the oldest jobs of just enough batches, in one query."""
-            batches = self.store.pending_batches(accounts, Priority.bulk)
             last = self._last_batch.get(quota.name)
-            if last in batches:
-                turn = batches.index(last) + 1
-                batches = batches[turn:] + batches[:turn]
-            asked = batches[:wanted]
+            asked = self.store.pending_batches(accounts, Priority.bulk, after=last, limit=wanted)
+            if len(asked) < wanted:  # round again from the oldest batch
+                more = self.store.pending_batches(accounts, Priority.bulk, limit=wanted)
+                asked += [batch for batch in more if batch not in asked][: wanted - len(asked)]
             if not asked:
                 return []
             per_batch = -(-wanted // len(asked))
-            queues: dict[str | None, deque[Ready]] = {batch: deque() for batch in asked}
+            queues: dict[str | None, deque[Ready]] = {batch.id: deque() for batch in asked}
             for job in self.store.ready_jobs(
                 accounts,
                 Priority.bulk,
                 limit=per_batch,
-                batch_ids=asked,
+                batch_ids=[batch.id for batch in asked],
                 no_provision=no_provision,
             ):
                 queues[job.batch_id].append(job)
+            self._positions[quota.name] = {batch.id: batch for batch in asked}
             out: list[Ready] = []
             while len(out) < wanted and any(queues.values()):
                 for batch in asked:
-                    if queues[batch] and len(out) < wanted:
-                        out.append(queues[batch].popleft())
+                    if queues[batch.id] and len(out) < wanted:
+                        out.append(queues[batch.id].popleft())
             return out
 
         return in_turn
