@@ -16,7 +16,11 @@ import yaml
 
 from testkit.cli import REPO, clean_environ
 
-COMPOSE_ENV = {"PLAUSIBLE_API_KEY": "key", "PROVISIONER_API_TOKEN": "token"}
+COMPOSE_ENV = {
+    "PLAUSIBLE_API_KEY": "key",
+    "PROVISIONER_API_TOKEN": "token",
+    "FLOWER_BASIC_AUTH": "ops:secret",
+}
 
 
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,9 +72,25 @@ def test_the_compose_file_is_valid_and_runs_the_whole_system() -> None:
 
 
 def test_the_compose_file_says_which_setting_is_missing() -> None:
-    result = compose("config", "-q", env={"PROVISIONER_API_TOKEN": "token"})
-    assert result.returncode != 0
-    assert "set PLAUSIBLE_API_KEY" in result.stderr
+    for missing in COMPOSE_ENV:
+        env = {name: value for name, value in COMPOSE_ENV.items() if name != missing}
+        result = compose("config", "-q", env=env)
+        assert result.returncode != 0, missing
+        assert f"set {missing}" in result.stderr, missing
+
+
+def test_the_only_published_door_is_the_http_service_and_every_door_signs_in() -> None:
+    """Published ports reach the host: only the HTTP service, which refuses to start without
+    its token. Flower (which can revoke tasks and stop workers) stays inside the network and
+    asks for its own sign-in."""
+    found = services()
+    published = {name for name, service in found.items() if service.get("ports")}
+    assert published == {"api"}
+    assert "PROVISIONER_API_TOKEN" in found["api"]["environment"]
+    assert "--dev" not in found["api"]["command"]
+    flower = found["flower"]
+    assert "--basic-auth=ops:secret" in flower["command"]
+    assert flower["expose"] == ["5555"]
 
 
 def test_every_command_the_compose_file_runs_is_accepted_here() -> None:
