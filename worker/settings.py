@@ -12,7 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([dhms]?)\s*")
@@ -27,15 +34,55 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+#: URL schemes of the stores and brokers the provisioner runs on, and how to write them.
+DATABASE_FORMS = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+BROKER_FORMS = "redis://HOST:PORT/DB, rediss://…, amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://…"
+_DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg")
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+#: Spellings seen in the wild, and what to write instead.
+_DATABASE_ALIASES = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+    "psql": "postgresql+psycopg",
+    "sqlite3": "sqlite",
+}
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def check_database_url(url: str) -> str:
+    scheme = _scheme(url)
+    if scheme in _DATABASE_SCHEMES:
+        return url
+    if scheme in _DATABASE_ALIASES:
+        better = _DATABASE_ALIASES[scheme]
+        raise ValueError(f"write {better}:// instead of {scheme}:// (the driver installed)")
+    shown = f"{scheme}://" if scheme else "a URL without a scheme"
+    raise ValueError(f"{shown} is not a supported status database; use {DATABASE_FORMS}")
+
+
+def check_broker_url(url: str | None) -> str | None:
+    if url is None or url == "":
+        return None
+    scheme = _scheme(url)
+    if scheme in _BROKER_SCHEMES:
+        return url
+    shown = f"{scheme}://" if scheme else "a URL without a scheme"
+    raise ValueError(f"{shown} is not a supported broker; use {BROKER_FORMS}")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROVISIONER_", extra="ignore", env_file=".env", env_file_encoding="utf-8"
     )
 
     #: SQLAlchemy URL of the status table. SQLite by default; PostgreSQL in production.
-    database_url: str = "sqlite:///provisioner.db"
+    database_url: Annotated[str, AfterValidator(check_database_url)] = "sqlite:///provisioner.db"
     #: Celery broker (redis://, amqp://). Unset means embedded mode: in-process worker threads.
-    broker_url: str | None = None
+    broker_url: Annotated[str | None, AfterValidator(check_broker_url)] = None
 
     plausible_api_key: SecretStr = Field(
         default=SecretStr(""), validation_alias=AliasChoices("PLAUSIBLE_API_KEY")
@@ -165,6 +212,8 @@ def settings_error(exc: ValidationError) -> str:
         alias.choices[0] if isinstance(alias, AliasChoices) else f"PROVISIONER_{name.upper()}"
     )
     value = error.get("input")
-    secret = "key" in name or "token" in name or "secret" in name
+    # URLs may carry a password: never echoed, like keys, tokens and secrets.
+    secret = any(word in name for word in ("key", "token", "secret", "url"))
     shown = "" if secret else f" (got {value!r})"
-    return f"{variable}: {error['msg']}{shown}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{variable}: {message}{shown}"
