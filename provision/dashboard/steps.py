@@ -7,11 +7,34 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.jobs.models import ProvisioningJob
-from worker.jobs.states import Operation
+from worker.jobs.states import JobStatus, Operation
+
+
+#: What a step a job never did says, once the job has ended without doing it.
+NOT_DONE = {
+    JobStatus.failed: "not done: the job failed",
+    JobStatus.cancelled: "not done: the job was cancelled",
+    JobStatus.succeeded: "not needed",
+}
 
 
 def steps_of(job: ProvisioningJob) -> list[dict[str, Any]]:
-    """Each step of the job with its checkpoint: done (and what it recorded) or still to do."""
+    """Each step of the job with its checkpoint: done (and what it recorded), still to do, or,
+    once the job has ended without it, why not: the step it stopped at says what stopped it."""
+    steps = _steps(job)
+    status = JobStatus(job.status)
+    if not status.done:
+        return steps
+    undone = [step for step in steps if not step["done"]]
+    for step in undone:
+        step["detail"] = NOT_DONE[status]
+    if undone and status is JobStatus.failed:
+        reason = (job.error_message or "").strip()
+        undone[0]["detail"] = f"failed: {job.error_code}" + (f" — {reason}" if reason else "")
+    return steps
+
+
+def _steps(job: ProvisioningJob) -> list[dict[str, Any]]:
     spec, progress = job.spec, job.progress
     steps: list[dict[str, Any]] = []
     if spec.operation is Operation.provision_site:
