@@ -1,7 +1,7 @@
 """A typed Python client for ``provision serve`` (``provision.http.app``), sync and async, on httpx.
 
 ``ProvisionerClient`` and ``AsyncProvisionerClient`` have the same methods; answers are the
-service's own models (``producers.schemas``: ``Job``, ``Batch``, ``Quota``).
+service's own models (``provisioner_types``: ``Job``, ``Batch``, ``Quota``).
 
 Retries (tenacity, full jitter, bounded by attempts and by total time; a ``Retry-After`` is
 honoured, and one past the time left ends the retries at once):
@@ -51,8 +51,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from producers.schemas import Batch, ErrorBody, Job, JobPage, Quota
-from worker.jobs.states import JobStatus
+from provisioner_types import Batch, ErrorBody, Job, JobPage, JobStatus, Quota
 
 __all__ = [
     "AsyncProvisionerClient",

@@ -43,16 +43,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers import schemas
 from producers.events import check_strings, parse_event, parse_key
 from provision import actions, cursors, dashboard
 from provision.filters import EmptyFilterError, parse_filter
+from provisioner_types import (
+    SIGNUP_EVENT_EXAMPLE,
+    Batch,
+    Changed,
+    ErrorBody,
+    ErrorDetail,
+    Health,
+    Job,
+    JobFilterBody,
+    JobPage,
+    Priority,
+    Quota,
+    SignupEvent,
+)
 from worker import metrics
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs import db, view
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
-from worker.jobs.states import Priority
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 
@@ -85,15 +97,13 @@ class ApiError(Exception):
         self.headers = headers
 
     def response(self) -> JSONResponse:
-        body = schemas.ErrorBody(
-            error=schemas.ErrorDetail(code=self.code, message=self.message, field=self.field)
-        )
+        body = ErrorBody(error=ErrorDetail(code=self.code, message=self.message, field=self.field))
         return JSONResponse(body.model_dump(), self.status, headers=self.headers)
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error statuses, all with the one error body."""
-    return {s: {"model": schemas.ErrorBody, "description": _DESCRIBED[s]} for s in statuses}
+    return {s: {"model": ErrorBody, "description": _DESCRIBED[s]} for s in statuses}
 
 
 _DESCRIBED = {
@@ -115,7 +125,7 @@ class _Service(FastAPI):
             return self.openapi_schema
         schema = super().openapi()  # cached as self.openapi_schema: completed in place
         # POST /jobs reads its body itself (parse_event validates it); document its shape.
-        event = schemas.SignupEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+        event = SignupEvent.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(event.pop("$defs", {}))
         components["SignupEvent"] = event
@@ -167,21 +177,21 @@ def create_app(
     )
     data = APIRouter(dependencies=[Security(bearer)], responses=_errors(401))
 
-    @app.get("/healthz", response_model=schemas.Health, tags=["health"])
-    def healthz() -> dict[str, Any]:
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
         """The process is up (no database involved)."""
-        return {"status": "ok"}
+        return Health()
 
-    @app.get("/readyz", response_model=schemas.Health, tags=["health"], responses=_errors(503))
-    def readyz() -> dict[str, Any]:
+    @app.get("/readyz", response_model=Health, tags=["health"], responses=_errors(503))
+    def readyz() -> Health:
         """The status database is reachable and at this version's schema."""
         _check_database(store)
-        return {"status": "ok"}
+        return Health()
 
     @data.post(
         "/jobs",
         status_code=202,
-        response_model=schemas.Job,
+        response_model=Job,
         responses=_errors(408, 409, 413, 422),
         openapi_extra={
             "requestBody": {
@@ -189,7 +199,7 @@ def create_app(
                 "content": {
                     "application/json": {
                         "schema": {"$ref": "#/components/schemas/SignupEvent"},
-                        "example": schemas.SIGNUP_EVENT_EXAMPLE,
+                        "example": SIGNUP_EVENT_EXAMPLE,
                     }
                 },
             }
@@ -199,7 +209,7 @@ def create_app(
         body: Annotated[object, Depends(_json_body)],
         response: Response,
         idempotency_key: Annotated[str | None, Header()] = None,
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Enqueue a signup event (see the README's "Signup events")."""
         try:
             if idempotency_key is not None:
@@ -229,20 +239,20 @@ def create_app(
     @data.post(
         "/jobs/retry",
         status_code=202,
-        response_model=schemas.Changed,
+        response_model=Changed,
         responses=_errors(408, 413, 422),
     )
-    def retry_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
+    def retry_matching(where: JobFilterBody) -> Changed:
         """Queue again every failed job the filter matches (each resumes from its checkpoint)."""
-        return _changed(actions.act_on_matching(store, "retry", _filter(where)).ids)
+        return Changed.of(actions.act_on_matching(store, "retry", _filter(where)).ids)
 
-    @data.post("/jobs/cancel", response_model=schemas.Changed, responses=_errors(408, 413, 422))
-    def cancel_matching(where: schemas.JobFilterBody) -> dict[str, Any]:
+    @data.post("/jobs/cancel", response_model=Changed, responses=_errors(408, 413, 422))
+    def cancel_matching(where: JobFilterBody) -> Changed:
         """Withdraw every queued or waiting job the filter matches."""
-        return _changed(actions.act_on_matching(store, "cancel", _filter(where)).ids)
+        return Changed.of(actions.act_on_matching(store, "cancel", _filter(where)).ids)
 
-    @data.get("/jobs/{ref}", response_model=schemas.Job, responses=_errors(404))
-    def get_job(ref: str, response: Response) -> dict[str, Any]:
+    @data.get("/jobs/{ref}", response_model=Job, responses=_errors(404))
+    def get_job(ref: str, response: Response) -> Job:
         """One job, by id or idempotency key."""
         job = store.find(ref)
         if job is None:
@@ -251,7 +261,7 @@ def create_app(
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return view.job_view(job)
 
-    @data.get("/jobs", response_model=schemas.JobPage, responses=_errors(422))
+    @data.get("/jobs", response_model=JobPage, responses=_errors(422))
     def list_jobs(
         batch_id: str | None = None,
         status: str | None = None,
@@ -260,20 +270,20 @@ def create_app(
         code: str | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JobPage:
         """Jobs by batch, status, domain, account and/or error code, oldest first; pass
         ``next_cursor`` back as ``cursor``."""
         values = {"batch_id": batch_id, "status": status, "domain": domain}
         where = _parsed(lambda: parse_filter({**values, "account": account, "code": code}))
         jobs = store.list_jobs(where, limit=limit, after=_parsed(lambda: cursors.decode(cursor)))
         last = jobs[-1] if len(jobs) == limit else None
-        return {
-            "jobs": [view.job_view(job) for job in jobs],
-            "next_cursor": cursors.encode((last.created_at, last.id)) if last else None,
-        }
+        return JobPage(
+            jobs=[view.job_view(job) for job in jobs],
+            next_cursor=cursors.encode((last.created_at, last.id)) if last else None,
+        )
 
-    @data.get("/batches/{batch_id}", response_model=schemas.Batch, responses=_errors(404))
-    def get_batch(batch_id: str) -> dict[str, Any]:
+    @data.get("/batches/{batch_id}", response_model=Batch, responses=_errors(404))
+    def get_batch(batch_id: str) -> Batch:
         """How many jobs of the batch are in each status, and the failures with their reasons."""
         summary = store.batch_summary(batch_id)
         if summary.total == 0:
@@ -281,27 +291,27 @@ def create_app(
         eta = reporter.batch_eta(batch_id) if reporter is not None else None
         return view.batch_view(summary, eta)
 
-    @data.get("/quota", response_model=list[schemas.Quota], responses=_errors(404))
-    def get_quota() -> list[dict[str, Any]]:
+    @data.get("/quota", response_model=list[Quota], responses=_errors(404))
+    def get_quota() -> list[Quota]:
         """Each quota: calls used and remaining per window, when each resets, jobs waiting."""
         if reporter is None:
             raise ApiError(404, "not_found", "this service was started without quota reporting")
-        return reporter.quotas()
+        return [Quota.model_validate(quota) for quota in reporter.quotas()]
 
     @data.post(
         "/jobs/{ref}/retry",
         status_code=202,
-        response_model=schemas.Job,
+        response_model=Job,
         responses=_errors(404, 409),
     )
-    def retry_job(ref: str, response: Response) -> dict[str, Any]:
+    def retry_job(ref: str, response: Response) -> Job:
         """Queue a failed job again (it resumes from its last checkpoint); by id or key."""
         job = _act(store, "retry", ref)
         _accepted(response, job.id)
         return view.job_view(job)
 
-    @data.post("/jobs/{ref}/cancel", response_model=schemas.Job, responses=_errors(404, 409))
-    def cancel_job(ref: str) -> dict[str, Any]:
+    @data.post("/jobs/{ref}/cancel", response_model=Job, responses=_errors(404, 409))
+    def cancel_job(ref: str) -> Job:
         """Withdraw a queued or waiting job; by id or key."""
         return view.job_view(_act(store, "cancel", ref))
 
@@ -527,9 +537,5 @@ def _parsed(parse: Callable[[], T]) -> T:
         raise ApiError(422, code, exc.message, exc.field) from None
 
 
-def _filter(body: schemas.JobFilterBody) -> JobFilter:
+def _filter(body: JobFilterBody) -> JobFilter:
     return _parsed(lambda: parse_filter(body.model_dump(), required=True))
-
-
-def _changed(ids: list[str]) -> dict[str, Any]:
-    return {"changed": len(ids), "ids": ids[: schemas.MAX_CHANGED_IDS]}
