@@ -27,7 +27,8 @@ from pydantic import SecretStr
 from starlette.types import Message
 
 from producers.events import parse_event
-from provision.http.app import MAX_BODY_BYTES, create_app
+from provision.http.app import create_app
+from provision.http.gate import MAX_BODY_BYTES
 from provisioner_types import Job, Quota
 from testkit.databases import migrated_engine
 from testkit.events import event
