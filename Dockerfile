@@ -7,6 +7,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY plausible_rules plausible_rules
+COPY provisioner_types provisioner_types
 COPY worker worker
 COPY producers producers
 COPY provision provision

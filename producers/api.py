@@ -5,7 +5,7 @@
         session.add(account)
         job_id = provisioner.enqueue(session, {"id": "signup-42", "domain": "shop.example.com"})
         session.commit()                        # the job exists iff this commits
-    provisioner.status(job_id)                  # the same dict as ``provision status --json``
+    provisioner.status(job_id)                  # a ``provisioner_types.Job``, or None
 
 ``enqueue`` takes whatever holds your transaction: a SQLAlchemy Session or Connection, a DB-API
 connection (``sqlite3``, ``psycopg``) or Django's ``django.db.connection``;
@@ -51,6 +51,7 @@ from sqlalchemy.sql import Executable
 from sqlmodel import col, select
 
 from producers.events import Event, parse_event
+from provisioner_types import Batch, Job
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs import view
 from worker.jobs.intake import (
@@ -252,14 +253,16 @@ class Provisioner:
 
         return await _adrive(steps, target.dialect.name, run_dbapi)
 
-    def status(self, ref: str) -> dict[str, Any] | None:
-        """A job by id or idempotency key, as ``view.job_view``; None if there is none."""
+    def status(self, ref: str) -> Job | None:
+        """A job by id or idempotency key, None if there is none: the ``Job`` that
+        ``GET /jobs/{ref}`` answers (``.model_dump(mode="json")`` is ``provision status --json``).
+        """
         job = self.store.find(ref)
         return view.job_view(job) if job is not None else None
 
-    def batch(self, batch_id: str) -> dict[str, Any] | None:
-        """A batch as ``provision status --json BATCH`` shows it, with ``expected_completion``;
-        None if no job has this batch id."""
+    def batch(self, batch_id: str) -> Batch | None:
+        """A batch, None if no job has this batch id: the ``Batch`` that
+        ``GET /batches/{batch_id}`` answers, with ``expected_completion``."""
         summary = self.store.batch_summary(batch_id)
         if summary.total == 0:
             return None

@@ -29,11 +29,12 @@ class Found:
     eta: datetime | None = None
 
     def as_json(self) -> Any:
+        """JSON-ready: the job, the batch, or the domain's jobs, as the HTTP service answers."""
         if self.job is not None:
-            return view.job_view(self.job)
+            return view.job_view(self.job).model_dump(mode="json")
         if self.batch is not None:
-            return view.batch_view(self.batch, self.eta)
-        return [view.job_view(job) for job in self.domain_jobs or []]
+            return view.batch_view(self.batch, self.eta).model_dump(mode="json")
+        return [view.job_view(job).model_dump(mode="json") for job in self.domain_jobs or []]
 
     def as_text(self) -> str:
         if self.job is not None:

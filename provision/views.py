@@ -17,15 +17,13 @@ def jobs_table(jobs: list[ProvisioningJob], *, with_ids: bool = True) -> str:
     head = ("STATUS", "OPERATION", "DOMAIN", "GOALS", "SHARED LINKS", "ERROR")
     rows = [("ID", "KEY", *head) if with_ids else head]
     for job in jobs:
-        view = job_view(job)
-        goals = ", ".join(
-            f"{g.get('event_name') or g.get('page_path')}#{g.get('id')}" for g in view["goals"]
-        )
-        links = ", ".join(link["url"] for link in view["shared_links"])
-        error = view["error"]
-        problem = f"{error['code']}: {(error['message'] or '').strip()}" if error else ""
-        cells = (view["status"], view["operation"], view["domain"], goals, links, problem)
-        rows.append((view["id"], view["idempotency_key"], *cells) if with_ids else cells)
+        shown = job_view(job, webhook=False)
+        goals = ", ".join(f"{g.event_name or g.page_path}#{g.id}" for g in shown.goals)
+        links = ", ".join(link.url for link in shown.shared_links)
+        error = shown.error
+        problem = f"{error.code}: {(error.message or '').strip()}" if error else ""
+        cells = (shown.status.value, shown.operation.value, shown.domain, goals, links, problem)
+        rows.append((shown.id, shown.idempotency_key, *cells) if with_ids else cells)
     return _table(rows)
 
 
@@ -112,16 +110,28 @@ CSV_COLUMNS = (
 
 def csv_row(job: ProvisioningJob) -> dict[str, str]:
     """A job as one CSV row: goals (with their ids) and shared links (name -> URL) as JSON."""
-    view = job_view(job)
-    error = view["error"] or {}
+    shown = job_view(job, webhook=False)
+    goals = [goal.model_dump() for goal in shown.goals]
+    error = shown.error
+    message = (error.message or "").strip() if error else ""
     cells: dict[str, Any] = {
-        **{name: view.get(name) for name in CSV_COLUMNS},
+        "id": shown.id,
+        "idempotency_key": shown.idempotency_key,
+        "batch_id": shown.batch_id,
         "account": job.account,
-        "goals": json.dumps(view["goals"], sort_keys=True) if view["goals"] else "",
-        "shared_links": json.dumps({link["name"]: link["url"] for link in view["shared_links"]})
-        if view["shared_links"]
+        "operation": shown.operation.value,
+        "status": shown.status.value,
+        "domain": shown.domain,
+        "adopted": shown.adopted,
+        "goals": json.dumps(goals, sort_keys=True) if goals else "",
+        "shared_links": json.dumps({link.name: link.url for link in shown.shared_links})
+        if shown.shared_links
         else "",
-        "error_code": error.get("code"),
-        "error_message": (error.get("message") or "").strip() or None,
+        "deleted": shown.deleted,
+        "attempts": shown.attempts,
+        "error_code": error.code if error else None,
+        "error_message": message or None,
+        "created_at": shown.created_at,
+        "finished_at": shown.finished_at,
     }
     return {name: "" if cells[name] is None else str(cells[name]) for name in CSV_COLUMNS}

@@ -33,13 +33,14 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from worker.errors import ConfigurationError
+from worker.jobs import view
 from worker.jobs.models import ProvisioningJob, WebhookDelivery
 from worker.jobs.states import DeliveryStatus, JobStatus
 from worker.problems import explain
@@ -177,46 +178,9 @@ def verify(
 # -- the body ----------------------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
-
-
-def job_document(job: ProvisioningJob) -> dict[str, Any]:
-    """The public view of a job: what ``worker.jobs.view.job_view`` shows (it adds ``webhook``)
-    and what a webhook's ``job`` holds."""
-    progress = job.progress
-    error = (
-        {"code": job.error_code, "message": job.error_message, "http_status": job.error_status}
-        if job.error_code
-        else None
-    )
-    return {
-        "id": job.id,
-        "idempotency_key": job.idempotency_key,
-        "operation": job.operation.value,
-        "status": job.status.value,
-        "done": job.status.done,
-        # As Plausible normalised it once the site exists; until then, as we normalised it.
-        "domain": progress.site.domain if progress.site else job.domain,
-        "adopted": progress.site.adopted if progress.site else None,
-        "existed": progress.site.existed if progress.site else None,
-        "batch_id": job.batch_id,
-        "goals": [goal.model_dump() for goal in progress.goals.values()],
-        "shared_links": [{"name": name, "url": url} for name, url in progress.shared_links.items()],
-        "deleted": progress.deleted,
-        "attempts": job.attempts,
-        "error": error,
-        "next_attempt_at": _iso(job.next_attempt_at),
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "finished_at": _iso(job.finished_at),
-    }
-
-
 def new_delivery(job: ProvisioningJob, url: str, now: datetime) -> WebhookDelivery:
-    """The outbox row for ``job``, just given its final status: the body is built now, once."""
+    """The outbox row for ``job``, just given its final status: the body is built now, once
+    (``worker.jobs.view.webhook_event``: the job as every caller sees it, without ``webhook``)."""
     delivery = WebhookDelivery(
         job_id=job.id,
         type=EVENT_TYPES[JobStatus(job.status)],
@@ -225,13 +189,8 @@ def new_delivery(job: ProvisioningJob, url: str, now: datetime) -> WebhookDelive
         next_attempt_at=now,
         created_at=now,
     )
-    event = {
-        "id": delivery.event_id,
-        "type": delivery.type,
-        "created": _iso(now),
-        "job": job_document(job),
-    }
-    delivery.body = json.dumps(event, separators=(",", ":"))
+    event = view.webhook_event(job, event_id=delivery.event_id, type=delivery.type, created=now)
+    delivery.body = json.dumps(event.document(), separators=(",", ":"))
     return delivery
 
 

@@ -10,6 +10,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from producers.api import DBAPIConnection, Provisioner
 from producers.events import Event
+from provisioner_types import Batch, Job
 from worker.jobs.specs import JobRequest
 from worker.jobs.states import Priority
 
@@ -67,12 +68,13 @@ class DjangoProvisioner:
             )
         return self.api.enqueue(connection, item, key=key, batch_id=batch_id, priority=priority)
 
-    def status(self, ref: str) -> dict[str, Any] | None:
-        """A job by id or idempotency key (read on the provisioner's own connection: a job
-        enqueued in a transaction still open is not there yet)."""
+    def status(self, ref: str) -> Job | None:
+        """A job by id or idempotency key, as ``Provisioner.status`` (read on the provisioner's
+        own connection: a job enqueued in a transaction still open is not there yet)."""
         return self.api.status(ref)
 
-    def batch(self, batch_id: str) -> dict[str, Any] | None:
+    def batch(self, batch_id: str) -> Batch | None:
+        """A batch, as ``Provisioner.batch``."""
         return self.api.batch(batch_id)
 
     def reset(self) -> None:

@@ -104,7 +104,7 @@ def import_command(
     if as_json:
         out = summary.as_dict()
         if batch is not None:
-            out["batch"] = view.batch_view(batch)
+            out["batch"] = view.batch_view(batch).model_dump(mode="json")
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(f"batch={summary.batch_id} {summary.line()}")
@@ -252,7 +252,9 @@ def jobs(limit: int, as_json: bool, as_csv: bool, **filters: str | None) -> None
     store = make_store(get_settings())
     found = _walk(store, job_filter(**filters), limit)
     if as_json:
-        click.echo(json.dumps([view.job_view(job) for job in found], indent=2))
+        click.echo(
+            json.dumps([view.job_view(job).model_dump(mode="json") for job in found], indent=2)
+        )
     elif as_csv:
         _write_csv(found, sys.stdout)
     else:
@@ -301,7 +303,7 @@ def export(batch_id: str, as_csv: bool, as_jsonl: bool, output: Path | None) -> 
             _write_csv(found, out)
         else:
             for job in found:
-                out.write(json.dumps(view.job_view(job)) + "\n")
+                out.write(json.dumps(view.job_view(job).model_dump(mode="json")) + "\n")
 
 
 @main.command()

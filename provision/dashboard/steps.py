@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.states import JobStatus, Operation
 
-
 #: What a step a job never did says, once the job has ended without doing it.
 NOT_DONE = {
     JobStatus.failed: "not done: the job failed",

@@ -99,8 +99,9 @@ def test_a_worker_killed_between_the_job_finishing_and_the_delivery_still_delive
     job_id = submit(stack, "killed.example.com", receiver.url)
 
     def finished_not_delivered() -> WebhookDelivery | None:
+        # An attempt is counted when it is claimed, before its outcome is written: wait for both.
         row = delivery(stack, job_id)
-        return row if row is not None and row.attempts >= 1 else None
+        return row if row is not None and row.attempts >= 1 and row.last_error else None
 
     refused = wait_for(
         finished_not_delivered,

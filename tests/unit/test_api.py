@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 from producers.api import Provisioner, StaleSnapshotError
 from producers.events import parse_event
+from provisioner_types import Batch, Job
 from testkit.databases import migrated_engine
 from testkit.events import event
 from testkit.sandbox_process import REPO_ROOT
@@ -57,7 +58,8 @@ def test_after_the_callers_commit_the_job_waits_queued_for_the_scheduler(store: 
     assert [candidate.id for candidate in waiting] == [job_id]  # what the scheduler will see
     status = provisioner.status("evt_1")
     assert status is not None
-    assert (status["id"], status["status"]) == (job_id, "queued")
+    assert isinstance(status, Job)
+    assert (status.id, status.status) == (job_id, JobStatus.queued)
 
 
 def test_rollback_leaves_no_job(store: JobStore) -> None:
@@ -235,8 +237,9 @@ def test_from_settings_builds_everything_from_the_cli_settings(tmp_path: Path) -
         session.commit()
     batch = provisioner.batch("B1")
     assert batch is not None
-    assert batch["total"] == 1
-    assert batch["expected_completion"] is not None  # from the quota and the work ahead
+    assert isinstance(batch, Batch)
+    assert batch.total == 1
+    assert batch.expected_completion is not None  # from the quota and the work ahead
     assert provisioner.batch("nothing") is None
     provisioner.store.engine.dispose()
 

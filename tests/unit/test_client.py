@@ -29,7 +29,6 @@ import anyio
 import httpx
 import pytest
 
-from producers import schemas
 from producers.client import (
     AsyncProvisionerClient,
     Conflict,
@@ -45,6 +44,7 @@ from producers.client import (
     WaitTimeout,
 )
 from producers.events import parse_event
+from provisioner_types import Batch, Job, Quota
 from testkit.databases import migrated_engine
 from testkit.events import event
 from testkit.private_services import free_port
@@ -280,7 +280,7 @@ def test_submit_get_and_wait_for_the_finished_job(served: Served) -> None:
     recording = Recording()
     with ProvisionerClient(served.base_url, TOKEN, transport=recording) as client:
         job = client.submit(event(201))
-        assert isinstance(job, schemas.Job)
+        assert isinstance(job, Job)
         assert job.idempotency_key == "evt_201"
         assert client.submit(event(201)).id == job.id  # same key, same event: the same job
         assert client.get("evt_201") == client.get(job.id)
@@ -389,11 +389,11 @@ def test_jobs_follows_the_cursor_and_batch_and_quota_answer_their_models(served:
         assert recording.seen.count(("GET", "/jobs")) == 3  # 2 + 2 + 1
         assert list(client.jobs(batch_id="b-1", status=JobStatus.failed)) == []
         summary = client.batch("b-1")
-        assert isinstance(summary, schemas.Batch)
+        assert isinstance(summary, Batch)
         assert (summary.total, summary.done, summary.counts["queued"]) == (5, False, 5)
         quotas = client.quota()
         assert [quota.quota for quota in quotas] == ["default"]
-        assert all(isinstance(quota, schemas.Quota) for quota in quotas)
+        assert all(isinstance(quota, Quota) for quota in quotas)
         with pytest.raises(InvalidRequest) as bad:
             list(client.jobs(status="no-such-status"))
         assert not isinstance(bad.value, InvalidEvent)
@@ -401,7 +401,7 @@ def test_jobs_follows_the_cursor_and_batch_and_quota_answer_their_models(served:
 
 
 def test_the_async_client_submits_gets_lists_and_waits(served: Served) -> None:
-    async def main() -> schemas.Job:
+    async def main() -> Job:
         polled = anyio.Event()
         job_path: list[str] = []
 
@@ -512,7 +512,7 @@ def test_submit_retries_5xx_429_and_408_sending_the_same_key_and_bytes_each_time
     del signup["id"]
     with script.client(retries=Retries(attempts=6, backoff_initial=0, backoff_max=0)) as client:
         job = client.submit(signup)
-    assert job == schemas.Job.model_validate(job_json())
+    assert job == Job.model_validate(job_json())
     assert len(script.requests) == 6
     keys = {request.headers["Idempotency-Key"] for request in script.requests}
     assert len(keys) == 1
@@ -710,7 +710,7 @@ def test_refs_are_quoted_into_the_path() -> None:
 
 
 def test_the_errors_pickle() -> None:
-    job = schemas.Job.model_validate(job_json())
+    job = Job.model_validate(job_json())
     for exc in (
         InvalidEvent(422, "validation_error", "bad", "timezone"),
         ConnectionFailed(None, "connection_failed", "down"),
@@ -734,7 +734,7 @@ def test_the_async_client_retries_with_the_same_key() -> None:
         accepted(),
     )
 
-    async def main() -> schemas.Job:
+    async def main() -> Job:
         async with AsyncProvisionerClient(
             "http://provisioner.test", TOKEN, retries=FAST, transport=httpx.MockTransport(script)
         ) as client:

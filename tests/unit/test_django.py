@@ -214,7 +214,7 @@ with transaction.atomic():
     # The transaction is still usable after the conflict (no failed statement in it).
     Signup.objects.create(email="c@example.com", domain="c.example.com")
 out["twice"] = [first, again, later]
-out["status"] = provisioner.status("twice")["status"]
+out["status"] = provisioner.status("twice").status.value
 print(json.dumps(out))
 """
 

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from schemathesis.config import SchemathesisConfig
 
-from provision.http.app import MAX_BODY_BYTES, create_app
+from provision.http.app import create_app
+from provision.http.gate import MAX_BODY_BYTES
 from testkit.databases import migrated_engine
 from testkit.events import event
 from testkit.strategies import (
@@ -44,7 +45,7 @@ from worker.jobs.store import JobStore
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-#: Every status the service documents (provision/http/app.py ``_DESCRIBED``), 5xx aside.
+#: Every status the service documents (provision/http/openapi.py ``DESCRIBED``), 5xx aside.
 DOCUMENTED = {200, 202, 401, 404, 405, 408, 409, 413, 422}
 _runs = itertools.count()
 

@@ -157,7 +157,7 @@ def test_dbapi_commit_makes_one_job_stored_exactly_as_sqlalchemy_stores_it(
         assert ours[3:] == ("timestamp with time zone", "json")
     status = provisioner.status("by-dbapi")
     assert status is not None
-    assert (status["id"], status["status"]) == (job_id, "queued")
+    assert (status.id, status.status) == (job_id, "queued")
 
 
 def test_dbapi_rollback_leaves_no_job(store: JobStore, database_url: str) -> None:

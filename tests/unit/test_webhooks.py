@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from producers.events import parse_event
+from provisioner_types import Job, WebhookEvent
 from testkit.clock import FakeClock
 from testkit.databases import migrated_engine
 from testkit.receiver import SECRET, Receiver, verify_signature
@@ -132,13 +133,21 @@ def test_the_receiver_verifies_the_signature_and_a_wrong_secret_fails(
     job = store.get(job_id)
     assert job is not None
     # The body's job is the public view of the job as it was when it finished.
-    assert event["job"] == {k: v for k, v in view.job_view(job).items() if k != "webhook"}
+    assert event["job"] == view.job_view(job).model_dump(mode="json", exclude={"webhook"})
+    # A receiver can read the body with the model.
+    parsed = WebhookEvent.model_validate_json(got.body)
+    assert parsed.job == view.job_view(job, webhook=False)
+    assert (parsed.id, parsed.type, parsed.created) == (
+        event["id"],
+        "job.succeeded",
+        event["created"],
+    )
     assert event["job"]["status"] == "succeeded"
     assert event["created"] == event["job"]["finished_at"]
 
     delivered = delivery_of(store, job_id)
     assert (delivered.status, delivered.attempts, delivered.last_status) == ("delivered", 1, 200)
-    assert view.job_view(job)["webhook"] == {
+    assert view.job_view(job).model_dump(mode="json")["webhook"] == {
         "event_id": event["id"],
         "type": "job.succeeded",
         "status": "delivered",
@@ -197,8 +206,9 @@ def test_a_receiver_answering_500_twice_gets_the_event_on_the_third_try(
     assert len({r.body for r in receiver.requests}) == 1
     job = store.get(job_id)
     assert job is not None
-    delivery = view.job_view(job)["webhook"]
-    assert (delivery["status"], delivery["attempts"], delivery["last_status"]) == (
+    delivery = view.job_view(job).webhook
+    assert delivery is not None
+    assert (delivery.status, delivery.attempts, delivery.last_status) == (
         "delivered",
         3,
         200,
@@ -221,7 +231,9 @@ def test_a_delivery_is_failed_after_its_last_attempt_and_never_sent_again(
     assert (failed.status, failed.attempts, failed.last_status) == ("failed", 2, 503)
     job = store.get(job_id)
     assert job is not None
-    assert view.job_view(job)["webhook"]["status"] == "failed"
+    webhook = view.job_view(job).webhook
+    assert webhook is not None
+    assert webhook.status == "failed"
 
 
 def test_a_redirect_is_not_followed_and_counts_as_a_failure(
@@ -331,7 +343,7 @@ def test_every_final_status_writes_its_event(store: JobStore, receiver: Receiver
     assert store.deliveries(none) == []
     job = store.get(none)
     assert job is not None
-    assert view.job_view(job)["webhook"] is None
+    assert view.job_view(job).webhook is None
     body = json.loads(store.deliveries(failed)[0].body)
     assert body["job"]["error"] == {
         "code": "site_limit_reached",
@@ -382,7 +394,9 @@ def test_a_retried_job_that_finishes_again_has_a_second_event(
     assert first.event_id != second.event_id
     job = store.get(job_id)
     assert job is not None
-    assert view.job_view(job)["webhook"]["event_id"] == second.event_id
+    webhook = view.job_view(job).webhook
+    assert webhook is not None
+    assert webhook.event_id == second.event_id
 
 
 def test_the_final_status_and_the_outbox_row_are_one_transaction(
@@ -576,19 +590,19 @@ def test_the_same_key_with_another_callback_url_is_a_conflict(store: JobStore) -
 def test_the_api_shows_the_webhook_on_the_job(store: JobStore, receiver: Receiver) -> None:
     from fastapi.testclient import TestClient
 
-    from producers import schemas
     from provision.http.app import create_app
 
     job_id = finish(store, request_to(receiver.url))
     job = store.get(job_id)
     assert job is not None
     shown = view.job_view(job)
-    assert shown["webhook"]["status"] == "pending"
-    assert shown["webhook"]["next_attempt_at"] is not None
-    assert schemas.Job.model_validate(shown).model_dump(mode="json") == shown
+    assert shown.webhook is not None
+    assert shown.webhook.status == "pending"
+    assert shown.webhook.next_attempt_at is not None
     api = TestClient(create_app(store, token=SecretStr("t0ken-for-tests")))
     served = api.get(f"/jobs/{job_id}", headers={"Authorization": "Bearer t0ken-for-tests"})
-    assert served.json()["webhook"] == shown["webhook"]
+    assert Job.model_validate_json(served.content) == shown
+    assert served.json()["webhook"] == shown.webhook.model_dump(mode="json")
     assert "url" not in served.json()["webhook"]
 
 
@@ -641,7 +655,7 @@ def test_the_secret_is_in_no_log_line_row_or_view(
             for row in connection.execute(text(f"SELECT * FROM {table}")).all()
         ]
     jobs = [store.get(job_id), store.get(down)]
-    shown = json.dumps([view.job_view(job) for job in jobs if job is not None])
+    shown = json.dumps([view.job_view(job).model_dump(mode="json") for job in jobs if job])
     for place in (caplog.text, "\n".join(rows), shown, repr(settings), str(settings)):
         assert SECRET not in place
 
@@ -675,6 +689,8 @@ def test_embedded_mode_sends_webhooks_from_its_sweeper_thread(
     job = store.get(job_id)
     assert job is not None
     assert job.status is JobStatus.succeeded
-    assert view.job_view(job)["webhook"]["attempts"] == 2
+    webhook = view.job_view(job).webhook
+    assert webhook is not None
+    assert webhook.attempts == 2
     assert len(receiver.requests) == 2
     store.engine.dispose()

@@ -9,7 +9,8 @@ touch what:
   ``dispatch`` (the scheduler admits), ``recovery`` (the sweeper hands back), ``counts`` (the
   quota report), ``queries`` (readers), ``actions`` (operators retry and cancel), ``outbox``
   (completion webhooks); ``table`` is what they share, ``store`` composes them all;
-- ``view``: the one public shape of a job and a batch.
+- ``view``: builds the one public shape of a job and a batch, the models of
+  ``provisioner_types``, from the rows.
 
 Imports ``worker.errors``, ``worker.times``, ``worker.webhooks`` (the body of an outbox row) and
 the leaf packages; nothing else of ours.

@@ -1,53 +1,29 @@
-"""The words of a job's life: its operation, status and priority class, and the sets of statuses
-each action applies to. Plain enums, no SQLAlchemy: every layer may import them."""
+"""The words of a job's life, as ``provisioner_types.states`` defines them (the enums and the
+status sets, re-exported here so the status table's code names them from one place), and the
+account of a job whose event names none."""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from provisioner_types.states import (
+    CANCELLABLE,
+    FINAL_STATUSES,
+    UNFINISHED,
+    DeliveryStatus,
+    JobStatus,
+    Operation,
+    Priority,
+)
 
-
-class Operation(StrEnum):
-    provision_site = "provision_site"  #: create the site, then ensure its goals and shared links
-    delete_site = "delete_site"  #: delete the site
-    delete_goal = "delete_goal"  #: delete one goal, by id or by its event name / page path
-
-
-class JobStatus(StrEnum):
-    queued = "queued"  #: written, waiting for a worker
-    running = "running"  #: claimed by a worker whose lease has not expired
-    waiting = "waiting"  #: parked until ``next_attempt_at`` (quota spent, outage)
-    succeeded = "succeeded"  #: done; the result is in ``progress``
-    failed = "failed"  #: will not be retried; the reason is in ``error_*``
-    cancelled = "cancelled"  #: withdrawn before it ran
-
-    @property
-    def done(self) -> bool:
-        return self in FINAL_STATUSES
-
-
-FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
-
-
-class Priority(StrEnum):
-    """Which jobs the quota serves first."""
-
-    interactive = "interactive"  #: a signup someone waits for: HTTP, Python API, stream
-    bulk = "bulk"  #: file imports: batches share what interactive jobs leave, round-robin
-
+__all__ = [
+    "CANCELLABLE",
+    "DEFAULT_ACCOUNT",
+    "FINAL_STATUSES",
+    "UNFINISHED",
+    "DeliveryStatus",
+    "JobStatus",
+    "Operation",
+    "Priority",
+]
 
 #: The account jobs run under when their event names none (``worker.accounts``).
 DEFAULT_ACCOUNT = "default"
-
-
-class DeliveryStatus(StrEnum):
-    pending = "pending"  #: to be sent (again) at ``next_attempt_at``
-    delivered = "delivered"  #: the receiver answered 2xx
-    failed = "failed"  #: every attempt failed; not sent again
-
-
-#: Statuses a job can be cancelled from: it has not started (or is parked between attempts).
-CANCELLABLE = (JobStatus.queued, JobStatus.waiting)
-
-
-#: Statuses of a job that is not done yet.
-UNFINISHED = (JobStatus.queued, JobStatus.waiting, JobStatus.running)

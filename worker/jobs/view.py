@@ -1,68 +1,123 @@
-"""What callers see of a job and of a batch: one JSON-ready shape, shared by the HTTP service,
-the CLI's ``--json``, the Python API and the completion webhooks."""
+"""What callers see of a job and of a batch: the models of ``provisioner_types`` built from the
+rows, once, for the HTTP service, the CLI's ``--json``, the Python API and the completion
+webhooks."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from worker.jobs.models import ProvisioningJob, WebhookDelivery
-from worker.jobs.queries import BatchSummary
+from provisioner_types import (
+    Batch,
+    Failure,
+    FailureError,
+    Goal,
+    Job,
+    JobError,
+    SharedLink,
+    WebhookDelivery,
+    WebhookEvent,
+)
+from worker.jobs import models
 from worker.jobs.states import DeliveryStatus
 from worker.times import as_utc
-from worker.webhooks import job_document
+
+if TYPE_CHECKING:
+    # Typing only: at run time it would close a cycle (table -> webhooks -> view -> queries).
+    from worker.jobs.queries import BatchSummary
 
 
-def job_view(job: ProvisioningJob) -> dict[str, Any]:
-    """The job as ``worker.webhooks.job_document`` shows it (a webhook's ``job`` is the same),
-    and its latest completion webhook."""
-    return {**job_document(job), "webhook": webhook_view(job.webhook)}
+def job_view(job: models.ProvisioningJob, *, webhook: bool = True) -> Job:
+    """The job and, unless ``webhook`` is False, its latest completion webhook."""
+    progress = job.progress
+    site = progress.site
+    error = (
+        JobError(code=job.error_code, message=job.error_message, http_status=job.error_status)
+        if job.error_code
+        else None
+    )
+    return Job(
+        id=job.id,
+        idempotency_key=job.idempotency_key,
+        operation=job.operation,
+        status=job.status,
+        done=job.status.done,
+        # As Plausible normalised it once the site exists; until then, as we normalised it.
+        domain=site.domain if site else job.domain,
+        adopted=site.adopted if site else None,
+        existed=site.existed if site else None,
+        batch_id=job.batch_id,
+        goals=[Goal(**goal.model_dump()) for goal in progress.goals.values()],
+        shared_links=[
+            SharedLink(name=name, url=url) for name, url in progress.shared_links.items()
+        ],
+        deleted=progress.deleted,
+        attempts=job.attempts,
+        error=error,
+        next_attempt_at=_iso(job.next_attempt_at),
+        created_at=_iso(job.created_at),
+        updated_at=_iso(job.updated_at),
+        finished_at=_iso(job.finished_at),
+        webhook=webhook_view(job.webhook) if webhook else None,
+    )
 
 
-def webhook_view(delivery: WebhookDelivery | None) -> dict[str, Any] | None:
+def webhook_view(delivery: models.WebhookDelivery | None) -> WebhookDelivery | None:
     """A completion webhook's delivery: how many attempts, the last answer; None: no webhook
     (the job is not done, or has no URL). The URL is not shown (it may carry a token)."""
     if delivery is None:
         return None
     pending = delivery.status == DeliveryStatus.pending
-    return {
-        "event_id": delivery.event_id,
-        "type": delivery.type,
-        "status": DeliveryStatus(delivery.status).value,
-        "attempts": delivery.attempts,
-        "last_status": delivery.last_status,
-        "last_error": delivery.last_error,
-        "next_attempt_at": _iso(delivery.next_attempt_at) if pending else None,
-        "created_at": _iso(delivery.created_at),
-        "delivered_at": _iso(delivery.delivered_at),
-    }
+    return WebhookDelivery(
+        event_id=delivery.event_id,
+        type=delivery.type,
+        status=DeliveryStatus(delivery.status).value,
+        attempts=delivery.attempts,
+        last_status=delivery.last_status,
+        last_error=delivery.last_error,
+        next_attempt_at=_iso(delivery.next_attempt_at) if pending else None,
+        created_at=_iso(delivery.created_at),
+        delivered_at=_iso(delivery.delivered_at),
+    )
+
+
+def webhook_event(
+    job: models.ProvisioningJob, *, event_id: str, type: str, created: datetime
+) -> WebhookEvent:
+    """The body of the completion webhook ``event_id``: the job as it is now, just finished."""
+    return WebhookEvent(
+        id=event_id,
+        type=type,
+        created=_iso(created),
+        job=job_view(job, webhook=False),
+    )
+
+
+def batch_view(summary: BatchSummary, eta: datetime | None = None) -> Batch:
+    """A batch: how many jobs are in each status, whether all are done, when it should be done
+    (``expected_completion``, from the quota and the work ahead of it), its failures counted by
+    error code, and the first failed jobs (``failures_truncated`` when there are more: page
+    through them with ``GET /jobs?batch_id=…&status=failed`` or ``provision jobs``)."""
+    return Batch(
+        batch_id=summary.batch_id,
+        total=summary.total,
+        done=summary.done,
+        expected_completion=_iso(eta),
+        counts=summary.counts,
+        failures_by_code=summary.failures_by_code,
+        failures_truncated=summary.truncated,
+        failures=[
+            Failure(
+                id=job.id,
+                idempotency_key=job.idempotency_key,
+                domain=job.domain,
+                error=FailureError(code=job.error_code, message=job.error_message),
+            )
+            for job in summary.failures
+        ],
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
     stamp = as_utc(value)
     return stamp.isoformat() if stamp is not None else None
-
-
-def batch_view(summary: BatchSummary, eta: datetime | None = None) -> dict[str, Any]:
-    """A batch: how many jobs are in each status, whether all are done, when it should be done
-    (``expected_completion``, from the quota and the work ahead of it), its failures counted by
-    error code, and the first failed jobs (``failures_truncated`` when there are more: page
-    through them with ``GET /jobs?batch_id=…&status=failed`` or ``provision jobs``)."""
-    return {
-        "batch_id": summary.batch_id,
-        "total": summary.total,
-        "done": summary.done,
-        "expected_completion": _iso(eta),
-        "counts": summary.counts,
-        "failures_by_code": summary.failures_by_code,
-        "failures_truncated": summary.truncated,
-        "failures": [
-            {
-                "id": job.id,
-                "idempotency_key": job.idempotency_key,
-                "domain": job.domain,
-                "error": {"code": job.error_code, "message": job.error_message},
-            }
-            for job in summary.failures
-        ],
-    }

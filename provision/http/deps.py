@@ -1,0 +1,59 @@
+"""What the routes work on (the status table, the quota reporter, the account names), set on
+the app once by ``create_app`` and handed to each route as a FastAPI dependency."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
+from fastapi.security import HTTPBearer
+
+from provision.http.openapi import errors
+from worker.jobs.store import JobStore
+from worker.quota.report import Reporter
+
+
+@dataclass(frozen=True)
+class Parts:
+    store: JobStore
+    #: None: started without quota reporting (no ``/quota``, no batch ETA).
+    reporter: Reporter | None = None
+    #: The account names events may use; None: any.
+    accounts: Collection[str] | None = None
+
+
+def attach(app: FastAPI, parts: Parts) -> None:
+    app.state.parts = parts
+
+
+# async: a plain def dependency would take a trip through the threadpool for an attribute read.
+async def _parts(request: Request) -> Parts:
+    parts: Parts = request.app.state.parts
+    return parts
+
+
+async def _store(parts: Annotated[Parts, Depends(_parts)]) -> JobStore:
+    return parts.store
+
+
+async def _reporter(parts: Annotated[Parts, Depends(_parts)]) -> Reporter | None:
+    return parts.reporter
+
+
+async def _accounts(parts: Annotated[Parts, Depends(_parts)]) -> Collection[str] | None:
+    return parts.accounts
+
+
+Store = Annotated[JobStore, Depends(_store)]
+OptionalReporter = Annotated[Reporter | None, Depends(_reporter)]
+Accounts = Annotated[Collection[str] | None, Depends(_accounts)]
+
+# Declares the scheme for OpenAPI ("Authorize" in /docs); provision.http.gate does the checking.
+_bearer = HTTPBearer(scheme_name="bearer", description="`PROVISIONER_API_TOKEN`", auto_error=False)
+
+
+def data_router() -> APIRouter:
+    """A router for routes that need the bearer token."""
+    return APIRouter(dependencies=[Security(_bearer)], responses=errors(401))

@@ -1,0 +1,226 @@
+"""The data routes of ``provision serve``: jobs (submit, look up, list, retry, cancel, one or
+every job a filter matches), batches, the quota and the metrics. Each answers a model of
+``provisioner_types``; every route needs the bearer token (``provision.http.gate``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Query, Request, Response
+
+from producers.events import check_strings, parse_event, parse_key
+from provision import actions, cursors
+from provision.filters import EmptyFilterError, parse_filter
+from provision.http.deps import Accounts, OptionalReporter, Store, data_router
+from provision.http.errors import ApiError
+from provision.http.openapi import errors
+from provisioner_types import (
+    SIGNUP_EVENT_EXAMPLE,
+    Batch,
+    Changed,
+    Job,
+    JobFilterBody,
+    JobPage,
+    Priority,
+    Quota,
+)
+from worker import metrics
+from worker.errors import IdempotencyConflictError, InvalidRequestError
+from worker.jobs import view
+from worker.jobs.filters import JobFilter
+from worker.jobs.models import ProvisioningJob
+from worker.jobs.store import JobStore
+
+T = TypeVar("T")
+
+RETRY_AFTER_SECONDS = 2
+MAX_PAGE = 500
+
+router = data_router()
+
+
+async def json_body(request: Request) -> object:
+    """The body as JSON (any value; ``parse_event`` says what is wrong with it)."""
+    try:
+        return json.loads(await request.body())
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8 and integers too long to convert as well as bad JSON.
+        raise ApiError(422, "validation_error", f"the body is not JSON: {exc}") from None
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=Job,
+    responses=errors(408, 409, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/SignupEvent"},
+                    "example": SIGNUP_EVENT_EXAMPLE,
+                }
+            },
+        }
+    },
+)
+def create_job(
+    body: Annotated[object, Depends(json_body)],
+    response: Response,
+    store: Store,
+    accounts: Accounts,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Job:
+    """Enqueue a signup event (see the README's "Signup events")."""
+    try:
+        if idempotency_key is not None:
+            # Both normalised alike (trimmed; 42 and "42" are one key) before comparing.
+            check_strings(idempotency_key, "Idempotency-Key")
+            header_key = parse_key(idempotency_key)
+            if isinstance(body, dict):
+                body_key = parse_key(body.get("id"))
+                if body_key is not None and body_key != header_key:
+                    raise ApiError(422, "key_mismatch", "Idempotency-Key and body id differ", "id")
+                body = {**body, "id": header_key}
+        parsed = parse_event(body, accounts=accounts)
+    except InvalidRequestError as exc:
+        raise ApiError(422, "validation_error", exc.message, exc.field) from None
+    try:
+        result = store.enqueue(
+            parsed.request,
+            key=parsed.key,
+            source="http",
+            priority=parsed.priority or Priority.interactive,
+        )
+    except IdempotencyConflictError as exc:
+        raise ApiError(409, "idempotency_key_reused", str(exc), "id") from None
+    _accepted(response, result.job.id)
+    return view.job_view(result.job)
+
+
+# The literal /jobs/retry and /jobs/cancel are declared before /jobs/{ref}/… routes.
+@router.post(
+    "/jobs/retry", status_code=202, response_model=Changed, responses=errors(408, 413, 422)
+)
+def retry_matching(where: JobFilterBody, store: Store) -> Changed:
+    """Queue again every failed job the filter matches (each resumes from its checkpoint)."""
+    return Changed.of(actions.act_on_matching(store, "retry", _filter(where)).ids)
+
+
+@router.post("/jobs/cancel", response_model=Changed, responses=errors(408, 413, 422))
+def cancel_matching(where: JobFilterBody, store: Store) -> Changed:
+    """Withdraw every queued or waiting job the filter matches."""
+    return Changed.of(actions.act_on_matching(store, "cancel", _filter(where)).ids)
+
+
+@router.get("/jobs/{ref}", response_model=Job, responses=errors(404))
+def get_job(ref: str, response: Response, store: Store) -> Job:
+    """One job, by id or idempotency key."""
+    job = store.find(ref)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {ref!r}")
+    if not job.status.done:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return view.job_view(job)
+
+
+@router.get("/jobs", response_model=JobPage, responses=errors(422))
+def list_jobs(
+    store: Store,
+    batch_id: str | None = None,
+    status: str | None = None,
+    domain: str | None = None,
+    account: str | None = None,
+    code: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Jobs by batch, status, domain, account and/or error code, oldest first; pass
+    ``next_cursor`` back as ``cursor``."""
+    values = {"batch_id": batch_id, "status": status, "domain": domain}
+    where = _parsed(lambda: parse_filter({**values, "account": account, "code": code}))
+    jobs = store.list_jobs(where, limit=limit, after=_parsed(lambda: cursors.decode(cursor)))
+    last = jobs[-1] if len(jobs) == limit else None
+    return JobPage(
+        jobs=[view.job_view(job) for job in jobs],
+        next_cursor=cursors.encode((last.created_at, last.id)) if last else None,
+    )
+
+
+@router.get("/batches/{batch_id}", response_model=Batch, responses=errors(404))
+def get_batch(batch_id: str, store: Store, reporter: OptionalReporter) -> Batch:
+    """How many jobs of the batch are in each status, and the failures with their reasons."""
+    summary = store.batch_summary(batch_id)
+    if summary.total == 0:
+        raise ApiError(404, "not_found", f"no batch {batch_id!r}")
+    eta = reporter.batch_eta(batch_id) if reporter is not None else None
+    return view.batch_view(summary, eta)
+
+
+@router.get("/quota", response_model=list[Quota], responses=errors(404))
+def get_quota(reporter: OptionalReporter) -> list[Quota]:
+    """Each quota: calls used and remaining per window, when each resets, jobs waiting."""
+    if reporter is None:
+        raise ApiError(404, "not_found", "this service was started without quota reporting")
+    return [Quota.model_validate(quota) for quota in reporter.quotas()]
+
+
+@router.post("/jobs/{ref}/retry", status_code=202, response_model=Job, responses=errors(404, 409))
+def retry_job(ref: str, response: Response, store: Store) -> Job:
+    """Queue a failed job again (it resumes from its last checkpoint); by id or key."""
+    job = _act(store, "retry", ref)
+    _accepted(response, job.id)
+    return view.job_view(job)
+
+
+@router.post("/jobs/{ref}/cancel", response_model=Job, responses=errors(404, 409))
+def cancel_job(ref: str, store: Store) -> Job:
+    """Withdraw a queued or waiting job; by id or key."""
+    return view.job_view(_act(store, "cancel", ref))
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+)
+def get_metrics() -> Response:
+    """Prometheus metrics of this host's provisioner processes."""
+    content, content_type = metrics.exposition()
+    return Response(content, media_type=content_type)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _accepted(response: Response, job_id: str) -> None:
+    response.headers["Location"] = f"/jobs/{job_id}"
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+
+
+def _act(store: JobStore, action: str, ref: str) -> ProvisioningJob:
+    try:
+        return actions.act_on_job(store, action, ref)
+    except actions.JobNotFoundError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except actions.WrongStatusError as exc:
+        raise ApiError(409, "wrong_status", str(exc)) from None
+
+
+def _parsed(parse: Callable[[], T]) -> T:
+    """``parse()``, its InvalidRequestError answered 422 naming the field (``bad_cursor`` for a
+    cursor, ``empty_filter`` for a filter without a field)."""
+    try:
+        return parse()
+    except EmptyFilterError as exc:
+        raise ApiError(422, "empty_filter", exc.message) from None
+    except InvalidRequestError as exc:
+        code = "bad_cursor" if exc.field == "cursor" else "validation_error"
+        raise ApiError(422, code, exc.message, exc.field) from None
+
+
+def _filter(body: JobFilterBody) -> JobFilter:
+    return _parsed(lambda: parse_filter(body.model_dump(), required=True))

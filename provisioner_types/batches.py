@@ -1,0 +1,37 @@
+"""A batch: its jobs counted by status, its failures, and when it should be done."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from provisioner_types.jobs import Timestamp
+
+
+class FailureError(BaseModel):
+    code: str | None
+    message: str | None
+
+
+class Failure(BaseModel):
+    id: str
+    idempotency_key: str
+    domain: str
+    error: FailureError
+
+
+class Batch(BaseModel):
+    """A batch (``worker.jobs.view.batch_view``)."""
+
+    batch_id: str
+    total: int
+    done: bool
+    expected_completion: Timestamp | None = Field(
+        description="When its last job should be done, from the quota and the work ahead of it."
+    )
+    counts: dict[str, int] = Field(description="Jobs per status, every status listed.")
+    failures_by_code: dict[str, int] = Field(description="Failed jobs per error code.")
+    failures_truncated: bool = Field(
+        description="More jobs failed than `failures` lists: page through them with "
+        "`GET /jobs?batch_id=…&status=failed`."
+    )
+    failures: list[Failure]

@@ -1,0 +1,65 @@
+"""A signup event: the body of ``POST /jobs``, for the OpenAPI document.
+
+The service validates the body with ``producers.events.parse_event``, whose errors name the field
+at fault; this model documents its shape only."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from provisioner_types.states import Priority
+
+
+class SignupGoal(BaseModel):
+    goal_type: Literal["event", "page"]
+    event_name: str | None = Field(
+        default=None, description="Event goals: at most 120 characters, not `engagement`."
+    )
+    page_path: str | None = Field(default=None, description="Page goals: `/pricing/*`.")
+    display_name: str | None = Field(
+        default=None,
+        description="Unique per site; defaults to the event name or `Visit <page_path>`.",
+    )
+    custom_props: dict[str, str] | None = None
+
+
+class SignupEvent(BaseModel):
+    """A signup event (README, "Signup events"). Every string must be valid Unicode without NUL
+    characters; an event nests at most 8 levels."""
+
+    id: str | int | None = Field(
+        default=None,
+        description='The idempotency key (trimmed, at most 255 characters; 42 and "42" are one '
+        "key); without one it is derived from the request. Or the `Idempotency-Key` header.",
+    )
+    type: Literal["site.provision", "site.delete", "goal.delete"] = "site.provision"
+    domain: str = Field(description="Normalised as Plausible does.")
+    timezone: str | None = Field(default=None, description="IANA name; `Etc/UTC` if omitted.")
+    goals: list[SignupGoal] | None = None
+    shared_links: list[str] | None = Field(default=None, description="Shared-link names.")
+    goal_id: int | None = Field(default=None, ge=1, description="`goal.delete`: the goal's id.")
+    event_name: str | None = Field(default=None, description="`goal.delete`: by event name.")
+    page_path: str | None = Field(default=None, description="`goal.delete`: by page path.")
+    callback_url: str | None = Field(
+        default=None,
+        description="Completion webhook: POSTed the job once it is done (http/https).",
+    )
+    account: str | None = Field(default=None, description="`default` if omitted.")
+    priority: Priority | None = Field(
+        default=None, description="`interactive` if omitted (HTTP requests are interactive)."
+    )
+
+
+SIGNUP_EVENT_EXAMPLE: dict[str, Any] = {
+    "id": "evt_123",
+    "type": "site.provision",
+    "domain": "shop.example.com",
+    "timezone": "Europe/Berlin",
+    "goals": [
+        {"goal_type": "event", "event_name": "Signup"},
+        {"goal_type": "page", "page_path": "/pricing/*"},
+    ],
+    "shared_links": ["WordPress"],
+}
