@@ -38,7 +38,7 @@ def parse_duration(value: Any) -> Any:
 DATABASE_FORMS = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
 BROKER_FORMS = "redis://HOST:PORT/DB, rediss://…, amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://…"
 _DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg")
-_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")  # memory: tests
 #: Spellings seen in the wild, and what to write instead.
 _DATABASE_ALIASES = {
     "postgres": "postgresql+psycopg",
