@@ -39,7 +39,15 @@ import functools
 import logging
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -50,8 +58,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 from sqlmodel import col, select
 
-from producers.events import Event, parse_event
-from provisioner_types import Batch, Job
+from producers.events import Event, parse_domain, parse_event
+from provisioner_types import Batch, Job, Site
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs import view
 from worker.jobs.intake import (
@@ -90,6 +98,9 @@ class DBAPIConnection(Protocol):
 Transaction = Session | Connection | DBAPIConnection
 
 #: Async SQLAlchemy drivers and the sync driver the Provisioner's own store uses instead.
+#: Sites read per query when ``Provisioner.sites`` walks the inventory.
+SITES_PAGE = 500
+
 _SYNC_DRIVERS = {
     "postgresql+psycopg_async": "postgresql+psycopg",
     "postgresql+asyncpg": "postgresql+psycopg",
@@ -268,6 +279,21 @@ class Provisioner:
             return None
         eta = self.reporter.batch_eta(batch_id) if self.reporter is not None else None
         return view.batch_view(summary, eta)
+
+    def sites(self, account: str | None = None) -> Iterator[Site]:
+        """The inventory: every site the provisioner knows it owns in Plausible (of ``account``,
+        if given), by domain, with its goals and shared links (``GET /sites``), read a page at
+        a time."""
+        accounts = [account] if account is not None else None
+        after: tuple[str, str] | None = None
+        while page := self.store.sites(accounts, limit=SITES_PAGE, after=after):
+            yield from (view.site_view(found) for found in self.store.details(page))
+            after = (page[-1].domain, page[-1].account)
+
+    def site(self, domain: str) -> list[Site]:
+        """The site ``domain`` (in any spelling Plausible accepts) in the inventory: one per
+        account that has it, none if no job of ours made or adopted it."""
+        return [view.site_view(found) for found in self.store.site(parse_domain(domain))]
 
     def _steps(
         self,

@@ -1,4 +1,5 @@
-"""Jobs, batches and quotas as an operator reads them in a terminal: tables and CSV rows."""
+"""Jobs, batches, quotas and sites as an operator reads them in a terminal: tables and CSV
+rows."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from provisioner_types import Site
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.queries import BatchSummary
 from worker.jobs.view import job_view
@@ -135,3 +137,43 @@ def csv_row(job: ProvisioningJob) -> dict[str, str]:
         "finished_at": shown.finished_at,
     }
     return {name: "" if cells[name] is None else str(cells[name]) for name in CSV_COLUMNS}
+
+
+def sites_table(sites: Sequence[Site]) -> str:
+    """Sites of the inventory as a plain-text table: domain, account, origin, goals, links."""
+    rows = [("DOMAIN", "ACCOUNT", "TIMEZONE", "ORIGIN", "GOALS", "SHARED LINKS")]
+    for site in sites:
+        goals = ", ".join(f"{goal.natural_key}#{goal.id}" for goal in site.goals)
+        links = ", ".join(link.name for link in site.shared_links)
+        rows.append((site.domain, site.account, site.timezone, site.origin, goals, links))
+    return _table(rows)
+
+
+#: Columns of a site as a CSV row (``provision sites --csv``, ``provision export --csv``).
+SITE_CSV_COLUMNS = (
+    "account",
+    "domain",
+    "timezone",
+    "origin",
+    "job_id",
+    "goals",
+    "shared_links",
+    "recorded_at",
+    "confirmed_at",
+)
+
+
+def site_csv_row(site: Site) -> dict[str, str]:
+    """A site as one CSV row: goals (natural key -> Plausible id) and shared links (name ->
+    URL) as JSON."""
+    return {
+        "account": site.account,
+        "domain": site.domain,
+        "timezone": site.timezone,
+        "origin": site.origin,
+        "job_id": site.job_id,
+        "goals": json.dumps({goal.natural_key: goal.id for goal in site.goals}, sort_keys=True),
+        "shared_links": json.dumps({link.name: link.url for link in site.shared_links}),
+        "recorded_at": site.recorded_at,
+        "confirmed_at": site.confirmed_at,
+    }

@@ -5,7 +5,8 @@ document, its SDK ``producers.client``, the Python API, the CLI's ``--json``, th
 - ``states``: the enums of a job's life (``Operation``, ``JobStatus``, ``Priority``,
   ``DeliveryStatus``) and the status sets (``FINAL_STATUSES``, ``CANCELLABLE``, ``UNFINISHED``);
 - ``jobs``: ``Job`` and its parts, ``JobPage``, ``WebhookEvent`` (a completion webhook's body);
-- ``batches``: ``Batch``; ``quota``: ``Quota``; ``errors``: ``ErrorBody``;
+- ``batches``: ``Batch``; ``sites``: ``Site`` (the inventory), ``SitePage``; ``quota``:
+  ``Quota``; ``errors``: ``ErrorBody``;
 - ``operations``: ``JobFilterBody``, ``Changed``, ``Health``; ``events``: ``SignupEvent``.
 
 pydantic models; timestamps are ISO 8601 strings in UTC. Imports pydantic and nothing of ours,
@@ -28,6 +29,7 @@ from provisioner_types.jobs import (
 )
 from provisioner_types.operations import MAX_CHANGED_IDS, Changed, Health, JobFilterBody
 from provisioner_types.quota import AccountPause, Quota, QuotaAccount, QuotaWindow
+from provisioner_types.sites import Site, SiteGoal, SiteLink, SitePage
 from provisioner_types.states import (
     CANCELLABLE,
     FINAL_STATUSES,
@@ -68,6 +70,10 @@ __all__ = [
     "SharedLink",
     "SignupEvent",
     "SignupGoal",
+    "Site",
+    "SiteGoal",
+    "SiteLink",
+    "SitePage",
     "Timestamp",
     "WebhookDelivery",
     "WebhookEvent",

@@ -23,6 +23,13 @@ class Batch(BaseModel):
     """A batch (``worker.jobs.view.batch_view``)."""
 
     batch_id: str
+    name: str | None = Field(
+        default=None, description="For people: the file's name, a label, or the source and day."
+    )
+    source: str | None = Field(
+        default=None, description="Where its jobs came from: `import`, `http`, `api`, `stream`…"
+    )
+    created_at: Timestamp | None = None
     total: int
     done: bool
     expected_completion: Timestamp | None = Field(

@@ -88,3 +88,45 @@ def rebuild_inventory(connection: Connection) -> None:
     for table in ("inventory_links", "inventory_goals", "inventory_sites"):
         connection.execute(text(f"DELETE FROM {table}"))
     migration("0006").backfill_inventory(connection)
+
+
+def record_site(
+    store: Any,
+    domain: str,
+    *,
+    goals: dict[str, int] | None = None,
+    links: dict[str, str] | None = None,
+    account: str = "default",
+    batch: str = "b1",
+) -> str:
+    """Run a provision_site job of ``domain`` to success without an API: what a worker records
+    once Plausible made the site, its event goals (name -> id) and shared links (name -> URL).
+    Returns the job's id."""
+    from worker.jobs.specs import GoalRecord, GoalSpec, JobRequest, Progress, SiteRecord
+    from worker.jobs.states import Operation
+
+    goals = goals or {}
+    links = links or {}
+    request = JobRequest(
+        operation=Operation.provision_site,
+        domain=domain,
+        account=account,
+        goals=tuple(GoalSpec(goal_type="event", event_name=name) for name in goals),
+        shared_links=tuple(links),
+    )
+    job_id = str(store.enqueue(request, batch=batch).job.id)
+    assert job_id in store.admit({job_id: {}})
+    claim = store.claim(job_id, lease_seconds=60)
+    assert claim is not None
+    progress = Progress(
+        site=SiteRecord(domain=domain, timezone="Europe/Berlin"),
+        goals={
+            f"event:{name}": GoalRecord(
+                id=goal_id, goal_type="event", event_name=name, display_name=name
+            )
+            for name, goal_id in goals.items()
+        },
+        shared_links=links,
+    )
+    store.succeed(claim, progress)
+    return job_id

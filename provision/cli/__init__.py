@@ -138,10 +138,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _register() -> None:
-    from provision.cli import jobs, run
+    from provision.cli import jobs, run, sites
     from sandbox.cli import sandbox_command
 
-    del jobs, run  # importing them adds their commands to ``main``
+    del jobs, run, sites  # importing them adds their commands to ``main``
     main.add_command(sandbox_command)
 
 

@@ -32,6 +32,7 @@ from provision.cli import (
     job_filter,
     main,
     priority_option,
+    sites,
 )
 from provision.status import Kind, lookup
 from provision.wiring import make_store, runtime
@@ -276,34 +277,55 @@ def _walk(store: JobStore, where: JobFilter, limit: int = 0) -> Iterator[Provisi
         after = (page[-1].created_at, page[-1].id)
 
 
-def _write_csv(found: Iterator[ProvisioningJob] | Sequence[ProvisioningJob], out: IO[str]) -> None:
+def _write_csv(found: Iterator[ProvisioningJob] | Sequence[ProvisioningJob], out: IO[str]) -> int:
+    """The jobs as CSV rows; returns how many."""
     writer = csv.DictWriter(out, fieldnames=views.CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
+    written = 0
     for job in found:
         writer.writerow(views.csv_row(job))
+        written += 1
+    return written
 
 
 @main.command()
-@click.argument("batch_id")
-@click.option("--csv", "as_csv", is_flag=True, help="CSV, one job per row.")
-@click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines, one job per line (default).")
+@click.argument("batch_id", required=False)
+@click.option("--csv", "as_csv", is_flag=True, help="CSV, one row per job (or site).")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines, one per line (default).")
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write."
 )
-def export(batch_id: str, as_csv: bool, as_jsonl: bool, output: Path | None) -> None:
-    """Write every job of BATCH_ID with its outcome: the site, goal ids, shared-link URLs."""
+def export(batch_id: str | None, as_csv: bool, as_jsonl: bool, output: Path | None) -> None:
+    """Write every job of BATCH_ID with its outcome (the site, goal ids, shared-link URLs), by
+    domain; without BATCH_ID, the inventory (every site we own, with its goals and links), as
+    ``provision sites`` does. Says on stderr what it wrote where."""
     if as_csv and as_jsonl:
         raise click.UsageError("choose one of --csv and --jsonl")
     store = make_store(get_settings())
+    if batch_id is None:
+        sites.write(sites.walk(store), as_csv=as_csv, output=output)
+        return
     if store.batch_summary(batch_id, max_failures=0).total == 0:
         raise click.ClickException(f"no batch {batch_id!r}")
-    found = _walk(store, JobFilter(batch_id=batch_id))
+    found = _by_domain(store, JobFilter(batch_id=batch_id))
+    written = 0
     with click.open_file(str(output) if output else "-", "w", encoding="utf-8") as out:
         if as_csv:
-            _write_csv(found, out)
+            written = _write_csv(found, out)
         else:
             for job in found:
                 out.write(json.dumps(view.job_view(job).model_dump(mode="json")) + "\n")
+                written += 1
+    where = output if output is not None else "standard output"
+    click.echo(f"wrote {written} job(s) of batch {batch_id} to {where}", err=True)
+
+
+def _by_domain(store: JobStore, where: JobFilter) -> Iterator[ProvisioningJob]:
+    """The matching jobs by domain (then id), read a page at a time."""
+    after: tuple[str, str] | None = None
+    while page := store.jobs_by_domain(where, limit=PAGE, after=after):
+        yield from page
+        after = (page[-1].domain, page[-1].id)
 
 
 @main.command()

@@ -1,5 +1,5 @@
 """The data routes of ``provision serve``: jobs (submit, look up, list, retry, cancel, one or
-every job a filter matches), batches, the quota and the metrics. Each answers a model of
+every job a filter matches), batches, the sites of the inventory, the quota and the metrics. Each answers a model of
 ``provisioner_types``; every route needs the bearer token (``provision.http.gate``)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Query, Request, Response
 
-from producers.events import check_strings, parse_event, parse_key
+from producers.events import check_strings, parse_domain, parse_event, parse_key
 from provision import actions, cursors
 from provision.filters import EmptyFilterError, parse_filter
 from provision.http.deps import Accounts, OptionalReporter, Store, data_router
@@ -25,6 +25,8 @@ from provisioner_types import (
     JobPage,
     Priority,
     Quota,
+    Site,
+    SitePage,
 )
 from worker import metrics
 from worker.errors import IdempotencyConflictError, InvalidRequestError
@@ -158,6 +160,37 @@ def get_batch(batch_id: str, store: Store, reporter: OptionalReporter) -> Batch:
         raise ApiError(404, "not_found", f"no batch {batch_id!r}")
     eta = reporter.batch_eta(batch_id) if reporter is not None else None
     return view.batch_view(summary, eta)
+
+
+@router.get("/sites", response_model=SitePage, responses=errors(422))
+def list_sites(
+    store: Store,
+    account: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: str | None = None,
+) -> SitePage:
+    """The inventory: the sites the provisioner knows it owns in Plausible (of one account,
+    if given), by domain, with their goals and shared links; pass ``next_cursor`` back as
+    ``cursor``."""
+    after = _parsed(lambda: cursors.decode_pair(cursor))
+    accounts = [account] if account is not None else None
+    sites = store.sites(accounts, limit=limit, after=after)
+    last = sites[-1] if len(sites) == limit else None
+    return SitePage(
+        sites=[view.site_view(found) for found in store.details(sites)],
+        next_cursor=cursors.encode((last.domain, last.account)) if last else None,
+    )
+
+
+@router.get("/sites/{domain}", response_model=list[Site], responses=errors(404, 422))
+def get_site(domain: str, store: Store) -> list[Site]:
+    """One site of the inventory, in any spelling Plausible accepts (one entry per account that
+    has it), with its goals and shared links."""
+    normalised = _parsed(lambda: parse_domain(domain))
+    found = store.site(normalised)
+    if not found:
+        raise ApiError(404, "not_found", f"the inventory holds no site {normalised!r}")
+    return [view.site_view(site) for site in found]
 
 
 @router.get("/quota", response_model=list[Quota], responses=errors(404))

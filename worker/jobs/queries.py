@@ -127,6 +127,22 @@ class Queries(Counts):
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
 
+    def jobs_by_domain(
+        self, where: JobFilter, *, limit: int = 500, after: tuple[str, str] | None = None
+    ) -> list[ProvisioningJob]:
+        """Jobs matching ``where`` by domain (then id), ``limit`` at a time after the
+        ``(domain, id)`` of the last job of a page: a stable order for exports."""
+        t = ProvisioningJob
+        query = select(t).where(*where.conditions())
+        if after is not None:
+            domain, last_id = after
+            query = query.where(
+                or_(col(t.domain) > domain, and_(col(t.domain) == domain, col(t.id) > last_id))
+            )
+        query = query.order_by(col(t.domain), col(t.id)).limit(limit)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
     def count(self, where: JobFilter, statuses: Sequence[JobStatus] | None = None) -> int:
         """How many jobs ``where`` matches (in ``statuses``, if given)."""
         t = ProvisioningJob

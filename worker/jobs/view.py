@@ -1,4 +1,4 @@
-"""What callers see of a job and of a batch: the models of ``provisioner_types`` built from the
+"""What callers see of a job, a batch and a site of the inventory: the models of ``provisioner_types`` built from the
 rows, once, for the HTTP service, the CLI's ``--json``, the Python API and the completion
 webhooks."""
 
@@ -15,6 +15,9 @@ from provisioner_types import (
     Job,
     JobError,
     SharedLink,
+    Site,
+    SiteGoal,
+    SiteLink,
     WebhookDelivery,
     WebhookEvent,
 )
@@ -24,6 +27,7 @@ from worker.times import as_utc
 
 if TYPE_CHECKING:
     # Typing only: at run time it would close a cycle (table -> webhooks -> view -> queries).
+    from worker.jobs.inventory import SiteView
     from worker.jobs.queries import BatchSummary
 
 
@@ -98,8 +102,12 @@ def batch_view(summary: BatchSummary, eta: datetime | None = None) -> Batch:
     (``expected_completion``, from the quota and the work ahead of it), its failures counted by
     error code, and the first failed jobs (``failures_truncated`` when there are more: page
     through them with ``GET /jobs?batch_id=…&status=failed`` or ``provision jobs``)."""
+    batch = summary.batch
     return Batch(
         batch_id=summary.batch_id,
+        name=batch.name if batch else None,
+        source=batch.source if batch else None,
+        created_at=_iso(batch.created_at) if batch else None,
         total=summary.total,
         done=summary.done,
         expected_completion=_iso(eta),
@@ -114,6 +122,36 @@ def batch_view(summary: BatchSummary, eta: datetime | None = None) -> Batch:
                 error=FailureError(code=job.error_code, message=job.error_message),
             )
             for job in summary.failures
+        ],
+    )
+
+
+def site_view(found: SiteView) -> Site:
+    """A site of the inventory with its goals and shared links."""
+    site = found.site
+    return Site(
+        account=site.account,
+        domain=site.domain,
+        timezone=site.timezone,
+        origin=site.origin,
+        job_id=site.job_id,
+        recorded_at=_iso(site.created_at) or "",
+        confirmed_at=_iso(site.confirmed_at) or "",
+        goals=[
+            SiteGoal(
+                natural_key=goal.natural_key,
+                id=goal.goal_id,
+                goal_type=goal.goal_type,
+                event_name=goal.event_name,
+                page_path=goal.page_path,
+                display_name=goal.display_name,
+                confirmed_at=_iso(goal.confirmed_at) or "",
+            )
+            for goal in found.goals
+        ],
+        shared_links=[
+            SiteLink(name=link.name, url=link.url, confirmed_at=_iso(link.confirmed_at) or "")
+            for link in found.links
         ],
     )
 

@@ -1,0 +1,50 @@
+"""The inventory: a site the provisioner knows it owns in Plausible, with its goals and shared
+links, as the jobs that made them recorded them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from provisioner_types.jobs import Timestamp
+
+
+class SiteGoal(BaseModel):
+    natural_key: str = Field(description="`event:Signup` or `page:/pricing`: unique per site.")
+    id: int = Field(description="Plausible's goal id.")
+    goal_type: str
+    event_name: str | None
+    page_path: str | None
+    display_name: str
+    confirmed_at: Timestamp = Field(description="When a job last saw it in Plausible.")
+
+
+class SiteLink(BaseModel):
+    name: str
+    url: str
+    confirmed_at: Timestamp
+
+
+class Site(BaseModel):
+    """A site of the inventory (``worker.jobs.view.site_view``)."""
+
+    account: str
+    domain: str = Field(description="As Plausible normalised it: its `site_id`.")
+    timezone: str
+    origin: Literal["created", "adopted", "existed"] = Field(
+        description="`created` by a job; `adopted`: a create whose answer was lost, found ours; "
+        "`existed`: in the account before any job of ours."
+    )
+    job_id: str = Field(description="The job that created or adopted it.")
+    recorded_at: Timestamp
+    confirmed_at: Timestamp = Field(description="When a job last saw it in Plausible.")
+    goals: list[SiteGoal]
+    shared_links: list[SiteLink]
+
+
+class SitePage(BaseModel):
+    sites: list[Site]
+    next_cursor: str | None = Field(
+        description="Pass back as `cursor` for the next page; null on the last page."
+    )
