@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import database  # noqa: E402
-from provision.dashboard.auth import COOKIE, Signer  # noqa: E402
+from provision.dashboard.auth import COOKIE, Sessions  # noqa: E402
 from provision.http.app import create_app  # noqa: E402
+from provision.tokens import LEGACY, Tokens, token_hash  # noqa: E402
 from testkit.databases import migrated_engine  # noqa: E402
 from worker.accounts import load_accounts  # noqa: E402
 from worker.jobs.intake import job_values  # noqa: E402
@@ -47,6 +48,14 @@ from worker.quota.report import Reporter  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 TOKEN = "bench-token"
+
+
+def signed_in(store: JobStore) -> str:
+    """A dashboard session's cookie value, as a sign-in with the service's token makes."""
+    sessions = Sessions(store.engine, Tokens({token_hash(TOKEN): LEGACY}))
+    return sessions.start(LEGACY, "127.0.0.1", "benchmark")
+
+
 #: Error codes of failed jobs, most common first.
 CODES = ("domain_taken", "invalid_domain", "site_not_found", "goal_not_found")
 MESSAGES = {
@@ -165,8 +174,7 @@ async def time_pages(
     time, a done batch's first start and last finish) and works out the expected completions
     (again every ``ETA_SECONDS``)."""
     app = create_app(store, token=SecretStr(TOKEN), reporter=reporter_for(store))
-    signer = Signer(TOKEN)
-    cookies = {COOKIE: signer.new_session()}
+    cookies = {COOKIE: signed_in(store)}
     t = ProvisioningJob
     with store.engine.connect() as connection:
         newest = connection.execute(

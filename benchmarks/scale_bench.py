@@ -39,8 +39,9 @@ from sqlalchemy.engine import Engine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.support import database
-from provision.dashboard.auth import COOKIE, Signer
+from provision.dashboard.auth import COOKIE, Sessions
 from provision.http import create_app
+from provision.tokens import LEGACY, Tokens, token_hash
 from testkit.databases import migrated_engine
 from worker.accounts import load_accounts
 from worker.jobs.db import table_of
@@ -55,6 +56,14 @@ from worker.quota.scheduler import Scheduler
 from worker.settings import Settings
 
 TOKEN = "bench-token"
+
+
+def signed_in(store: JobStore) -> str:
+    """A dashboard session's cookie value, as a sign-in with the service's token makes."""
+    sessions = Sessions(store.engine, Tokens({token_hash(TOKEN): LEGACY}))
+    return sessions.start(LEGACY, "127.0.0.1", "benchmark")
+
+
 GOALS = (
     GoalSpec(goal_type="event", event_name="Signup"),
     GoalSpec(goal_type="page", page_path="/pricing"),
@@ -192,7 +201,7 @@ def measure(url: str, jobs: int, batches: int, runs: int) -> dict[str, float]:
 
 async def dashboard_ms(store: JobStore, reporter: Reporter, runs: int) -> float:
     app = create_app(store, token=SecretStr(TOKEN), reporter=reporter)
-    cookies = {COOKIE: Signer(TOKEN).new_session()}
+    cookies = {COOKIE: signed_in(store)}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://bench", cookies=cookies

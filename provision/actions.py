@@ -4,8 +4,11 @@ matches. One wording for each refusal."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from provision import audit
+from provision.filters import filter_fields
 from worker import pauses
 from worker.errors import ProvisionerError
 from worker.jobs.filters import JobFilter
@@ -44,11 +47,20 @@ class Changed:
     resumed: list[str] = field(default_factory=list)
 
 
-def act_on_job(store: JobStore, action: str, ref: str) -> ProvisioningJob:
-    """Retry or cancel one job, by id or idempotency key; the job as it is now. Raises
-    JobNotFoundError or WrongStatusError."""
+def act_on_job(
+    store: JobStore,
+    action: str,
+    ref: str,
+    *,
+    actor: str,
+    within: Sequence[str] | None = None,
+    door: str = "cli",
+) -> ProvisioningJob:
+    """Retry or cancel one job, by id or idempotency key (of the accounts ``within``, if
+    given: another account's job is not found); the job as it is now. Raises JobNotFoundError
+    or WrongStatusError. Recorded in the audit trail as done by ``actor`` through ``door``."""
     job = store.find(ref)
-    if job is None:
+    if job is None or (within is not None and job.account not in within):
         raise JobNotFoundError(ref)
     done = store.retry(job.id) if action == "retry" else store.cancel(job.id)
     now = store.get(job.id)
@@ -56,16 +68,36 @@ def act_on_job(store: JobStore, action: str, ref: str) -> ProvisioningJob:
         raise JobNotFoundError(ref)
     if not done:
         raise WrongStatusError(now, action)
+    audit.record(store.engine, actor, action, target=job.id, count=1, detail=door)
     return now
 
 
-def act_on_matching(store: JobStore, action: str, where: JobFilter) -> Changed:
+def act_on_matching(
+    store: JobStore, action: str, where: JobFilter, *, actor: str, door: str = "cli"
+) -> Changed:
     """Retry or cancel every job ``where`` matches (give a filter with a field: an empty one
-    matches every job). A retry resumes the paused accounts that hold any of them."""
+    matches every job). A retry resumes the paused accounts that hold any of them. Recorded in
+    the audit trail, with the filter and the count, as done by ``actor`` through ``door``."""
     if action == "retry":
         retried = pauses.retry_matching(store, where)
-        return Changed(retried.ids, retried.resumed)
-    return Changed(store.cancel_matching(where))
+        changed = Changed(retried.ids, retried.resumed)
+    else:
+        changed = Changed(store.cancel_matching(where))
+    fields = filter_fields(where)
+    if where.within is not None:
+        fields["within"] = ",".join(where.within)
+    audit.record(
+        store.engine,
+        actor,
+        action,
+        target="filter",
+        filter=fields,
+        count=len(changed.ids),
+        detail=door,
+    )
+    for account in changed.resumed:
+        audit.record(store.engine, actor, "resume", target=account, detail=door)
+    return changed
 
 
 def count_matching(store: JobStore, action: str, where: JobFilter) -> int:

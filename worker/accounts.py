@@ -187,7 +187,7 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
         ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"accounts"}
+    unknown = set(data) - {"accounts", "tokens"}  # tokens: provision.tokens
     if unknown:
         raise ConfigurationError(
             f"{path}: unknown table {sorted(unknown)[0]!r}; accounts go in [accounts.NAME]"

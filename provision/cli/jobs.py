@@ -24,7 +24,7 @@ from producers.importer import (
     wait_for_batch,
 )
 from producers.rows import Format
-from provision import actions, views
+from provision import actions, audit, views
 from provision.cli import (
     EXIT_FAILED,
     EXIT_JOBS_FAILED,
@@ -380,10 +380,10 @@ def _target(ref: str | None, filters: dict[str, str | None], action: str) -> Job
 def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> list[str]:
     try:
         if ref is not None:
-            return [actions.act_on_job(store, action, ref).id]
+            return [actions.act_on_job(store, action, ref, actor=audit.cli_actor()).id]
     except ProvisionerError as exc:
         raise click.ClickException(str(exc)) from None
-    changed = actions.act_on_matching(store, action, where)
+    changed = actions.act_on_matching(store, action, where, actor=audit.cli_actor())
     for account in changed.resumed:
         click.echo(f"resumed account {account}: its waiting jobs go on")
     return changed.ids

@@ -87,24 +87,28 @@ def quota(as_json: bool) -> None:
     "--dev", is_flag=True, envvar="PROVISIONER_DEV_MODE", help="Allow running without a token."
 )
 def serve(host: str, port: int, dev: bool) -> None:
-    """Serve the HTTP API (bearer token from PROVISIONER_API_TOKEN; docs at /docs)."""
+    """Serve the HTTP API and the dashboard (bearer tokens: the accounts file's [tokens.NAME]
+    and PROVISIONER_API_TOKEN; docs at /docs)."""
     import socket
 
     import uvicorn
 
     from provision.http.app import create_app
+    from provision.tokens import load_tokens
 
     settings = get_settings()
     dev = dev or settings.dev_mode
-    if not settings.api_token.get_secret_value() and not dev:
+    accounts = make_accounts(settings).names
+    tokens = load_tokens(settings, accounts)
+    if tokens.open and not dev:
         raise click.UsageError(
-            "PROVISIONER_API_TOKEN is not set; refusing to serve without one (--dev to override)"
+            "no token is configured (PROVISIONER_API_TOKEN, or [tokens.NAME] in the accounts "
+            "file); refusing to serve without one (--dev to override)"
         )
-    if dev and not settings.api_token.get_secret_value():
-        click.echo("development mode: no API token, every request is accepted", err=True)
+    if tokens.open:
+        click.echo("development mode: no token, every request is accepted", err=True)
     # Bind first, so a port in use is one line now rather than a traceback from uvicorn.
     listener = socket.create_server((host, port), reuse_port=False)
-    accounts = make_accounts(settings).names
     configure_logs(settings)
     with runtime(settings) as store:
         reporter = make_reporter(settings, store)
@@ -115,6 +119,7 @@ def serve(host: str, port: int, dev: bool) -> None:
             dev_mode=dev,
             accounts=accounts,
             reporter=reporter,
+            tokens=tokens,
         )
         # log_config=None: uvicorn's lines go through the provisioner's handler (JSON or text).
         server = uvicorn.Server(uvicorn.Config(app, log_level="info", log_config=None))

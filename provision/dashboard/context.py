@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 
 from provision import cursors
-from provision.dashboard.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Signer, same_origin
+from provision.dashboard.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Sessions, same_origin
 from provision.dashboard.cache import Recent
 from provision.dashboard.paths import SIGN_IN, here, is_fragment, with_query
 from provision.dashboard.queries import Queries
@@ -36,7 +36,7 @@ class Dashboard:
     """Everything the dashboard's handlers use, made once by ``router()``."""
 
     store: JobStore
-    signer: Signer
+    sessions: Sessions
     queries: Queries
     templates: Templates
     reporter: Reporter | None
@@ -49,7 +49,7 @@ class Dashboard:
     assets: Mapping[str, tuple[bytes, str]]
 
     def session(self, request: Request) -> Session | None:
-        return self.signer.session(request.cookies.get(COOKIE))
+        return self.sessions.session(request.cookies.get(COOKIE))
 
 
 class Answer(Exception):
@@ -104,6 +104,30 @@ async def _signed_in(request: Request, board: Board) -> Session:
 SignedIn = Annotated[Session, Depends(_signed_in)]
 
 
+def _lacks(request: Request, board: Dashboard, session: Session, scope: str) -> None:
+    if not session.principal.can(scope):
+        reason = f"the token {session.principal.name!r} you signed in with lacks {scope}"
+        raise Answer(board.templates.refused(request, reason))
+
+
+async def _admin(request: Request, board: Board, session: SignedIn) -> Session:
+    """The session of an admin token's sign-in, else the 403 page."""
+    _lacks(request, board, session, "admin")
+    return session
+
+
+Admin = Annotated[Session, Depends(_admin)]
+
+
+async def _operator(request: Request, board: Board, session: SignedIn) -> Session:
+    """The session of a sign-in whose token may retry and cancel, else the 403 page."""
+    _lacks(request, board, session, "jobs:operate")
+    return session
+
+
+Operator = Annotated[Session, Depends(_operator)]
+
+
 async def _form(request: Request) -> dict[str, str]:
     """A URL-encoded form's fields (the last value of each); empty for any other body."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -138,7 +162,7 @@ async def _posted(request: Request, board: Board, form: Form) -> Session:
     if session is None:
         raise Answer(board.templates.refused(request, "you are not signed in"))
     given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-    if not board.signer.csrf_matches(session, given):
+    if not board.sessions.csrf_matches(session, given):
         raise Answer(board.templates.refused(request, "its CSRF token is missing or wrong"))
     return session
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -16,9 +17,10 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
 from producers.events import parse_domain
-from provision import cursors
+from provision import audit, cursors
 from provision.actions import APPLIES_TO
-from provision.dashboard.context import Board, Dashboard, Position, SignedIn
+from provision.dashboard.auth import Session
+from provision.dashboard.context import Admin, Board, Dashboard, Position, SignedIn
 from provision.dashboard.paths import PREFIX, with_query
 from provision.dashboard.queries import BatchStats
 from provision.dashboard.render import said, snippet
@@ -39,35 +41,47 @@ ETA_SECONDS = 10.0
 ETAS_KEPT = 1000
 
 
-def with_eta(board: Dashboard, stats: BatchStats) -> BatchStats:
+def _eta_key(batch_id: str, within: Sequence[str] | None) -> str:
+    return f"{batch_id}|{','.join(within) if within is not None else '*'}"
+
+
+def with_eta(board: Dashboard, stats: BatchStats, within: Sequence[str] | None) -> BatchStats:
     """The batch with its expected completion, from the quota scheduler's estimate; worked out
-    at most every ``ETA_SECONDS`` per batch, however many pages poll."""
+    at most every ``ETA_SECONDS`` per batch and view, however many pages poll."""
     reporter = board.reporter
     if stats.done or reporter is None:
         return stats
-    eta = board.etas.get_or_make(stats.batch_id, lambda: reporter.batch_eta(stats.batch_id))
+    eta = board.etas.get_or_make(
+        _eta_key(stats.batch_id, within),
+        lambda: reporter.batch_eta(stats.batch_id, within=within),
+    )
     return dataclasses.replace(stats, eta=eta)
 
 
 # -- batches ----------------------------------------------------------------------------------
 
 
-def _batches(board: Dashboard, after: cursors.Cursor | None) -> dict[str, Any]:
-    ids, following = board.queries.batch_page(limit=BATCHES_PER_PAGE, after=after)
-    stats = board.queries.batch_stats(ids)
+def _batches(board: Dashboard, after: cursors.Cursor | None, session: Session) -> dict[str, Any]:
+    within = session.principal.restriction
+    ids, following = board.queries.batch_page(limit=BATCHES_PER_PAGE, after=after, within=within)
+    stats = board.queries.batch_stats(ids, within)
     if board.reporter is not None:  # the page's expected completions, worked out together
-        stale = [b for b in ids if b in stats and not stats[b].done and b not in board.etas]
-        for batch_id, eta in board.reporter.batch_etas(stale).items():
-            board.etas.put(batch_id, eta)
+        stale = [
+            b
+            for b in ids
+            if b in stats and not stats[b].done and _eta_key(b, within) not in board.etas
+        ]
+        for batch_id, eta in board.reporter.batch_etas(stale, within=within).items():
+            board.etas.put(_eta_key(batch_id, within), eta)
     return {
-        "batches": [with_eta(board, stats[b]) for b in ids if b in stats],
+        "batches": [with_eta(board, stats[b], within) for b in ids if b in stats],
         "cursor": cursors.encode(after) or "",
         "next_cursor": cursors.encode(following),
     }
 
 
 def batches_page(request: Request, board: Board, session: SignedIn, after: Position) -> Response:
-    context = _batches(board, after)
+    context = _batches(board, after, session)
     return board.templates.render(
         request, "batches.html", session=session, title="Batches", **context
     )
@@ -80,21 +94,23 @@ def slash() -> Response:
 def batches_fragment(
     request: Request, board: Board, session: SignedIn, after: Position
 ) -> Response:
-    context = _batches(board, after)
+    context = _batches(board, after, session)
     return board.templates.render(
         request, "_batches.html", session=session, fragment=True, **context
     )
 
 
-def _batch(board: Dashboard, batch_id: str) -> dict[str, Any] | None:
-    stats = board.queries.batch_stats([batch_id]).get(batch_id)
+def _batch(board: Dashboard, batch_id: str, session: Session) -> dict[str, Any] | None:
+    within = session.principal.restriction
+    stats = board.queries.batch_stats([batch_id], within).get(batch_id)
     if stats is None:
         return None
-    return {"batch": with_eta(board, stats), "groups": board.queries.groups(batch_id)}
+    groups = board.queries.groups(batch_id, within=within)
+    return {"batch": with_eta(board, stats, within), "groups": groups}
 
 
 def batch_page(request: Request, batch_id: str, board: Board, session: SignedIn) -> Response:
-    context = _batch(board, batch_id)
+    context = _batch(board, batch_id, session)
     if context is None:
         return board.templates.problem(request, session, 404, f"There is no batch {batch_id!r}.")
     return board.templates.render(
@@ -103,7 +119,7 @@ def batch_page(request: Request, batch_id: str, board: Board, session: SignedIn)
 
 
 def batch_fragment(request: Request, batch_id: str, board: Board, session: SignedIn) -> Response:
-    context = _batch(board, batch_id)
+    context = _batch(board, batch_id, session)
     if context is None:
         return snippet("No such batch.", 404)
     return board.templates.render(request, "_batch.html", session=session, fragment=True, **context)
@@ -121,6 +137,7 @@ def search(
         where = parse_filter(params)
     except InvalidRequestError as exc:
         where, error = JobFilter(), said(exc)
+    where = dataclasses.replace(where, within=session.principal.restriction)
     query = q.strip()
     domain = _as_domain(query) if query else None
     jobs: list[ProvisioningJob] = []
@@ -132,7 +149,7 @@ def search(
             jobs, following = board.queries.recent_jobs(
                 dataclasses.replace(where, domain=domain), limit=JOBS_PER_PAGE, before=after
             )
-        if exact is not None and _matches(exact, where) and after is None:
+        if exact is not None and _matches(exact, where, session) and after is None:
             jobs = [exact, *[j for j in jobs if j.id != exact.id]]
     elif error is None:
         jobs, following = board.queries.recent_jobs(where, limit=JOBS_PER_PAGE, before=after)
@@ -170,8 +187,10 @@ def _as_domain(value: str) -> str | None:
         return None
 
 
-def _matches(job: ProvisioningJob, where: JobFilter) -> bool:
-    """The job passes every field the filter gives."""
+def _matches(job: ProvisioningJob, where: JobFilter, session: Session) -> bool:
+    """The job passes every field the filter gives, and the signed-in token may see it."""
+    if not session.principal.sees(job.account):
+        return False
     fields = {
         "status": job.status,
         "batch_id": job.batch_id,
@@ -197,7 +216,7 @@ def _job(job: ProvisioningJob) -> dict[str, Any]:
 
 def job_page(request: Request, ref: str, board: Board, session: SignedIn) -> Response:
     job = board.store.find(ref)
-    if job is None:
+    if job is None or not session.principal.sees(job.account):
         return board.templates.problem(request, session, 404, f"There is no job {ref!r}.")
     return board.templates.render(
         request, "job.html", session=session, title=f"Job {job.id}", **_job(job)
@@ -206,7 +225,7 @@ def job_page(request: Request, ref: str, board: Board, session: SignedIn) -> Res
 
 def job_fragment(request: Request, ref: str, board: Board, session: SignedIn) -> Response:
     job = board.store.find(ref)
-    if job is None:
+    if job is None or not session.principal.sees(job.account):
         return snippet("No such job.", 404)
     return board.templates.render(request, "_job.html", session=session, fragment=True, **_job(job))
 
@@ -229,7 +248,7 @@ def sites_page(
             return RedirectResponse(f"{PREFIX}/sites/{quote(parse_domain(wanted))}", 303)
     except InvalidRequestError as exc:
         error = said(exc)
-    sites = board.store.sites(limit=SITES_PER_PAGE + 1, after=start)
+    sites = board.store.sites(session.principal.restriction, limit=SITES_PER_PAGE + 1, after=start)
     next_url = None
     if len(sites) > SITES_PER_PAGE:
         sites = sites[:SITES_PER_PAGE]
@@ -248,7 +267,7 @@ def sites_page(
 
 
 def site_page(request: Request, domain: str, board: Board, session: SignedIn) -> Response:
-    views = board.store.site(domain)
+    views = board.store.site(domain, session.principal.restriction)
     if not views:
         return board.templates.problem(
             request, session, 404, f"The inventory holds no site {domain!r}."
@@ -261,19 +280,47 @@ def site_page(request: Request, domain: str, board: Board, session: SignedIn) ->
 # -- quota ------------------------------------------------------------------------------------
 
 
-def _quota(board: Dashboard) -> dict[str, Any]:
-    return {"quotas": board.reporter.quotas() if board.reporter is not None else None}
+def _quota(board: Dashboard, session: Session) -> dict[str, Any]:
+    """The quotas whose every account the signed-in token may see."""
+    if board.reporter is None:
+        return {"quotas": None}
+    sees = session.principal.sees
+    return {
+        "quotas": [
+            quota
+            for quota in board.reporter.quotas()
+            if all(sees(account["name"]) for account in quota["accounts"])
+        ]
+    }
 
 
 def quota_page(request: Request, board: Board, session: SignedIn) -> Response:
     return board.templates.render(
-        request, "quota.html", session=session, title="Quota", **_quota(board)
+        request, "quota.html", session=session, title="Quota", **_quota(board, session)
     )
 
 
 def quota_fragment(request: Request, board: Board, session: SignedIn) -> Response:
     return board.templates.render(
-        request, "_quota.html", session=session, fragment=True, **_quota(board)
+        request, "_quota.html", session=session, fragment=True, **_quota(board, session)
+    )
+
+
+# -- the audit trail --------------------------------------------------------------------------
+
+AUDIT_PER_PAGE = 100
+
+
+def audit_page(request: Request, board: Board, session: Admin, after: Position) -> Response:
+    """Who did what, newest first (admin only)."""
+    events = audit.events(board.store.engine, limit=AUDIT_PER_PAGE + 1, before=after)
+    next_url = None
+    if len(events) > AUDIT_PER_PAGE:
+        events = events[:AUDIT_PER_PAGE]
+        following = cursors.encode((events[-1].at, events[-1].id))
+        next_url = with_query(f"{PREFIX}/audit", cursor=following)
+    return board.templates.render(
+        request, "audit.html", session=session, title="Audit", events=events, next_url=next_url
     )
 
 

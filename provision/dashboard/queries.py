@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from provision.actions import APPLIES_TO
 from provision.cursors import Cursor
 from worker.jobs.filters import JobFilter
-from worker.jobs.models import Batch, ProvisioningJob
+from worker.jobs.models import Batch, JobCount, ProvisioningJob
 from worker.jobs.states import FINAL_STATUSES, UNFINISHED, JobStatus, Priority
 from worker.jobs.store import JobStore
 from worker.times import as_utc, utcnow
@@ -105,11 +105,18 @@ class Queries:
     # -- batches -------------------------------------------------------------------------------
 
     def batch_page(
-        self, *, limit: int, after: Cursor | None = None
+        self, *, limit: int, after: Cursor | None = None, within: Sequence[str] | None = None
     ) -> tuple[list[str], Cursor | None]:
-        """A page of batch ids, newest first, and the cursor of the next page (None: last)."""
-        b = Batch
+        """A page of batch ids, newest first (those holding jobs of the accounts ``within``, if
+        given), and the cursor of the next page (None: last)."""
+        b, c = Batch, JobCount
         query = select(b.created_at, b.id)
+        if within is not None:
+            query = query.where(
+                select(c.batch_id)
+                .where(col(c.batch_id) == col(b.id), col(c.account).in_(list(within)))
+                .exists()
+            )
         if after is not None:
             stamp, last = after
             query = query.where(
@@ -124,9 +131,13 @@ class Queries:
         cursor = (last_row[0], last_row[1]) if last_row and last_row[0] is not None else None
         return [batch_id for _, batch_id in page], cursor
 
-    def batch_stats(self, batch_ids: Sequence[str]) -> dict[str, BatchStats]:
+    def batch_stats(
+        self, batch_ids: Sequence[str], within: Sequence[str] | None = None
+    ) -> dict[str, BatchStats]:
         """Each batch's name, source, counts per status (every status listed), when it was made
-        and last finished a job, and how many of its jobs finished in the last minute."""
+        and last finished a job, and how many of its jobs finished in the last minute; of the
+        accounts ``within`` only, if given (a batch with none of theirs is left out)."""
+        mine = [] if within is None else [col(ProvisioningJob.account).in_(list(within))]
         if not batch_ids:
             return {}
         ids = list(batch_ids)
@@ -141,15 +152,15 @@ class Queries:
                 str(batch_id): int(n)
                 for batch_id, n in session.execute(
                     select(t.batch_id, func.count())
-                    .where(col(t.batch_id).in_(ids), col(t.finished_at) >= since)
+                    .where(col(t.batch_id).in_(ids), col(t.finished_at) >= since, *mine)
                     .group_by(col(t.batch_id))
                 ).all()
             }
-        counts = self.store.batch_counts(ids)
+        counts = self.store.batch_counts(ids, within)
         out = {}
         for batch_id in ids:
             batch = batches.get(batch_id)
-            if batch is None:
+            if batch is None or not any(counts[batch_id].values()):
                 continue
             stats = BatchStats(
                 batch_id,
@@ -163,15 +174,19 @@ class Queries:
             out[batch_id] = dataclasses.replace(stats, finished=finished)
         return out
 
-    def groups(self, batch_id: str, *, examples: int = 5) -> list[Group]:
+    def groups(
+        self, batch_id: str, *, examples: int = 5, within: Sequence[str] | None = None
+    ) -> list[Group]:
         """The batch's failed (and held) jobs grouped by status and error code, most common
-        first (from the counts), each with its first ``examples`` jobs still kept."""
+        first (from the counts), each with its first ``examples`` jobs still kept; of the
+        accounts ``within`` only, if given."""
         t = ProvisioningJob
+        mine = [] if within is None else [col(t.account).in_(list(within))]
         grouped = {status.value for status in GROUPED}
         counted = sorted(
             (
                 (status, code, n)
-                for (status, code), n in self.store.batch_errors(batch_id).items()
+                for (status, code), n in self.store.batch_errors(batch_id, within).items()
                 if status in grouped
             ),
             key=lambda row: (-row[2], row[1], row[0]),
@@ -186,6 +201,7 @@ class Queries:
                             col(t.batch_id) == batch_id,
                             col(t.status) == status,
                             col(t.error_code) == code,
+                            *mine,
                         )
                         .order_by(col(t.created_at), col(t.id))
                         .limit(examples)

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from starlette.requests import Request
 
 from provision.actions import DONE
-from provision.dashboard.auth import CSRF_FIELD, Session, Signer
+from provision.dashboard.auth import CSRF_FIELD, Session, Sessions
 from provision.dashboard.paths import PREFIX, here
 from provision.dashboard.queries import BAR_ORDER
 from worker.errors import InvalidRequestError
@@ -115,8 +115,8 @@ def snippet(text: str, status: int, **headers: str) -> HTMLResponse:
 class Templates:
     """The dashboard's templates, rendered with the values every one of them reads."""
 
-    def __init__(self, signer: Signer) -> None:
-        self.signer = signer
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
         self.env = environment()
 
     def render(
@@ -133,9 +133,12 @@ class Templates:
             "prefix": PREFIX,
             "poll_ms": POLL_MS,
             "csrf_field": CSRF_FIELD,
-            "csrf": self.signer.csrf_token(session) if session is not None else "",
-            "signed_in": session is not None and not self.signer.open,
+            "csrf": self.sessions.csrf_token(session) if session is not None else "",
+            "signed_in": session is not None and not self.sessions.open,
             "nav": session is not None,
+            # Who is signed in, and what the page may offer them.
+            "who": session.principal.name if session is not None else None,
+            "can": session.principal.can if session is not None else (lambda scope: False),
             "path": request.url.path,
             "here": here(request),
             "notice": notice(request) if not fragment else None,

@@ -19,12 +19,13 @@ from fastapi import APIRouter
 from pydantic import SecretStr
 
 from provision.dashboard import actions, pages, signin
-from provision.dashboard.auth import Signer
+from provision.dashboard.auth import Sessions
 from provision.dashboard.cache import Recent
 from provision.dashboard.context import Dashboard, route_class
 from provision.dashboard.paths import PREFIX
 from provision.dashboard.queries import Queries
 from provision.dashboard.render import Templates
+from provision.tokens import LEGACY, Tokens, token_hash
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 
@@ -37,6 +38,9 @@ ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("GET", "/login", signin.login_page),
     ("POST", "/login", signin.login),
     ("POST", "/logout", signin.logout),
+    ("GET", "/sessions", signin.sessions_page),
+    ("POST", "/sessions/{short}/revoke", signin.revoke),
+    ("GET", "/audit", pages.audit_page),
     ("GET", "", pages.batches_page),
     ("GET", "/", pages.slash),
     ("GET", "/fragments/batches", pages.batches_fragment),
@@ -61,16 +65,20 @@ def router(
     token: SecretStr,
     reporter: Reporter | None = None,
     accounts: Collection[str] | None = None,
+    tokens: Tokens | None = None,
 ) -> APIRouter:
-    """The dashboard on ``store``; sessions signed with ``token`` (none: development mode, no
-    sign-in)."""
-    signer = Signer(token.get_secret_value())
+    """The dashboard on ``store``: signed in with one of ``tokens`` (by default ``token``, an
+    admin; none: development mode, open)."""
+    if tokens is None:
+        legacy = token.get_secret_value()
+        tokens = Tokens({token_hash(legacy): LEGACY} if legacy else {})
+    sessions = Sessions(store.engine, tokens)
     static = Path(__file__).parent / "static"
     board = Dashboard(
         store=store,
-        signer=signer,
+        sessions=sessions,
         queries=Queries(store),
-        templates=Templates(signer),
+        templates=Templates(sessions),
         reporter=reporter,
         accounts=tuple(accounts or ()),
         etas=Recent(pages.ETAS_KEPT, seconds=pages.ETA_SECONDS),

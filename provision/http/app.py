@@ -35,6 +35,7 @@ from provision.http import deps, health, routes
 from provision.http.errors import handle_errors
 from provision.http.gate import BODY_TIMEOUT_SECONDS, Gate
 from provision.http.openapi import Service
+from provision.tokens import LEGACY, Tokens, token_hash
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 
@@ -47,10 +48,15 @@ def create_app(
     accounts: Collection[str] | None = None,
     reporter: Reporter | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
+    tokens: Tokens | None = None,
 ) -> FastAPI:
-    """The service. Refuses to build without a token unless ``dev_mode`` is set."""
-    expected = token.get_secret_value().encode()
-    if not expected and not dev_mode:
+    """The service. ``tokens``: every token it accepts (``provision.tokens``); by default
+    ``token`` alone, as an admin. Refuses to build without any token unless ``dev_mode`` is
+    set."""
+    if tokens is None:
+        legacy = token.get_secret_value()
+        tokens = Tokens({token_hash(legacy): LEGACY} if legacy else {})
+    if tokens.open and not dev_mode:
         raise RuntimeError(
             "PROVISIONER_API_TOKEN is not set (set PROVISIONER_DEV_MODE=1 to run without)"
         )
@@ -61,11 +67,13 @@ def create_app(
         swagger_ui_parameters={"persistAuthorization": True},
     )
     deps.attach(app, deps.Parts(store, reporter, accounts))
-    app.add_middleware(Gate, expected=expected, body_timeout=body_timeout)
+    app.add_middleware(Gate, tokens=tokens, body_timeout=body_timeout)
     handle_errors(app)
     app.include_router(health.router)
     app.include_router(routes.router)
     # The dashboard (/ui) signs its users in with a session cookie; the gate lets its paths
     # through.
-    app.include_router(dashboard.router(store, token=token, reporter=reporter, accounts=accounts))
+    app.include_router(
+        dashboard.router(store, token=token, reporter=reporter, accounts=accounts, tokens=tokens)
+    )
     return app

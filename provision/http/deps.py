@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
 
+from provision.http.errors import ApiError
 from provision.http.openapi import errors
+from provision.tokens import Principal
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 
@@ -46,14 +48,35 @@ async def _accounts(parts: Annotated[Parts, Depends(_parts)]) -> Collection[str]
     return parts.accounts
 
 
+async def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal  # left there by provision.http.gate
+    return principal
+
+
 Store = Annotated[JobStore, Depends(_store)]
+#: Who the request acts as: its token's scopes and the accounts it may see.
+Caller = Annotated[Principal, Depends(_principal)]
 OptionalReporter = Annotated[Reporter | None, Depends(_reporter)]
 Accounts = Annotated[Collection[str] | None, Depends(_accounts)]
 
 # Declares the scheme for OpenAPI ("Authorize" in /docs); provision.http.gate does the checking.
-_bearer = HTTPBearer(scheme_name="bearer", description="`PROVISIONER_API_TOKEN`", auto_error=False)
+_bearer = HTTPBearer(
+    scheme_name="bearer",
+    description="A token of the accounts file, or `PROVISIONER_API_TOKEN`",
+    auto_error=False,
+)
 
 
 def data_router() -> APIRouter:
     """A router for routes that need the bearer token."""
     return APIRouter(dependencies=[Security(_bearer)], responses=errors(401))
+
+
+def needs(scope: str) -> Any:
+    """A dependency: the request's token has ``scope`` (``provision.tokens``), else 403."""
+
+    async def check(caller: Caller) -> None:
+        if not caller.can(scope):
+            raise ApiError(403, "forbidden", f"token {caller.name!r} lacks the scope {scope}")
+
+    return Depends(check)

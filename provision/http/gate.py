@@ -1,17 +1,18 @@
 """``Gate``, the ASGI middleware in front of every route: the bearer token, checked from the
-headers before any of the body is read, then the body, taken whole within a size cap and a time
-limit, so that neither an unauthenticated client nor a slow or oversized body reaches a route."""
+headers before any of the body is read and resolved to the principal the request acts as
+(``provision.tokens``), then the body, taken whole within a size cap and a time limit, so that
+neither an unauthenticated client nor a slow or oversized body reaches a route."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provision import dashboard
 from provision.http.errors import ApiError
+from provision.tokens import OPEN, Principal, Tokens
 
 #: Larger request bodies are refused (413) unread; a signup event is a few kilobytes.
 MAX_BODY_BYTES = 1024 * 1024
@@ -22,14 +23,19 @@ BODY_TIMEOUT_SECONDS = 10.0
 PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/healthz", "/readyz"})
 
 
-class Gate:
-    """Checks the bearer token from the headers before any of the body is read (``expected``
-    empty: development mode, no token), then takes the body whole, refusing one over
-    ``MAX_BODY_BYTES`` (by its Content-Length, else once that much has streamed in) without
-    reading the rest, and one that takes longer than ``body_timeout`` to arrive."""
+#: Where the gate leaves the principal for the routes (``request.state.principal``).
+PRINCIPAL = "principal"
 
-    def __init__(self, app: ASGIApp, *, expected: bytes, body_timeout: float) -> None:
-        self.app, self.expected, self.body_timeout = app, expected, body_timeout
+
+class Gate:
+    """Checks the bearer token from the headers before any of the body is read (no token
+    configured: development mode, open) and leaves its principal in the request's state, then
+    takes the body whole, refusing one over ``MAX_BODY_BYTES`` (by its Content-Length, else once
+    that much has streamed in) without reading the rest, and one that takes longer than
+    ``body_timeout`` to arrive."""
+
+    def __init__(self, app: ASGIApp, *, tokens: Tokens, body_timeout: float) -> None:
+        self.app, self.tokens, self.body_timeout = app, tokens, body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,30 +43,35 @@ class Gate:
             return
         headers = Headers(scope=scope)
         try:
-            self._check_token(scope["path"], headers)
+            principal = self._check_token(scope["path"], headers)
             body = await self._read_body(headers, receive)
         except ApiError as refused:
             await refused.response()(scope, receive, send)
             return
         if body is None:
             return  # the client went away
+        if principal is not None:
+            scope.setdefault("state", {})[PRINCIPAL] = principal
         await self.app(scope, _replay(body, receive), send)
 
-    def _check_token(self, path: str, headers: Headers) -> None:
-        """Raise a 401 ApiError unless the path is public or the request bears the token."""
+    def _check_token(self, path: str, headers: Headers) -> Principal | None:
+        """The principal of the request's bearer token (None on a public path); a 401 ApiError
+        unless the path is public or the request bears one of the tokens."""
         # The dashboard's paths check its own session cookie (provision.dashboard.auth).
-        if not self.expected or path in PUBLIC_PATHS or dashboard.owns(path):
-            return
+        if path in PUBLIC_PATHS or dashboard.owns(path):
+            return None
+        if self.tokens.open:
+            return OPEN
         scheme, _, given = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.expected
-        ):
+        principal = self.tokens.resolve(given) if scheme.lower() == "bearer" else None
+        if principal is None:
             raise ApiError(
                 401,
                 "unauthorized",
                 "missing or wrong bearer token",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        return principal
 
     async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
         """The whole body; None if the client went away first. Raises a 413 or 408 ApiError."""

@@ -13,7 +13,9 @@ from provisioner_types import ErrorBody, SignupEvent
 
 DESCRIBED = {
     401: "Missing or wrong bearer token (`unauthorized`).",
-    404: "No such job, batch or route (`not_found`).",
+    403: "The token lacks the scope this route needs (`forbidden`).",
+    404: "No such job, batch, site or route, or one of an account the token may not see "
+    "(`not_found`).",
     408: f"The body took over {BODY_TIMEOUT_SECONDS:g} s to arrive (`request_timeout`).",
     409: "The job is in another status (`wrong_status`), or the idempotency key belongs to "
     "a different request (`idempotency_key_reused`).",

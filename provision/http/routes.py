@@ -4,6 +4,7 @@ every job a filter matches), batches, the sites of the inventory, the quota and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Annotated, TypeVar
@@ -13,9 +14,10 @@ from fastapi import Depends, Header, Query, Request, Response
 from producers.events import check_strings, parse_domain, parse_event, parse_key
 from provision import actions, cursors
 from provision.filters import EmptyFilterError, parse_filter
-from provision.http.deps import Accounts, OptionalReporter, Store, data_router
+from provision.http.deps import Accounts, Caller, OptionalReporter, Store, data_router, needs
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
+from provision.tokens import Principal
 from provisioner_types import (
     SIGNUP_EVENT_EXAMPLE,
     Batch,
@@ -56,7 +58,8 @@ async def json_body(request: Request) -> object:
     "/jobs",
     status_code=202,
     response_model=Job,
-    responses=errors(408, 409, 413, 422),
+    responses=errors(403, 408, 409, 413, 422),
+    dependencies=[needs("jobs:write")],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -74,9 +77,11 @@ def create_job(
     response: Response,
     store: Store,
     accounts: Accounts,
+    caller: Caller,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Job:
-    """Enqueue a signup event (see the README's "Signup events")."""
+    """Enqueue a signup event (see the README's "Signup events"), for an account the token may
+    see."""
     try:
         if idempotency_key is not None:
             # Both normalised alike (trimmed; 42 and "42" are one key) before comparing.
@@ -87,7 +92,8 @@ def create_job(
                 if body_key is not None and body_key != header_key:
                     raise ApiError(422, "key_mismatch", "Idempotency-Key and body id differ", "id")
                 body = {**body, "id": header_key}
-        parsed = parse_event(body, accounts=accounts)
+        allowed = caller.visible(accounts) if accounts is not None else caller.accounts
+        parsed = parse_event(body, accounts=allowed)
     except InvalidRequestError as exc:
         raise ApiError(422, "validation_error", exc.message, exc.field) from None
     try:
@@ -105,33 +111,59 @@ def create_job(
 
 # The literal /jobs/retry and /jobs/cancel are declared before /jobs/{ref}/… routes.
 @router.post(
-    "/jobs/retry", status_code=202, response_model=Changed, responses=errors(408, 413, 422)
+    "/jobs/retry",
+    status_code=202,
+    response_model=Changed,
+    responses=errors(403, 408, 413, 422),
+    dependencies=[needs("jobs:operate")],
 )
-def retry_matching(where: JobFilterBody, store: Store) -> Changed:
+def retry_matching(where: JobFilterBody, store: Store, caller: Caller) -> Changed:
     """Queue again every failed job the filter matches (each resumes from its checkpoint)."""
-    return Changed.of(actions.act_on_matching(store, "retry", _filter(where)).ids)
+    changed = actions.act_on_matching(
+        store, "retry", _filter(where, caller), actor=caller.name, door="http"
+    )
+    return Changed.of(changed.ids)
 
 
-@router.post("/jobs/cancel", response_model=Changed, responses=errors(408, 413, 422))
-def cancel_matching(where: JobFilterBody, store: Store) -> Changed:
+@router.post(
+    "/jobs/cancel",
+    response_model=Changed,
+    responses=errors(403, 408, 413, 422),
+    dependencies=[needs("jobs:operate")],
+)
+def cancel_matching(where: JobFilterBody, store: Store, caller: Caller) -> Changed:
     """Withdraw every queued or waiting job the filter matches."""
-    return Changed.of(actions.act_on_matching(store, "cancel", _filter(where)).ids)
+    changed = actions.act_on_matching(
+        store, "cancel", _filter(where, caller), actor=caller.name, door="http"
+    )
+    return Changed.of(changed.ids)
 
 
-@router.get("/jobs/{ref}", response_model=Job, responses=errors(404))
-def get_job(ref: str, response: Response, store: Store) -> Job:
+@router.get(
+    "/jobs/{ref}",
+    response_model=Job,
+    responses=errors(403, 404),
+    dependencies=[needs("jobs:read")],
+)
+def get_job(ref: str, response: Response, store: Store, caller: Caller) -> Job:
     """One job, by id or idempotency key."""
     job = store.find(ref)
-    if job is None:
+    if job is None or not caller.sees(job.account):
         raise ApiError(404, "not_found", f"no job {ref!r}")
     if not job.status.done:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return view.job_view(job)
 
 
-@router.get("/jobs", response_model=JobPage, responses=errors(422))
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    responses=errors(403, 422),
+    dependencies=[needs("jobs:read")],
+)
 def list_jobs(
     store: Store,
+    caller: Caller,
     batch_id: str | None = None,
     status: str | None = None,
     domain: str | None = None,
@@ -144,6 +176,7 @@ def list_jobs(
     ``next_cursor`` back as ``cursor``."""
     values = {"batch_id": batch_id, "status": status, "domain": domain}
     where = _parsed(lambda: parse_filter({**values, "account": account, "code": code}))
+    where = dataclasses.replace(where, within=caller.restriction)
     jobs = store.list_jobs(where, limit=limit, after=_parsed(lambda: cursors.decode(cursor)))
     last = jobs[-1] if len(jobs) == limit else None
     return JobPage(
@@ -152,19 +185,31 @@ def list_jobs(
     )
 
 
-@router.get("/batches/{batch_id}", response_model=Batch, responses=errors(404))
-def get_batch(batch_id: str, store: Store, reporter: OptionalReporter) -> Batch:
-    """How many jobs of the batch are in each status, and the failures with their reasons."""
-    summary = store.batch_summary(batch_id)
+@router.get(
+    "/batches/{batch_id}",
+    response_model=Batch,
+    responses=errors(403, 404),
+    dependencies=[needs("jobs:read")],
+)
+def get_batch(batch_id: str, store: Store, reporter: OptionalReporter, caller: Caller) -> Batch:
+    """How many jobs of the batch are in each status, and the failures with their reasons (of
+    the accounts the token may see: a batch of the day holds every tenant's jobs)."""
+    summary = store.batch_summary(batch_id, within=caller.restriction)
     if summary.total == 0:
         raise ApiError(404, "not_found", f"no batch {batch_id!r}")
-    eta = reporter.batch_eta(batch_id) if reporter is not None else None
+    eta = reporter.batch_eta(batch_id, within=caller.restriction) if reporter is not None else None
     return view.batch_view(summary, eta)
 
 
-@router.get("/sites", response_model=SitePage, responses=errors(422))
+@router.get(
+    "/sites",
+    response_model=SitePage,
+    responses=errors(403, 422),
+    dependencies=[needs("jobs:read")],
+)
 def list_sites(
     store: Store,
+    caller: Caller,
     account: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: str | None = None,
@@ -173,7 +218,9 @@ def list_sites(
     if given), by domain, with their goals and shared links; pass ``next_cursor`` back as
     ``cursor``."""
     after = _parsed(lambda: cursors.decode_pair(cursor))
-    accounts = [account] if account is not None else None
+    accounts = [account] if account is not None else caller.restriction
+    if accounts is not None:
+        accounts = caller.visible(accounts)
     sites = store.sites(accounts, limit=limit, after=after)
     last = sites[-1] if len(sites) == limit else None
     return SitePage(
@@ -182,42 +229,69 @@ def list_sites(
     )
 
 
-@router.get("/sites/{domain}", response_model=list[Site], responses=errors(404, 422))
-def get_site(domain: str, store: Store) -> list[Site]:
+@router.get(
+    "/sites/{domain}",
+    response_model=list[Site],
+    responses=errors(403, 404, 422),
+    dependencies=[needs("jobs:read")],
+)
+def get_site(domain: str, store: Store, caller: Caller) -> list[Site]:
     """One site of the inventory, in any spelling Plausible accepts (one entry per account that
     has it), with its goals and shared links."""
     normalised = _parsed(lambda: parse_domain(domain))
-    found = store.site(normalised)
+    found = store.site(normalised, caller.restriction)
     if not found:
         raise ApiError(404, "not_found", f"the inventory holds no site {normalised!r}")
     return [view.site_view(site) for site in found]
 
 
-@router.get("/quota", response_model=list[Quota], responses=errors(404))
-def get_quota(reporter: OptionalReporter) -> list[Quota]:
-    """Each quota: calls used and remaining per window, when each resets, jobs waiting."""
+@router.get(
+    "/quota",
+    response_model=list[Quota],
+    responses=errors(403, 404),
+    dependencies=[needs("jobs:read")],
+)
+def get_quota(reporter: OptionalReporter, caller: Caller) -> list[Quota]:
+    """Each quota: calls used and remaining per window, when each resets, jobs waiting (the
+    quotas whose every account the token may see)."""
     if reporter is None:
         raise ApiError(404, "not_found", "this service was started without quota reporting")
-    return [Quota.model_validate(quota) for quota in reporter.quotas()]
+    return [
+        Quota.model_validate(quota)
+        for quota in reporter.quotas()
+        if all(caller.sees(account["name"]) for account in quota["accounts"])
+    ]
 
 
-@router.post("/jobs/{ref}/retry", status_code=202, response_model=Job, responses=errors(404, 409))
-def retry_job(ref: str, response: Response, store: Store) -> Job:
+@router.post(
+    "/jobs/{ref}/retry",
+    status_code=202,
+    response_model=Job,
+    responses=errors(403, 404, 409),
+    dependencies=[needs("jobs:operate")],
+)
+def retry_job(ref: str, response: Response, store: Store, caller: Caller) -> Job:
     """Queue a failed job again (it resumes from its last checkpoint); by id or key."""
-    job = _act(store, "retry", ref)
+    job = _act(store, "retry", ref, caller)
     _accepted(response, job.id)
     return view.job_view(job)
 
 
-@router.post("/jobs/{ref}/cancel", response_model=Job, responses=errors(404, 409))
-def cancel_job(ref: str, store: Store) -> Job:
+@router.post(
+    "/jobs/{ref}/cancel",
+    response_model=Job,
+    responses=errors(403, 404, 409),
+    dependencies=[needs("jobs:operate")],
+)
+def cancel_job(ref: str, store: Store, caller: Caller) -> Job:
     """Withdraw a queued or waiting job; by id or key."""
-    return view.job_view(_act(store, "cancel", ref))
+    return view.job_view(_act(store, "cancel", ref, caller))
 
 
 @router.get(
     "/metrics",
     response_class=Response,
+    dependencies=[needs("admin")],
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
 def get_metrics() -> Response:
@@ -234,9 +308,11 @@ def _accepted(response: Response, job_id: str) -> None:
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
 
 
-def _act(store: JobStore, action: str, ref: str) -> ProvisioningJob:
+def _act(store: JobStore, action: str, ref: str, caller: Principal) -> ProvisioningJob:
     try:
-        return actions.act_on_job(store, action, ref)
+        return actions.act_on_job(
+            store, action, ref, actor=caller.name, within=caller.restriction, door="http"
+        )
     except actions.JobNotFoundError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except actions.WrongStatusError as exc:
@@ -255,5 +331,6 @@ def _parsed(parse: Callable[[], T]) -> T:
         raise ApiError(422, code, exc.message, exc.field) from None
 
 
-def _filter(body: JobFilterBody) -> JobFilter:
-    return _parsed(lambda: parse_filter(body.model_dump(), required=True))
+def _filter(body: JobFilterBody, caller: Principal) -> JobFilter:
+    where = _parsed(lambda: parse_filter(body.model_dump(), required=True))
+    return dataclasses.replace(where, within=caller.restriction)

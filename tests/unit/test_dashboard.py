@@ -16,12 +16,13 @@ from pydantic import SecretStr
 
 from producers.events import parse_event
 from provision.dashboard import pages
-from provision.dashboard.auth import COOKIE, SESSION_SECONDS, Signer
+from provision.dashboard.auth import COOKIE, SESSION_SECONDS, Sessions
 from provision.dashboard.cache import Recent
 from provision.dashboard.paths import safe_next
 from provision.dashboard.queries import Queries
 from provision.dashboard.steps import shown_request
 from provision.http.app import create_app
+from provision.tokens import LEGACY, Tokens, token_hash
 from testkit.databases import migrated_engine
 from testkit.events import event
 from worker.accounts import load_accounts
@@ -112,7 +113,7 @@ def test_signing_in_sets_a_signed_http_only_strict_cookie_not_the_token(
     wrong = client.post("/ui/login", data={"token": "nope"}, headers=ORIGIN)
     assert wrong.status_code == 401
     assert "set-cookie" not in wrong.headers
-    assert "not the service" in wrong.text
+    assert "not a token of this service" in wrong.text
 
     response = client.post("/ui/login", data={"token": TOKEN, "next": "/ui/quota"}, headers=ORIGIN)
     assert response.status_code == 303
@@ -137,20 +138,29 @@ def test_over_https_the_cookie_is_secure(store: JobStore) -> None:
     assert "secure" in {p.strip().lower() for p in response.headers["set-cookie"].split(";")}
 
 
-def test_a_tampered_expired_or_foreign_session_is_no_session() -> None:
+def test_a_tampered_expired_revoked_or_orphaned_session_is_no_session(store: JobStore) -> None:
     now = [1_000_000.0]
-    signer = Signer(TOKEN, clock=lambda: now[0])
-    value = signer.new_session()
-    assert signer.session(value) is not None
-    payload, _, mac = value.rpartition(".")
-    assert signer.session(f"{payload}.{mac[:-2]}AA") is None
-    issued = payload.split(".")[1]
-    assert signer.session(value.replace(issued, str(int(issued) + 1))) is None
-    assert Signer("another-token", clock=lambda: now[0]).session(value) is None
-    assert signer.session(TOKEN) is None
-    assert signer.session("") is None
+    tokens = Tokens({token_hash(TOKEN): LEGACY})
+    sessions = Sessions(store.engine, tokens, clock=lambda: now[0])
+    value = sessions.start(LEGACY, "127.0.0.1", "pytest")
+    found = sessions.session(value)
+    assert found is not None
+    assert found.principal == LEGACY
+    assert sessions.session(value[:-2] + "AA") is None
+    assert sessions.session(TOKEN) is None
+    assert sessions.session("") is None
+    # The database holds the session's hash, never the cookie's value.
+    [row] = sessions.listed(LEGACY)
+    assert value not in row.id
+    assert Sessions(store.engine, Tokens({}), clock=lambda: now[0]).session(value) is not None
+    other = Tokens({token_hash("another-token"): LEGACY.__class__("other", LEGACY.scopes, None)})
+    assert Sessions(store.engine, other, clock=lambda: now[0]).session(value) is None  # gone
+    later = sessions.start(LEGACY, "127.0.0.1", "pytest")
+    assert sessions.revoke(LEGACY, row.id[:12]) is not None
+    assert sessions.session(value) is None
+    assert sessions.session(later) is not None
     now[0] += SESSION_SECONDS + 1
-    assert signer.session(value) is None
+    assert sessions.session(later) is None
 
 
 def test_the_api_still_needs_the_bearer_token_with_a_dashboard_cookie(

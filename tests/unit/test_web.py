@@ -322,7 +322,7 @@ def test_real_provision_serve_over_loopback(tmp_path: Path, redis_url: str) -> N
         timeout=60,
     )
     assert refused.returncode != 0
-    assert "PROVISIONER_API_TOKEN is not set" in refused.stderr
+    assert "no token is configured (PROVISIONER_API_TOKEN" in refused.stderr
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -437,7 +437,7 @@ def test_openapi_documents_the_models_the_bearer_scheme_and_the_errors(client: T
     assert components["securitySchemes"]["bearer"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "`PROVISIONER_API_TOKEN`",
+        "description": "A token of the accounts file, or `PROVISIONER_API_TOKEN`",
     }
     models = components["schemas"]
     for name in ("Job", "JobPage", "Batch", "Quota", "Changed", "Health", "ErrorBody"):

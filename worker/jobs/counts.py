@@ -45,6 +45,10 @@ def summed(
         return [tuple(row) for row in session.execute(query).all()]
 
 
+def _within(accounts: Sequence[str] | None) -> list[ColumnElement[bool]]:
+    return [] if accounts is None else [col(JobCount.account).in_(list(accounts))]
+
+
 class Counts(Table):
     """What the quota report, batch summaries and pauses may read: how much work there is, and
     whose."""
@@ -102,22 +106,30 @@ class Counts(Table):
                 ).scalars()
             )
 
-    def batch_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """Per batch: how many of its jobs are in each status (every status present)."""
+    def batch_counts(
+        self, batch_ids: Sequence[str], within: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Per batch: how many of its jobs (of the accounts ``within``, if given) are in each
+        status (every status present)."""
         c = JobCount
         out = {batch: {status.value: 0 for status in JobStatus} for batch in batch_ids}
         rows = summed(
-            self.engine, col(c.batch_id).in_(list(batch_ids)), by=[col(c.batch_id), col(c.state)]
+            self.engine,
+            col(c.batch_id).in_(list(batch_ids)),
+            *_within(within),
+            by=[col(c.batch_id), col(c.state)],
         )
         for batch, state, jobs, _ in rows:
             out[str(batch)][status_of(str(state)).value] += int(jobs or 0)
         return out
 
-    def batch_errors(self, batch_id: str) -> dict[tuple[str, str], int]:
-        """How many of the batch's jobs are in each status with each last error code (jobs
-        without an error left out)."""
+    def batch_errors(
+        self, batch_id: str, within: Sequence[str] | None = None
+    ) -> dict[tuple[str, str], int]:
+        """How many of the batch's jobs (of the accounts ``within``, if given) are in each
+        status with each last error code (jobs without an error left out)."""
         c = JobCount
-        where = (col(c.batch_id) == batch_id, col(c.code) != "")
+        where = (col(c.batch_id) == batch_id, col(c.code) != "", *_within(within))
         out: dict[tuple[str, str], int] = {}
         for state, code, jobs, _ in summed(self.engine, *where, by=[col(c.state), col(c.code)]):
             if jobs:

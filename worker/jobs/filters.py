@@ -21,10 +21,15 @@ class JobFilter:
     account: str | None = None
     #: The last error's code, e.g. ``domain_taken``.
     error_code: str | None = None
+    #: The accounts whoever asks may see (None: every account). Not a field an operator gives:
+    #: a filter with nothing else is still empty.
+    within: tuple[str, ...] | None = None
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+        return all(
+            getattr(self, name) is None for name in self.__dataclass_fields__ if name != "within"
+        )
 
     def conditions(self) -> list[ColumnElement[bool]]:
         t = ProvisioningJob
@@ -35,8 +40,11 @@ class JobFilter:
             "account": col(t.account),
             "error_code": col(t.error_code),
         }
-        return [
+        found = [
             column == getattr(self, name)
             for name, column in columns.items()
             if getattr(self, name) is not None
         ]
+        if self.within is not None:
+            found.append(col(t.account).in_(self.within))
+        return found

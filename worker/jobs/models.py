@@ -288,3 +288,53 @@ class SiteLinkRow(SQLModel, table=True):
     url: str = Field(max_length=2048)
     job_id: str = Field(max_length=32)
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to which jobs, and when: every operator action (retry, cancel, by job or by
+    filter; pause and resume; apply) and every dashboard sign-in. Kept beyond job retention."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at", "id"),)
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: A token's name (``api-token`` for ``PROVISIONER_API_TOKEN``), or ``cli:user@host``.
+    actor: str = Field(max_length=128)
+    #: ``retry``, ``cancel``, ``resume``, ``sign-in``, ``sign-in-refused``, ``sign-out``,
+    #: ``session-revoked``, ``apply``...
+    action: str = Field(max_length=32)
+    #: A job id, an account, a session; or ``filter`` (then ``filter`` holds it).
+    target: str | None = Field(default=None, max_length=255)
+    filter: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: How many jobs the action changed.
+    count: int = 0
+    #: Where it came from (``http``, ``dashboard``, ``cli``) and anything else worth a line.
+    detail: str | None = Field(default=None, max_length=500)
+
+
+class DashboardSession(SQLModel, table=True):
+    """A dashboard sign-in, recorded so it can be listed and revoked one by one. The cookie holds
+    the session's id (signed); the token itself is never stored, only its name."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    token_name: str = Field(max_length=64, index=True)
+    client: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class SigninFailures(SQLModel, table=True):
+    """Refused dashboard sign-ins, counted per client and per token tried, in fixed windows:
+    the throttle every ``provision serve`` process shares."""
+
+    __tablename__ = "signin_failures"
+
+    key: str = Field(primary_key=True, max_length=128)
+    window: int = Field(primary_key=True, sa_type=BigInteger)
+    failures: int = 0

@@ -78,25 +78,29 @@ class Queries(Counts):
                 ).all()
             )
 
-    def batch_summary(self, batch_id: str, *, max_failures: int = 100) -> BatchSummary:
+    def batch_summary(
+        self, batch_id: str, *, max_failures: int = 100, within: Sequence[str] | None = None
+    ) -> BatchSummary:
         """How many jobs of the batch are in each status, its failures counted by error code
         (both from the counts, so they outlive pruned jobs), and the first failed jobs still
-        kept (up to ``max_failures``; page through the rest with ``list_jobs``)."""
+        kept (up to ``max_failures``; page through the rest with ``list_jobs``); of the accounts
+        ``within`` only, if given."""
         t = ProvisioningJob
-        counts = self.batch_counts([batch_id])[batch_id]
+        counts = self.batch_counts([batch_id], within)[batch_id]
+        mine = [] if within is None else [col(t.account).in_(list(within))]
         with Session(self.engine, expire_on_commit=False) as session:
             batch = session.get(Batch, batch_id)
             failures = list(
                 session.exec(
                     select(t)
-                    .where(t.batch_id == batch_id, col(t.status) == JobStatus.failed)
+                    .where(t.batch_id == batch_id, col(t.status) == JobStatus.failed, *mine)
                     .order_by(col(t.created_at), col(t.id))
                     .limit(max_failures)
                 ).all()
             )
         by_code = {
             code: n
-            for (status, code), n in self.batch_errors(batch_id).items()
+            for (status, code), n in self.batch_errors(batch_id, within).items()
             if status == JobStatus.failed.value
         }
         by_code = dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))

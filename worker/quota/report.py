@@ -63,21 +63,23 @@ class Reporter:
             )
         return out
 
-    def batch_eta(self, batch_id: str) -> datetime | None:
+    def batch_eta(self, batch_id: str, *, within: Sequence[str] | None = None) -> datetime | None:
         """When the batch's last job should be done (``batch_etas``)."""
-        return self.batch_etas([batch_id]).get(batch_id)
+        return self.batch_etas([batch_id], within=within).get(batch_id)
 
-    def batch_etas(self, batch_ids: Sequence[str]) -> dict[str, datetime | None]:
+    def batch_etas(
+        self, batch_ids: Sequence[str], *, within: Sequence[str] | None = None
+    ) -> dict[str, datetime | None]:
         """When each batch's last job should be done, from the budget and the work queued ahead
         of it: interactive jobs first, other bulk batches sharing round-robin. None for a batch
-        with nothing left (or only under accounts not configured here). The work ahead is read
-        once per quota, whatever the number of batches."""
+        with nothing left (or only under accounts not configured here, or outside ``within``).
+        The work ahead is read once per quota, whatever the number of batches."""
         now = self.limiter.clock()
         finish: dict[str, float | None] = dict.fromkeys(batch_ids)
         quotas: dict[str, list[str]] = {}
         for batch_id in batch_ids:
             for name in self.store.batch_accounts(batch_id):
-                if name in self.accounts:
+                if name in self.accounts and (within is None or name in within):
                     quotas.setdefault(self.accounts.get(name).quota.name, []).append(batch_id)
         for quota_name, batches in quotas.items():
             quota = self.accounts.quotas[quota_name]
