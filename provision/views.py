@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from provisioner_types import Site
-from worker.jobs.models import ProvisioningJob
+from worker.jobs.models import AuditEvent, ProvisioningJob
 from worker.jobs.queries import BatchSummary
 from worker.jobs.view import job_view
 
@@ -177,3 +177,23 @@ def site_csv_row(site: Site) -> dict[str, str]:
         "recorded_at": site.recorded_at,
         "confirmed_at": site.confirmed_at,
     }
+
+
+def audit_table(events: Sequence[AuditEvent]) -> str:
+    """The audit trail as a plain-text table, newest first."""
+    rows = [("WHEN", "WHO", "ACTION", "TARGET", "JOBS", "WHERE")]
+    for event in events:
+        target = event.target or ""
+        if event.filter:
+            target = " ".join(f"{k}={v}" for k, v in sorted(event.filter.items()))
+        rows.append(
+            (
+                event.at.isoformat(timespec="seconds"),
+                event.actor,
+                event.action,
+                target,
+                str(event.count) if event.count else "",
+                event.detail or "",
+            )
+        )
+    return _table(rows)

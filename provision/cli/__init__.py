@@ -34,7 +34,7 @@ EXIT_CONFIGURATION = 2
 EXIT_JOBS_FAILED = 3
 
 #: Commands that do not run on the provisioner's settings.
-_OWN_SETTINGS = frozenset({"sandbox", "demo", "doctor"})
+_OWN_SETTINGS = frozenset({"sandbox", "demo", "doctor", "token"})
 
 
 class _Commands(click.Group):
@@ -138,10 +138,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _register() -> None:
-    from provision.cli import jobs, run, sites
+    from provision.cli import jobs, run, sites, trust
     from sandbox.cli import sandbox_command
 
-    del jobs, run, sites  # importing them adds their commands to ``main``
+    del jobs, run, sites, trust  # importing them adds their commands to ``main``
     main.add_command(sandbox_command)
 
 

@@ -72,11 +72,15 @@ def data_router() -> APIRouter:
     return APIRouter(dependencies=[Security(_bearer)], responses=errors(401))
 
 
-def needs(scope: str) -> Any:
-    """A dependency: the request's token has ``scope`` (``provision.tokens``), else 403."""
+def scoped(scope: str, openapi_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A route's keyword arguments that make it need ``scope`` (``provision.tokens``): the
+    check (else 403) and, in its OpenAPI operation, ``x-scope``."""
 
     async def check(caller: Caller) -> None:
         if not caller.can(scope):
             raise ApiError(403, "forbidden", f"token {caller.name!r} lacks the scope {scope}")
 
-    return Depends(check)
+    return {
+        "dependencies": [Depends(check)],
+        "openapi_extra": {**(openapi_extra or {}), "x-scope": scope},
+    }

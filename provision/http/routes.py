@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Query, Request, Response
 from producers.events import check_strings, parse_domain, parse_event, parse_key
 from provision import actions, cursors
 from provision.filters import EmptyFilterError, parse_filter
-from provision.http.deps import Accounts, Caller, OptionalReporter, Store, data_router, needs
+from provision.http.deps import Accounts, Caller, OptionalReporter, Store, data_router, scoped
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
 from provision.tokens import Principal
@@ -59,18 +59,20 @@ async def json_body(request: Request) -> object:
     status_code=202,
     response_model=Job,
     responses=errors(403, 408, 409, 413, 422),
-    dependencies=[needs("jobs:write")],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/SignupEvent"},
-                    "example": SIGNUP_EVENT_EXAMPLE,
-                }
-            },
-        }
-    },
+    **scoped(
+        "jobs:write",
+        {
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/SignupEvent"},
+                        "example": SIGNUP_EVENT_EXAMPLE,
+                    }
+                },
+            }
+        },
+    ),
 )
 def create_job(
     body: Annotated[object, Depends(json_body)],
@@ -115,7 +117,7 @@ def create_job(
     status_code=202,
     response_model=Changed,
     responses=errors(403, 408, 413, 422),
-    dependencies=[needs("jobs:operate")],
+    **scoped("jobs:operate"),
 )
 def retry_matching(where: JobFilterBody, store: Store, caller: Caller) -> Changed:
     """Queue again every failed job the filter matches (each resumes from its checkpoint)."""
@@ -129,7 +131,7 @@ def retry_matching(where: JobFilterBody, store: Store, caller: Caller) -> Change
     "/jobs/cancel",
     response_model=Changed,
     responses=errors(403, 408, 413, 422),
-    dependencies=[needs("jobs:operate")],
+    **scoped("jobs:operate"),
 )
 def cancel_matching(where: JobFilterBody, store: Store, caller: Caller) -> Changed:
     """Withdraw every queued or waiting job the filter matches."""
@@ -143,7 +145,7 @@ def cancel_matching(where: JobFilterBody, store: Store, caller: Caller) -> Chang
     "/jobs/{ref}",
     response_model=Job,
     responses=errors(403, 404),
-    dependencies=[needs("jobs:read")],
+    **scoped("jobs:read"),
 )
 def get_job(ref: str, response: Response, store: Store, caller: Caller) -> Job:
     """One job, by id or idempotency key."""
@@ -159,7 +161,7 @@ def get_job(ref: str, response: Response, store: Store, caller: Caller) -> Job:
     "/jobs",
     response_model=JobPage,
     responses=errors(403, 422),
-    dependencies=[needs("jobs:read")],
+    **scoped("jobs:read"),
 )
 def list_jobs(
     store: Store,
@@ -189,7 +191,7 @@ def list_jobs(
     "/batches/{batch_id}",
     response_model=Batch,
     responses=errors(403, 404),
-    dependencies=[needs("jobs:read")],
+    **scoped("jobs:read"),
 )
 def get_batch(batch_id: str, store: Store, reporter: OptionalReporter, caller: Caller) -> Batch:
     """How many jobs of the batch are in each status, and the failures with their reasons (of
@@ -205,7 +207,7 @@ def get_batch(batch_id: str, store: Store, reporter: OptionalReporter, caller: C
     "/sites",
     response_model=SitePage,
     responses=errors(403, 422),
-    dependencies=[needs("jobs:read")],
+    **scoped("jobs:read"),
 )
 def list_sites(
     store: Store,
@@ -233,7 +235,7 @@ def list_sites(
     "/sites/{domain}",
     response_model=list[Site],
     responses=errors(403, 404, 422),
-    dependencies=[needs("jobs:read")],
+    **scoped("jobs:read"),
 )
 def get_site(domain: str, store: Store, caller: Caller) -> list[Site]:
     """One site of the inventory, in any spelling Plausible accepts (one entry per account that
@@ -249,7 +251,7 @@ def get_site(domain: str, store: Store, caller: Caller) -> list[Site]:
     "/quota",
     response_model=list[Quota],
     responses=errors(403, 404),
-    dependencies=[needs("jobs:read")],
+    **scoped("jobs:read"),
 )
 def get_quota(reporter: OptionalReporter, caller: Caller) -> list[Quota]:
     """Each quota: calls used and remaining per window, when each resets, jobs waiting (the
@@ -268,7 +270,7 @@ def get_quota(reporter: OptionalReporter, caller: Caller) -> list[Quota]:
     status_code=202,
     response_model=Job,
     responses=errors(403, 404, 409),
-    dependencies=[needs("jobs:operate")],
+    **scoped("jobs:operate"),
 )
 def retry_job(ref: str, response: Response, store: Store, caller: Caller) -> Job:
     """Queue a failed job again (it resumes from its last checkpoint); by id or key."""
@@ -281,7 +283,7 @@ def retry_job(ref: str, response: Response, store: Store, caller: Caller) -> Job
     "/jobs/{ref}/cancel",
     response_model=Job,
     responses=errors(403, 404, 409),
-    dependencies=[needs("jobs:operate")],
+    **scoped("jobs:operate"),
 )
 def cancel_job(ref: str, store: Store, caller: Caller) -> Job:
     """Withdraw a queued or waiting job; by id or key."""
@@ -291,7 +293,7 @@ def cancel_job(ref: str, store: Store, caller: Caller) -> Job:
 @router.get(
     "/metrics",
     response_class=Response,
-    dependencies=[needs("admin")],
+    **scoped("admin"),
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
 def get_metrics() -> Response:
