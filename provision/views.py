@@ -10,7 +10,7 @@ from typing import Any
 
 from provisioner_types import Site
 from worker.jobs.models import AuditEvent, ProvisioningJob
-from worker.jobs.queries import BatchSummary
+from worker.jobs.queries import BatchSummary, rate_label
 from worker.jobs.view import job_view
 
 
@@ -33,6 +33,7 @@ def batch_table(summary: BatchSummary, eta: datetime | None = None) -> str:
     """A batch's counts per status and expected completion, then its failures with reasons."""
     counts = "  ".join(f"{status}={n}" for status, n in summary.counts.items())
     lines = [f"batch {summary.batch_id}: {summary.total} job(s)  {counts}"]
+    lines.append(f"rate: {rate_label(summary.finished_lately)}")
     if eta is not None:
         lines.append(f"expected completion: {eta.isoformat(timespec='seconds')}")
     if summary.failures_by_code:

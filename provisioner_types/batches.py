@@ -32,6 +32,11 @@ class Batch(BaseModel):
     created_at: Timestamp | None = None
     total: int
     done: bool
+    finished_last_minute: int = Field(
+        default=0,
+        description="Its rate: jobs that reached a final status in the last 60 s, the figure "
+        "the dashboard and `provision status` show as jobs/min.",
+    )
     expected_completion: Timestamp | None = Field(
         description="When its last job should be done, from the quota and the work ahead of it."
     )

@@ -40,7 +40,7 @@ from worker.errors import ProvisionerError
 from worker.jobs import view
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
-from worker.jobs.queries import BatchSummary
+from worker.jobs.queries import BatchSummary, rate_label
 from worker.jobs.states import JobStatus, Priority
 from worker.jobs.store import JobStore
 from worker.pauses import blocking
@@ -74,7 +74,8 @@ def import_command(
 ) -> None:
     """Enqueue the signup events of FILE (JSON Lines or CSV).
 
-    Exits 1 if any row was invalid, 3 if any job failed (when waiting)."""
+    Exits 3 if any job failed (when waiting), whatever else happened; else 1 if any row was
+    invalid."""
     settings = get_settings()
     accounts = make_accounts(settings).names
     batch_id = new_batch_id()
@@ -113,11 +114,12 @@ def import_command(
             click.echo(views.batch_table(batch))
         if retried:
             click.echo("retried jobs:\n" + views.jobs_table(retried))
-    if summary.invalid:
-        sys.exit(EXIT_FAILED)
+    # Failed jobs win over invalid rows: a script must learn that work it queued did not happen.
     failed = batch is not None and batch.counts.get(JobStatus.failed.value)
     if failed or paused or any(job.status is JobStatus.failed for job in retried):
         sys.exit(EXIT_JOBS_FAILED)
+    if summary.invalid:
+        sys.exit(EXIT_FAILED)
 
 
 def _run_import(store: JobStore, file: Path, *, quiet: bool, **options: Any) -> ImportSummary:
@@ -169,8 +171,6 @@ class _Progress:
         self.reporter = reporter
         self.batch_id = batch_id
         self.tty = tty
-        self.started = time.monotonic()
-        self.first_done: int | None = None
         self.printed = float("-inf")
         self.width = 0
         self.eta_at = float("-inf")
@@ -183,16 +183,10 @@ class _Progress:
         if not self.tty and now - self.printed < self.EVERY and not summary.done:
             return
         done = sum(n for s, n in summary.counts.items() if JobStatus(s).done)
-        if self.first_done is None:
-            self.first_done = done
-        elapsed = now - self.started
-        rate = (done - self.first_done) / elapsed * 60 if elapsed > 5 else None
         if now - self.eta_at > 10 and not summary.done:  # the estimate reads the whole queue
             self.eta, self.eta_at = self.reporter.batch_eta(self.batch_id), now
         counts = " ".join(f"{s}={n}" for s, n in summary.counts.items() if n)
-        parts = [f"{done}/{summary.total} done", counts]
-        if rate is not None:
-            parts.append(f"{rate:.1f} jobs/min")
+        parts = [f"{done}/{summary.total} done", counts, rate_label(summary.finished_lately)]
         if self.eta is not None and not summary.done:
             parts.append(f"expected by {_when(self.eta)}")
         line = "  ".join(part for part in parts if part)

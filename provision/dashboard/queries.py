@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, or_
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -24,9 +24,10 @@ from provision.actions import APPLIES_TO
 from provision.cursors import Cursor
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import Batch, JobCount, ProvisioningJob
+from worker.jobs.queries import RATE_SECONDS, rate_label
 from worker.jobs.states import FINAL_STATUSES, UNFINISHED, JobStatus, Priority
 from worker.jobs.store import JobStore
-from worker.times import as_utc, utcnow
+from worker.times import as_utc
 
 #: The order of the statuses in a progress bar: done first (in the enum's order), then work in
 #: flight, the nearest to done first.
@@ -34,8 +35,6 @@ BAR_ORDER = (*(s for s in JobStatus if s in FINAL_STATUSES), *reversed(UNFINISHE
 #: Statuses a group of errors is shown for: those an action applies to (retry the failed,
 #: cancel the queued or waiting, held by the error).
 GROUPED = tuple(s for statuses in APPLIES_TO.values() for s in statuses)
-#: Jobs finished within this many seconds make a batch's rate.
-RATE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,10 @@ class BatchStats:
     @property
     def rate_per_minute(self) -> float:
         return self.recent * 60 / RATE_SECONDS
+
+    @property
+    def rate(self) -> str:
+        return rate_label(self.recent)
 
     @property
     def percent(self) -> int:
@@ -137,25 +140,15 @@ class Queries:
         """Each batch's name, source, counts per status (every status listed), when it was made
         and last finished a job, and how many of its jobs finished in the last minute; of the
         accounts ``within`` only, if given (a batch with none of theirs is left out)."""
-        mine = [] if within is None else [col(ProvisioningJob.account).in_(list(within))]
         if not batch_ids:
             return {}
         ids = list(batch_ids)
-        t = ProvisioningJob
-        since = utcnow() - timedelta(seconds=RATE_SECONDS)
         with Session(self.store.engine) as session:
             batches = {
                 batch.id: batch
                 for batch in session.exec(select(Batch).where(col(Batch.id).in_(ids))).all()
             }
-            recent = {
-                str(batch_id): int(n)
-                for batch_id, n in session.execute(
-                    select(t.batch_id, func.count())
-                    .where(col(t.batch_id).in_(ids), col(t.finished_at) >= since, *mine)
-                    .group_by(col(t.batch_id))
-                ).all()
-            }
+        recent = self.store.finished_lately(ids, within)
         counts = self.store.batch_counts(ids, within)
         out = {}
         for batch_id in ids:

@@ -108,3 +108,18 @@ def test_embedded_import_without_an_api_key_stops_with_a_clear_error(tmp_path: P
     assert result.returncode == 2
     assert "PLAUSIBLE_API_KEY is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_import_with_invalid_rows_and_a_failed_job_exits_3(
+    sandbox: SandboxProcess, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Failed jobs win over invalid rows: a script learns that work it queued did not happen."""
+    with sandbox.client("other-team-key") as other:
+        assert other.post("/api/v1/sites", json={"domain": "taken.example.net"}).status_code == 200
+    signups = tmp_path / "mixed.jsonl"
+    rows = [{"id": "ok", "domain": "fine.example.com"}, {"id": "bad", "domain": ""}, EVENTS[2]]
+    signups.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = provision(env, "import", str(signups))
+    assert result.returncode == 3, result.stderr
+    assert "line 2: domain" in result.stderr
+    assert "domain_taken" in result.stdout

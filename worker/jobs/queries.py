@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
@@ -25,6 +25,8 @@ class BatchSummary:
     failures_by_code: dict[str, int] = field(default_factory=dict)
     #: The batch's row: its name, source and times (None for a batch never written).
     batch: Batch | None = None
+    #: Its rate: jobs finished in the last ``RATE_SECONDS`` (``Queries.finished_lately``).
+    finished_lately: int = 0
 
     @property
     def truncated(self) -> bool:
@@ -35,6 +37,16 @@ class BatchSummary:
         return self.total > 0 and all(
             JobStatus(status).done for status, n in self.counts.items() if n
         )
+
+
+#: A batch's rate is what it finished in this many seconds, shown as jobs per minute.
+RATE_SECONDS = 60
+
+
+def rate_label(finished: int) -> str:
+    """A rate as every view words it, with its window."""
+    per_minute = finished * 60 / RATE_SECONDS
+    return f"{per_minute:g} jobs/min (last {RATE_SECONDS} s)"
 
 
 class Queries(Counts):
@@ -104,7 +116,10 @@ class Queries(Counts):
             if status == JobStatus.failed.value
         }
         by_code = dict(sorted(by_code.items(), key=lambda item: (-item[1], item[0])))
-        return BatchSummary(batch_id, sum(counts.values()), counts, failures, by_code, batch)
+        lately = self.finished_lately([batch_id], within).get(batch_id, 0)
+        return BatchSummary(
+            batch_id, sum(counts.values()), counts, failures, by_code, batch, lately
+        )
 
     def list_jobs(
         self,
@@ -146,6 +161,23 @@ class Queries(Counts):
         query = query.order_by(col(t.domain), col(t.id)).limit(limit)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
+
+    def finished_lately(
+        self, batch_ids: Sequence[str], within: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        """The rate of each batch, the one figure every view shows: how many of its jobs (of
+        the accounts ``within``, if given) reached a final status in the last ``RATE_SECONDS``
+        (on ``ix_provisioning_jobs_batch_finished``)."""
+        t = ProvisioningJob
+        since = self.clock() - timedelta(seconds=RATE_SECONDS)
+        mine = [] if within is None else [col(t.account).in_(list(within))]
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(t.batch_id, func.count())
+                .where(col(t.batch_id).in_(list(batch_ids)), col(t.finished_at) >= since, *mine)
+                .group_by(col(t.batch_id))
+            ).all()
+        return {str(batch_id): int(n) for batch_id, n in rows}
 
     def count(self, where: JobFilter, statuses: Sequence[JobStatus] | None = None) -> int:
         """How many jobs ``where`` matches (in ``statuses``, if given)."""

@@ -110,6 +110,7 @@ def batch_view(summary: BatchSummary, eta: datetime | None = None) -> Batch:
         created_at=_iso(batch.created_at) if batch else None,
         total=summary.total,
         done=summary.done,
+        finished_last_minute=summary.finished_lately,
         expected_completion=_iso(eta),
         counts=summary.counts,
         failures_by_code=summary.failures_by_code,

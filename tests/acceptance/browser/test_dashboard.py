@@ -199,7 +199,7 @@ def test_without_a_cookie_the_sign_in_page_and_the_api_still_needs_its_token(
 
     page.fill("input[name=token]", "not-the-token")
     page.click("form button[type=submit]")
-    expect(page.locator(".error")).to_contain_text("not the service")
+    expect(page.locator(".error")).to_contain_text("not a token of this service")
     assert not context.cookies()
 
     sign_in(page, dashboard)
@@ -276,3 +276,48 @@ def test_a_forged_cross_site_post_is_refused_and_changes_nothing(
     assert job is not None
     assert job.status == JobStatus.failed
     assert page.viewport_size == LAPTOP
+
+
+def test_refused_sign_ins_are_throttled_per_client(dashboard: Dashboard, context: Any) -> None:
+    """Five refused sign-ins from one browser, then even the right token waits (429), with
+    the wait said on the page."""
+    page = context.new_page()
+    page.goto(dashboard.url("/ui/login"))
+    for attempt in range(5):
+        page.fill("input[name=token]", f"wrong-token-{attempt}")
+        page.click("form button[type=submit]")
+        expect(page.locator("p.error")).to_contain_text("not a token of this service")
+    page.fill("input[name=token]", TOKEN)
+    with page.expect_response(lambda r: r.url.endswith("/ui/login")) as answer:
+        page.click("form button[type=submit]")
+    assert answer.value.status == 429
+    assert int(answer.value.headers["retry-after"]) > 0
+    expect(page.locator("p.error")).to_contain_text("Too many refused sign-ins")
+    assert not [c for c in context.cookies() if c["name"] == "provisioner_ui"]
+
+
+def test_a_revoked_session_is_signed_out_at_its_next_request(
+    dashboard: Dashboard, browser: Any
+) -> None:
+    """Two browsers signed in with the token; the first revokes the second's session from the
+    sessions list; the second's next page is the sign-in page. The trail records both."""
+    first, second = browser.new_context(viewport=LAPTOP), browser.new_context(viewport=LAPTOP)
+    try:
+        mine, theirs = first.new_page(), second.new_page()
+        sign_in(mine, dashboard)
+        sign_in(theirs, dashboard)
+        mine.goto(dashboard.url("/ui/sessions"))
+        rows = mine.locator("table.sessions tbody tr")
+        expect(rows).to_have_count(2)
+        other = mine.locator("table.sessions tbody tr:not(:has(.pill))")
+        other.locator("button[data-action=revoke]").click()
+        expect(mine.locator("table.sessions tbody tr")).to_have_count(1)
+        theirs.goto(dashboard.url("/ui"))
+        theirs.wait_for_url("**/ui/login**")
+        mine.goto(dashboard.url("/ui/audit"))
+        actions = mine.locator("table.audit tbody td:nth-child(3)").all_inner_texts()
+        assert "session-revoked" in actions
+        assert actions.count("sign-in") == 2
+    finally:
+        first.close()
+        second.close()
