@@ -15,7 +15,8 @@ entry):
 Any event may name its ``account`` (default ``default``) and its ``priority`` class
 (``interactive`` or ``bulk``; without one the producer decides), and a ``callback_url`` to POST
 the job to once it is done (``worker.webhooks``: an http(s) URL with a host, no user name or
-password, at most 2048 characters, on a host ``PROVISIONER_WEBHOOK_ALLOWED_HOSTS`` allows).
+password, at most 2048 characters, on a host ``PROVISIONER_WEBHOOK_ALLOWED_HOSTS`` allows, that
+resolves to public addresses only: ``worker.egress``).
 Validation applies Plausible's own rules (``plausible_rules``), so an event that passes here is not
 refused by Plausible for its shape. Every string anywhere in the event, keys included, must be
 encodable as UTF-8 (no lone surrogate) and hold no NUL character; the event may nest at most
@@ -29,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import plausible_rules as rules
+from worker.egress import Targets
 from worker.errors import InvalidRequestError
 from worker.jobs.intake import NewJob
 from worker.jobs.specs import GoalSpec, JobRequest
 from worker.jobs.states import DEFAULT_ACCOUNT, Operation, Priority
 from worker.settings import get_settings
-from worker.webhooks import allowed_hosts, url_problem
 
 EVENT_TYPES: dict[str, Operation] = {
     "site.provision": Operation.provision_site,
@@ -68,17 +69,17 @@ def parse_event(
     data: object,
     *,
     accounts: Collection[str] | None = None,
-    callback_hosts: Collection[str] | None = None,
+    targets: Targets | None = None,
 ) -> Event:
     """Validate one event; raises InvalidRequestError naming the field at fault. With
-    ``accounts``, an account outside it is refused. ``callback_hosts`` are the hosts a
-    ``callback_url`` may name (empty: any); None: ``PROVISIONER_WEBHOOK_ALLOWED_HOSTS``."""
+    ``accounts``, an account outside it is refused. ``targets`` are the rules a ``callback_url``
+    is held to (``worker.egress``); None: the process's settings."""
     if not isinstance(data, Mapping):
         raise InvalidRequestError("an event must be a JSON object", field=None)
     check_strings(data)
     key = parse_key(data.get("id"))
     account = _account(data.get("account"), accounts)
-    callback_url = _callback_url(data.get("callback_url"), callback_hosts)
+    callback_url = _callback_url(data.get("callback_url"), targets)
     priority = _priority(data.get("priority"))
     kind = data.get("type", "site.provision")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
@@ -105,13 +106,12 @@ def parse_event(
     return Event(key, request, priority)
 
 
-def _callback_url(value: object, hosts: Collection[str] | None) -> str | None:
+def _callback_url(value: object, targets: Targets | None) -> str | None:
     if value is None:
         return None
-    if hosts is None and isinstance(value, str):
-        # The process's settings, read once: producers pass theirs when they have them.
-        hosts = allowed_hosts(get_settings())
-    problem = url_problem(value, hosts or ())
+    if targets is None:
+        targets = Targets.of(get_settings())
+    problem = targets.problem(value)
     if problem is not None:
         raise InvalidRequestError(f"callback_url {problem}", field="callback_url")
     assert isinstance(value, str)

@@ -12,12 +12,15 @@ single-key deployment needs nothing else. ``PROVISIONER_ACCOUNTS_FILE`` (TOML) n
     quota_reserve = 0
     quota = "team-b"                      # optional: accounts naming the same quota share it
     webhook_url = "https://app.example/hooks/provisioner"  # optional: completion webhooks
+    webhook_secret_env = "WEBHOOK_SECRET_B"  # optional: signs its webhooks instead of the default
 
 Keys never go in the file, the database or the broker: only the name of the variable does. A
 file may define ``[accounts.default]`` itself. Accounts whose keys belong to one Plausible team
 must name one ``quota``, since Plausible counts every key of a team in one bucket.
 ``webhook_url`` receives the account's finished jobs whose event named no ``callback_url``
-(``worker.webhooks``); it follows the same rules as a ``callback_url``.
+(``worker.webhooks``); it follows the same rules as a ``callback_url`` (``worker.egress``).
+``webhook_secret_env`` names the variable holding the secret the account's webhooks are signed
+with (comma-separated during a rotation); without it, ``PROVISIONER_WEBHOOK_SECRET``.
 """
 
 from __future__ import annotations
@@ -33,15 +36,17 @@ from typing import Any
 from dotenv import dotenv_values
 from pydantic import SecretStr
 
+from worker.egress import Targets
 from worker.errors import ConfigurationError
 from worker.settings import Settings
-from worker.webhooks import allowed_hosts, url_problem
 
 DEFAULT_ACCOUNT = "default"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LIMIT_FIELDS = ("hourly_limit", "burst_limit", "burst_seconds", "quota_reserve")
-_FIELDS = frozenset({"api_key_env", "team_id", "quota", "webhook_url", *_LIMIT_FIELDS})
+_FIELDS = frozenset(
+    {"api_key_env", "team_id", "quota", "webhook_url", "webhook_secret_env", *_LIMIT_FIELDS}
+)
 
 
 @dataclass(frozen=True)
@@ -71,20 +76,33 @@ class Account:
     preset_key: SecretStr | None = field(default=None, repr=False)
     #: Where the account's finished jobs are POSTed when their event names no callback_url.
     webhook_url: str | None = None
+    #: The variable holding the secret(s) this account's webhooks are signed with.
+    webhook_secret_env: str | None = None
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr:
         """The key, read from its variable; ConfigurationError naming both if it is unset."""
         if self.preset_key is not None and self.preset_key.get_secret_value():
             return self.preset_key
-        if environ is None:  # as settings are read: the environment over a .env file
-            environ = {**{k: v or "" for k, v in dotenv_values(".env").items()}, **os.environ}
-        value = environ.get(self.api_key_env, "").strip()
+        value = _environment(environ).get(self.api_key_env, "").strip()
         if not value:
             raise ConfigurationError(
                 f"account {self.name!r}: {self.api_key_env} is not set, so workers cannot call "
                 "Plausible for it"
             )
         return SecretStr(value)
+
+    def webhook_secret(self, environ: Mapping[str, str] | None = None) -> SecretStr:
+        """The value of ``webhook_secret_env`` (empty when unset or not named)."""
+        if self.webhook_secret_env is None:
+            return SecretStr("")
+        return SecretStr(_environment(environ).get(self.webhook_secret_env, "").strip())
+
+
+def _environment(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``environ``, or the variables as settings read them: the environment over ``.env``."""
+    if environ is not None:
+        return environ
+    return {**{k: v or "" for k, v in dotenv_values(".env").items()}, **os.environ}
 
 
 @dataclass(frozen=True)
@@ -170,11 +188,20 @@ def load_accounts(settings: Settings) -> Accounts:
         preset = settings.plausible_api_key if entry["api_key_env"] == "PLAUSIBLE_API_KEY" else None
         webhook_url = entry.get("webhook_url")
         if webhook_url is not None:
-            problem = url_problem(webhook_url, allowed_hosts(settings))
+            problem = Targets.of(settings).problem(webhook_url)
             if problem is not None:
                 raise ConfigurationError(f"{where}account {name!r}: webhook_url {problem}")
             webhook_url = str(webhook_url).strip()
-        accounts[name] = Account(name, entry["api_key_env"], team_id, quota, preset, webhook_url)
+        secret_env = entry.get("webhook_secret_env")
+        if secret_env is not None and (
+            not isinstance(secret_env, str) or not _ENV_NAME.fullmatch(secret_env)
+        ):
+            raise ConfigurationError(
+                f"{where}account {name!r}: webhook_secret_env must name an environment variable"
+            )
+        accounts[name] = Account(
+            name, entry["api_key_env"], team_id, quota, preset, webhook_url, secret_env
+        )
     return Accounts(accounts)
 
 

@@ -180,12 +180,17 @@ class Settings(BaseSettings):
     #: ``provision import``: rows per transaction.
     import_batch_size: int = 500
 
-    #: Completion webhooks (``worker.webhooks``): the HMAC-SHA256 key deliveries are signed with;
-    #: never logged, never stored. Required by a worker once any account has a ``webhook_url``.
+    #: Completion webhooks (``worker.webhooks``): the HMAC-SHA256 key deliveries are signed with
+    #: (comma-separated, newest first, while rotating: each signs); never logged, never stored.
+    #: Required by a worker once an account without its own ``webhook_secret_env`` has a
+    #: ``webhook_url``.
     webhook_secret: SecretStr = SecretStr("")
     #: Comma-separated hosts a callback URL may name (``*.example.com``: any subdomain); empty:
     #: any host. Checked when an event or the accounts file names a URL, and before every send.
     webhook_allowed_hosts: str = ""
+    #: Let webhooks reach loopback, private, link-local and other non-public addresses
+    #: (``worker.egress``): for development and tests only.
+    webhook_allow_private: bool = False
     #: Bound on connecting, sending and each read of one delivery; redirects are never followed.
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     #: Attempts (each a POST) before a delivery is given up as failed.

@@ -9,17 +9,24 @@ Delivery goes through an outbox, the ``webhook_deliveries`` table:
 - every worker's sweeper process runs a ``Sender`` thread that claims due rows with a lease (a
   conditional UPDATE, ``Outbox.claim_delivery``), POSTs them and records the answer; a worker
   that dies mid-delivery leaves a lease that runs out, and another worker sends again;
+- before every attempt the URL is checked again (``worker.egress``: allowed host, public
+  addresses only) and the request goes to the very address checked; a URL that is refused is
+  failed at once, never sent;
 - 2xx is delivered; anything else (3xx, since redirects are never followed; 4xx; 5xx; no
   answer within ``PROVISIONER_WEBHOOK_TIMEOUT_SECONDS``) is tried again after an exponential
-  backoff with jitter, up to ``PROVISIONER_WEBHOOK_MAX_ATTEMPTS`` attempts, then failed.
+  backoff with jitter, up to ``PROVISIONER_WEBHOOK_MAX_ATTEMPTS`` attempts, then failed. Only
+  the status is kept: the receiver's body is never read, stored or shown.
 
 Delivery is at least once: a receiver that answers too late, or a worker that dies after the
 receiver answered, gets the event again. The ``Provisioner-Event-Id`` header (and ``id`` in the
 body) is the same every time, so receivers deduplicate on it.
 
 Every request is signed, Stripe-style: ``Provisioner-Signature: t=<unix seconds>,v1=<hex>``,
-where ``v1`` is HMAC-SHA256 with ``PROVISIONER_WEBHOOK_SECRET`` over ``<t>.<raw body>``
-(``sign``; receivers check it as ``verify`` does). The secret is never logged or stored.
+where ``v1`` is HMAC-SHA256 over ``<t>.<raw body>`` with the account's secret (the variable its
+``webhook_secret_env`` names, else ``PROVISIONER_WEBHOOK_SECRET``; ``sign``; receivers check it
+as ``verify`` does). A secret setting may hold several, comma-separated, newest first: each
+signs, so the header carries one ``v1`` per secret while a rotation is under way. Secrets are
+never logged or stored.
 """
 
 from __future__ import annotations
@@ -29,16 +36,19 @@ import hmac
 import json
 import logging
 import random
+import ssl
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
 
+from worker.accounts import Accounts, load_accounts
+from worker.egress import Destination, Refused, Targets
 from worker.errors import ConfigurationError
 from worker.jobs import view
 from worker.jobs.models import ProvisioningJob, WebhookDelivery
@@ -47,7 +57,6 @@ from worker.problems import explain
 from worker.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.accounts import Accounts
     from worker.jobs.outbox import DeliveryClaim, Outbox
 
 log = logging.getLogger(__name__)
@@ -56,8 +65,6 @@ SIGNATURE_HEADER = "Provisioner-Signature"
 EVENT_ID_HEADER = "Provisioner-Event-Id"
 ATTEMPT_HEADER = "Provisioner-Delivery-Attempt"
 USER_AGENT = "plausible-provisioner-webhooks/1"
-#: A callback URL is at most this long.
-MAX_URL_LENGTH = 2048
 #: ``last_error`` is cut to this many characters.
 MAX_ERROR_LENGTH = 300
 #: The event type of each final status.
@@ -70,70 +77,36 @@ EVENT_TYPES = {
 BATCH = 100
 
 
-# -- URLs --------------------------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------
 
 
-def allowed_hosts(settings: Settings) -> frozenset[str]:
-    """``PROVISIONER_WEBHOOK_ALLOWED_HOSTS`` as a set of lower-case hosts; empty: any host."""
-    return parse_hosts(settings.webhook_allowed_hosts)
+def secrets_of(value: SecretStr | str) -> tuple[str, ...]:
+    """A comma-separated secret setting as its secrets, newest first: during a rotation every
+    request carries a signature by each (``sign``), and receivers accept any they know."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def parse_hosts(value: str) -> frozenset[str]:
-    return frozenset(
-        host.strip().lower().rstrip(".") for host in value.split(",") if host.strip(" .")
-    )
-
-
-def host_allowed(host: str, allowed: Collection[str]) -> bool:
-    """``host`` is in ``allowed``, or a subdomain of a ``*.domain`` entry; anything if empty."""
-    if not allowed:
-        return True
-    host = host.lower().rstrip(".")
-    return any(
-        host == entry or (entry.startswith("*.") and host.endswith(entry[1:])) for entry in allowed
-    )
-
-
-def url_problem(value: object, allowed: Collection[str] = ()) -> str | None:
-    """What is wrong with ``value`` as a callback URL, in words ("must use http or https"), or
-    None: an absolute http(s) URL with a host, no user name or password, at most
-    ``MAX_URL_LENGTH`` characters, and a host ``allowed`` (empty: any)."""
-    if not isinstance(value, str) or not value.strip():
-        return "must be a non-empty string"
-    url = value.strip()
-    if len(url) > MAX_URL_LENGTH:
-        return f"is longer than {MAX_URL_LENGTH} characters"
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        return "must not contain spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises on a port that is not a number in 0..65535
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme.lower() not in ("http", "https"):
-        return "must be an http:// or https:// URL"
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return "must not contain a user name or password"
-    host = parts.hostname
-    if not host:
-        return "must name a host"
-    if port == 0:
-        return "must not use port 0"
-    if not host_allowed(host, allowed):
-        return f"host {host!r} is not allowed (PROVISIONER_WEBHOOK_ALLOWED_HOSTS)"
-    return None
+def signing_secrets(settings: Settings, accounts: Accounts | None, account: str) -> tuple[str, ...]:
+    """The secrets ``account``'s deliveries are signed with: its own (``webhook_secret_env`` in
+    the accounts file) if it has them, else ``PROVISIONER_WEBHOOK_SECRET``'s."""
+    known = accounts.by_name.get(account) if accounts is not None else None
+    if known is not None and known.webhook_secret_env is not None:
+        own = secrets_of(known.webhook_secret())
+        if own:
+            return own
+    return secrets_of(settings.webhook_secret)
 
 
 def check_settings(settings: Settings, accounts: Accounts) -> None:
     """ConfigurationError, in one line, if an account has a webhook_url and there is no secret
     to sign its deliveries with."""
-    if settings.webhook_secret.get_secret_value():
-        return
     for account in accounts:
-        if account.webhook_url:
+        if account.webhook_url and not signing_secrets(settings, accounts, account.name):
+            own = f" nor {account.webhook_secret_env}" if account.webhook_secret_env else ""
             raise ConfigurationError(
-                f"account {account.name!r} has a webhook_url but PROVISIONER_WEBHOOK_SECRET is "
-                "not set: workers cannot sign its webhooks"
+                f"account {account.name!r} has a webhook_url but PROVISIONER_WEBHOOK_SECRET{own} "
+                "is not set: workers cannot sign its webhooks"
             )
 
 
@@ -146,9 +119,11 @@ def signature(secret: str, body: bytes, timestamp: int) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``Provisioner-Signature`` header of ``body`` sent at ``timestamp`` (unix seconds)."""
-    return f"t={timestamp},v1={signature(secret, body, timestamp)}"
+def sign(secrets: str | Sequence[str], body: bytes, timestamp: int) -> str:
+    """The ``Provisioner-Signature`` header of ``body`` sent at ``timestamp`` (unix seconds):
+    one ``v1`` per secret."""
+    keys = (secrets,) if isinstance(secrets, str) else secrets
+    return ",".join([f"t={timestamp}", *(f"v1={signature(key, body, timestamp)}" for key in keys)])
 
 
 def verify(
@@ -222,13 +197,18 @@ class DeliveryReport:
         return self.delivered + self.retried + self.failed
 
 
-def make_client(settings: Settings) -> httpx.Client:
+def make_client(settings: Settings, *, verify: ssl.SSLContext | bool = True) -> httpx.Client:
     """The HTTP client deliveries go out on: short timeouts, no redirects, and nothing from the
-    environment (no proxy settings, no ``.netrc`` credentials sent to a receiver)."""
+    environment (no proxy settings, no ``.netrc`` credentials sent to a receiver). ``verify``:
+    the certificate authorities trusted (True: the system's)."""
     return httpx.Client(
+        verify=verify,
         timeout=httpx.Timeout(settings.webhook_timeout_seconds),
         follow_redirects=False,
         trust_env=False,
+        # A connection is made to the address just checked (``worker.egress``) and never kept:
+        # a pooled one would be reused for another host name on the same address.
+        limits=httpx.Limits(max_keepalive_connections=0),
         headers={"User-Agent": USER_AGENT},
     )
 
@@ -248,28 +228,40 @@ def backoff(settings: Settings, attempts: int) -> float:
 def post(
     client: httpx.Client,
     delivery: DeliveryClaim,
-    secret: str,
+    destination: Destination,
+    secrets: Sequence[str],
     *,
     timeout: float,
     now: Callable[[], float] = time.time,
 ) -> Attempt:
-    """One signed POST of ``delivery``; never raises for what the receiver or network does."""
+    """One signed POST of ``delivery`` to ``destination`` (the address checked, under the URL's
+    own host name); never raises for what the receiver or network does."""
     body = delivery.body.encode()
     headers = {
+        "Host": destination.host_header,
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(secret, body, int(now())),
+        SIGNATURE_HEADER: sign(secrets, body, int(now())),
         EVENT_ID_HEADER: delivery.event_id,
         ATTEMPT_HEADER: str(delivery.attempts),
     }
+    request = client.build_request(
+        "POST",
+        destination.url,
+        content=body,
+        headers=headers,
+        extensions=destination.request_extensions(),
+    )
     try:
-        # Streamed and closed unread: only the status counts, and a receiver trickling a body
-        # cannot hold the worker.
-        with client.stream("POST", delivery.url, content=body, headers=headers) as response:
-            status = response.status_code
+        # Streamed and closed unread: only the status counts (the receiver's body is never
+        # stored or shown), and a receiver trickling a body cannot hold the worker.
+        response = client.send(request, stream=True)
+        response.close()
+        status = response.status_code
     except httpx.TimeoutException:
         return Attempt(None, f"no answer within {timeout:g}s")
-    except Exception as exc:  # connection refused, DNS, TLS...: a line without the URL
-        reason = _one_line(str(exc), delivery.url, secret) or type(exc).__name__
+    except Exception as exc:  # connection refused, TLS...: a line without the URL or a secret
+        hidden = (delivery.url, destination.url, *secrets)
+        reason = _one_line(str(exc), hidden) or type(exc).__name__
         return Attempt(None, f"{type(exc).__name__}: {reason}")
     if 200 <= status < 300:
         return Attempt(status)
@@ -278,11 +270,13 @@ def post(
     return Attempt(status, f"HTTP {status}")
 
 
-def _one_line(text: str, url: str, secret: str) -> str:
-    """The first line of an error's text, without the URL (its query may hold a token) or the
-    secret (belt and braces: no error text should hold it), cut to ``MAX_ERROR_LENGTH``."""
+def _one_line(text: str, hidden: Iterable[str]) -> str:
+    """The first line of an error's text without any of ``hidden`` (the URL, whose query may
+    hold a token; the secrets, belt and braces), cut to ``MAX_ERROR_LENGTH``."""
     first = text.strip().splitlines()[0] if text.strip() else ""
-    first = first.replace(url, "[url]").replace(secret, "[redacted]")
+    for value in hidden:
+        if value:
+            first = first.replace(value, "[redacted]")
     return first[:MAX_ERROR_LENGTH]
 
 
@@ -291,17 +285,18 @@ def deliver_due(
     settings: Settings,
     client: httpx.Client,
     *,
+    accounts: Accounts | None = None,
     limit: int = BATCH,
     keep_going: Callable[[], bool] = lambda: True,
     now: Callable[[], float] = time.time,
 ) -> DeliveryReport:
     """Claim and send due deliveries one at a time, up to ``limit`` (or until ``keep_going``
-    says stop); records each outcome. Without a secret nothing is sent: rows wait."""
+    says stop); records each outcome. ``accounts`` give their own signing secrets. Without any
+    secret nothing is sent: rows wait."""
     report = DeliveryReport()
-    secret = settings.webhook_secret.get_secret_value()
-    if not secret:
+    if not can_sign(settings, accounts):
         return report
-    allowed = allowed_hosts(settings)
+    targets = Targets.of(settings)
     timeout = settings.webhook_timeout_seconds
     while report.total < limit and keep_going():
         delivery = store.claim_delivery(
@@ -309,13 +304,26 @@ def deliver_due(
         )
         if delivery is None:
             break
-        problem = url_problem(delivery.url, allowed)
-        if problem is not None:
-            attempt = Attempt(None, f"not sent: the URL {problem}", final=True)
+        secrets = signing_secrets(settings, accounts, delivery.account)
+        try:
+            if not secrets:
+                raise Refused(f"no signing secret for account {delivery.account!r}", final=False)
+            destination = targets.destination(delivery.url)
+        except Refused as refused:
+            attempt = Attempt(None, f"not sent: {refused}", final=refused.final)
         else:
-            attempt = post(client, delivery, secret, timeout=timeout, now=now)
+            attempt = post(client, delivery, destination, secrets, timeout=timeout, now=now)
         _record(store, settings, delivery, attempt, report)
     return report
+
+
+def can_sign(settings: Settings, accounts: Accounts | None) -> bool:
+    """Some delivery can be signed: there is a secret, the process's or an account's."""
+    if secrets_of(settings.webhook_secret):
+        return True
+    return accounts is not None and any(
+        signing_secrets(settings, accounts, account.name) for account in accounts
+    )
 
 
 def _record(
@@ -362,10 +370,13 @@ class Sender(threading.Thread):
     """Sends due webhooks every ``sweep_interval_seconds`` for as long as ``owner`` (the sweeper
     thread that started it) lives, so a slow receiver never holds up the scheduler."""
 
-    def __init__(self, store: Outbox, settings: Settings, owner: threading.Thread) -> None:
+    def __init__(
+        self, store: Outbox, settings: Settings, accounts: Accounts, owner: threading.Thread
+    ) -> None:
         super().__init__(name="provisioner-webhooks", daemon=True)
         self.store = store
         self.settings = settings
+        self.accounts = accounts
         self.owner = owner
         self._stop_event = threading.Event()
 
@@ -376,7 +387,13 @@ class Sender(threading.Thread):
         with make_client(self.settings) as client:
             while self.running():
                 try:
-                    deliver_due(self.store, self.settings, client, keep_going=self.running)
+                    deliver_due(
+                        self.store,
+                        self.settings,
+                        client,
+                        accounts=self.accounts,
+                        keep_going=self.running,
+                    )
                 except Exception as exc:  # an outage of the status table: try again later
                     problem = explain(exc, self.settings)
                     if problem is None:
@@ -392,7 +409,8 @@ class Sender(threading.Thread):
 def start_sender(store: Outbox, settings: Settings) -> Sender | None:
     """Start a ``Sender`` owned by the calling thread; None (and a warning if deliveries are
     waiting) when there is no secret to sign them with."""
-    if not settings.webhook_secret.get_secret_value():
+    accounts = load_accounts(settings)
+    if not can_sign(settings, accounts):
         try:
             waiting = store.pending_deliveries()
         except Exception:  # the status table is down: the sweeper's loop will say so
@@ -403,6 +421,6 @@ def start_sender(store: Outbox, settings: Settings) -> Sender | None:
                 waiting,
             )
         return None
-    sender = Sender(store, settings, threading.current_thread())
+    sender = Sender(store, settings, accounts, threading.current_thread())
     sender.start()
     return sender

@@ -16,12 +16,14 @@ from producers.events import parse_event
 from testkit.receiver import SECRET, Receiver, verify_signature
 from testkit.waiting import wait_for
 from testkit.workers import Stack, provision_event
+from worker.egress import Targets
 from worker.jobs.models import WebhookDelivery
 from worker.jobs.states import JobStatus
 
 #: Webhook settings scaled down: retries within a second, a short timeout.
 HOOKS: dict[str, Any] = {
     "webhook_secret": SECRET,
+    "webhook_allow_private": True,
     "webhook_timeout_seconds": 1,
     "webhook_backoff_base_seconds": 0.2,
     "webhook_backoff_max_seconds": 0.4,
@@ -30,7 +32,7 @@ HOOKS: dict[str, Any] = {
 
 def submit(stack: Stack, domain: str, url: str) -> str:
     event = {**provision_event(domain), "callback_url": url}
-    return stack.submit(parse_event(event, callback_hosts=()).request).job.id
+    return stack.submit(parse_event(event, targets=Targets(allow_private=True)).request).job.id
 
 
 def delivery(stack: Stack, job_id: str) -> WebhookDelivery | None:

@@ -28,6 +28,8 @@ from testkit.receiver import SECRET, Receiver, verify_signature
 from testkit.sandbox_process import SandboxProcess
 from testkit.waiting import wait_for
 from worker import webhooks
+from worker.accounts import load_accounts
+from worker.egress import Targets, parse_hosts
 from worker.errors import ConfigurationError, IdempotencyConflictError, InvalidRequestError
 from worker.jobs import view
 from worker.jobs.intake import fingerprint
@@ -63,9 +65,15 @@ def client() -> Iterator[httpx.Client]:
         yield made
 
 
+#: The rules events are held to here: the receiver is on 127.0.0.1.
+LOCAL = Targets(allow_private=True)
+
+
 def hook_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "webhook_secret": SecretStr(SECRET),
+        # The receiver listens on 127.0.0.1 (tests/unit/test_egress.py holds the default).
+        "webhook_allow_private": True,
         "webhook_timeout_seconds": 2,
         "webhook_backoff_base_seconds": 10,
         "webhook_backoff_max_seconds": 60,
@@ -78,7 +86,7 @@ def request_to(url: str | None, domain: str = "shop.example.com", **event: Any) 
     data: dict[str, Any] = {"domain": domain, **event}
     if url is not None:
         data["callback_url"] = url
-    return parse_event(data, callback_hosts=()).request
+    return parse_event(data, targets=LOCAL).request
 
 
 def finish(store: JobStore, request: JobRequest, status: JobStatus = JobStatus.succeeded) -> str:
@@ -453,7 +461,9 @@ def test_the_accounts_webhook_url_serves_jobs_whose_event_names_none(
     url = f"sqlite:///{tmp_path / 'accounts.db'}"
     migrated_engine(url).dispose()
     settings = Settings(
-        database_url=url, accounts_file=accounts_file(tmp_path, receiver.url + "&from=account")
+        database_url=url,
+        accounts_file=accounts_file(tmp_path, receiver.url + "&from=account"),
+        webhook_allow_private=True,
     )
     store = make_store(settings)
     assert store.webhook_urls == {"agency-b": receiver.url + "&from=account"}
@@ -464,6 +474,70 @@ def test_the_accounts_webhook_url_serves_jobs_whose_event_names_none(
     assert delivery_of(store, own).url == receiver.url
     assert store.deliveries(default) == []
     store.engine.dispose()
+
+
+def test_during_a_rotation_each_secret_signs_and_an_account_signs_with_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver, client: httpx.Client
+) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        '[accounts.agency-b]\napi_key_env = "KEY_B"\nwebhook_secret_env = "HOOK_SECRET_B"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("HOOK_SECRET_B", " b-new , b-old ")
+    url = f"sqlite:///{tmp_path / 'rotation.db'}"
+    migrated_engine(url).dispose()
+    settings = hook_settings(
+        database_url=url, accounts_file=path, webhook_secret=SecretStr("new-secret, " + SECRET)
+    )
+    store = make_store(settings)
+    default = finish(store, request_to(receiver.url, "a.example.com"))
+    agency = finish(store, request_to(receiver.url, "b.example.com", account="agency-b"))
+    report = webhooks.deliver_due(store, settings, client, accounts=load_accounts(settings))
+    assert report.delivered == 2
+    signed = {
+        json.loads(got.body)["job"]["id"]: (got.headers["Provisioner-Signature"], got.body)
+        for got in receiver.requests
+    }
+    header, body = signed[default]
+    assert header.count("v1=") == 2
+    # A receiver that knows only the old secret, or only the new one, accepts it.
+    assert verify_signature(SECRET, header, body)
+    assert verify_signature("new-secret", header, body)
+    header, body = signed[agency]
+    assert header.count("v1=") == 2
+    assert verify_signature("b-new", header, body)
+    assert verify_signature("b-old", header, body)
+    assert not verify_signature(SECRET, header, body)
+    assert not verify_signature("new-secret", header, body)
+    store.engine.dispose()
+
+
+def test_an_account_with_its_own_secret_needs_no_process_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEY_B", "key-b")
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        '[accounts.agency-b]\napi_key_env = "KEY_B"\nwebhook_secret_env = "HOOK_SECRET_B"\n'
+        'webhook_url = "https://app.example.com/hooks"\n',
+        encoding="utf-8",
+    )
+    settings = Settings(plausible_api_key=SecretStr("key"), accounts_file=path)
+    with pytest.raises(ConfigurationError) as caught:
+        check_worker_settings(settings)
+    assert str(caught.value) == (
+        "account 'agency-b' has a webhook_url but PROVISIONER_WEBHOOK_SECRET nor HOOK_SECRET_B "
+        "is not set: workers cannot sign its webhooks"
+    )
+    monkeypatch.setenv("HOOK_SECRET_B", "b-secret")
+    check_worker_settings(settings)
+    path.write_text(
+        '[accounts.agency-b]\napi_key_env = "KEY_B"\nwebhook_secret_env = "not a name"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError, match="webhook_secret_env must name an environment"):
+        load_accounts(settings)
 
 
 def test_a_worker_will_not_start_with_a_webhook_url_and_no_secret(
@@ -505,10 +579,10 @@ def test_a_callback_url_is_validated_and_the_error_names_it(
 ) -> None:
     event = {"domain": "shop.example.com", "callback_url": url}
     if problem is None:
-        assert parse_event(event, callback_hosts=()).request.callback_url == str(url).strip()
+        assert parse_event(event, targets=LOCAL).request.callback_url == str(url).strip()
         return
     with pytest.raises(InvalidRequestError) as caught:
-        parse_event(event, callback_hosts=())
+        parse_event(event, targets=LOCAL)
     assert caught.value.field == "callback_url"
     assert problem in caught.value.message
     assert caught.value.message.startswith("callback_url ")
@@ -521,14 +595,20 @@ def test_the_allow_list_is_enforced_for_events_accounts_and_sends(
     receiver: Receiver,
     client: httpx.Client,
 ) -> None:
-    hosts = webhooks.parse_hosts(" hooks.example.com, *.app.example ,")
+    hosts = parse_hosts(" hooks.example.com, *.app.example ,")
     assert hosts == {"hooks.example.com", "*.app.example"}
     ok = ["https://hooks.example.com/x", "https://HOOKS.example.com./x", "https://a.b.app.example/"]
     for url in ok:
-        parse_event({"domain": "a.example.com", "callback_url": url}, callback_hosts=hosts)
+        parse_event(
+            {"domain": "a.example.com", "callback_url": url},
+            targets=Targets(hosts, allow_private=True),
+        )
     for url in ["https://evil.example.com/x", "https://app.example/x", "https://xapp.example/"]:
         with pytest.raises(InvalidRequestError, match="is not allowed") as caught:
-            parse_event({"domain": "a.example.com", "callback_url": url}, callback_hosts=hosts)
+            parse_event(
+                {"domain": "a.example.com", "callback_url": url},
+                targets=Targets(hosts, allow_private=True),
+            )
         assert caught.value.field == "callback_url"
     # Without callback_hosts, the process's PROVISIONER_WEBHOOK_ALLOWED_HOSTS applies.
     monkeypatch.setenv("PROVISIONER_WEBHOOK_ALLOWED_HOSTS", "hooks.example.com")

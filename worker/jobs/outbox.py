@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
-from worker.jobs.models import WebhookDelivery
-from worker.jobs.states import DeliveryStatus
+from worker.jobs.models import ProvisioningJob, WebhookDelivery
+from worker.jobs.states import DEFAULT_ACCOUNT, DeliveryStatus
 from worker.jobs.table import Table
 
 
@@ -27,6 +27,8 @@ class DeliveryClaim:
     body: str
     #: This attempt's number (1 for the first).
     attempts: int
+    #: The job's account, whose secret signs the delivery.
+    account: str = DEFAULT_ACCOUNT
 
 
 class Outbox(Table):
@@ -45,12 +47,13 @@ class Outbox(Table):
         )
         with Session(self.engine) as session:  # read, then write in separate transactions
             candidates = session.execute(
-                select(w.event_id, w.attempts)
+                select(w.event_id, w.attempts, ProvisioningJob.account)
+                .outerjoin(ProvisioningJob, col(ProvisioningJob.id) == col(w.job_id))
                 .where(*due)
                 .order_by(col(w.next_attempt_at))
                 .limit(10)
             ).all()
-        for event_id, attempts in candidates:
+        for event_id, attempts, account in candidates:
             unchanged = (col(w.event_id) == event_id, col(w.attempts) == attempts, *due)
             if attempts >= max_attempts:
                 self._update_delivery(
@@ -77,7 +80,9 @@ class Outbox(Table):
                 session.commit()
             if row is not None:
                 job_id, url, body, attempt = row
-                return DeliveryClaim(event_id, job_id, token, url, body, attempt)
+                return DeliveryClaim(
+                    event_id, job_id, token, url, body, attempt, account or DEFAULT_ACCOUNT
+                )
         return None
 
     def finish_delivery(
