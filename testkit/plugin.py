@@ -1,16 +1,19 @@
 """The fixtures every tier shares, registered by ``tests/conftest.py`` (``pytest_plugins``): the
-sandbox process, the machine's services, and worker stacks."""
+sandbox process and clients of it, the machine's services, and worker stacks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from testkit import services
+from testkit.plausible_clients import Box
 from testkit.sandbox_process import SandboxProcess
 from testkit.workers import NO_LIMITS, Stack
+from worker.plausible import PlausibleClient
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +30,27 @@ def sandbox(sandbox_session: SandboxProcess) -> SandboxProcess:
     """The session sandbox, reset to empty state and command-line config before each test."""
     sandbox_session.reset()
     return sandbox_session
+
+
+@pytest.fixture
+def http(sandbox: SandboxProcess) -> Iterator[httpx.Client]:
+    """Raw HTTP to the sandbox with its Sites API key."""
+    with sandbox.client() as client:
+        yield client
+
+
+@pytest.fixture
+def box(sandbox: SandboxProcess) -> Iterator[Box]:
+    """``PlausibleClient``s on the sandbox, closed after the test."""
+    made = Box(sandbox)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def api(box: Box) -> PlausibleClient:
+    """A ``PlausibleClient`` with the sandbox's Sites API key."""
+    return box.client()
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from provision.cli.interrupts import Interruptible
 from worker.errors import InvalidRequestError
 from worker.jobs.filters import JobFilter
 from worker.jobs.states import JobStatus, Priority
@@ -32,6 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED = 1
 EXIT_CONFIGURATION = 2
 EXIT_JOBS_FAILED = 3
+EXIT_INTERRUPTED = 130
 
 #: Commands that do not run on the provisioner's settings.
 _OWN_SETTINGS = frozenset({"sandbox", "demo", "doctor", "token"})
@@ -39,18 +40,24 @@ _OWN_SETTINGS = frozenset({"sandbox", "demo", "doctor", "token"})
 
 class _Commands(click.Group):
     """Configuration mistakes end a command with one line saying what to fix, not a traceback:
-    the settings and the accounts file are checked before any command runs."""
+    the settings and the accounts file are checked before any command runs. SIGINT and SIGTERM
+    end it with exit 130 (``provision.cli.interrupts``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or _env_flag("PROVISIONER_DEBUG")
         settings: Settings | None = None
         try:
-            if ctx.invoked_subcommand not in _OWN_SETTINGS and not ctx.resilient_parsing:
-                settings = get_settings()
-                make_accounts(settings)
-                # Warnings and errors only; the long-running commands log more.
-                configure_logs(settings, level=logging.WARNING)
-            return super().invoke(ctx)
+            with Interruptible():
+                if ctx.invoked_subcommand not in _OWN_SETTINGS and not ctx.resilient_parsing:
+                    settings = get_settings()
+                    make_accounts(settings)
+                    # Warnings and errors only; the long-running commands log more.
+                    configure_logs(settings, level=logging.WARNING)
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(err=True)  # ends the line the terminal's ^C is on
+            click.echo("Aborted!", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
@@ -128,13 +135,6 @@ def job_filter(
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
     """Provision websites on Plausible Analytics, exactly once."""
-    # SIGTERM stops a command as Ctrl-C does, cleanly (the long-running commands install
-    # their own handlers).
-    signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _register() -> None:

@@ -27,6 +27,7 @@ from producers.rows import Format
 from provision import actions, audit, views
 from provision.cli import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_JOBS_FAILED,
     filter_options,
     job_filter,
@@ -34,6 +35,7 @@ from provision.cli import (
     priority_option,
     sites,
 )
+from provision.cli.interrupts import raise_if_held
 from provision.status import Kind, lookup
 from provision.wiring import make_store, runtime
 from worker.errors import ProvisionerError
@@ -138,8 +140,13 @@ def _run_import(store: JobStore, file: Path, *, quiet: bool, **options: Any) -> 
 def follow(store: JobStore, reporter: Reporter, batch_id: str) -> BatchSummary:
     """Wait for the batch, showing counts, rate and expected completion as it goes."""
     progress = _Progress(reporter, batch_id, sys.stderr.isatty())
+
+    def show(summary: BatchSummary) -> None:
+        raise_if_held()
+        progress.show(summary)
+
     try:
-        return wait_for_batch(store, batch_id, poll_seconds=1.0, on_progress=progress.show)
+        return wait_for_batch(store, batch_id, poll_seconds=1.0, on_progress=show)
     finally:
         progress.end()
 
@@ -159,7 +166,7 @@ def _until_interrupted(batch_id: str, embedded: bool) -> Iterator[None]:
             hint = "its jobs go on in the workers"
         click.echo(f"\nstopped following batch {batch_id}: {hint}.", err=True)
         click.echo(f"follow it with: provision status {batch_id}", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 class _Progress:
@@ -393,6 +400,7 @@ def _wait_for(store: JobStore, ids: Sequence[str]) -> list[ProvisioningJob]:
         held = blocking(store, JobFilter(), ids)
         if held:
             raise AccountsPaused(held)
+        raise_if_held()
         time.sleep(0.5)
 
 

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from producers.importer import import_file, wait_for_batch
 from provision import views
 from provision.cli import EXIT_CONFIGURATION, main, priority_option
+from provision.cli.interrupts import raise_if_held
 from provision.wiring import make_store, runtime
 from worker import metrics
 from worker.jobs.states import Priority
@@ -246,7 +247,8 @@ def demo(files: tuple[Path, ...], database: str | None) -> None:
         ):
             for file in files or tuple(bundled / name for name in DEMO_FILES):
                 summary = import_file(store, file)
-                wait_for_batch(store, summary.batch_id)
+                # Each poll is a safe point for an interrupt that was held (cli.interrupts).
+                wait_for_batch(store, summary.batch_id, on_progress=lambda _: raise_if_held())
                 click.echo(f"\n{file.name}: batch={summary.batch_id} " + summary.line())
                 for problem in summary.invalid_rows:
                     click.echo(
