@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from provision import audit
 from provision.filters import filter_fields
 from worker import pauses
 from worker.errors import ProvisionerError
+from worker.jobs import audit
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.states import CANCELLABLE, JobStatus

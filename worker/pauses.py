@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
+from worker.jobs import audit
 from worker.jobs.db import insert_ignoring
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import AccountPauseRow
@@ -105,10 +106,17 @@ class Pauses:
             inserted = session.execute(
                 insert_ignoring(t, self.engine.dialect.name, ["account"]), [values]
             ).rowcount  # type: ignore[attr-defined]
+            widened = False
             if not inserted and pause.scope == "all":  # already paused: the wider scope wins
+                held = session.execute(select(t.c.scope).where(t.c.account == account))
+                widened = held.scalar() != "all"
                 session.execute(update(t).where(t.c.account == account).values(**values))
             session.commit()
         self._read_at = float("-inf")
+        if inserted or widened:
+            audit.record(
+                self.engine, audit.process_actor("worker"), "pause", target=account, detail=code
+            )
         return pause
 
     def resume(self, account: str) -> bool:
@@ -130,6 +138,13 @@ class Pauses:
             changed = key is not None and fingerprint(key) != pause.key_fingerprint
             if refused and changed and self.resume(account):
                 resumed.append(account)
+                audit.record(
+                    self.engine,
+                    audit.process_actor("worker"),
+                    "resume",
+                    target=account,
+                    detail="the key changed",
+                )
         return resumed
 
 

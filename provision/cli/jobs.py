@@ -24,7 +24,7 @@ from producers.importer import (
     wait_for_batch,
 )
 from producers.rows import Format
-from provision import actions, audit, views
+from provision import actions, views
 from provision.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -39,7 +39,7 @@ from provision.cli.interrupts import raise_if_held
 from provision.status import Kind, lookup
 from provision.wiring import make_store, runtime
 from worker.errors import ProvisionerError
-from worker.jobs import view
+from worker.jobs import audit, view
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.queries import BatchSummary, rate_label
@@ -381,10 +381,10 @@ def _target(ref: str | None, filters: dict[str, str | None], action: str) -> Job
 def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> list[str]:
     try:
         if ref is not None:
-            return [actions.act_on_job(store, action, ref, actor=audit.cli_actor()).id]
+            return [actions.act_on_job(store, action, ref, actor=audit.process_actor("cli")).id]
     except ProvisionerError as exc:
         raise click.ClickException(str(exc)) from None
-    changed = actions.act_on_matching(store, action, where, actor=audit.cli_actor())
+    changed = actions.act_on_matching(store, action, where, actor=audit.process_actor("cli"))
     for account in changed.resumed:
         click.echo(f"resumed account {account}: its waiting jobs go on")
     return changed.ids

@@ -45,8 +45,8 @@ def token_hash_command(make_new: bool) -> None:
 def audit(limit: int, as_json: bool) -> None:
     """Show the audit trail: who retried, cancelled or resumed what (a job, or a filter and how
     many jobs it changed), and the dashboard's sign-ins, newest first."""
-    from provision import audit as trail
     from provision.views import audit_table
+    from worker.jobs import audit as trail
 
     events = trail.events(make_store(get_settings()).engine, limit=limit)
     if as_json:

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
 from producers.events import parse_domain
-from provision import audit, cursors
+from provision import cursors
 from provision.actions import APPLIES_TO
 from provision.dashboard.auth import Session
 from provision.dashboard.context import Admin, Board, Dashboard, Position, SignedIn
@@ -27,6 +27,7 @@ from provision.dashboard.render import said, snippet
 from provision.dashboard.steps import shown_request, steps_of
 from provision.filters import filter_fields, parse_filter
 from worker.errors import InvalidRequestError
+from worker.jobs import audit
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.states import JobStatus

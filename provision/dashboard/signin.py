@@ -9,11 +9,11 @@ import math
 from fastapi.responses import RedirectResponse, Response
 from starlette.requests import Request
 
-from provision import audit
 from provision.dashboard.auth import COOKIE, SESSION_SECONDS, client_of, secure
 from provision.dashboard.context import Board, Form, Posted, SameOrigin, SignedIn
 from provision.dashboard.paths import PREFIX, SIGN_IN, safe_next
 from provision.dashboard.render import SECURITY_HEADERS
+from worker.jobs import audit
 
 
 def login_page(request: Request, board: Board, next: str | None = None) -> Response:

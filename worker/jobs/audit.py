@@ -1,10 +1,11 @@
-"""The audit trail: who did what to which jobs, and when.
+"""The audit trail: who did what, and when (``audit_events``).
 
 Every operator action through any door (the CLI, the HTTP service, the dashboard) is recorded
 by ``provision.actions`` as it happens: a retry or cancel of one job or of every job a filter
 matches (with the filter and how many jobs it changed), the accounts a retry resumed, an apply;
-and the dashboard records its sign-ins, refusals, sign-outs and revoked sessions. Never a token
-or a key: a token appears by its name. The trail outlives job retention (nothing prunes it).
+the dashboard records its sign-ins, refusals, sign-outs and revoked sessions; and workers record
+the pauses they start and the ones a changed key ends (``worker.pauses``). Never a token or a
+key: a token appears by its name. The trail outlives job retention (nothing prunes it).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from worker.jobs.models import AuditEvent
 from worker.times import as_utc, utcnow
 
 
-def cli_actor() -> str:
-    """Who runs a CLI command: ``cli:user@host``."""
+def process_actor(kind: str) -> str:
+    """Who acts from this process, as the trail names it: ``cli:user@host``, ``worker:...``."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"cli:{user}@{socket.gethostname()}"
+    return f"{kind}:{user}@{socket.gethostname()}"
 
 
 def record(
