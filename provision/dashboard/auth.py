@@ -10,7 +10,7 @@
   session away. A session ends after ``SESSION_SECONDS``, when revoked, or when its token is
   removed from the configuration. ``HttpOnly``, ``SameSite=Strict``, ``Path=/ui``, and
   ``Secure`` when the dashboard is served over https.
-- **CSRF**: every POST carries the session's CSRF token (a random value kept with the session)
+- **CSRF**: every POST carries the session's CSRF token (an HMAC derived from the session)
   in a hidden form field or the ``X-CSRF-Token`` header, and comes from the dashboard's own
   origin (``Origin``, else ``Referer``; a request with neither, or ``Sec-Fetch-Site:
   cross-site``, is refused).
