@@ -1,8 +1,7 @@
 """``JobStore``: every interface to the status table in one object, for the entry points that
 wire parts together. Parts take the narrow interface they need (``Claims``, ``Dispatching``,
-``Recovery``, ``Counts``, ``Queries``, ``Actions``, ``Outbox``, ``Intake``,
-``Inventory``), so the type
-checker says who may touch what."""
+``Recovery``, ``Counts``, ``Queries``, ``Actions``, ``Outbox``, ``Intake``, ``Inventory``), so
+the type checker says who may touch what."""
 
 from __future__ import annotations
 
