@@ -12,6 +12,7 @@ from worker.errors import (
     AuthenticationError,
     ConfigurationError,
     NotFoundError,
+    NotTheApiError,
     PaymentRequiredError,
     PlausibleConnectionError,
     PlausibleError,
@@ -125,8 +126,12 @@ def _probe(settings: Settings, account: Account, limiter: Limiter | None) -> Che
     )
     try:
         client.ensure_goal(PROBE_SITE, goal_type="event", event_name="provisioner-doctor")
-    except NotFoundError:
+    except NotFoundError as exc:
+        if exc.code != "site_not_found":
+            return Check(name, False, f"unexpected answer: {exc}")
         return Check(name, True, f"key accepted by {settings.plausible_base_url} with Sites API")
+    except NotTheApiError as exc:
+        return Check(name, False, exc.message)
     except AuthenticationError as exc:
         return Check(
             name,

@@ -31,17 +31,24 @@ UNLIMITED = {"hourly_limit": 10_000_000, "burst_limit": 10_000_000}
 
 
 def make_pipeline(
-    sandbox: SandboxProcess, store: JobStore, key: str = "test-key", **quota: float
+    sandbox: SandboxProcess,
+    store: JobStore,
+    key: str = "test-key",
+    *,
+    base_url: str | None = None,
+    **quota: float,
 ) -> Pipeline:
-    """The pipeline of one worker against the sandbox, for the ``default`` account."""
+    """The pipeline of one worker against the sandbox (at ``base_url``, if given: a wrong one),
+    for the ``default`` account."""
+    base_url = base_url or sandbox.base_url
     settings = Settings(
         plausible_api_key=SecretStr(key),
-        plausible_base_url=sandbox.base_url,
+        plausible_base_url=base_url,
         **{**UNLIMITED, **quota},  # type: ignore[arg-type]
     )
     return Pipeline(
         store=store,
-        clients={"default": PlausibleClient(base_url=sandbox.base_url, api_key=key)},
+        clients={"default": PlausibleClient(base_url=base_url, api_key=key)},
         accounts=load_accounts(settings),
         limiter=Limiter(store.engine, guard=0.05),
         policy=RetryPolicy(max_attempts=3, backoff_initial=0, backoff_max=0, sleep=lambda _: None),

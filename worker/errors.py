@@ -13,7 +13,8 @@ ProvisionerError                      anything of ours
 │       ├── AuthenticationError       401                 code missing_api_key / invalid_api_key
 │       ├── PaymentRequiredError      402                 code sites_api_unavailable, site_limit_reached, ...
 │       ├── ForbiddenError            403                 code team_forbidden
-│       └── NotFoundError             404                 code site_not_found / goal_not_found / not_found
+│       ├── NotFoundError             404                 code site_not_found / goal_not_found / not_found
+│       └── NotTheApiError            404 not in the API's shape (a router's, a proxy's page)  code wrong_base_url
 ├── QuotaWait                         no quota permit for the next request now: the job goes back
 │                                     to the scheduler (decided locally; never dressed up as a 429)
 ├── ConfigurationError                the process cannot run as configured (e.g. no API key)
@@ -137,6 +138,13 @@ class NotFoundError(PermanentError):
     """404: the site or goal does not exist, or the key's role may not see it."""
 
     default_code = "not_found"
+
+
+class NotTheApiError(PermanentError):
+    """404 whose body is not the API's ``{"error": …}``: no Sites API at PLAUSIBLE_BASE_URL (a
+    wrong path, another server, Community Edition); the message says which URL to set."""
+
+    default_code = "wrong_base_url"
 
 
 class QuotaWait(ProvisionerError):

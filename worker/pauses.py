@@ -1,8 +1,9 @@
 """Account pauses: errors that are the account's, not the job's, stop the account's jobs at once.
 
 A key Plausible refuses (401 ``invalid_api_key``), a plan without the Sites API (402
-``sites_api_unavailable``) or the site limit (402 ``site_limit_reached``) would fail every job
-of the account the same way, each spending quota on a call certain to fail. The first job that
+``sites_api_unavailable``), the site limit (402 ``site_limit_reached``) or a base URL where no
+Sites API answers (a 404 not in the API's shape, ``wrong_base_url``) would fail every job of the
+account the same way, each spending quota on a call certain to fail. The first job that
 meets one pauses the account instead and goes back to the queue; the scheduler admits none of
 the account's jobs (for the site limit: none of its new sites) until the pause ends:
 
@@ -34,6 +35,7 @@ PAUSING = {
     "invalid_api_key": "all",
     "sites_api_unavailable": "all",
     "site_limit_reached": "provision",
+    "wrong_base_url": "all",
 }
 #: A job's run re-reads the pauses at most this often per process (the scheduler, at every tick).
 CACHE_SECONDS = 1.0

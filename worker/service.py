@@ -30,6 +30,7 @@ from worker.accounts import Accounts
 from worker.errors import (
     AuthenticationError,
     NotFoundError,
+    NotTheApiError,
     PaymentRequiredError,
     PermanentError,
     QuotaWait,
@@ -176,7 +177,7 @@ class Pipeline:
             return None
         except JobFailed as exc:
             return self._fail(claim, run.progress, exc.code, exc.message, exc.http_status)
-        except (AuthenticationError, PaymentRequiredError) as exc:
+        except (AuthenticationError, PaymentRequiredError, NotTheApiError) as exc:
             return self._account_error(claim, run, exc)
         except PermanentError as exc:
             return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
@@ -208,7 +209,8 @@ class Pipeline:
         return Outcome(JobStatus.succeeded)
 
     def _account_error(self, claim: Claim, run: Run, exc: PermanentError) -> Outcome | None:
-        """A refused key or a 402: pause the account if it is the account's, else fail the job.
+        """A refused key, a 402 or no API at the base URL: pause the account if it is the
+        account's, else fail the job.
         A probe that cannot run now (no quota, a transient error) leaves the job to try again."""
         if exc.code not in PAUSING or self.pauses is None:
             return self._fail(claim, run.progress, exc.code, exc.message, exc.status)
@@ -300,7 +302,9 @@ class Pipeline:
 
 def _paused(pause: Pause) -> str:
     what = "new sites" if pause.scope == "provision" else "jobs"
+    said = pause.message.strip()
+    said += "" if said.endswith((".", "!", "?")) else "."  # some of Plausible's have no stop
     return (
-        f"account {pause.account} paused ({pause.code}): {pause.message.strip()} Its {what} wait; "
+        f"account {pause.account} paused ({pause.code}): {said} Its {what} wait; "
         f"fix the account, or run `provision retry --account {pause.account}`"
     )

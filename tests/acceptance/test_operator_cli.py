@@ -247,13 +247,29 @@ def test_settings_are_read_from_a_dot_env_file_and_read_only_commands_create_not
     assert (tmp_path / "fromenv.db").exists()
 
 
-def test_doctor_reports_a_wrong_key_an_unreachable_broker_and_database(
+def test_doctor_reports_a_wrong_base_url_a_wrong_key_an_unreachable_broker_and_database(
     sandbox: SandboxProcess, env: dict[str, str], tmp_path: Path
 ) -> None:
     migrated_engine(env["PROVISIONER_DATABASE_URL"]).dispose()
     healthy = provision(env, "doctor")
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "ok    account default: key accepted" in healthy.stdout
+
+    # /api/v1 twice in every path: the router's 404, which must not pass for "key accepted".
+    wrong_url = {
+        **env,
+        "PLAUSIBLE_API_KEY": "totally-wrong",
+        "PLAUSIBLE_BASE_URL": f"{sandbox.base_url}/api/v1",
+    }
+    result = provision(wrong_url, "doctor")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        f"FAIL  account default: PLAUSIBLE_BASE_URL {sandbox.base_url}/api/v1 answered 404 Not "
+        f"Found, which is not Plausible's API: set PLAUSIBLE_BASE_URL={sandbox.base_url} "
+        "(without /api/v1)"
+    ) in result.stdout.splitlines()
+    assert "key accepted" not in result.stdout
+    assert "totally-wrong" not in result.stdout + result.stderr
 
     broken = {
         **env,

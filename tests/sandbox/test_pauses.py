@@ -30,8 +30,11 @@ def store(tmp_path: Path) -> JobStore:
     return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'p.db'}"))
 
 
-def pausing(sandbox: SandboxProcess, store: JobStore, key: str = "test-key") -> Pipeline:
-    return dataclasses.replace(make_pipeline(sandbox, store, key=key), pauses=Pauses(store.engine))
+def pausing(
+    sandbox: SandboxProcess, store: JobStore, key: str = "test-key", base_url: str | None = None
+) -> Pipeline:
+    pipeline = make_pipeline(sandbox, store, key=key, base_url=base_url)
+    return dataclasses.replace(pipeline, pauses=Pauses(store.engine))
 
 
 def test_a_refused_key_pauses_the_account_and_its_other_jobs_make_no_call(
@@ -50,6 +53,40 @@ def test_a_refused_key_pauses_the_account_and_its_other_jobs_make_no_call(
     [pause] = Pauses(store.engine).active().values()
     assert pause.key_fingerprint == fingerprint("not-a-key")
     assert "not-a-key" not in repr(pause)
+
+
+def test_a_base_url_with_no_api_pauses_the_account_until_fixed_and_resumed(
+    sandbox: SandboxProcess, store: JobStore
+) -> None:
+    """``/api/v1`` on the base URL: every call meets the router's 404, not Plausible's. The
+    account pauses, saying which URL to set; its jobs wait, and run once it is set and resumed."""
+    wrong = pausing(sandbox, store, base_url=f"{sandbox.base_url}/api/v1")
+    first, second = (store.enqueue(provision(f"u{n}.example.com")).job for n in range(2))
+    assert wrong.run(first.id) is JobStatus.queued  # waits; not failed
+    held = store.get(first.id)
+    assert held is not None
+    assert (held.status, held.error_code, held.attempts) == (JobStatus.queued, "wrong_base_url", 0)
+    assert "account default paused (wrong_base_url)" in (held.error_message or "")
+    assert f"set PLAUSIBLE_BASE_URL={sandbox.base_url} (without /api/v1). Its jobs wait" in (
+        held.error_message or ""
+    )
+    assert api_requests(sandbox) == 1  # the create, answered by the router
+    assert wrong.run(second.id) is JobStatus.queued
+    assert api_requests(sandbox) == 1  # certain to fail: not sent
+    [pause] = Pauses(store.engine).active().values()
+    assert (pause.code, pause.scope) == ("wrong_base_url", "all")
+    assert "test-key" not in pause.message
+
+    assert pausing(sandbox, store).run(first.id) is JobStatus.queued  # set right, still paused
+    retried = retry_matching(store, JobFilter(account="default"))  # provision retry --account
+    assert retried.resumed == ["default"]
+    assert sorted(retried.ids) == sorted([first.id, second.id])
+    fixed = pausing(sandbox, store)
+    assert [fixed.run(job.id) for job in (first, second)] == [JobStatus.succeeded] * 2
+    assert sorted(site["domain"] for site in sandbox.state()["sites"]) == [
+        "u0.example.com",
+        "u1.example.com",
+    ]
 
 
 def test_the_site_limit_pauses_new_sites_only(sandbox: SandboxProcess, store: JobStore) -> None:

@@ -19,6 +19,7 @@ from worker.errors import (
     DomainTakenError,
     ForbiddenError,
     NotFoundError,
+    NotTheApiError,
     PaymentRequiredError,
     PermanentError,
     PlausibleConnectionError,
@@ -28,6 +29,7 @@ from worker.errors import (
     TransientError,
 )
 from worker.plausible import error_from_response
+from worker.plausible.responses import api_error_message
 
 #: A fixed "now", 3 s past a 10 s boundary and 3 s past a whole UTC hour.
 NOW = 1_800_000_003
@@ -155,14 +157,83 @@ def test_error_body_maps_to_class_code_and_message(
     assert (error.status, error.code, error.message) == (status, code, message)
 
 
-def test_framework_message_status_body_is_read() -> None:
-    """Router/endpoint errors use ``{"message", "status"}`` (§5); 406 is a permanent api_error."""
-    not_found = _map(_response(404, {"message": "Not Found", "status": 404}))
-    assert (type(not_found), not_found.code, not_found.message) == (
-        NotFoundError,
-        "not_found",
-        "Not Found",
+NGINX_404 = (
+    "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found"
+    "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("Site could not be found", "site_not_found"),
+        ("Goal could not be found", "goal_not_found"),
+        ("internal server error", "not_found"),  # Ecto.NoResultsError in the controller (§5)
+    ],
+)
+def test_plausibles_own_404s_keep_their_meaning(message: str, code: str) -> None:
+    """The API's 404s are ``{"error": string}`` (§5, §7): the thing asked for is not there."""
+    response = _response(404, {"error": message})
+    assert api_error_message(response) == message
+    error = _map(response)
+    assert (type(error), error.code, error.message) == (NotFoundError, code, message)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        # Phoenix's router, JSON accepted (§5), and the shape of Phoenix's generated ErrorJSON.
+        _response(404, {"message": "Not Found", "status": 404}),
+        _response(404, {"errors": {"detail": "Not Found"}}),
+        # Phoenix's HTML error page, a reverse proxy's page, a bare server's text, nothing.
+        _response(404, text="<!DOCTYPE html><html><body>Not Found</body></html>"),
+        _response(404, text=NGINX_404, **{"content-type": "text/html"}),
+        _response(404, text="404 page not found"),
+        _response(404, text=""),
+        # Some other API's JSON: "error" is there but not the Sites API's string.
+        _response(404, {"error": {"code": 404, "message": "Not Found"}}),
+        _response(404, ["Not Found"]),
+    ],
+)
+def test_a_404_not_in_the_apis_shape_is_no_api_at_the_base_url(response: httpx.Response) -> None:
+    assert api_error_message(response) is None
+    error = error_from_response(response, now=NOW, base_url="https://plausible.io")
+    assert type(error) is NotTheApiError
+    assert (error.status, error.code, error.retryable) == (404, "wrong_base_url", False)
+    assert error.message == (
+        "PLAUSIBLE_BASE_URL https://plausible.io answered 404 Not Found, which is not "
+        "Plausible's API: is this Plausible? PLAUSIBLE_BASE_URL should be the site's root, e.g. "
+        "https://plausible.io (Community Edition has no Sites API)"
     )
+
+
+@pytest.mark.parametrize(
+    ("base_url", "fix"),
+    [
+        ("http://127.0.0.1:8000/api/v1", "http://127.0.0.1:8000 (without /api/v1)"),
+        ("https://stats.example.com/api/v1/", "https://stats.example.com (without /api/v1)"),
+        ("https://stats.example.com/api", "https://stats.example.com (without /api)"),
+        (
+            "https://example.com/plausible/api/v1/sites",
+            "https://example.com/plausible (without /api/v1/sites)",
+        ),
+        # The base URL's credentials, if any, are never repeated.
+        ("https://user:secret@example.com/api/v1", "https://example.com (without /api/v1)"),
+    ],
+)
+def test_a_base_url_ending_in_the_apis_path_is_told_which_url_to_set(
+    base_url: str, fix: str
+) -> None:
+    response = _response(404, {"message": "Not Found", "status": 404})
+    error = error_from_response(response, now=NOW, base_url=base_url)
+    assert type(error) is NotTheApiError
+    assert error.message.startswith("PLAUSIBLE_BASE_URL http")
+    assert error.message.endswith(f"which is not Plausible's API: set PLAUSIBLE_BASE_URL={fix}")
+    assert "secret" not in error.message
+
+
+def test_framework_406_is_a_permanent_api_error() -> None:
+    """Router/endpoint errors use ``{"message", "status"}`` (§5); 406 is a permanent api_error."""
     not_acceptable = _map(_response(406, {"message": "Not Acceptable", "status": 406}))
     assert type(not_acceptable) is PermanentError
     assert (not_acceptable.code, not_acceptable.message) == ("api_error", "Not Acceptable")

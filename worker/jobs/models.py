@@ -143,8 +143,9 @@ class QuotaWindowRow(SQLModel, table=True):
 
 class AccountPauseRow(SQLModel, table=True):
     """An account whose jobs wait because every call of theirs would fail: a key Plausible
-    refuses, a plan without the Sites API, or the site limit reached (which pauses only new
-    sites). Resumed when the account's key changes or an operator retries its jobs."""
+    refuses, a plan without the Sites API, the site limit reached (which pauses only new
+    sites), or no Sites API at PLAUSIBLE_BASE_URL. Resumed when the account's key changes or an
+    operator retries its jobs."""
 
     __tablename__ = "account_pauses"
 

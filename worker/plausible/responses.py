@@ -20,6 +20,7 @@ from worker.errors import (
     DomainTakenError,
     ForbiddenError,
     NotFoundError,
+    NotTheApiError,
     PaymentRequiredError,
     PermanentError,
     PlausibleError,
@@ -62,22 +63,39 @@ _NOT_FOUND_CODES: Final = (
     ("Goal could not be found", "goal_not_found"),
 )
 _DOMAIN_TAKEN: Final = "This domain cannot be registered"
+#: Paths a base URL may wrongly end with: the client adds ``/api/v1/sites`` itself.
+_API_SUFFIXES: Final = ("/api/v1/sites", "/api/v1", "/api")
 
 
 def _code_for(message: str, table: tuple[tuple[str, str], ...], default: str) -> str:
     return next((code for needle, code in table if needle in message), default)
 
 
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
+        return None
+
+
+def api_error_message(response: httpx.Response) -> str | None:
+    """The Sites API's own error message, or None when the body is not its ``{"error": string}``
+    (§5): a router's 404 (Phoenix's ``{"message", "status"}`` or ``{"errors": {…}}``), an HTML
+    page, a proxy's answer. The one test of whether a 404 is Plausible's API saying so."""
+    body = _json_body(response)
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return None
+
+
 def _server_message(response: httpx.Response) -> str:
     """What the server said: ``{"error": …}``, the framework's ``{"message", "status"}``, or raw text."""
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
-        body = None
-    if isinstance(body, dict):
-        for key in ("error", "message"):
-            if isinstance(body.get(key), str):
-                return str(body[key])
+    message = api_error_message(response)
+    if message is not None:
+        return message
+    body = _json_body(response)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
     try:
         text = response.text
     except (ValueError, LookupError):  # e.g. a charset=utf-16 body without a BOM
@@ -86,12 +104,17 @@ def _server_message(response: httpx.Response) -> str:
 
 
 def error_from_response(
-    response: httpx.Response, *, now: float, hour_seconds: float = 3600.0
+    response: httpx.Response,
+    *,
+    now: float,
+    hour_seconds: float = 3600.0,
+    base_url: str | None = None,
 ) -> PlausibleError:
     """Map a non-200 response to the error tree (the one place that does so).
 
     ``now`` (epoch seconds) and ``hour_seconds`` place a 429's ``reset_at`` on the right window
-    boundary; they come from the client's injected clock so tests can pin them.
+    boundary; they come from the client's injected clock so tests can pin them. ``base_url``
+    (the client's) is named in the message of a 404 that is not the API's.
     """
     status = response.status_code
     message = _server_message(response)
@@ -113,10 +136,35 @@ def error_from_response(
     if status == 403:
         return ForbiddenError(message, status=status, code="team_forbidden")
     if status == 404:
+        if api_error_message(response) is None:
+            answered = f"{status} {response.reason_phrase}".strip()
+            return NotTheApiError(not_the_api(base_url, answered), status=status)
         code = _code_for(message, _NOT_FOUND_CODES, "not_found")
         return NotFoundError(message, status=status, code=code)
     # 406 (Accept excludes JSON), unrouted methods, and anything else the API never documents.
     return PermanentError(message, status=status, code="api_error")
+
+
+def not_the_api(base_url: str | None, answered: str) -> str:
+    """What to set when ``base_url`` answered something that is not the Sites API's."""
+    fix = (
+        "is this Plausible? PLAUSIBLE_BASE_URL should be the site's root, e.g. "
+        "https://plausible.io (Community Edition has no Sites API)"
+    )
+    shown = ""
+    if base_url is not None:
+        try:
+            url = httpx.URL(base_url).copy_with(userinfo=b"", query=None, fragment=None)
+        except (httpx.InvalidURL, TypeError):
+            url = None
+        if url is not None:
+            shown = f" {str(url).rstrip('/')}"
+            path = url.path.rstrip("/")
+            suffix = next((s for s in _API_SUFFIXES if path.lower().endswith(s)), None)
+            if suffix is not None:
+                root = str(url.copy_with(path=path[: -len(suffix)] or "/")).rstrip("/")
+                fix = f"set PLAUSIBLE_BASE_URL={root} (without {path[-len(suffix) :]})"
+    return f"PLAUSIBLE_BASE_URL{shown} answered {answered}, which is not Plausible's API: {fix}"
 
 
 def _rate_limited(

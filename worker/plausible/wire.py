@@ -133,7 +133,10 @@ class Wire:
             raise
         if response.status_code != 200:
             error = error_from_response(
-                response, now=self._clock(), hour_seconds=self._hour_seconds
+                response,
+                now=self._clock(),
+                hour_seconds=self._hour_seconds,
+                base_url=self._base_url,
             )
             if gate is not None:
                 gate.after_response(error)
