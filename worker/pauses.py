@@ -60,6 +60,14 @@ class Pause:
     def stops(self, operation: Operation) -> bool:
         return self.scope == "all" or operation is Operation.provision_site
 
+    @property
+    def how_to_resume(self) -> str:
+        """What ends this pause, in the words every door uses."""
+        retry = f"`provision retry --account {self.account}`"
+        if self.code == "invalid_api_key":
+            return f"set a different key (the account resumes by itself), or run {retry}"
+        return f"once it is fixed, run {retry}"
+
 
 class Pauses:
     def __init__(

@@ -306,5 +306,5 @@ def _paused(pause: Pause) -> str:
     said += "" if said.endswith((".", "!", "?")) else "."  # some of Plausible's have no stop
     return (
         f"account {pause.account} paused ({pause.code}): {said} Its {what} wait; "
-        f"fix the account, or run `provision retry --account {pause.account}`"
+        f"{pause.how_to_resume}"
     )

@@ -425,8 +425,4 @@ def _unless_paused() -> Iterator[_Paused]:
                 f"account {pause.account} is paused ({pause.code}): {pause.message.strip()}",
                 err=True,
             )
-            click.echo(
-                f"its jobs wait: fix it (a different key resumes it by itself), or run "
-                f"`provision retry --account {pause.account}`",
-                err=True,
-            )
+            click.echo(f"its jobs wait: {pause.how_to_resume}", err=True)
