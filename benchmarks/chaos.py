@@ -646,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the workers and private servers stop too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     chaos = Chaos(args.short, workdir)
     results: list[Result] = []
     try:
