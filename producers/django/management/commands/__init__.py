@@ -1,0 +1,1 @@
+"""``manage.py provisioner_migrate``: see ``producers.django``."""

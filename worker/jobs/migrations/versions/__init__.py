@@ -1,0 +1,1 @@
+"""One module per schema version, in order; each upgrade works on SQLite and PostgreSQL."""
