@@ -8,7 +8,9 @@ Every ``schedule_interval_seconds`` the scheduler dispatches queued jobs that fi
 - publishes again dispatched jobs that never started (the broker lost their message);
 
 and every ``RETENTION_EVERY_SECONDS`` it deletes finished jobs older than
-``PROVISIONER_JOB_RETENTION`` (``Recovery.prune_finished``), a chunk at a time.
+``PROVISIONER_JOB_RETENTION`` (``Recovery.prune_finished``), a chunk at a time. Every
+``PRUNE_EVERY_SECONDS`` it drops the quota's old windows and refreshes SQLite's planner
+statistics.
 
 Every worker runs one. That is safe: each job is taken by one scheduler or sweeper at a time
 (conditional UPDATE), and a duplicate message is harmless because only one claim can win.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 from worker import leases, metrics, webhooks
 from worker.dispatch import Dispatcher
+from worker.jobs.db import optimize
 from worker.jobs.store import JobStore
 from worker.problems import explain
 from worker.quota.scheduler import Scheduler
@@ -101,6 +104,7 @@ def sweep_forever(
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_SECONDS
                 scheduler.limiter.prune()
+                optimize(store.engine)
             if now >= next_retention:
                 pruned = prune_expired(store, settings)
                 next_retention = now + (0 if pruned == RETENTION_CHUNK else RETENTION_EVERY_SECONDS)
