@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from producers.events import parse_domain
 from provision import views
@@ -12,8 +13,9 @@ from worker.errors import InvalidRequestError
 from worker.jobs import view
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.queries import BatchSummary
-from worker.jobs.store import JobStore
-from worker.quota.report import Reporter
+
+if TYPE_CHECKING:
+    from worker.jobs.store import JobStore
 
 Kind = Literal["auto", "job", "batch", "domain"]
 
@@ -45,10 +47,14 @@ class Found:
 
 
 def lookup(
-    store: JobStore, ref: str, kind: Kind = "auto", reporter: Reporter | None = None
+    store: JobStore,
+    ref: str,
+    kind: Kind = "auto",
+    batch_eta: Callable[[str], datetime | None] | None = None,
 ) -> Found | None:
-    """Find ``ref``; with ``auto``, try a job id or key, then a batch id, then a domain. With a
-    ``reporter``, a batch carries its expected completion."""
+    """Find ``ref``; with ``auto``, try a job id or key, then a batch id, then a domain. With
+    ``batch_eta`` (``Reporter.batch_eta``), a batch carries its expected completion: a function,
+    so that looking up a job does not build the quota reporter."""
     if kind in ("auto", "job"):
         job = store.find(ref)
         if job is not None:
@@ -56,7 +62,7 @@ def lookup(
     if kind in ("auto", "batch"):
         summary = store.batch_summary(ref)
         if summary.total:
-            eta = reporter.batch_eta(ref) if reporter is not None else None
+            eta = batch_eta(ref) if batch_eta is not None else None
             return Found(batch=summary, eta=eta)
     if kind in ("auto", "domain"):
         try:

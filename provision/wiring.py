@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Iterator
 
 from worker.jobs.store import JobStore
-from worker.runtime import make_store
 from worker.settings import Settings
+from worker.storage import make_store
 
 __all__ = ["make_store", "runtime"]
 

@@ -155,7 +155,7 @@ def problems_with(words: list[str]) -> list[str]:
     while isinstance(command, click.Group) and rest and re.fullmatch(r"[a-z][a-z-]*", rest[0]):
         name = rest.pop(0)
         shown += f" {name}"
-        found = command.commands.get(name)
+        found = command.get_command(click.Context(command), name)
         if found is None:
             return [f"`{shown}`: no such command"]
         command = found

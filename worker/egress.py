@@ -26,11 +26,13 @@ import ipaddress
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
-
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 #: A callback URL is at most this long.
 MAX_URL_LENGTH = 2048
@@ -178,6 +180,8 @@ class Targets:
                 addresses = []
             problem = _addresses_problem(host, addresses)
         if problem is None:
+            import httpx  # here: reading the settings need not load the HTTP client
+
             try:
                 httpx.URL(url)
             except httpx.InvalidURL as exc:  # "0177.0.0.1" when private ones are allowed
@@ -190,6 +194,8 @@ class Targets:
         problem = url_problem(url, self.hosts)
         if problem is not None:
             raise Refused(f"the URL {problem}")
+        import httpx
+
         try:
             parsed = httpx.URL(url.strip())
         except httpx.InvalidURL as exc:

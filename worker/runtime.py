@@ -3,11 +3,8 @@ pipeline). The entry points call them; ``provision`` is where the parts are wire
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
-
 from worker.accounts import Accounts, load_accounts
 from worker.dispatch import Dispatcher
-from worker.jobs.db import make_engine, require_current, upgrade
 from worker.jobs.store import JobStore
 from worker.leases import LeaseKeeper
 from worker.pauses import Pauses
@@ -18,6 +15,7 @@ from worker.quota.scheduler import Scheduler
 from worker.retrying import RetryPolicy
 from worker.service import Pipeline
 from worker.settings import Settings
+from worker.storage import make_store as make_store  # where the workers look for it
 from worker.webhooks import check_settings as check_webhook_settings
 
 
@@ -49,21 +47,6 @@ def check_worker_settings(settings: Settings) -> None:
     for client in make_clients(settings, accounts).values():
         client.close()
     check_webhook_settings(settings, accounts)
-
-
-def make_store(
-    settings: Settings, engine: Engine | None = None, *, migrate: bool = False
-) -> JobStore:
-    """The status table. ``migrate`` upgrades its schema first (embedded mode); otherwise a
-    database behind this version's schema stops the process with a ConfigurationError. The
-    store knows the accounts' webhook URLs, for the jobs that finish through it."""
-    webhook_urls = make_accounts(settings).webhook_urls
-    engine = engine or make_engine(settings.database_url)
-    if migrate:
-        upgrade(engine)
-    else:
-        require_current(engine)
-    return JobStore(engine, webhook_urls=webhook_urls)
 
 
 def make_limiter(settings: Settings, store: JobStore) -> Limiter:

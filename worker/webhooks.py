@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import httpx
 from pydantic import SecretStr
 
 from worker.accounts import Accounts, load_accounts
@@ -57,6 +56,8 @@ from worker.problems import explain
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    import httpx
+
     from worker.jobs.outbox import DeliveryClaim, Outbox
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,8 @@ def make_client(settings: Settings, *, verify: ssl.SSLContext | bool = True) -> 
     """The HTTP client deliveries go out on: short timeouts, no redirects, and nothing from the
     environment (no proxy settings, no ``.netrc`` credentials sent to a receiver). ``verify``:
     the certificate authorities trusted (True: the system's)."""
+    import httpx  # here, not above: a process that only reads the table need not load it
+
     return httpx.Client(
         verify=verify,
         timeout=httpx.Timeout(settings.webhook_timeout_seconds),
@@ -236,6 +239,8 @@ def post(
 ) -> Attempt:
     """One signed POST of ``delivery`` to ``destination`` (the address checked, under the URL's
     own host name); never raises for what the receiver or network does."""
+    import httpx
+
     body = delivery.body.encode()
     headers = {
         "Host": destination.host_header,

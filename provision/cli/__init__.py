@@ -2,6 +2,10 @@
 needs (the status table, workers, services). Commands live in ``jobs`` (import, status, jobs, retry, cancel, export)
 and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
 
+A command's module is imported only when that command runs (``_register`` names each one with
+its one-line help), so ``provision --help`` imports click and nothing heavy, and a command pays
+only for what it uses (``tests/unit/test_cli_imports.py`` keeps it so).
+
 Exit codes: 0 done; 1 the command could not do what was asked (invalid rows, no such job, a
 job in the wrong status); 2 usage or configuration (one line saying what to fix: a bad setting,
 an unreachable database, broker or Redis, a port in use, a schema not upgraded); 3 jobs failed
@@ -11,21 +15,19 @@ shows the traceback instead of the one line.
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from provision.cli.interrupts import Interruptible
-from worker.errors import InvalidRequestError
-from worker.jobs.filters import JobFilter
-from worker.jobs.states import JobStatus, Priority
-from worker.logs import configure as configure_logs
-from worker.problems import explain
-from worker.runtime import make_accounts
-from worker.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from worker.jobs.filters import JobFilter
+    from worker.jobs.states import Priority
+    from worker.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +43,42 @@ _OWN_SETTINGS = frozenset({"sandbox", "demo", "doctor", "token"})
 class _Commands(click.Group):
     """Configuration mistakes end a command with one line saying what to fix, not a traceback:
     the settings and the accounts file are checked before any command runs. SIGINT and SIGTERM
-    end it with exit 130 (``provision.cli.interrupts``)."""
+    end it with exit 130 (``provision.cli.interrupts``).
+
+    Commands are named with ``lazy`` and imported when they run; ``--help`` lists them with
+    their registered line instead of importing them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: name -> ("module:attribute", one-line help)
+        self.lazy_commands: dict[str, tuple[str, str]] = {}
+
+    def lazy(self, name: str, where: str, short_help: str) -> None:
+        """Name the command ``name``, the click command at ``where`` ("module:attribute")."""
+        self.lazy_commands[name] = (where, short_help)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            module, _, attribute = self.lazy_commands[cmd_name][0].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{module}:{attribute} is not a click command")
+            self.commands[cmd_name] = command
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy_commands:
+                rows.append((name, self.lazy_commands[name][1]))
+            elif not self.commands[name].hidden:
+                rows.append((name, self.commands[name].get_short_help_str()))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or _env_flag("PROVISIONER_DEBUG")
@@ -49,10 +86,7 @@ class _Commands(click.Group):
         try:
             with Interruptible():
                 if ctx.invoked_subcommand not in _OWN_SETTINGS and not ctx.resilient_parsing:
-                    settings = get_settings()
-                    make_accounts(settings)
-                    # Warnings and errors only; the long-running commands log more.
-                    configure_logs(settings, level=logging.WARNING)
+                    settings = _check_settings()
                 return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo(err=True)  # ends the line the terminal's ^C is on
@@ -61,10 +95,27 @@ class _Commands(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
+            from worker.problems import explain
+
             message = explain(exc, settings or _settings_or_none())
             if message is None or debug:
                 raise
             raise click.UsageError(message) from None
+
+
+def _check_settings() -> Settings:
+    """The settings and the accounts file, read once; warnings and errors are logged (the
+    long-running commands log more)."""
+    import logging
+
+    from worker.accounts import load_accounts
+    from worker.logs import configure as configure_logs
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    load_accounts(settings)
+    configure_logs(settings, level=logging.WARNING)
+    return settings
 
 
 def _env_flag(name: str) -> bool:
@@ -72,6 +123,8 @@ def _env_flag(name: str) -> bool:
 
 
 def _settings_or_none() -> Settings | None:
+    from worker.settings import get_settings
+
     try:
         return get_settings()
     except Exception:
@@ -80,6 +133,8 @@ def _settings_or_none() -> Settings | None:
 
 def priority_option(default: Priority, what: str) -> Callable[[F], F]:
     """``--priority``: the class of the jobs whose event names none."""
+    from worker.jobs.states import Priority
+
     return click.option(
         "--priority",
         type=click.Choice([p.value for p in Priority]),
@@ -91,6 +146,8 @@ def priority_option(default: Priority, what: str) -> Callable[[F], F]:
 
 def filter_options(f: F) -> F:
     """``--status``, ``--batch``, ``--domain``, ``--account``, ``--code``: which jobs."""
+    from worker.jobs.states import JobStatus
+
     options = [
         click.option(
             "--status", type=click.Choice([s.value for s in JobStatus]), help="Job status."
@@ -115,6 +172,7 @@ def job_filter(
     """The filter the options name (``provision.filters``); a bad value is a usage error naming
     its option."""
     from provision.filters import parse_filter
+    from worker.errors import InvalidRequestError
 
     values = {
         "status": status,
@@ -138,11 +196,30 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from provision.cli import jobs, run, sites, trust
-    from sandbox.cli import sandbox_command
-
-    del jobs, run, sites, trust  # importing them adds their commands to ``main``
-    main.add_command(sandbox_command)
+    """Every command: its name, the click command ("module:attribute") and the line that lists
+    it in ``provision --help``. The module is imported only when the command runs."""
+    # fmt: off
+    for name, where, short_help in [
+        ("audit", "provision.cli.trust:audit", "Show who retried, cancelled or resumed what, and sign-ins."),
+        ("cancel", "provision.cli.jobs:cancel", "Withdraw queued or waiting jobs."),
+        ("consume", "provision.cli.run:consume", "Enqueue signup events from a Redis Stream."),
+        ("db", "provision.cli.run:db", "The status database's schema (Alembic migrations)."),
+        ("demo", "provision.cli.run:demo", "Onboard signup files against an in-process sandbox."),
+        ("doctor", "provision.cli.run:doctor", "Check the settings, the database, the broker and the keys."),
+        ("export", "provision.cli.jobs:export", "Write a batch's jobs with their outcome, or the inventory."),
+        ("import", "provision.cli.jobs:import_command", "Enqueue the signup events of FILE (JSON Lines or CSV)."),
+        ("jobs", "provision.cli.jobs:jobs", "List jobs by status, batch, domain, account, error code."),
+        ("quota", "provision.cli.run:quota", "Show each quota: calls used and left, jobs waiting."),
+        ("retry", "provision.cli.jobs:retry", "Queue failed jobs again from their checkpoints."),
+        ("sandbox", "sandbox.cli:sandbox_command", "Run a local, in-memory Plausible Sites API."),
+        ("serve", "provision.cli.run:serve", "Serve the HTTP API and the dashboard."),
+        ("sites", "provision.cli.sites:sites", "List the inventory: every site we own, goals and links."),
+        ("status", "provision.cli.jobs:status", "Show a job, a batch, or the jobs of a domain."),
+        ("token", "provision.cli.trust:token", "Tokens of the HTTP service and the dashboard."),
+        ("worker", "provision.cli.run:worker", "Start a Celery worker and its scheduler."),
+    ]:
+        main.lazy(name, where, short_help)
+    # fmt: on
 
 
 _register()

@@ -11,20 +11,11 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from producers.importer import (
-    AccountsPaused,
-    ImportSummary,
-    Invalid,
-    import_file,
-    new_batch_id,
-    wait_for_batch,
-)
-from producers.rows import Format
-from provision import actions, views
+from provision import views
 from provision.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -33,22 +24,28 @@ from provision.cli import (
     job_filter,
     main,
     priority_option,
-    sites,
 )
 from provision.cli.interrupts import raise_if_held
-from provision.status import Kind, lookup
-from provision.wiring import make_store, runtime
+from provision.status import lookup
+from provision.wiring import make_store
 from worker.errors import ProvisionerError
-from worker.jobs import audit, view
+from worker.jobs import view
 from worker.jobs.filters import JobFilter
-from worker.jobs.models import ProvisioningJob
-from worker.jobs.queries import BatchSummary, rate_label
+from worker.jobs.queries import rate_label
 from worker.jobs.states import JobStatus, Priority
-from worker.jobs.store import JobStore
-from worker.pauses import blocking
-from worker.quota.report import Reporter
-from worker.runtime import make_accounts, make_reporter
 from worker.settings import get_settings
+
+if TYPE_CHECKING:
+    from producers.importer import ImportSummary, Invalid
+    from producers.rows import Format
+    from provision.status import Kind
+    from worker.jobs.models import ProvisioningJob
+    from worker.jobs.queries import BatchSummary
+    from worker.jobs.store import JobStore
+    from worker.quota.report import Reporter
+
+# Each command imports what it uses when it runs (``provision.cli``), so ``status`` does not
+# load the importer, the workers or the quota machinery.
 
 #: Jobs read per query when a command walks many of them.
 PAGE = 500
@@ -78,8 +75,13 @@ def import_command(
 
     Exits 3 if any job failed (when waiting), whatever else happened; else 1 if any row was
     invalid."""
+    from producers.importer import new_batch_id
+    from provision.wiring import runtime
+    from worker.accounts import load_accounts
+    from worker.runtime import make_reporter
+
     settings = get_settings()
-    accounts = make_accounts(settings).names
+    accounts = load_accounts(settings).names
     batch_id = new_batch_id()
     click.echo(f"batch {batch_id}", err=True)  # first, so an interrupted import can be followed
     embedded = not settings.broker_url
@@ -125,6 +127,8 @@ def import_command(
 
 
 def _run_import(store: JobStore, file: Path, *, quiet: bool, **options: Any) -> ImportSummary:
+    from producers.importer import import_file
+
     def report(problem: Invalid) -> None:
         if not quiet:
             click.echo(
@@ -139,6 +143,8 @@ def _run_import(store: JobStore, file: Path, *, quiet: bool, **options: Any) -> 
 
 def follow(store: JobStore, reporter: Reporter, batch_id: str) -> BatchSummary:
     """Wait for the batch, showing counts, rate and expected completion as it goes."""
+    from producers.importer import wait_for_batch
+
     progress = _Progress(reporter, batch_id, sys.stderr.isatty())
 
     def show(summary: BatchSummary) -> None:
@@ -236,7 +242,13 @@ def status(ref: str, kind: Kind, as_json: bool) -> None:
     """Show a job (by id or idempotency key), a batch, or the jobs of a domain."""
     settings = get_settings()
     store = make_store(settings)
-    found = lookup(store, ref, kind, make_reporter(settings, store))
+
+    def batch_eta(batch_id: str) -> datetime | None:
+        from worker.runtime import make_reporter
+
+        return make_reporter(settings, store).batch_eta(batch_id)
+
+    found = lookup(store, ref, kind, batch_eta)
     if found is None:
         raise click.ClickException(f"no job, batch or domain matches {ref!r}")
     click.echo(json.dumps(found.as_json(), indent=2) if as_json else found.as_text())
@@ -302,6 +314,8 @@ def export(batch_id: str | None, as_csv: bool, as_jsonl: bool, output: Path | No
     ``provision sites`` does. Says on stderr what it wrote where."""
     if as_csv and as_jsonl:
         raise click.UsageError("choose one of --csv and --jsonl")
+    from provision.cli import sites
+
     store = make_store(get_settings())
     if batch_id is None:
         sites.write(sites.walk(store), as_csv=as_csv, output=output)
@@ -339,6 +353,8 @@ def retry(ref: str | None, wait: bool, **filters: str | None) -> None:
 
     With a broker, the workers pick them up; in embedded mode they run here. Exits 3 if any
     fails again (when they run here or with --wait)."""
+    from provision.wiring import runtime
+
     settings = get_settings()
     where = _target(ref, filters, "retry")
     here = not settings.broker_url
@@ -379,6 +395,9 @@ def _target(ref: str | None, filters: dict[str, str | None], action: str) -> Job
 
 
 def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> list[str]:
+    from provision import actions
+    from worker.jobs import audit
+
     try:
         if ref is not None:
             return [actions.act_on_job(store, action, ref, actor=audit.process_actor("cli")).id]
@@ -393,6 +412,9 @@ def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> lis
 def _wait_for(store: JobStore, ids: Sequence[str]) -> list[ProvisioningJob]:
     """The jobs ``ids``, once every one is done (AccountsPaused if the rest wait for a paused
     account)."""
+    from producers.importer import AccountsPaused
+    from worker.pauses import blocking
+
     while True:
         found = [job for job in (store.get(job_id) for job_id in ids) if job is not None]
         if all(job.status.done for job in found):
@@ -415,6 +437,8 @@ class _Paused:
 @contextlib.contextmanager
 def _unless_paused() -> Iterator[_Paused]:
     """Stop waiting when every job left waits for a paused account, saying what to fix."""
+    from producers.importer import AccountsPaused
+
     paused = _Paused()
     try:
         yield paused

@@ -73,6 +73,22 @@ def test_a_database_made_before_migrations_is_recognised_and_upgraded(
     assert schema_drift(empty_engine) == []
 
 
+def test_revisions_are_read_as_alembic_reads_them(empty_engine: Engine) -> None:
+    """``head_revision`` and ``current_revision`` read the scripts and the version table
+    without Alembic; they agree with Alembic at every revision."""
+    from alembic.script import ScriptDirectory
+
+    from worker.jobs.db import _config
+
+    assert head_revision() == ScriptDirectory.from_config(_config()).get_current_head()
+    assert revision_of(empty_engine) is None
+    for script in reversed(list(ScriptDirectory.from_config(_config()).walk_revisions())):
+        upgrade(empty_engine, script.revision)
+        with empty_engine.connect() as connection:
+            alembic_says = MigrationContext.configure(connection).get_current_revision()
+        assert revision_of(empty_engine) == alembic_says == script.revision
+
+
 def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path) -> None:
     path = tmp_path / "absent.db"
     engine = make_engine(f"sqlite:///{path}")

@@ -1,0 +1,87 @@
+"""How long the CLI takes to answer, on demand: ``python benchmarks/cli_bench.py``.
+
+Median wall time (and CPU time) of ``--runs`` runs of ``provision --help`` and of
+``provision status --json ID`` against a SQLite status table holding one job. ``--compare DIR``
+also times the code in DIR (e.g. ``git archive main | tar -x -C /tmp/main``), interleaved with
+this checkout so both see the same load:
+
+    python benchmarks/cli_bench.py --compare /tmp/main
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.support import PROVISION  # noqa: E402
+
+
+def seed(url: str) -> str:
+    """A migrated SQLite table with one queued job; its id."""
+    from worker.jobs.specs import JobRequest
+    from worker.jobs.states import Operation
+    from worker.settings import Settings
+    from worker.storage import make_store
+
+    store = make_store(Settings(database_url=url), migrate=True)
+    request = JobRequest(operation=Operation.provision_site, domain="bench.example.com")
+    job_id = store.enqueue(request).job.id
+    store.engine.dispose()
+    return job_id
+
+
+def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one run, which must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run([*PROVISION, *args], env=env, cwd=cwd, capture_output=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"provision {' '.join(args)} failed: {done.stderr.decode()[-500:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--compare", type=Path, help="Also time the code in this directory.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        job_id = seed(url)
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": tmp,
+            "PROVISIONER_DATABASE_URL": url,
+        }
+        checkouts = {"this checkout": ROOT}
+        if args.compare is not None:
+            checkouts[str(args.compare)] = args.compare.resolve()
+        commands = {"--help": ["--help"], "status --json ID": ["status", "--json", job_id]}
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for _ in range(args.runs):
+            for name, path in checkouts.items():
+                env = {**base, "PYTHONPATH": str(path)}
+                for label, command in commands.items():
+                    times.setdefault((name, label), []).append(timed(command, env, workdir))
+        for (name, label), runs in times.items():
+            wall = statistics.median(w for w, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            print(f"{name}: provision {label}: median {wall:.3f} s wall, {cpu:.3f} s CPU")
+
+
+if __name__ == "__main__":
+    main()
