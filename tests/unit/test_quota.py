@@ -465,6 +465,20 @@ def test_the_reserve_holds_a_typical_signup_whatever_the_limits(engine: Engine) 
     assert Limiter(engine, interactive_reserve=0).reserve(small, BURST) == 0  # off means off
 
 
+def test_a_signup_is_admitted_at_once_while_an_import_fills_a_small_window(
+    store: JobStore, limiter: Limiter
+) -> None:
+    """15 calls per 5 s: a 10 % reserve would keep 1.5 calls, less than one 4-call signup, and
+    the signup would wait a window behind the import. The reserve keeps 4."""
+    for n in range(20):
+        store.enqueue(provision(f"b{n}.example.com"), batch="big", priority=Priority.bulk)
+    sched = scheduler(store, limiter, accounts_for(burst_limit=15, burst_seconds=5))
+    assert len(sched.tick()) == 2  # 8 calls: a third job would take 3 of the 4 kept
+    assert sched.tick() == []  # the import has all it may have of this window
+    signup = store.enqueue(provision("new.example.com")).job
+    assert sched.tick() == [signup.id]
+
+
 def test_the_scheduler_sizes_the_reserve_to_the_signups_waiting(
     store: JobStore, limiter: Limiter
 ) -> None:
