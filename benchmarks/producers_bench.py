@@ -3,14 +3,21 @@
 1. rows/s importing 100,000 signup rows into SQLite and into PostgreSQL (``--postgres`` URL of a
    server where a scratch database may be created and dropped);
 2. status GET requests/s and p99 latency at concurrency 50 against a real ``provision serve``
-   subprocess on loopback (SQLite status table, no broker traffic: GETs only), driven by wrk
-   when it is installed (``apt-get install wrk``), else by an httpx client in this process.
+   subprocess on loopback (a SQLite or PostgreSQL status table of 1,000 jobs, no broker
+   traffic: GETs only), driven by wrk when it is installed (``apt-get install wrk``), else by an
+   httpx client in this process.
+
+``--only status`` skips the imports; ``--serve-from DIR`` serves the code in DIR instead (e.g.
+``git archive main | tar -x -C /tmp/main``), to compare two versions in one run:
+
+    python benchmarks/producers_bench.py --only status --status-store sqlite,postgresql
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -64,17 +72,8 @@ def bench_import(url: str, path: Path, rows: int) -> float:
 
 
 def bench_import_postgres(admin_url: str, path: Path, rows: int) -> float:
-    name = f"prov_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with scratch_postgres(admin_url) as url:
         return bench_import(url, path, rows)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run_wrk(base: str, ref: str, concurrency: int) -> tuple[float, float]:
@@ -122,8 +121,14 @@ async def hammer(base: str, refs: list[str], total: int, concurrency: int) -> tu
     return total / elapsed, latencies[int(len(latencies) * 0.99) - 1] * 1000
 
 
-def bench_status(tmp: Path, requests: int, concurrency: int) -> tuple[float, float]:
-    url = f"sqlite:///{tmp / 'serve.db'}"
+def bench_status(
+    url: str,
+    tmp: Path,
+    requests: int,
+    concurrency: int,
+    serve_from: Path = ROOT,
+    access_log: bool = False,
+) -> tuple[float, float]:
     path = tmp / "status.jsonl"
     write_file(path, 1000)
     store = JobStore(migrated_engine(url))
@@ -137,10 +142,13 @@ def bench_status(tmp: Path, requests: int, concurrency: int) -> tuple[float, flo
         "PROVISIONER_DATABASE_URL": url,
         "PROVISIONER_API_TOKEN": TOKEN,
         "PROVISIONER_BROKER_URL": "memory://",
+        "PYTHONPATH": str(serve_from),
+        # A line per request costs a fifth of the rate; a proxy in front usually logs them.
+        "PROVISIONER_ACCESS_LOG": "1" if access_log else "0",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "provision.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
+        cwd=serve_from,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -162,6 +170,29 @@ def bench_status(tmp: Path, requests: int, concurrency: int) -> tuple[float, flo
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        store.engine.dispose()
+
+
+def status_database(
+    store: str, tmp: Path, admin_url: str
+) -> contextlib.AbstractContextManager[str]:
+    if store == "sqlite":
+        return contextlib.nullcontext(f"sqlite:///{tmp / 'serve.db'}")
+    return scratch_postgres(admin_url)
+
+
+@contextlib.contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    name = f"prov_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def main() -> None:
@@ -172,22 +203,37 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--only", choices=["import", "status"], help="One part only.")
+    parser.add_argument(
+        "--status-store",
+        default="sqlite",
+        help="Status table(s) of the GET part: sqlite,postgresql",
+    )
+    parser.add_argument("--serve-from", type=Path, default=ROOT, help="Code that serves the GETs.")
+    parser.add_argument("--access-log", action="store_true", help="Serve with the access log.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="producers-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
-        path = tmp / "signups.jsonl"
-        write_file(path, args.rows)
-        sqlite_url = f"sqlite:///{tmp / 'b.db'}"
-        print(
-            f"import {args.rows} rows, SQLite:     {bench_import(sqlite_url, path, args.rows):,.0f} rows/s"
-        )
-        print(
-            f"import {args.rows} rows, PostgreSQL: {bench_import_postgres(args.postgres, path, args.rows):,.0f} rows/s"
-        )
-        rps, p99 = bench_status(tmp, args.requests, args.concurrency)
-        print(
-            f"GET /jobs/{{id}} at concurrency {args.concurrency}: {rps:,.0f} requests/s, p99 {p99:.1f} ms"
-        )
+        if args.only != "status":
+            path = tmp / "signups.jsonl"
+            write_file(path, args.rows)
+            sqlite_url = f"sqlite:///{tmp / 'b.db'}"
+            print(
+                f"import {args.rows} rows, SQLite:     {bench_import(sqlite_url, path, args.rows):,.0f} rows/s"
+            )
+            print(
+                f"import {args.rows} rows, PostgreSQL: {bench_import_postgres(args.postgres, path, args.rows):,.0f} rows/s"
+            )
+        if args.only == "import":
+            return
+        for store in args.status_store.split(","):
+            with status_database(store, tmp, args.postgres) as url:
+                rps, p99 = bench_status(
+                    url, tmp, args.requests, args.concurrency, args.serve_from, args.access_log
+                )
+            print(
+                f"GET /jobs/{{id}} at concurrency {args.concurrency}, {store}: {rps:,.0f} requests/s, p99 {p99:.1f} ms"
+            )
 
 
 if __name__ == "__main__":

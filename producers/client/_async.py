@@ -79,14 +79,26 @@ class AsyncProvisionerClient(Core):
     async def wait(self, ref: str, *, timeout: float, interval: float = DEFAULT_INTERVAL) -> Job:
         """See ``ProvisionerClient.wait``."""
         deadline = time.monotonic() + timeout
+        job: Job | None = None
+        etag: str | None = None
         while True:
-            job, retry_after = await self._get(ref)
+            hold = self._hold(deadline - time.monotonic(), etag, self._http.timeout)
+            response = await self._call(
+                "GET",
+                job_path(ref),
+                idempotent=True,
+                params=hold.params,
+                headers=hold.headers,
+                timeout=hold.timeout,
+            )
+            job, etag, retry_after = self._held(response, job)
             left = deadline - time.monotonic()
             if job.done:
                 return job
             if left <= 0:
                 raise WaitTimeout(ref, timeout, job)
-            await anyio.sleep(min(retry_after if retry_after is not None else interval, left))
+            if etag is None:
+                await anyio.sleep(min(retry_after if retry_after is not None else interval, left))
 
     async def batch(self, batch_id: str) -> Batch:
         """See ``ProvisionerClient.batch``."""
@@ -145,10 +157,16 @@ class AsyncProvisionerClient(Core):
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         invalid: type[InvalidRequest] = InvalidRequest,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         async def attempt() -> httpx.Response:
             response = await self._http.request(
-                method, path, params=params, content=content, headers=headers
+                method,
+                path,
+                params=params,
+                content=content,
+                headers=headers,
+                timeout=timeout if timeout is not None else self._http.timeout,
             )
             return self._check(response, invalid)
 

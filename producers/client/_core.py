@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -37,9 +38,22 @@ from provisioner_types import Batch, ErrorBody, Job, JobPage, JobStatus, Quota
 log = logging.getLogger("producers.client")
 M = TypeVar("M")
 
+
+@dataclass(frozen=True)
+class Hold:
+    """A request of ``wait()`` that the service holds until the job changes."""
+
+    params: dict[str, str]
+    headers: dict[str, str]
+    timeout: httpx.Timeout
+
+
 DEFAULT_TIMEOUT = 10.0
 #: ``wait()`` pauses this long between polls when the service sends no ``Retry-After``.
 DEFAULT_INTERVAL = 1.0
+#: ``wait()`` asks the service to hold each answer until the job changes, this long at most
+#: (the service allows 60 s).
+WAIT_HOLD_SECONDS = 30.0
 #: ``jobs()`` asks for pages this large (the service allows up to 500).
 DEFAULT_PAGE_SIZE = 100
 _REDACTED = "[redacted]"
@@ -98,6 +112,35 @@ class Core:
 
         return before_sleep
 
+    # waiting
+
+    def _hold(self, left: float, etag: str | None, timeout: httpx.Timeout) -> Hold:
+        """One request of ``wait()``: the service holds it until the job is no longer as
+        ``etag`` says (or changes from now), for at most ``left`` seconds (and
+        ``WAIT_HOLD_SECONDS``); the read timeout grows by as much."""
+        seconds = max(0.0, min(left, WAIT_HOLD_SECONDS))
+        return Hold(
+            params={"wait": f"{seconds:.3f}"},
+            headers={"If-None-Match": etag} if etag else {},
+            timeout=httpx.Timeout(
+                connect=timeout.connect,
+                read=None if timeout.read is None else timeout.read + seconds,
+                write=timeout.write,
+                pool=timeout.pool,
+            ),
+        )
+
+    def _held(
+        self, response: httpx.Response, seen: Job | None
+    ) -> tuple[Job, str | None, float | None]:
+        """What a request of ``wait()`` answered: the job (``seen`` on a 304), its ETag (None
+        from a service that answers at once, which ``wait()`` then polls) and ``Retry-After``."""
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        etag = response.headers.get("etag")
+        if response.status_code == 304 and seen is not None:
+            return seen, etag, retry_after
+        return self._parse(response, JOB, "a job"), etag, retry_after
+
     # answers
 
     def _redact(self, text: str) -> str:
@@ -105,7 +148,7 @@ class Core:
 
     def _check(self, response: httpx.Response, invalid: type[InvalidRequest]) -> httpx.Response:
         """The response if it is a success; else raise its error."""
-        if response.is_success:
+        if response.is_success or response.status_code == 304:  # 304: ``wait()``'s ETag
             return response
         seconds = parse_retry_after(response.headers.get("retry-after"))
         try:

@@ -76,20 +76,35 @@ class ProvisionerClient(Core):
         return self._get(ref)[0]
 
     def wait(self, ref: str, *, timeout: float, interval: float = DEFAULT_INTERVAL) -> Job:
-        """Poll the job until it is done (succeeded, failed or cancelled) and return it.
+        """Wait until the job is done (succeeded, failed or cancelled) and return it.
 
-        Between polls it pauses as long as the service's ``Retry-After`` says, else
-        ``interval`` seconds. Raises ``WaitTimeout`` (a ``TimeoutError``, carrying the last job
-        seen) once ``timeout`` seconds pass."""
+        Each request asks the service to answer as soon as the job changes (``?wait=``, with
+        the ETag seen last), so a change is seen at once and a job that does not change costs
+        a request every ``WAIT_HOLD_SECONDS``. A service that answers at once (no ETag) is
+        polled instead, pausing as long as its ``Retry-After`` says, else ``interval`` seconds.
+        Raises ``WaitTimeout`` (a ``TimeoutError``, carrying the last job seen) once
+        ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
+        job: Job | None = None
+        etag: str | None = None
         while True:
-            job, retry_after = self._get(ref)
+            hold = self._hold(deadline - time.monotonic(), etag, self._http.timeout)
+            response = self._call(
+                "GET",
+                job_path(ref),
+                idempotent=True,
+                params=hold.params,
+                headers=hold.headers,
+                timeout=hold.timeout,
+            )
+            job, etag, retry_after = self._held(response, job)
             left = deadline - time.monotonic()
             if job.done:
                 return job
             if left <= 0:
                 raise WaitTimeout(ref, timeout, job)
-            time.sleep(min(retry_after if retry_after is not None else interval, left))
+            if etag is None:
+                time.sleep(min(retry_after if retry_after is not None else interval, left))
 
     def batch(self, batch_id: str) -> Batch:
         """A batch's counts per status and failures; ``NotFound`` if it has no jobs."""
@@ -147,10 +162,16 @@ class ProvisionerClient(Core):
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         invalid: type[InvalidRequest] = InvalidRequest,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         def attempt() -> httpx.Response:
             response = self._http.request(
-                method, path, params=params, content=content, headers=headers
+                method,
+                path,
+                params=params,
+                content=content,
+                headers=headers,
+                timeout=timeout if timeout is not None else self._http.timeout,
             )
             return self._check(response, invalid)
 

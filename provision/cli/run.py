@@ -87,9 +87,17 @@ def quota(as_json: bool) -> None:
 @click.option(
     "--dev", is_flag=True, envvar="PROVISIONER_DEV_MODE", help="Allow running without a token."
 )
-def serve(host: str, port: int, dev: bool) -> None:
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    envvar="PROVISIONER_ACCESS_LOG",
+    help="Log a line per request (off: a proxy in front logs them).",
+)
+def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
     """Serve the HTTP API and the dashboard (bearer tokens: the accounts file's [tokens.NAME]
     and PROVISIONER_API_TOKEN; docs at /docs)."""
+    import gc
     import socket
 
     import uvicorn
@@ -122,8 +130,13 @@ def serve(host: str, port: int, dev: bool) -> None:
             reporter=reporter,
             tokens=tokens,
         )
+        # What was built to start lives as long as the process: keep it out of the collector's
+        # way, so a full collection walks only what requests make (shorter pauses, a lower p99).
+        gc.freeze()
         # log_config=None: uvicorn's lines go through the provisioner's handler (JSON or text).
-        server = uvicorn.Server(uvicorn.Config(app, log_level="info", log_config=None))
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="info", log_config=None, access_log=access_log)
+        )
         server.run(sockets=[listener])
 
 

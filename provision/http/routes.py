@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
+from anyio import to_thread
 from fastapi import Depends, Header, Query, Request, Response
 
 from producers.events import check_strings, parse_domain, parse_event, parse_key
@@ -17,6 +18,7 @@ from provision.filters import EmptyFilterError, parse_filter
 from provision.http.deps import Accounts, Caller, OptionalReporter, Store, data_router, scoped
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
+from provision.http.polling import MAX_WAIT_SECONDS, Snapshot, matches, readers, wait_for_change
 from provision.tokens import Principal
 from provisioner_types import (
     SIGNUP_EVENT_EXAMPLE,
@@ -144,17 +146,49 @@ def cancel_matching(where: JobFilterBody, store: Store, caller: Caller) -> Chang
 @router.get(
     "/jobs/{ref}",
     response_model=Job,
-    responses=errors(403, 404),
+    responses={
+        304: {"description": "The job is still as the `If-None-Match` ETag says."},
+        **errors(403, 404, 422),
+    },
     **scoped("jobs:read"),
 )
-def get_job(ref: str, response: Response, store: Store, caller: Caller) -> Job:
-    """One job, by id or idempotency key."""
-    job = store.find(ref)
-    if job is None or not caller.sees(job.account):
+async def get_job(
+    ref: str,
+    request: Request,
+    store: Store,
+    caller: Caller,
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Answer as soon as the job changes (from the `If-None-Match` ETag, "
+            "else from now) or is done, or with its current state after this many seconds.",
+        ),
+    ] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One job, by id or idempotency key, with a strong ETag (``If-None-Match``: 304 while
+    the job is as the client has it)."""
+
+    def snapshot() -> Snapshot | None:
+        job = store.poll(ref)
+        return Snapshot.of(job) if job is not None and caller.sees(job.account) else None
+
+    async def read() -> Snapshot | None:
+        return await to_thread.run_sync(snapshot, limiter=readers())
+
+    found = await read()
+    if found is not None and wait:
+        found = await wait_for_change(read, found, if_none_match, wait, request.is_disconnected)
+    if found is None:
         raise ApiError(404, "not_found", f"no job {ref!r}")
-    if not job.status.done:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return view.job_view(job)
+    headers = {"ETag": found.etag}
+    if not found.done:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if matches(if_none_match, found.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(found.body, media_type="application/json", headers=headers)
 
 
 @router.get(

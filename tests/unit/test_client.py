@@ -134,9 +134,11 @@ class Recording(httpx.HTTPTransport):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[str, str]] = []
+        self.queries: list[dict[str, str]] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.seen.append((request.method, request.url.path))
+        self.queries.append(dict(request.url.params))
         return super().handle_request(request)
 
 
@@ -297,7 +299,11 @@ def test_submit_get_and_wait_for_the_finished_job(served: Served) -> None:
             done = waiting.result(timeout=60)
     assert (done.id, done.status, done.done) == (job.id, JobStatus.succeeded, True)
     assert done.finished_at is not None
-    assert recording.seen.count(polled) - before >= 2  # polled queued, then succeeded
+    # wait() asked the service to hold its answers until the job changed (running, then done:
+    # one or two answers), and said which state it had seen last.
+    asked = [q for seen, q in zip(recording.seen, recording.queries, strict=True) if seen == polled]
+    assert 1 <= recording.seen.count(polled) - before <= 2
+    assert all("wait" in query for query in asked[before:])
 
 
 def test_wait_times_out_with_the_last_job_seen(served: Served) -> None:

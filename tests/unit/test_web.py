@@ -700,7 +700,7 @@ def test_a_crash_is_a_500_in_the_one_shape_without_its_details(
     def broken(ref: str) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(store, "find", broken)
+    monkeypatch.setattr(store, "poll", broken)
     client = TestClient(create_app(store, token=SecretStr(TOKEN)), raise_server_exceptions=False)
     response = client.get("/jobs/x", headers=AUTH)
     assert_error(response, 500, "internal_error")

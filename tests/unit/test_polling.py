@@ -1,0 +1,173 @@
+"""``GET /jobs/{ref}`` for pollers: a strong ETag of the body, 304 for ``If-None-Match``, and
+``?wait=SECONDS``, which answers once the job changes or with its current state when the time
+runs out (``provision.http.polling``); ``Queries.poll`` reads what ``find`` reads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from producers.events import parse_event
+from provision.http.app import create_app
+from provision.http.polling import matches
+from provision.tokens import Principal, Tokens, token_hash
+from testkit.databases import migrated_engine
+from testkit.events import event
+from worker.jobs import view
+from worker.jobs.specs import Progress, SiteRecord
+from worker.jobs.store import JobStore
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'poll.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = JobStore(migrated_engine(url))
+    yield store
+    store.reader.dispose()
+    store.engine.dispose()
+
+
+@pytest.fixture
+def client(store: JobStore) -> TestClient:
+    return TestClient(create_app(store, token=SecretStr(TOKEN)))
+
+
+def queued(store: JobStore, n: int = 1, account: str = "default") -> str:
+    request = parse_event(event(n)).request.model_copy(update={"account": account})
+    return store.enqueue(request, key=f"evt_{n}").job.id
+
+
+def run(store: JobStore, job_id: str) -> None:
+    """What the scheduler and a worker do: the job is admitted, claimed and succeeds."""
+    assert job_id in store.admit({job_id: {}})
+    claim = store.claim(job_id, lease_seconds=60)
+    assert claim is not None
+    store.succeed(claim, Progress(site=SiteRecord(domain="site1.example.com", timezone="UTC")))
+
+
+def test_poll_reads_the_job_and_its_webhook_as_find_does(store: JobStore) -> None:
+    store.webhook_urls = {"default": "https://hooks.example.com/done"}
+    job_id = queued(store)
+    run(store, job_id)  # done: its completion webhook is in the outbox
+    for ref in (job_id, "evt_1"):
+        polled, found = store.poll(ref), store.find(ref)
+        assert polled is not None
+        assert found is not None
+        assert polled.webhook is not None
+        assert view.job_view(polled) == view.job_view(found)
+    assert store.poll("no-such-job") is None
+
+
+def test_the_etag_answers_304_until_the_job_changes(client: TestClient, store: JobStore) -> None:
+    job_id = queued(store)
+    first = client.get(f"/jobs/{job_id}", headers=AUTH)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert etag.startswith('"')  # strong
+    assert first.json()["status"] == "queued"
+    same = client.get("/jobs/evt_1", headers={**AUTH, "If-None-Match": etag})
+    assert (same.status_code, same.content, same.headers["etag"]) == (304, b"", etag)
+    assert client.get(f"/jobs/{job_id}", headers={**AUTH, "If-None-Match": "*"}).status_code == 304
+    run(store, job_id)
+    changed = client.get(f"/jobs/{job_id}", headers={**AUTH, "If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.json()["status"] == "succeeded"
+    assert changed.headers["etag"] != etag
+    assert "retry-after" not in changed.headers  # done: nothing more to poll for
+
+
+def test_wait_answers_with_the_change_it_waited_for(client: TestClient, store: JobStore) -> None:
+    job_id = queued(store)
+    etag = client.get(f"/jobs/{job_id}", headers=AUTH).headers["etag"]
+    timer = threading.Timer(0.5, store.cancel, (job_id,))
+    timer.start()
+    try:
+        # Answered at once, it would be the queued job the client has (304).
+        waited = client.get(
+            f"/jobs/{job_id}", params={"wait": 30}, headers={**AUTH, "If-None-Match": etag}
+        )
+    finally:
+        timer.join()
+    assert waited.status_code == 200
+    assert waited.json()["status"] == "cancelled"
+
+
+def test_wait_without_an_etag_waits_for_a_change_from_now(
+    client: TestClient, store: JobStore
+) -> None:
+    job_id = queued(store)
+    timer = threading.Timer(0.5, store.cancel, (job_id,))
+    timer.start()
+    try:
+        waited = client.get(f"/jobs/{job_id}", params={"wait": 30}, headers=AUTH)
+    finally:
+        timer.join()
+    assert waited.json()["status"] == "cancelled"
+
+
+def test_when_the_wait_runs_out_the_answer_is_the_current_state(
+    client: TestClient, store: JobStore
+) -> None:
+    job_id = queued(store)
+    plain = client.get(f"/jobs/{job_id}", params={"wait": 0.3}, headers=AUTH)
+    assert (plain.status_code, plain.json()["status"]) == (200, "queued")
+    etag = plain.headers["etag"]
+    held = client.get(
+        f"/jobs/{job_id}", params={"wait": 0.3}, headers={**AUTH, "If-None-Match": etag}
+    )
+    assert (held.status_code, held.headers["etag"]) == (304, etag)
+
+
+def test_a_done_job_is_answered_at_once(client: TestClient, store: JobStore) -> None:
+    job_id = queued(store)
+    run(store, job_id)
+    # 60 s of waiting would fail the test's timeout budget; a done job does not change.
+    assert client.get(f"/jobs/{job_id}", params={"wait": 60}, headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("wait", ["61", "-1", "soon"])
+def test_a_wait_out_of_bounds_is_422_naming_the_field(
+    client: TestClient, store: JobStore, wait: str
+) -> None:
+    job_id = queued(store)
+    answer = client.get(f"/jobs/{job_id}", params={"wait": wait}, headers=AUTH)
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "wait"
+
+
+def test_waiting_on_another_accounts_job_is_404(store: JobStore) -> None:
+    mine = Principal("mine", frozenset({"jobs:read"}), frozenset({"default"}))
+    tokens = Tokens({token_hash(TOKEN): mine})
+    client = TestClient(create_app(store, token=SecretStr(""), tokens=tokens))
+    theirs = queued(store, 2, account="other")
+    for params in ({}, {"wait": 0.2}):
+        answer = client.get(f"/jobs/{theirs}", params=params, headers=AUTH)
+        assert answer.status_code == 404
+        assert "etag" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("header", "matched"),
+    [
+        ('"abc"', True),
+        ('W/"abc"', True),
+        ('"x", "abc"', True),
+        ("*", True),
+        ('"abcd"', False),
+        ("abc", False),
+        ("", False),
+    ],
+)
+def test_if_none_match_compares_as_rfc_9110_says(header: str, matched: bool) -> None:
+    assert matches(header, '"abc"') is matched
