@@ -142,7 +142,9 @@ def bench_status(
         "PROVISIONER_DATABASE_URL": url,
         "PROVISIONER_API_TOKEN": TOKEN,
         "PROVISIONER_BROKER_URL": "memory://",
-        "PYTHONPATH": str(serve_from),
+        "PYTHONPATH": os.pathsep.join(
+            [str(serve_from), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
         # A line per request costs a fifth of the rate; a proxy in front usually logs them.
         "PROVISIONER_ACCESS_LOG": "1" if access_log else "0",
     }

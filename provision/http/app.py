@@ -35,6 +35,7 @@ from provision.http import deps, health, routes
 from provision.http.errors import handle_errors
 from provision.http.gate import BODY_TIMEOUT_SECONDS, Gate
 from provision.http.openapi import Service
+from provision.http.polling import JobPolls
 from provision.tokens import LEGACY, Tokens, token_hash
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
@@ -67,6 +68,8 @@ def create_app(
         swagger_ui_parameters={"persistAuthorization": True},
     )
     deps.attach(app, deps.Parts(store, reporter, accounts))
+    # Added first, so it runs inside the gate (the last added runs first).
+    app.add_middleware(JobPolls)
     app.add_middleware(Gate, tokens=tokens, body_timeout=body_timeout)
     handle_errors(app)
     app.include_router(health.router)

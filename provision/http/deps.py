@@ -30,10 +30,19 @@ def attach(app: FastAPI, parts: Parts) -> None:
     app.state.parts = parts
 
 
-# async: a plain def dependency would take a trip through the threadpool for an attribute read.
-async def _parts(request: Request) -> Parts:
+def parts_of(request: Request) -> Parts:
     parts: Parts = request.app.state.parts
     return parts
+
+
+def principal_of(request: Request) -> Principal:
+    principal: Principal = request.state.principal  # left there by provision.http.gate
+    return principal
+
+
+# async: a plain def dependency would take a trip through the threadpool for an attribute read.
+async def _parts(request: Request) -> Parts:
+    return parts_of(request)
 
 
 async def _store(parts: Annotated[Parts, Depends(_parts)]) -> JobStore:
@@ -49,8 +58,7 @@ async def _accounts(parts: Annotated[Parts, Depends(_parts)]) -> Collection[str]
 
 
 async def _principal(request: Request) -> Principal:
-    principal: Principal = request.state.principal  # left there by provision.http.gate
-    return principal
+    return principal_of(request)
 
 
 Store = Annotated[JobStore, Depends(_store)]
@@ -77,10 +85,15 @@ def scoped(scope: str, openapi_extra: dict[str, Any] | None = None) -> dict[str,
     check (else 403) and, in its OpenAPI operation, ``x-scope``."""
 
     async def check(caller: Caller) -> None:
-        if not caller.can(scope):
-            raise ApiError(403, "forbidden", f"token {caller.name!r} lacks the scope {scope}")
+        require(caller, scope)
 
     return {
         "dependencies": [Depends(check)],
         "openapi_extra": {**(openapi_extra or {}), "x-scope": scope},
     }
+
+
+def require(caller: Principal, scope: str) -> None:
+    """A 403 unless ``caller`` holds ``scope``."""
+    if not caller.can(scope):
+        raise ApiError(403, "forbidden", f"token {caller.name!r} lacks the scope {scope}")

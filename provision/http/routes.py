@@ -9,16 +9,16 @@ import json
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from anyio import to_thread
 from fastapi import Depends, Header, Query, Request, Response
 
 from producers.events import check_strings, parse_domain, parse_event, parse_key
 from provision import actions, cursors
 from provision.filters import EmptyFilterError, parse_filter
+from provision.http import polling
 from provision.http.deps import Accounts, Caller, OptionalReporter, Store, data_router, scoped
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
-from provision.http.polling import MAX_WAIT_SECONDS, Snapshot, matches, readers, wait_for_change
+from provision.http.polling import MAX_WAIT_SECONDS, RETRY_AFTER_SECONDS
 from provision.tokens import Principal
 from provisioner_types import (
     SIGNUP_EVENT_EXAMPLE,
@@ -41,7 +41,6 @@ from worker.jobs.store import JobStore
 
 T = TypeVar("T")
 
-RETRY_AFTER_SECONDS = 2
 MAX_PAGE = 500
 
 router = data_router()
@@ -155,8 +154,6 @@ def cancel_matching(where: JobFilterBody, store: Store, caller: Caller) -> Chang
 async def get_job(
     ref: str,
     request: Request,
-    store: Store,
-    caller: Caller,
     wait: Annotated[
         float | None,
         Query(
@@ -169,26 +166,10 @@ async def get_job(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One job, by id or idempotency key, with a strong ETag (``If-None-Match``: 304 while
-    the job is as the client has it)."""
-
-    def snapshot() -> Snapshot | None:
-        job = store.poll(ref)
-        return Snapshot.of(job) if job is not None and caller.sees(job.account) else None
-
-    async def read() -> Snapshot | None:
-        return await to_thread.run_sync(snapshot, limiter=readers())
-
-    found = await read()
-    if found is not None and wait:
-        found = await wait_for_change(read, found, if_none_match, wait, request.is_disconnected)
-    if found is None:
-        raise ApiError(404, "not_found", f"no job {ref!r}")
-    headers = {"ETag": found.etag}
-    if not found.done:
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    if matches(if_none_match, found.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(found.body, media_type="application/json", headers=headers)
+    the job is as the client has it). ``provision.http.polling.JobPolls`` answers these
+    requests before they get here; this route documents them."""
+    del wait, if_none_match  # read by ``answer`` from the request
+    return await polling.answer(request, ref)
 
 
 @router.get(

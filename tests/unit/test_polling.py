@@ -171,3 +171,30 @@ def test_waiting_on_another_accounts_job_is_404(store: JobStore) -> None:
 )
 def test_if_none_match_compares_as_rfc_9110_says(header: str, matched: bool) -> None:
     assert matches(header, '"abc"') is matched
+
+
+def test_a_poll_survives_the_server_dropping_its_connections(postgres_url: str) -> None:
+    """The reader pool does not ping before each read: a dropped connection fails once, and
+    the read is made again on a new one."""
+    store = JobStore(migrated_engine(postgres_url))
+    try:
+        job_id = queued(store)
+        assert store.poll(job_id) is not None  # a reader connection now waits in the pool
+        with store.engine.connect() as connection:
+            connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        polled = store.poll(job_id)
+        assert polled is not None
+        assert polled.id == job_id
+    finally:
+        store.reader.dispose()
+        store.engine.dispose()
+
+
+def test_the_schema_documents_wait_the_etag_and_304(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/jobs/{ref}"]["get"]
+    assert {"304", "404", "422"} <= set(operation["responses"])
+    assert {p["name"] for p in operation["parameters"]} >= {"ref", "wait", "if-none-match"}
+    assert operation["x-scope"] == "jobs:read"

@@ -78,10 +78,11 @@ def make_reader(engine: Engine, connections: int = 8) -> Engine:
         )
         event.listen(reader, "connect", _sqlite_pragmas)
         return reader
+    # No pre-ping (a round trip per read): a connection the server dropped fails its read, the
+    # pool then drops all of them, and the reader retries once (``Queries.poll``).
     return create_engine(
         url,
         isolation_level="AUTOCOMMIT",
-        pool_pre_ping=True,
         pool_size=connections,
         max_overflow=connections,
         pool_reset_on_return=None,

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import and_, func, or_
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -84,8 +85,12 @@ class Queries(Counts):
         a pooled connection, without an ORM session (a fifth of the time). The job is detached:
         read it, do not change it."""
         jobs, hooks = table_of(ProvisioningJob), table_of(WebhookDelivery)
-        with self.reader.connect() as connection:
-            rows = connection.execute(_POLL, {"ref": ref}).all()
+        try:
+            rows = self._poll_rows(ref)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            rows = self._poll_rows(ref)  # on a new connection: the old one had been dropped
         if not rows:
             return None
         chosen = next((row for row in rows if row.id == ref), rows[0])
@@ -103,6 +108,10 @@ class Queries(Counts):
         deliveries.sort(key=lambda delivery: (delivery.created_at, delivery.event_id))
         set_committed_value(job, "webhooks", deliveries)
         return job
+
+    def _poll_rows(self, ref: str) -> Sequence[sa.Row[tuple[object, ...]]]:
+        with self.reader.connect() as connection:
+            return connection.execute(_POLL, {"ref": ref}).all()
 
     def batch(self, batch_id: str) -> list[ProvisioningJob]:
         with Session(self.engine, expire_on_commit=False) as session:
