@@ -18,6 +18,7 @@ from worker.quota.scheduler import Scheduler
 from worker.retrying import RetryPolicy
 from worker.service import Pipeline
 from worker.settings import Settings
+from worker.wakeups import announcer
 from worker.webhooks import check_settings as check_webhook_settings
 
 
@@ -63,7 +64,10 @@ def make_store(
         upgrade(engine)
     else:
         require_current(engine)
-    return JobStore(engine, webhook_urls=webhook_urls)
+    store = JobStore(engine, webhook_urls=webhook_urls)
+    # Producers wake the workers' schedulers when they enqueue (worker.wakeups).
+    store.announce = announcer(settings.broker_url) or store.announce
+    return store
 
 
 def make_limiter(settings: Settings, store: JobStore) -> Limiter:
@@ -72,6 +76,13 @@ def make_limiter(settings: Settings, store: JobStore) -> Limiter:
         interactive_reserve=settings.interactive_reserve,
         release_seconds=settings.reserve_release_seconds,
         guard=settings.quota_guard_seconds,
+    )
+
+
+def make_keeper(settings: Settings, store: JobStore) -> LeaseKeeper:
+    """One per process, shared by its threads: renews their leases."""
+    return LeaseKeeper(
+        store, settings.lease_seconds, confirm_after=settings.heartbeat_timeout_seconds / 2
     )
 
 
@@ -95,7 +106,7 @@ def make_pipeline(
         max_attempts=settings.job_max_attempts,
         time_budget=settings.job_time_budget_seconds or None,
         interruptions=interruptions,
-        keeper=keeper or LeaseKeeper(store, settings.lease_seconds),
+        keeper=keeper or make_keeper(settings, store),
         pauses=Pauses(store.engine),
     )
 

@@ -138,10 +138,10 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from provision.cli import jobs, run, sites, trust
+    from provision.cli import jobs, run, sites, trust, workers
     from sandbox.cli import sandbox_command
 
-    del jobs, run, sites, trust  # importing them adds their commands to ``main``
+    del jobs, run, sites, trust, workers  # importing them adds their commands to ``main``
     main.add_command(sandbox_command)
 
 
