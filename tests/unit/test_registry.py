@@ -4,6 +4,7 @@ a job that ran before goes ahead of the waiting messages."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,46 @@ def test_a_job_handed_back_is_published_ahead_of_the_waiting_messages(
     assert scheduler.tick() == [handed, later]
     assert dispatcher.first == [handed]
     assert dispatcher.calls[-2:] == [[handed], [later]]
+
+
+def test_provision_workers_lists_the_live_processes_and_their_running_jobs(
+    store: JobStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from provision.cli import main
+    from worker.settings import get_settings
+
+    monkeypatch.setenv("PROVISIONER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("PROVISIONER_BROKER_URL", "memory://")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        assert "no worker process is running" in runner.invoke(main, ["workers"]).output
+        store.register("host-a:4242:x", host="worker-host-a", pid=4242)
+        busy = enqueue(store, "busy")
+        assert store.claim(busy, lease_seconds=60, owner="host-a:4242:x") is not None
+        table = runner.invoke(main, ["workers"]).output
+        listed = runner.invoke(main, ["workers", "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert table.splitlines()[0].split() == [
+        "HOST",
+        "PID",
+        "STARTED",
+        "LAST",
+        "HEARTBEAT",
+        "RUNNING",
+        "JOBS",
+    ]
+    assert table.splitlines()[1].split()[:2] == ["worker-host-a", "4242"]
+    assert table.splitlines()[1].split()[-1] == "1"
+    assert listed.exit_code == 0
+    [row] = json.loads(listed.output)
+    assert (row["id"], row["host"], row["pid"], row["running_jobs"]) == (
+        "host-a:4242:x",
+        "worker-host-a",
+        4242,
+        1,
+    )
+    assert {"started", "last_heartbeat"} <= set(row)
