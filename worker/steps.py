@@ -53,6 +53,9 @@ class Run:
     monotonic: Callable[[], float] = time.monotonic
     #: API calls this run has made (tries included).
     calls: int = 0
+    #: Called before every call: raises LeaseLostError once the claim is lost
+    #: (``LeaseKeeper.confirm``), so a process taken for dead makes no further call.
+    confirm: Callable[[Claim], None] | None = None
 
     @property
     def request(self) -> JobRequest:
@@ -66,6 +69,8 @@ class Run:
             # After one call at least, so every run makes progress however slow the API.
             if self.calls and self.deadline is not None and self.monotonic() >= self.deadline:
                 raise TimeBudgetSpent
+            if self.confirm is not None:
+                self.confirm(self.claim)
             self.calls += 1
             return fn()
 

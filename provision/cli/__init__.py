@@ -217,6 +217,7 @@ def _register() -> None:
         ("status", "provision.cli.jobs:status", "Show a job, a batch, or the jobs of a domain."),
         ("token", "provision.cli.trust:token", "Tokens of the HTTP service and the dashboard."),
         ("worker", "provision.cli.run:worker", "Start a Celery worker and its scheduler."),
+        ("workers", "provision.cli.workers:workers", "List the live worker processes and their jobs."),
     ]:
         main.lazy(name, where, short_help)
     # fmt: on

@@ -213,6 +213,8 @@ class Intake(Table):
                 rows = session.execute(insert_ignoring_duplicates(dialect), unique)
                 inserted = {key: job_id for job_id, key in rows.all()}
                 session.commit()
+            if inserted:
+                self.announce()
         missing = [
             job["idempotency_key"] for job in unique if job["idempotency_key"] not in inserted
         ]

@@ -80,7 +80,7 @@ class ProvisioningJob(SQLModel, table=True):
     #: The current claim: a running job belongs to whoever holds this token until the lease ends.
     lease_token: str | None = Field(default=None, max_length=32)
     lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    #: The process that took the claim (``worker.leases.this_process``): a sweeper on the same
+    #: The process that took the claim (``worker.leases.process_id``): a sweeper on the same
     #: host hands the job back as soon as that process is gone.
     lease_owner: str | None = Field(default=None, max_length=128)
     #: When the job's message was last handed to the broker; None means not yet (outbox).
@@ -339,3 +339,22 @@ class SigninFailures(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=128)
     window: int = Field(primary_key=True, sa_type=BigInteger)
     failures: int = 0
+
+
+class WorkerProcessRow(SQLModel, table=True):
+    """A process that runs jobs, while it lives: it writes a heartbeat every second or so
+    (``worker.registry``). Its id is what its claims record as their ``lease_owner``."""
+
+    __tablename__ = "worker_processes"
+
+    id: str = Field(primary_key=True, max_length=128)
+    #: The host's name and the process's id there, for people (``provision workers``).
+    host: str = Field(max_length=255)
+    pid: int
+    started: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: By the process's own clock; shown, never compared across hosts (``beats`` is).
+    last_heartbeat: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: Bumped at every heartbeat: a watcher takes a process for dead when this stops changing
+    #: for long enough by the watcher's own clock, so clocks that differ between hosts do not
+    #: matter.
+    beats: int = Field(default=0, sa_type=BigInteger)
