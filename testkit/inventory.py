@@ -98,10 +98,12 @@ def record_site(
     links: dict[str, str] | None = None,
     account: str = "default",
     batch: str = "b1",
+    managed_set: str | None = None,
+    timezone: str = "Europe/Berlin",
 ) -> str:
     """Run a provision_site job of ``domain`` to success without an API: what a worker records
     once Plausible made the site, its event goals (name -> id) and shared links (name -> URL).
-    Returns the job's id."""
+    ``managed_set``: the job is that desired-state set's. Returns the job's id."""
     from worker.jobs.specs import GoalRecord, GoalSpec, JobRequest, Progress, SiteRecord
     from worker.jobs.states import Operation
 
@@ -113,13 +115,14 @@ def record_site(
         account=account,
         goals=tuple(GoalSpec(goal_type="event", event_name=name) for name in goals),
         shared_links=tuple(links),
+        managed_set=managed_set,
     )
     job_id = str(store.enqueue(request, batch=batch).job.id)
     assert job_id in store.admit({job_id: {}})
     claim = store.claim(job_id, lease_seconds=60)
     assert claim is not None
     progress = Progress(
-        site=SiteRecord(domain=domain, timezone="Europe/Berlin"),
+        site=SiteRecord(domain=domain, timezone=timezone),
         goals={
             f"event:{name}": GoalRecord(
                 id=goal_id, goal_type="event", event_name=name, display_name=name

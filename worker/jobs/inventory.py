@@ -35,7 +35,7 @@ def changes(
     inventory."""
     account = request.account
     if request.operation is Operation.provision_site:
-        return _provisioned(dialect, account, job_id, before, after, now)
+        return _provisioned(dialect, request, job_id, before, after, now)
     gone = after.deleted or after.already_gone
     if not gone or (before.deleted or before.already_gone):
         return []
@@ -52,8 +52,11 @@ def changes(
 
 
 def _provisioned(
-    dialect: str, account: str, job_id: str, before: Progress, after: Progress, now: datetime
+    dialect: str, request: JobRequest, job_id: str, before: Progress, after: Progress, now: datetime
 ) -> list[Change]:
+    """A set's job marks what it records first as the set's (kept by later upserts); a site in
+    the account before the job never is."""
+    account = request.account
     site = after.site
     if site is None:
         return []
@@ -66,6 +69,7 @@ def _provisioned(
             "timezone": site.timezone,
             "origin": origin,
             "job_id": job_id,
+            "managed_set": None if origin == "existed" else request.managed_set,
             "created_at": now,
             "confirmed_at": now,
         }
@@ -83,6 +87,7 @@ def _provisioned(
             "page_path": goal.page_path,
             "display_name": goal.display_name,
             "job_id": job_id,
+            "managed_set": request.managed_set,
             "confirmed_at": now,
         }
         for key, goal in after.goals.items()

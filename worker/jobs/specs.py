@@ -48,6 +48,9 @@ class JobRequest(BaseModel):
     #: Where to POST the job once it is done (``worker.webhooks``); None: the account's
     #: ``webhook_url``, if any. Left out of the stored request (and its fingerprint) when None.
     callback_url: str | None = None
+    #: The desired-state set (``provision apply``) the job works for: the inventory records it
+    #: beside what the job creates. Left out of the stored request when None.
+    managed_set: str | None = None
 
 
 class SiteRecord(BaseModel):

@@ -1,0 +1,230 @@
+"""A plan against the status database: the inventory it reads and the fingerprint of it, the
+cost line, the plan as a file (``--out``), and applying it as one batch.
+
+Idempotency keys come from the plan's identity (its set, account, inventory fingerprint and
+jobs) and each job's resource, so applying the same plan twice makes no second job. A saved plan
+is refused once the inventory of the domains it looked at has changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from provision.plans.planner import Change, Plan, PlannedJob
+from worker.errors import ProvisionerError
+from worker.jobs.intake import BatchOf, BulkResult, NewJob
+from worker.jobs.inventory import SiteView
+from worker.jobs.specs import JobRequest, Progress
+from worker.jobs.states import Priority
+from worker.jobs.store import JobStore
+from worker.quota.report import Reporter
+from worker.quota.windows import HOUR
+
+FORMAT = 1
+#: Inventory sites read per query.
+PAGE = 500
+#: A plan's jobs are a batch of work like an import's: the bulk class.
+PRIORITY = Priority.bulk
+
+
+class StalePlanError(ProvisionerError):
+    """The inventory changed since the plan was made."""
+
+
+def inventory(store: JobStore, account: str) -> Iterator[SiteView]:
+    """The account's inventory sites with their goals and links, a page at a time."""
+    after: tuple[str, str] | None = None
+    while page := store.sites([account], limit=PAGE, after=after):
+        yield from store.details(page)
+        after = (page[-1].domain, page[-1].account)
+
+
+def fingerprint(
+    views: Sequence[SiteView], account: str, set_name: str, domains: Sequence[str]
+) -> str:
+    """What the inventory says of ``domains`` and which sites ``set_name`` owns: a plan made
+    from it holds only while this is unchanged (times and job ids left out)."""
+    looked = set(domains)
+    rows: list[Any] = []
+    for view in views:
+        site = view.site
+        if site.account != account:
+            continue
+        if site.domain in looked or site.managed_set == set_name:
+            rows.append([site.domain, site.timezone, site.managed_set])
+            rows += [
+                [g.domain, g.natural_key, g.goal_id, g.display_name, g.managed_set]
+                for g in view.goals
+            ]
+            rows += [[link.domain, link.name] for link in view.links]
+    text = json.dumps(sorted(rows, key=json.dumps), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The calls an apply needs and when it should be done at the account's quota."""
+
+    calls: int
+    hourly: int
+    ahead: int
+    done_at: datetime | None
+
+    def line(self, now: datetime | None = None) -> str:
+        """``Cost: 61 calls; at 600/h with 1,240 calls queued ahead, done about 14:20 UTC
+        (2 h 3 min).``"""
+        head = f"Cost: {self.calls:,} call{'' if self.calls == 1 else 's'}"
+        if self.done_at is None:
+            return f"{head}."
+        left = self.done_at - (now or datetime.now(UTC))
+        return (
+            f"{head}; at {self.hourly:,}/h with {self.ahead:,} calls queued ahead, "
+            f"done about {self.done_at:%H:%M} UTC ({_duration(left)})."
+        )
+
+
+def _duration(left: timedelta) -> str:
+    minutes = max(0, round(left.total_seconds() / 60))
+    if minutes < 1:
+        return "under a minute"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def cost(reporter: Reporter, account: str, calls: int, batch_id: str | None = None) -> Cost:
+    """The quota scheduler's estimate (``Reporter``) for ``calls`` more bulk calls: the
+    interactive work first, then round-robin with the other bulk batches."""
+    quota = reporter.accounts.get(account).quota
+    names = reporter.accounts.of_quota(quota.name)
+    hourly = reporter.limiter.budget(quota, HOUR)
+    if calls == 0:
+        return Cost(0, hourly, 0, None)
+    interactive = reporter.store.open_calls_by_batch(names, Priority.interactive)
+    bulk = reporter.store.open_calls_by_batch(names, Priority.bulk)
+    ahead = sum(interactive.values())
+    ahead += sum(min(theirs, calls) for other, theirs in bulk.items() if other != batch_id)
+    now = reporter.limiter.clock()
+    # The same budget arithmetic as a batch's expected completion (Reporter.batch_etas).
+    seconds = reporter._seconds_for(quota, ahead + calls, now)
+    return Cost(calls, hourly, ahead, datetime.fromtimestamp(now + seconds, tz=UTC))
+
+
+# -- the plan as a file ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A plan as written by ``--out`` and read by ``apply``."""
+
+    plan: Plan
+    inventory: str
+    created_at: datetime
+
+    @property
+    def identity(self) -> str:
+        return self.plan.identity(self.inventory)
+
+    @property
+    def batch(self) -> BatchOf:
+        """One batch per plan, named after its set."""
+        return BatchOf(f"plan-{self.identity[:16]}", f"set {self.plan.set}", "plan")
+
+    def key(self, job: PlannedJob) -> str:
+        digest = hashlib.sha256(f"{self.identity}:{job.resource}".encode()).hexdigest()
+        return f"plan-{digest[:40]}"
+
+    def as_json(self, cost: Cost | None = None) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "format": FORMAT,
+            "set": plan.set,
+            "account": plan.account,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+            "inventory": self.inventory,
+            "identity": self.identity,
+            "batch": self.batch.id,
+            "domains": plan.domains,
+            "summary": plan.summary(),
+            "changes": [
+                {
+                    "action": c.action,
+                    "kind": c.kind,
+                    "domain": c.domain,
+                    "name": c.name,
+                    "detail": c.detail,
+                }
+                for c in plan.changes
+            ],
+            "cost": None
+            if cost is None
+            else {
+                "calls": cost.calls,
+                "hourly": cost.hourly,
+                "ahead": cost.ahead,
+                "done_at": None if cost.done_at is None else cost.done_at.isoformat(),
+                "line": cost.line(),
+            },
+            "jobs": [
+                {
+                    "resource": job.resource,
+                    "phase": job.phase,
+                    "calls": job.calls,
+                    "request": job.request.model_dump(mode="json", exclude_none=True),
+                    "progress": None
+                    if job.progress is None
+                    else job.progress.model_dump(mode="json", exclude_defaults=True),
+                }
+                for job in plan.jobs
+            ],
+        }
+
+
+def read(path: Path) -> Saved:
+    """A plan written by ``--out``; ProvisionerError (one line) if it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+        plan = Plan(data["set"], data["account"], list(data["domains"]))
+        plan.changes = [Change(**change) for change in data["changes"]]
+        plan.jobs = [
+            PlannedJob(
+                job["resource"],
+                JobRequest.model_validate(job["request"]),
+                None if job["progress"] is None else Progress.model_validate(job["progress"]),
+                int(job["phase"]),
+            )
+            for job in data["jobs"]
+        ]
+        saved = Saved(plan, data["inventory"], datetime.fromisoformat(data["created_at"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProvisionerError(
+            f"{path}: not a plan written by provision plan --out ({exc})"
+        ) from None
+    if saved.identity != data.get("identity"):
+        raise ProvisionerError(f"{path}: the plan was edited after it was written; plan again")
+    return saved
+
+
+def check_current(store: JobStore, saved: Saved) -> None:
+    """Raises StalePlanError if the inventory the plan was made from has changed."""
+    plan = saved.plan
+    now = fingerprint(list(inventory(store, plan.account)), plan.account, plan.set, plan.domains)
+    if now != saved.inventory:
+        raise StalePlanError(
+            "the inventory has changed since this plan was made (a job finished, or another "
+            "apply ran); plan again"
+        )
+
+
+def enqueue(store: JobStore, saved: Saved, phase: int) -> BulkResult:
+    """The plan's jobs of ``phase``, into its batch (a job already there is not made again)."""
+    jobs = [job for job in saved.plan.jobs if job.phase == phase]
+    items = [NewJob(saved.key(job), job.request, PRIORITY, job.progress) for job in jobs]
+    return store.enqueue_many(items, batch=saved.batch)
