@@ -1,6 +1,6 @@
 """The ``provision`` command line: settings checked once, then each command builds what it
-needs (the status table, workers, services). Commands live in ``jobs`` (import, status, jobs, retry, cancel, export)
-and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
+needs (the status table, workers, services). Commands live in ``jobs`` (import, status, jobs, retry, cancel, export),
+``plan`` (plan, apply) and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
 
 Exit codes: 0 done; 1 the command could not do what was asked (invalid rows, no such job, a
 job in the wrong status); 2 usage or configuration (one line saying what to fix: a bad setting,
@@ -138,10 +138,10 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from provision.cli import jobs, run, sites, trust
+    from provision.cli import jobs, plan, run, sites, trust
     from sandbox.cli import sandbox_command
 
-    del jobs, run, sites, trust  # importing them adds their commands to ``main``
+    del jobs, plan, run, sites, trust  # importing them adds their commands to ``main``
     main.add_command(sandbox_command)
 
 

@@ -80,12 +80,12 @@ def load(path: Path, *, accounts: Collection[str] | None = None) -> DesiredState
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DesiredStateError([f"{path}: cannot be read: {exc}"]) from None
+        raise DesiredStateError([f"cannot be read: {exc}"]) from None
     try:
         data: object = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, RecursionError) as exc:
         kind = "JSON" if path.suffix == ".json" else "TOML"
-        raise DesiredStateError([f"{path}: not valid {kind}: {exc}"]) from None
+        raise DesiredStateError([f"not valid {kind}: {exc}"]) from None
     return parse(data, accounts=accounts)
 
 

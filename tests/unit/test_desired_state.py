@@ -114,7 +114,7 @@ def test_a_file_that_does_not_parse_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DesiredStateError) as caught:
         load(path)
     [line] = caught.value.problems
-    assert line.startswith(f"{path}: not valid TOML: ")
+    assert line.startswith("not valid TOML: ")
     assert problems_of(["not", "a", "table"]) == ["the file must hold a table (a JSON object)"]
     assert problems_of({"set": "s", "sites": [{"domain": "a.com\x00"}]}) == [
         "sites[0].domain: sites[0].domain contains a NUL character"

@@ -1,0 +1,257 @@
+"""``provision plan`` and ``provision apply``: a desired-state file compared with the inventory,
+priced in API calls, and applied as one batch named after its set (``provision.plans``).
+
+The status table, the planner and the quota are imported inside the commands, so loading the
+command line stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from provision.cli import EXIT_FAILED, EXIT_JOBS_FAILED, main
+
+if TYPE_CHECKING:
+    from provision.plans.saved import Cost, Saved
+    from worker.jobs.store import JobStore
+    from worker.settings import Settings
+
+EXIT_CHANGES = 2
+
+
+def _targets(values: Sequence[str]) -> list[str]:
+    from producers.events import parse_domain
+    from worker.errors import InvalidRequestError
+
+    try:
+        return [parse_domain(value) for value in values]
+    except InvalidRequestError as exc:
+        raise click.BadParameter(exc.message, param_hint="--target") from None
+
+
+def _make_plan(
+    settings: Settings, store: JobStore, file: Path, targets: Sequence[str]
+) -> tuple[Saved, Cost]:
+    """FILE planned against the inventory, and its cost; a bad file ends the command (exit 1)
+    with one line per problem."""
+    from provision.plans import saved as plans
+    from provision.plans.desired import DesiredStateError, load
+    from provision.plans.planner import make_plan
+    from worker.runtime import make_accounts, make_reporter
+
+    try:
+        desired = load(file, accounts=make_accounts(settings).names)
+    except DesiredStateError as exc:
+        for problem in exc.problems:
+            click.echo(f"{file}: {problem}", err=True)
+        click.echo(f"{file}: refused, nothing planned ({len(exc.problems)} problem(s))", err=True)
+        sys.exit(EXIT_FAILED)
+    views = list(plans.inventory(store, desired.account))
+    plan = make_plan(desired, views, targets)
+    fingerprint = plans.fingerprint(views, desired.account, desired.set, plan.domains)
+    saved = plans.Saved(plan, fingerprint, datetime.now(UTC))
+    cost = plans.cost(make_reporter(settings, store), desired.account, plan.calls, saved.batch.id)
+    return saved, cost
+
+
+def _show(saved: Saved, cost: Cost) -> None:
+    plan = saved.plan
+    click.echo(f"Set {plan.set}, account {plan.account}:")
+    for line in plan.lines():
+        click.echo(f"  {line}")
+    if plan.changes:
+        click.echo()
+    click.echo(plan.summary())
+    click.echo(cost.line())
+
+
+@main.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "targets", multiple=True, help="Only this domain (repeatable).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan for apply."
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 with no changes, 2 with changes, 1 on any error.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
+def plan_command(
+    file: Path, targets: tuple[str, ...], out: Path | None, detailed_exitcode: bool, as_json: bool
+) -> None:
+    """Compare the desired-state FILE (TOML, or JSON) with the inventory, without an API call:
+    what apply would change, and what it costs in API calls at the account's quota."""
+    from worker.settings import get_settings
+
+    settings: Settings | None = None
+    try:
+        settings = get_settings()
+        from worker.runtime import make_store
+
+        store = make_store(settings, migrate=not settings.broker_url)
+        saved, cost = _make_plan(settings, store, file, _targets(targets))
+    except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _fail(exc, settings, detailed_exitcode)
+    if out is not None:
+        out.write_text(json.dumps(saved.as_json(cost), indent=2) + "\n", encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(saved.as_json(cost), indent=2))
+    else:
+        _show(saved, cost)
+        if out is not None and saved.plan.has_changes:
+            click.echo(f"\nSaved the plan to {out}; apply it with: provision apply {out}")
+    if detailed_exitcode and saved.plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+def _fail(exc: Exception, settings: Settings | None, detailed: bool) -> NoReturn:
+    from provision.cli import _settings_or_none
+    from worker.errors import ProvisionerError
+    from worker.problems import explain
+
+    message = explain(exc, settings or _settings_or_none())
+    if message is None and isinstance(exc, ProvisionerError):
+        message = str(exc)
+    if message is None:
+        raise exc
+    if detailed:
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(EXIT_FAILED)
+    raise click.UsageError(message)
+
+
+@main.command("apply")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", "targets", multiple=True, help="Only this domain (with a FILE).")
+@click.option("--auto-approve", is_flag=True, help="Apply a FILE's plan without asking.")
+@click.option(
+    "--allow-destroy",
+    is_flag=True,
+    help="Let the plan delete sites (their data is lost; the domain is blocked up to 48 h).",
+)
+@click.option("--wait", is_flag=True, help="Follow the batch until every job is done.")
+def apply_command(
+    source: Path, targets: tuple[str, ...], auto_approve: bool, allow_destroy: bool, wait: bool
+) -> None:
+    """Apply a plan saved by ``provision plan --out`` (refused if the inventory changed since),
+    or plan a desired-state FILE and apply that once approved. The jobs are one batch named
+    after the set; applying the same plan again makes no second job.
+
+    Exits 3 if any job failed (when waiting), 1 if the plan is refused."""
+    from provision.plans import saved as plans
+    from provision.wiring import runtime
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    with runtime(settings) as store:
+        if _is_saved_plan(source):
+            if targets:
+                raise click.UsageError("--target applies to a FILE; a saved plan has its own")
+            saved = plans.read(source)
+            try:
+                plans.check_current(store, saved)
+            except plans.StalePlanError as exc:
+                raise click.ClickException(f"{source}: {exc}") from None
+            from worker.runtime import make_reporter
+
+            reporter = make_reporter(settings, store)
+            cost = plans.cost(reporter, saved.plan.account, saved.plan.calls, saved.batch.id)
+            click.echo(saved.plan.summary())
+            click.echo(cost.line())
+        else:
+            saved, cost = _make_plan(settings, store, source, _targets(targets))
+            _show(saved, cost)
+            if saved.plan.has_changes and not auto_approve:
+                click.echo()
+                answer = click.prompt(
+                    "Apply these changes? Only 'yes' will be accepted", default=""
+                )
+                if answer.strip() != "yes":
+                    raise click.ClickException("apply cancelled; nothing was queued")
+        if not saved.plan.has_changes:
+            click.echo("Nothing to apply.")
+            return
+        destroyed = saved.plan.destroys_sites
+        if destroyed and not allow_destroy:
+            raise click.ClickException(
+                f"the plan deletes {len(destroyed)} site(s) ({', '.join(destroyed)}): their data "
+                "is lost and each domain stays blocked for up to 48 hours; nothing was queued. "
+                "Apply with --allow-destroy to go ahead"
+            )
+        _enqueue_and_follow(settings, store, saved, wait)
+
+
+def _is_saved_plan(path: Path) -> bool:
+    """A plan written by ``--out`` (a JSON object holding its identity), not a desired state."""
+    if path.suffix != ".json":
+        return False
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "identity" in data
+
+
+def _enqueue_and_follow(settings: Settings, store: JobStore, saved: Saved, wait: bool) -> None:
+    from provision import views
+    from provision.cli.jobs import _unless_paused, _until_interrupted, _wait_for, follow
+    from provision.plans import saved as plans
+    from worker.jobs.states import JobStatus, Operation
+    from worker.runtime import make_reporter
+
+    batch = saved.batch
+    first = plans.enqueue(store, saved, phase=1)
+    _report(batch.id, saved.plan.set, first)
+    embedded = not settings.broker_url
+    summary = None
+    with _until_interrupted(batch.id, embedded), _unless_paused() as paused:
+        later = [job for job in saved.plan.jobs if job.phase == 2]
+        if later:
+            # A replaced goal is created again only once its delete is done.
+            click.echo(f"waiting for the deletes of {len(later)} replaced goal(s)", err=True)
+            ids = {**first.created, **first.duplicate}
+            again = {job.request.domain for job in later}
+            phase1 = [job for job in saved.plan.jobs if job.phase == 1]
+            deletes = [
+                ids[index]
+                for index, job in enumerate(phase1)
+                if job.request.operation is Operation.delete_goal
+                and job.request.domain in again
+                and index in ids
+            ]
+            done = _wait_for(store, deletes)
+            if any(job.status is not JobStatus.succeeded for job in done):
+                raise click.ClickException(
+                    f"a replaced goal's delete did not succeed; not creating them again "
+                    f"(see provision status {batch.id})"
+                )
+            _report(batch.id, saved.plan.set, plans.enqueue(store, saved, phase=2))
+        if wait or embedded:
+            summary = follow(store, make_reporter(settings, store), batch.id)
+    if paused:
+        summary = store.batch_summary(batch.id)
+    if summary is not None:
+        click.echo(views.batch_table(summary))
+        if summary.counts.get(JobStatus.failed.value) or paused:
+            sys.exit(EXIT_JOBS_FAILED)
+    else:
+        click.echo(f"follow it with: provision status {batch.id}")
+
+
+def _report(batch_id: str, set_name: str, result: Any) -> None:
+    line = f"batch {batch_id} (set {set_name}): {len(result.created)} job(s) queued"
+    if result.duplicate:
+        line += f", {len(result.duplicate)} already queued by an earlier apply of this plan"
+    if result.conflict:
+        line += f", {len(result.conflict)} refused (key reused)"
+    click.echo(line, err=True)
