@@ -1,0 +1,155 @@
+"""Desired state against the sandbox with real workers: a file of 20 sites applied, then planned
+again with no changes; an edit (a goal removed from every site, a display name changed, a
+timezone changed, two sites dropped) planned, refused without --allow-destroy, applied, and
+Plausible's state then matching the file; what was made outside the set never pruned; a stale
+plan refused; and the cost line's call count equal to the calls the apply made."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from testkit.workers import Stack, provision_request
+
+SITES = [f"site{n:02}.example.com" for n in range(20)]
+
+
+def desired(sites: list[str], *, checkout: bool = True, renamed: bool = False) -> str:
+    goals = (
+        '[{ event = "Signup" }, { page = "/checkout" }]' if checkout else '[{ event = "Signup" }]'
+    )
+    lines = [
+        'set = "agency"',
+        "[defaults]",
+        'timezone = "Europe/Berlin"',
+        f"goals = {goals}",
+        'shared_links = ["Client dashboard"]',
+    ]
+    for domain in sites:
+        lines += ["[[sites]]", f'domain = "{domain}"']
+        if domain == "site05.example.com":
+            name = "Purchases!" if renamed else "Purchases"
+            lines.append(f'goals = [{{ event = "Purchase", display_name = "{name}" }}]')
+        if domain == "site06.example.com" and renamed:
+            lines.append('timezone = "Asia/Tokyo"')
+    return "\n".join(lines) + "\n"
+
+
+def calls_made(stack: Stack) -> int:
+    return int(stack.sandbox.state()["counters"]["total"])
+
+
+def cost_of(out: str) -> int:
+    found = re.search(r"^Cost: ([\d,]+) calls?", out, re.MULTILINE)
+    assert found, out
+    return int(found.group(1).replace(",", ""))
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return stack.provision_cli(*args, timeout=120)
+
+
+def goals_of(state: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
+    out: dict[str, set[tuple[str, str]]] = {}
+    for goal in state["goals"]:
+        key = f"event:{goal['event_name']}" if goal["event_name"] else f"page:{goal['page_path']}"
+        out.setdefault(goal["domain"], set()).add((key, goal["display_name"]))
+    return out
+
+
+def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
+    sqlite_stack: Stack, tmp_path: Path
+) -> None:
+    stack = sqlite_stack
+    stack.start_worker(concurrency=3)
+    # Made outside the set, before it: an import's site in the file (site00) and one not in it.
+    outside = [
+        stack.submit(provision_request("site00.example.com", goals=[], links=[])).job.id,
+        stack.submit(provision_request("outside.example.com")).job.id,
+    ]
+    stack.wait_done(outside)
+    path = tmp_path / "sites.toml"
+    path.write_text(desired(SITES))
+
+    planned = cli(stack, "plan", str(path), "--detailed-exitcode")
+    assert planned.returncode == 2, planned.stderr
+    assert "Plan: 19 sites, 41 goals, 20 shared links to add." in planned.stdout
+    cost = cost_of(planned.stdout)
+    assert cost == 19 * 4 + 3 + 1  # 19 new sites; site00's 2 goals and link; site05's Purchase
+    before = calls_made(stack)
+    applied = cli(stack, "apply", str(path), "--auto-approve", "--wait")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert calls_made(stack) - before == cost
+    again = cli(stack, "plan", str(path), "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "No changes." in again.stdout
+    # Applying the same file again makes no job.
+    jobs = len(stack.jobs())
+    assert cli(stack, "apply", str(path), "--auto-approve").returncode == 0
+    assert len(stack.jobs()) == jobs
+    # A goal added to a set's site by hand (an import): not the set's, so never pruned.
+    legacy = provision_request(
+        "site01.example.com", goals=[{"goal_type": "event", "event_name": "Legacy"}], links=[]
+    )
+    stack.wait_done([stack.submit(legacy).job.id])
+
+    # The edit: /checkout leaves every site, site05's goal is renamed, site06's timezone
+    # changes, site00 (the import's) and site19 (the set's) leave the file.
+    kept = SITES[1:19]
+    path.write_text(desired(kept, checkout=False, renamed=True))
+    saved = tmp_path / "plan.json"
+    planned = cli(stack, "plan", str(path), "--out", str(saved), "--detailed-exitcode")
+    assert planned.returncode == 2, planned.stderr
+    out = planned.stdout
+    assert "  ~ site site01.example.com\n      - goal page:/checkout: #" in out
+    assert "      -/+ goal event:Purchase: display name 'Purchases' -> 'Purchases!'" in out
+    assert "      ! timezone Europe/Berlin -> Asia/Tokyo: not possible through the API" in out
+    assert "  - site site19.example.com: the site's data is lost" in out
+    assert "site00.example.com" not in out  # the import's: never destroyed
+    assert "outside.example.com" not in out
+    assert "Legacy" not in out
+    assert "Plan: 1 site, 20 goals to destroy; 1 goal to replace." in out, out
+    cost = cost_of(out)
+    assert cost == 18 + 1 + 2  # 18 goal deletes, site19's delete, site05's delete and create
+
+    refused = cli(stack, "apply", str(saved), "--wait")
+    assert refused.returncode == 1
+    assert "Apply with --allow-destroy" in refused.stderr
+    assert "site19.example.com" in {s["domain"] for s in stack.sandbox.state()["sites"]}
+    before = calls_made(stack)
+    applied = cli(stack, "apply", str(saved), "--wait", "--allow-destroy")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert calls_made(stack) - before == cost
+
+    state = stack.sandbox.state()
+    assert {s["domain"] for s in state["sites"]} == {
+        *kept,
+        "site00.example.com",
+        "outside.example.com",
+    }
+    goals = goals_of(state)
+    for domain in kept:
+        expected = {("event:Signup", "Signup")}
+        if domain == "site05.example.com":
+            expected.add(("event:Purchase", "Purchases!"))
+        if domain == "site01.example.com":
+            expected.add(("event:Legacy", "Legacy"))
+        assert goals[domain] == expected, domain
+    assert goals["site00.example.com"] == {
+        ("event:Signup", "Signup"),
+        ("page:/checkout", "Visit /checkout"),
+    }
+    links = {s["domain"]: [link["name"] for link in s["shared_links"]] for s in state["sites"]}
+    assert all(links[domain] == ["Client dashboard"] for domain in kept)
+    final = cli(stack, "plan", str(path), "--detailed-exitcode")
+    assert final.returncode == 0, final.stdout
+    assert "No changes." in final.stdout
+
+    stale = cli(stack, "apply", str(saved), "--allow-destroy")
+    assert stale.returncode == 1
+    assert "the inventory has changed since this plan was made" in stale.stderr
+    assert stale.stderr.strip().endswith("plan again")
+    assert json.loads(saved.read_text())["batch"].startswith("plan-")
