@@ -73,8 +73,11 @@ class Cost:
 
     calls: int
     hourly: int
+    #: Calls of the work already queued on the quota that go before (or round-robin with) these.
     ahead: int
     done_at: datetime | None
+    #: All the calls already queued on the quota.
+    queued: int = 0
 
     def line(self, now: datetime | None = None) -> str:
         """``Cost: 61 calls; at 600/h with 1,240 calls queued ahead, done about 14:20 UTC
@@ -83,8 +86,11 @@ class Cost:
         if self.done_at is None:
             return f"{head}."
         left = self.done_at - (now or datetime.now(UTC))
+        queue = f"{self.ahead:,} calls queued ahead"
+        if self.queued > self.ahead:
+            queue = f"{self.queued:,} calls queued ({self.ahead:,} of them ahead, round-robin)"
         return (
-            f"{head}; at {self.hourly:,}/h with {self.ahead:,} calls queued ahead, "
+            f"{head}; at {self.hourly:,}/h with {queue}, "
             f"done about {self.done_at:%H:%M} UTC ({_duration(left)})."
         )
 
@@ -107,12 +113,14 @@ def cost(reporter: Reporter, account: str, calls: int, batch_id: str | None = No
         return Cost(0, hourly, 0, None)
     interactive = reporter.store.open_calls_by_batch(names, Priority.interactive)
     bulk = reporter.store.open_calls_by_batch(names, Priority.bulk)
-    ahead = sum(interactive.values())
-    ahead += sum(min(theirs, calls) for other, theirs in bulk.items() if other != batch_id)
+    others = {batch: n for batch, n in bulk.items() if batch != batch_id}
+    ahead = sum(interactive.values()) + sum(min(theirs, calls) for theirs in others.values())
+    queued = sum(interactive.values()) + sum(others.values())
     now = reporter.limiter.clock()
     # The same budget arithmetic as a batch's expected completion (Reporter.batch_etas).
     seconds = reporter._seconds_for(quota, ahead + calls, now)
-    return Cost(calls, hourly, ahead, datetime.fromtimestamp(now + seconds, tz=UTC))
+    done = datetime.fromtimestamp(now + seconds, tz=UTC)
+    return Cost(calls, hourly, ahead, done, queued)
 
 
 # -- the plan as a file ---------------------------------------------------------------------------
@@ -167,6 +175,7 @@ class Saved:
                 "calls": cost.calls,
                 "hourly": cost.hourly,
                 "ahead": cost.ahead,
+                "queued": cost.queued,
                 "done_at": None if cost.done_at is None else cost.done_at.isoformat(),
                 "line": cost.line(),
             },

@@ -2,7 +2,8 @@
 again with no changes; an edit (a goal removed from every site, a display name changed, a
 timezone changed, two sites dropped) planned, refused without --allow-destroy, applied, and
 Plausible's state then matching the file; what was made outside the set never pruned; a stale
-plan refused; and the cost line's call count equal to the calls the apply made."""
+plan refused; the cost line's call count equal to the calls the apply made; and workers SIGKILLed during an
+apply losing and duplicating nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from testkit.workers import Stack, provision_request
+from testkit.inventory import inventory
+from testkit.waiting import wait_for
+from testkit.workers import Stack, assert_all_succeeded, assert_provisioned_once, provision_request
+from worker.jobs.states import JobStatus
 
 SITES = [f"site{n:02}.example.com" for n in range(20)]
 
@@ -61,9 +65,8 @@ def goals_of(state: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
 
 
 def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
-    sqlite_stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path
 ) -> None:
-    stack = sqlite_stack
     stack.start_worker(concurrency=3)
     # Made outside the set, before it: an import's site in the file (site00) and one not in it.
     outside = [
@@ -153,3 +156,40 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     assert "the inventory has changed since this plan was made" in stale.stderr
     assert stale.stderr.strip().endswith("plan again")
     assert json.loads(saved.read_text())["batch"].startswith("plan-")
+
+
+def test_workers_killed_during_an_apply_lose_and_duplicate_nothing(
+    sqlite_stack: Stack, tmp_path: Path
+) -> None:
+    stack = sqlite_stack
+    stack.sandbox.configure(latency_ms=120)
+    worker = stack.start_worker(concurrency=2)
+    path = tmp_path / "sites.toml"
+    path.write_text(desired(SITES))
+    applied = cli(stack, "apply", str(path), "--auto-approve")  # queued; the workers run it
+    assert applied.returncode == 0, applied.stderr
+    for _ in range(2):  # twice while a job is between its goals
+        wait_for(
+            lambda: [
+                j
+                for j in stack.jobs()
+                if j.status == JobStatus.running and j.progress.site and len(j.progress.goals) < 2
+            ],
+            timeout=30,
+            interval=0.02,
+            describe=lambda: f"a job between its goals\n{stack.logs()}",
+        )
+        assert worker.kill_pool()
+        wait_for(lambda: len(worker.pool_pids()) == 2, timeout=10, describe="new pool processes")
+    jobs = stack.wait_done([j.id for j in stack.jobs()], timeout=90)
+    assert len(jobs) == 20
+    assert_all_succeeded(jobs)
+    state = stack.sandbox.state()
+    assert_provisioned_once(state, jobs)
+    rows = inventory(stack.engine)
+    assert {row[1] for row in rows["sites"]} == set(SITES)
+    assert {(row[1], row[3]) for row in rows["goals"]} == {
+        (g["domain"], g["id"]) for g in state["goals"]
+    }
+    again = cli(stack, "plan", str(path), "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr

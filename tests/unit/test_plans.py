@@ -225,6 +225,10 @@ def test_the_cost_line_is_the_quota_schedulers_estimate(store: JobStore) -> None
         f"Cost: 1,000 calls; at 600/h with 905 calls queued ahead, done about "
         f"{cost.done_at:%H:%M} UTC (3 h 0 min)."
     )
+    small = plans.cost(reporter, "default", 10)
+    # Round-robin: 10 of the big batch's calls go with these 10, after the 5 interactive.
+    assert (small.ahead, small.queued) == (15, 905)
+    assert "with 905 calls queued (15 of them ahead, round-robin), done about" in small.line()
 
 
 def test_a_set_never_takes_over_what_was_recorded_before_it(store: JobStore) -> None:
