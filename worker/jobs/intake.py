@@ -26,13 +26,22 @@ def _canonical(request: JobRequest) -> tuple[dict[str, Any], str]:
 
     The default account is left out, so requests stored before accounts existed keep their
     fingerprints (and derived keys): re-importing an old file still finds its duplicates. So is
-    a ``callback_url`` or ``managed_set`` of None, for the same reason.
+    a field added since (``callback_url``, ``managed_set``, ``custom_props``...) left at its
+    default, for the same reason.
     """
     exclude = {"account"} if request.account == DEFAULT_ACCOUNT else set()
-    if request.callback_url is None:
-        exclude.add("callback_url")
-    if request.managed_set is None:
-        exclude.add("managed_set")
+    exclude |= {
+        name
+        for name in (
+            "callback_url",
+            "managed_set",
+            "custom_props",
+            "guests",
+            "custom_prop",
+            "email",
+        )
+        if getattr(request, name) in (None, ())
+    }
     data = request.model_dump(mode="json", exclude=exclude or None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return data, hashlib.sha256(canonical.encode()).hexdigest()

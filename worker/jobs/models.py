@@ -295,6 +295,35 @@ class SiteLinkRow(SQLModel, table=True):
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
+class SitePropRow(SQLModel, table=True):
+    """A custom property an inventory site allows."""
+
+    __tablename__ = "inventory_props"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    name: str = Field(primary_key=True, max_length=300)
+    job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SiteGuestRow(SQLModel, table=True):
+    """A guest (or pending invitation) of an inventory site, with the role Plausible holds."""
+
+    __tablename__ = "inventory_guests"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    email: str = Field(primary_key=True, max_length=254)
+    role: str = Field(max_length=16)
+    job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
 class AuditEvent(SQLModel, table=True):
     """Who did what to which jobs, and when: every operator action (retry, cancel, by job or by
     filter; pause and resume; apply) and every dashboard sign-in. Kept beyond job retention."""
