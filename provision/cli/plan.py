@@ -218,21 +218,21 @@ def _enqueue_and_follow(settings: Settings, store: JobStore, saved: Saved, wait:
         later = [job for job in saved.plan.jobs if job.phase == 2]
         if later:
             # A replaced goal is created again only once its delete is done.
-            click.echo(f"waiting for the deletes of {len(later)} replaced goal(s)", err=True)
+            click.echo("waiting for the deletes of what is replaced", err=True)
             ids = {**first.created, **first.duplicate}
             again = {job.request.domain for job in later}
             phase1 = [job for job in saved.plan.jobs if job.phase == 1]
             deletes = [
                 ids[index]
                 for index, job in enumerate(phase1)
-                if job.request.operation is Operation.delete_goal
+                if job.request.operation in (Operation.delete_goal, Operation.delete_guest)
                 and job.request.domain in again
                 and index in ids
             ]
             done = _wait_for(store, deletes)
             if any(job.status is not JobStatus.succeeded for job in done):
                 raise click.ClickException(
-                    f"a replaced goal's delete did not succeed; not creating them again "
+                    f"a delete of what is replaced did not succeed; not creating it again "
                     f"(see provision status {batch.id})"
                 )
             _report(batch.id, saved.plan.set, plans.enqueue(store, saved, phase=2))

@@ -7,10 +7,12 @@
     timezone = "Europe/Berlin"
     goals = [{ event = "Signup" }, { page = "/checkout/success" }]
     shared_links = ["Client dashboard"]
+    custom_props = ["plan"]
 
     [[sites]]
     domain = "shop.example.com"
     goals = [{ event = "Purchase", display_name = "Purchases" }]   # added to the defaults
+    guests = [{ email = "owner@shop.example.com", role = "viewer" }]
 
 Every value is checked with the rules a signup event is held to (``producers.events``); a file
 with any problem is refused whole, one line per problem naming the site and the field.
@@ -30,22 +32,25 @@ import plausible_rules as rules
 from producers.events import (
     MAX_GOALS,
     MAX_SHARED_LINKS,
+    MAX_SITE_CUSTOM_PROPS,
     check_strings,
+    parse_custom_props,
     parse_domain,
     parse_goal,
+    parse_guests,
 )
 from worker.errors import InvalidRequestError
-from worker.jobs.specs import GoalSpec
+from worker.jobs.specs import GoalSpec, GuestSpec
 from worker.jobs.states import DEFAULT_ACCOUNT
 
 #: A set names a batch and is stored beside every resource it made.
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOP = frozenset({"set", "account", "defaults", "sites"})
-_DEFAULTS = frozenset({"timezone", "goals", "shared_links"})
-_SITE = frozenset({"domain", "timezone", "goals", "shared_links", "inherit"})
+_DEFAULTS = frozenset({"timezone", "goals", "shared_links", "custom_props", "guests"})
+_SITE = _DEFAULTS | {"domain", "inherit"}
 _GOAL = frozenset({"event", "page", "display_name"})
 #: In the file format, not built yet: refused by name rather than ignored.
-_NOT_YET = frozenset({"custom_props", "guests", "tracker_script_configuration"})
+_NOT_YET = frozenset({"tracker_script_configuration"})
 
 
 class DesiredStateError(Exception):
@@ -63,6 +68,8 @@ class DesiredSite:
     timezone: str | None
     goals: tuple[GoalSpec, ...]
     shared_links: tuple[str, ...]
+    custom_props: tuple[str, ...] = ()
+    guests: tuple[GuestSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,8 @@ class _Parts:
     timezone: str | None
     goals: tuple[GoalSpec, ...]
     shared_links: tuple[str, ...]
+    custom_props: tuple[str, ...] = ()
+    guests: tuple[GuestSpec, ...] = ()
 
     @classmethod
     def of(cls, data: Mapping[str, Any], where: str, problems: list[str]) -> _Parts:
@@ -156,10 +165,22 @@ class _Parts:
         if timezone is not None and not rules.is_valid_timezone(timezone):
             problems.append(f"{where}timezone: {timezone!r} is not an IANA timezone")
             timezone = None
+        props: tuple[str, ...] = ()
+        guests: tuple[GuestSpec, ...] = ()
+        try:
+            props = parse_custom_props(data.get("custom_props"), field="custom_props")
+        except InvalidRequestError as exc:
+            problems.append(f"{where}{exc.field}: {exc.message}")
+        try:
+            guests = parse_guests(data.get("guests"), field="guests")
+        except InvalidRequestError as exc:
+            problems.append(f"{where}{exc.field}: {exc.message}")
         return cls(
             timezone,
             _goals(data.get("goals"), where, problems),
             _links(data.get("shared_links"), where, problems),
+            props,
+            guests,
         )
 
 
@@ -183,6 +204,10 @@ def _site(raw: object, index: int, defaults: _Parts, problems: list[str]) -> Des
     if domain is None:
         return None
     base = defaults if inherit else _Parts(None, (), ())
+    props = tuple(dict.fromkeys((*base.custom_props, *own.custom_props)))
+    if len(props) > MAX_SITE_CUSTOM_PROPS:
+        problems.append(f"{where}custom_props: at most {MAX_SITE_CUSTOM_PROPS} per site")
+    guests = {guest.email: guest for guest in (*base.guests, *own.guests)}  # the site's win
     goals = {goal.natural_key: goal for goal in (*base.goals, *own.goals)}  # the site's win
     if len(goals) > MAX_GOALS:
         problems.append(f"{where}goals: at most {MAX_GOALS} goals per site")
@@ -200,7 +225,14 @@ def _site(raw: object, index: int, defaults: _Parts, problems: list[str]) -> Des
     links = tuple(dict.fromkeys((*base.shared_links, *own.shared_links)))
     if len(links) > MAX_SHARED_LINKS:
         problems.append(f"{where}shared_links: at most {MAX_SHARED_LINKS} per site")
-    return DesiredSite(domain, own.timezone or base.timezone, tuple(goals.values()), links)
+    return DesiredSite(
+        domain,
+        own.timezone or base.timezone,
+        tuple(goals.values()),
+        links,
+        props,
+        tuple(guests.values()),
+    )
 
 
 def _goals(value: object, where: str, problems: list[str]) -> tuple[GoalSpec, ...]:

@@ -2,18 +2,20 @@
 Terraform's notation and the jobs that make them.
 
 - ``+`` create, ``-`` destroy, ``-/+`` delete and create again (a goal whose display name
-  changed: Plausible's goals are find-or-create, so changing one is a delete and a create);
+  changed, a guest whose role changed: both are find-or-create, so changing one is a delete and
+  a create; a guest is emailed a new invitation);
   ``!`` a difference the API cannot resolve, said plainly and left as is (a timezone).
 - Shared links are ensure-only: Plausible has no route to list or delete them, so one missing
   from the file is never pruned and never reported.
-- Prune removes only what the inventory records as created by this set (``managed_set``). A
+- Prune removes only what the inventory records as created by this set (``managed_set``): from
+  a site that leaves the file, what the set made on it (the site too, if the set made it). A
   destroyed site loses its data and its domain stays blocked for up to 48 hours: ``apply`` does
   it only with ``--allow-destroy``.
 
 The jobs are the existing operations: a ``provision_site`` per site that gains anything (for a
 site the inventory holds, its progress starts with the site done, so no create call is made),
-a ``delete_goal`` by the goal's id, a ``delete_site``. Re-creating a replaced goal is phase 2:
-enqueued once the phase-1 delete of it is done.
+a ``delete_goal`` by the goal's id, ``delete_custom_prop``, ``delete_guest``, ``delete_site``.
+Re-creating a replaced goal or guest is phase 2: enqueued once the phase-1 delete is done.
 """
 
 from __future__ import annotations
@@ -27,11 +29,19 @@ from typing import Literal
 import plausible_rules as rules
 from provision.plans.desired import DesiredSite, DesiredState
 from worker.jobs.inventory import SiteView
-from worker.jobs.specs import GoalSpec, JobRequest, Progress, SiteRecord, calls_needed
+from worker.jobs.specs import GoalSpec, GuestSpec, JobRequest, Progress, SiteRecord, calls_needed
 from worker.jobs.states import Operation
 
 Action = Literal["create", "destroy", "replace", "impossible"]
 SYMBOLS: dict[Action, str] = {"create": "+", "destroy": "-", "replace": "-/+", "impossible": "!"}
+PLURALS = {
+    "site": "sites",
+    "goal": "goals",
+    "shared link": "shared links",
+    "custom property": "custom properties",
+    "guest": "guests",
+}
+INVITE = "Plausible emails an invitation"
 DESTROY_WARNING = (
     "the site's data is lost, and the domain cannot be registered again for up to 48 hours; "
     "apply needs --allow-destroy"
@@ -40,7 +50,7 @@ DESTROY_WARNING = (
 
 @dataclass(frozen=True)
 class Change:
-    """One resource's change. ``kind``: ``site``, ``goal`` or ``shared link``."""
+    """One resource's change. ``kind``: a key of ``PLURALS``, or ``timezone``."""
 
     action: Action
     kind: str
@@ -103,8 +113,8 @@ class Plan:
                     counts[change.kind] = counts.get(change.kind, 0) + 1
             if counts:
                 things = ", ".join(
-                    f"{n} {kind}{'' if n == 1 else 's'}"
-                    for kind in ("site", "goal", "shared link")
+                    f"{n} {kind if n == 1 else PLURALS[kind]}"
+                    for kind in PLURALS
                     if (n := counts.get(kind, 0))
                 )
                 parts.append(f"{things} to {verb}")
@@ -150,18 +160,42 @@ def make_plan(
         and desired.site(domain) is None
         and (not targets or domain in targets)
     )
-    plan = Plan(desired.set, desired.account, sorted({s.domain for s in wanted} | set(owned)))
+    # Sites the file no longer has (or never had) that are not the set's but hold something it
+    # made: those things are pruned, the site is left.
+    partly = sorted(
+        domain
+        for domain, view in known.items()
+        if view.site.managed_set != desired.set
+        and desired.site(domain) is None
+        and (not targets or domain in targets)
+        and desired.set
+        in {
+            *(goal.managed_set for goal in view.goals),
+            *(prop.managed_set for prop in view.props),
+            *(guest.managed_set for guest in view.guests),
+        }
+    )
+    looked = {s.domain for s in wanted} | set(owned) | set(partly)
+    plan = Plan(desired.set, desired.account, sorted(looked))
     for site in wanted:
         view = known.get(site.domain)
         if view is None:
             _create_site(plan, desired, site)
         else:
             _update_site(plan, desired, site, view)
+    for domain in partly:
+        _update_site(plan, desired, DesiredSite(domain, None, (), ()), known[domain])
     for domain in owned:
         plan.changes.append(Change("destroy", "site", domain, domain, DESTROY_WARNING))
+        view = known[domain]
         plan.changes += [
-            Change("destroy", "goal", domain, goal.natural_key, "with the site")
-            for goal in known[domain].goals
+            Change("destroy", kind, domain, name, "with the site")
+            for kind, names in (
+                ("goal", [goal.natural_key for goal in view.goals]),
+                ("custom property", [prop.name for prop in view.props]),
+                ("guest", [guest.email for guest in view.guests]),
+            )
+            for name in names
         ]
         plan.jobs.append(
             PlannedJob(
@@ -187,12 +221,16 @@ def _create_site(plan: Plan, desired: DesiredState, site: DesiredSite) -> None:
     plan.changes += [
         Change("create", "shared link", site.domain, name) for name in site.shared_links
     ]
-    plan.jobs.append(
-        PlannedJob(
-            f"provision:{site.domain}",
-            _provision(desired, site.domain, site.goals, site.shared_links, site.timezone),
-        )
-    )
+    plan.changes += [
+        Change("create", "custom property", site.domain, prop) for prop in site.custom_props
+    ]
+    plan.changes += [
+        Change("create", "guest", site.domain, guest.email, f"{guest.role}; {INVITE}")
+        for guest in site.guests
+    ]
+    request = _provision(desired, site.domain, site.goals, site.shared_links, site.timezone)
+    request = request.model_copy(update={"custom_props": site.custom_props, "guests": site.guests})
+    plan.jobs.append(PlannedJob(f"provision:{site.domain}", request))
 
 
 def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: SiteView) -> None:
@@ -246,13 +284,60 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
     links = {link.name for link in view.links}
     new_links = tuple(name for name in site.shared_links if name not in links)
     changes += [Change("create", "shared link", domain, name) for name in new_links]
+    props = {prop.name: prop for prop in view.props}
+    new_props = tuple(prop for prop in site.custom_props if prop not in props)
+    changes += [Change("create", "custom property", domain, prop) for prop in new_props]
+    for prop in view.props:
+        if prop.name not in site.custom_props and prop.managed_set == desired.set:
+            changes.append(Change("destroy", "custom property", domain, prop.name))
+            request = _request(desired, Operation.delete_custom_prop, domain, custom_prop=prop.name)
+            plan.jobs.append(PlannedJob(f"delete-prop:{domain}:{prop.name}", request))
+    guests = {guest.email: guest for guest in view.guests}
+    new_guests: list[GuestSpec] = []
+    again_guests: list[GuestSpec] = []
+    for guest in site.guests:
+        found_guest = guests.get(guest.email)
+        if found_guest is None:
+            new_guests.append(guest)
+            changes.append(
+                Change("create", "guest", domain, guest.email, f"{guest.role}; {INVITE}")
+            )
+        elif found_guest.role != guest.role:
+            shown = f"role {found_guest.role} -> {guest.role}"
+            if found_guest.managed_set != desired.set:
+                changes.append(
+                    Change(
+                        "impossible",
+                        "guest",
+                        domain,
+                        guest.email,
+                        f"{shown}: not invited by set {desired.set!r}, so not replaced",
+                    )
+                )
+                continue
+            again_guests.append(guest)
+            changes.append(
+                Change("replace", "guest", domain, guest.email, f"{shown}; {INVITE} again")
+            )
+            request = _request(desired, Operation.delete_guest, domain, email=guest.email)
+            plan.jobs.append(PlannedJob(f"delete-guest:{domain}:{guest.email}", request))
+    wanted_guests = {guest.email for guest in site.guests}
+    for found_guest in view.guests:
+        if found_guest.email not in wanted_guests and found_guest.managed_set == desired.set:
+            changes.append(Change("destroy", "guest", domain, found_guest.email))
+            request = _request(desired, Operation.delete_guest, domain, email=found_guest.email)
+            plan.jobs.append(PlannedJob(f"delete-guest:{domain}:{found_guest.email}", request))
     # The site is done already: its jobs start after the create step (no call for it).
     done = Progress(site=SiteRecord(domain=domain, timezone=view.site.timezone, existed=True))
-    if add or new_links:
-        request = _provision(desired, domain, tuple(add), new_links, None)
+    if add or new_links or new_props or new_guests:
+        request = _provision(desired, domain, tuple(add), new_links, None).model_copy(
+            update={"custom_props": new_props, "guests": tuple(new_guests)}
+        )
         plan.jobs.append(PlannedJob(f"provision:{domain}", request, done))
-    if again:
-        request = _provision(desired, domain, tuple(again), (), None)
+    if again or again_guests:
+        request = _provision(desired, domain, tuple(again), (), None).model_copy(
+            update={"guests": tuple(again_guests)}
+        )
         plan.jobs.append(PlannedJob(f"recreate:{domain}", request, done, phase=2))
     plan.changes += changes
 
@@ -276,14 +361,22 @@ def _provision(
 
 
 def _delete_goal(desired: DesiredState, domain: str, goal_id: int, key: str) -> PlannedJob:
-    request = JobRequest(
-        operation=Operation.delete_goal,
-        domain=domain,
-        goal_id=goal_id,
-        account=desired.account,
-        managed_set=desired.set,
-    )
+    request = _request(desired, Operation.delete_goal, domain, goal_id=goal_id)
     return PlannedJob(f"delete-goal:{domain}:{key}", request)
+
+
+def _request(
+    desired: DesiredState, operation: Operation, domain: str, **fields: object
+) -> JobRequest:
+    return JobRequest.model_validate(
+        {
+            "operation": operation,
+            "domain": domain,
+            "account": desired.account,
+            "managed_set": desired.set,
+            **fields,
+        }
+    )
 
 
 def _display_name(goal: GoalSpec) -> str:

@@ -63,6 +63,8 @@ def fingerprint(
                 for g in view.goals
             ]
             rows += [[link.domain, link.name] for link in view.links]
+            rows += [[p.domain, "prop", p.name, p.managed_set] for p in view.props]
+            rows += [[g.domain, "guest", g.email, g.role, g.managed_set] for g in view.guests]
     text = json.dumps(sorted(rows, key=json.dumps), separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

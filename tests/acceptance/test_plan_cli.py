@@ -95,13 +95,14 @@ def test_a_bad_file_is_refused_line_by_line_and_errors_exit_1(
     path = tmp_path / "bad.toml"
     path.write_text(
         'set = "agency"\n[[sites]]\ndomain = "a.example.com"\ntimezone = "Nowhere"\n'
-        '[[sites]]\ndomain = "b.example.com"\nguests = []\n'
+        '[[sites]]\ndomain = "b.example.com"\ntracker_script_configuration = {}\n'
     )
     code, out, err = run("plan", str(path), "--detailed-exitcode")
     assert (code, out) == (1, "")
     assert err.splitlines() == [
         f"{path}: sites[0] a.example.com: timezone: 'Nowhere' is not an IANA timezone",
-        f"{path}: sites[1] b.example.com: guests: not supported yet (see docs/plans.md)",
+        f"{path}: sites[1] b.example.com: tracker_script_configuration: not supported yet "
+        "(see docs/plans.md)",
         f"{path}: refused, nothing planned (2 problem(s))",
     ]
     missing = path.with_name("missing.toml")

@@ -21,23 +21,27 @@ from worker.jobs.states import JobStatus
 SITES = [f"site{n:02}.example.com" for n in range(20)]
 
 
-def desired(sites: list[str], *, checkout: bool = True, renamed: bool = False) -> str:
-    goals = (
-        '[{ event = "Signup" }, { page = "/checkout" }]' if checkout else '[{ event = "Signup" }]'
-    )
+def desired(sites: list[str], *, edited: bool = False) -> str:
+    """The file: every site with two default goals (one on edit), a shared link, a custom
+    property (two on edit) and its owner as a guest (site03's an editor on edit)."""
+    goals = '[{ event = "Signup" }]' if edited else '[{ event = "Signup" }, { page = "/checkout" }]'
+    props = '["plan", "author"]' if edited else '["plan"]'
     lines = [
         'set = "agency"',
         "[defaults]",
         'timezone = "Europe/Berlin"',
         f"goals = {goals}",
         'shared_links = ["Client dashboard"]',
+        f"custom_props = {props}",
     ]
     for domain in sites:
         lines += ["[[sites]]", f'domain = "{domain}"']
+        role = "editor" if edited and domain == "site03.example.com" else "viewer"
+        lines.append(f'guests = [{{ email = "owner@{domain}", role = "{role}" }}]')
         if domain == "site05.example.com":
-            name = "Purchases!" if renamed else "Purchases"
+            name = "Purchases!" if edited else "Purchases"
             lines.append(f'goals = [{{ event = "Purchase", display_name = "{name}" }}]')
-        if domain == "site06.example.com" and renamed:
+        if domain == "site06.example.com" and edited:
             lines.append('timezone = "Asia/Tokyo"')
     return "\n".join(lines) + "\n"
 
@@ -79,9 +83,14 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
 
     planned = cli(stack, "plan", str(path), "--detailed-exitcode")
     assert planned.returncode == 2, planned.stderr
-    assert "Plan: 19 sites, 41 goals, 20 shared links to add." in planned.stdout
+    assert (
+        "Plan: 19 sites, 41 goals, 20 shared links, 20 custom properties, 20 guests to add."
+        in planned.stdout
+    )
     cost = cost_of(planned.stdout)
-    assert cost == 19 * 4 + 3 + 1  # 19 new sites; site00's 2 goals and link; site05's Purchase
+    # 19 new sites (the site, 2 goals, a link, a property, a guest); on site00 (the import's)
+    # all but the site; site05's Purchase.
+    assert cost == 19 * 6 + 5 + 1
     before = calls_made(stack)
     applied = cli(stack, "apply", str(path), "--auto-approve", "--wait")
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -99,10 +108,11 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     )
     stack.wait_done([stack.submit(legacy).job.id])
 
-    # The edit: /checkout leaves every site, site05's goal is renamed, site06's timezone
-    # changes, site00 (the import's) and site19 (the set's) leave the file.
+    # The edit: /checkout leaves every site, a property joins them, site05's goal is renamed,
+    # site03's guest becomes an editor, site06's timezone changes, site00 (the import's) and
+    # site19 (the set's) leave the file.
     kept = SITES[1:19]
-    path.write_text(desired(kept, checkout=False, renamed=True))
+    path.write_text(desired(kept, edited=True))
     saved = tmp_path / "plan.json"
     planned = cli(stack, "plan", str(path), "--out", str(saved), "--detailed-exitcode")
     assert planned.returncode == 2, planned.stderr
@@ -111,12 +121,24 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     assert "      -/+ goal event:Purchase: display name 'Purchases' -> 'Purchases!'" in out
     assert "      ! timezone Europe/Berlin -> Asia/Tokyo: not possible through the API" in out
     assert "  - site site19.example.com: the site's data is lost" in out
-    assert "site00.example.com" not in out  # the import's: never destroyed
+    assert "      + custom property author" in out
+    assert (
+        "      -/+ guest owner@site03.example.com: role viewer -> editor; Plausible emails an "
+        "invitation again"
+    ) in out
+    # The import's site00 stays; what the set made on it goes with the file.
+    assert "  ~ site site00.example.com\n      - goal event:Signup: #" in out
+    assert "- site site00.example.com" not in out
     assert "outside.example.com" not in out
     assert "Legacy" not in out
-    assert "Plan: 1 site, 20 goals to destroy; 1 goal to replace." in out, out
+    assert (
+        "Plan: 18 custom properties to add; 1 site, 22 goals, 2 custom properties, 2 guests to "
+        "destroy; 1 goal, 1 guest to replace."
+    ) in out, out
     cost = cost_of(out)
-    assert cost == 18 + 1 + 2  # 18 goal deletes, site19's delete, site05's delete and create
+    # 18 /checkout deletes, 18 new properties, site19's delete, site05's goal and site03's guest
+    # deleted and made again, site00's 2 goals, property and guest deleted.
+    assert cost == 18 + 18 + 1 + 2 + 2 + 4
 
     refused = cli(stack, "apply", str(saved), "--wait")
     assert refused.returncode == 1
@@ -141,12 +163,16 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
         if domain == "site01.example.com":
             expected.add(("event:Legacy", "Legacy"))
         assert goals[domain] == expected, domain
-    assert goals["site00.example.com"] == {
-        ("event:Signup", "Signup"),
-        ("page:/checkout", "Visit /checkout"),
-    }
-    links = {s["domain"]: [link["name"] for link in s["shared_links"]] for s in state["sites"]}
-    assert all(links[domain] == ["Client dashboard"] for domain in kept)
+    assert "site00.example.com" not in goals
+    sites = {s["domain"]: s for s in state["sites"]}
+    for domain in kept:
+        site = sites[domain]
+        assert [link["name"] for link in site["shared_links"]] == ["Client dashboard"]
+        assert sorted(site["custom_properties"]) == ["author", "plan"]
+        role = "editor" if domain == "site03.example.com" else "viewer"
+        assert [(g["email"], g["role"]) for g in site["guests"]] == [(f"owner@{domain}", role)]
+    site00 = sites["site00.example.com"]
+    assert (site00["custom_properties"], site00["guests"]) == ([], [])
     final = cli(stack, "plan", str(path), "--detailed-exitcode")
     assert final.returncode == 0, final.stdout
     assert "No changes." in final.stdout

@@ -241,4 +241,68 @@ def test_a_set_never_takes_over_what_was_recorded_before_it(store: JobStore) -> 
         "event:Signup": None,
     }
     plan = planned(store, {"set": "agency", "sites": [{"domain": "a.example.com"}]})
-    assert "c.example.com" not in plan.domains
+    # c is not the set's, so it stays; the goal the set made on it goes with the file.
+    assert "- site c.example.com" not in "\n".join(plan.lines())
+    assert [c.line() for c in plan.changes if c.domain == "c.example.com"] == [
+        "- goal event:Mine: #32"
+    ]
+
+
+def test_custom_properties_and_guests_are_planned_like_goals(store: JobStore) -> None:
+    record_site(
+        store,
+        "p.example.com",
+        props=("plan", "old"),
+        guests={
+            "a@p.example.com": "viewer",
+            "b@p.example.com": "viewer",
+            "c@p.example.com": "editor",
+        },
+        managed_set="agency",
+    )
+    record_site(store, "p.example.com", props=("theirs",), guests={"z@p.example.com": "viewer"})
+    data = {
+        "set": "agency",
+        "defaults": {"custom_props": ["plan"]},
+        "sites": [
+            {
+                "domain": "p.example.com",
+                "custom_props": ["author"],
+                "guests": [
+                    {"email": "a@p.example.com", "role": "viewer"},
+                    {"email": "b@p.example.com", "role": "editor"},
+                    {"email": "z@p.example.com", "role": "editor"},
+                    {"email": "new@p.example.com", "role": "viewer"},
+                ],
+            },
+            {"domain": "q.example.com", "guests": [{"email": "o@q.example.com", "role": "viewer"}]},
+        ],
+    }
+    plan = planned(store, data, targets=("p.example.com", "q.example.com"))
+    assert plan.lines() == [
+        "~ site p.example.com",
+        "    + custom property author",
+        "    - custom property old",
+        "    -/+ guest b@p.example.com: role viewer -> editor; Plausible emails an invitation again",
+        "    ! guest z@p.example.com: role viewer -> editor: not invited by set 'agency', so not "
+        "replaced",
+        "    + guest new@p.example.com: viewer; Plausible emails an invitation",
+        "    - guest c@p.example.com",
+        "+ site q.example.com: timezone Etc/UTC",
+        "    + custom property plan",
+        "    + guest o@q.example.com: viewer; Plausible emails an invitation",
+    ]
+    assert plan.summary() == (
+        "Plan: 1 site, 2 custom properties, 2 guests to add; 1 custom property, 1 guest to "
+        "destroy; 1 guest to replace."
+    )
+    jobs = {job.resource: job for job in plan.jobs}
+    assert jobs["delete-prop:p.example.com:old"].request.custom_prop == "old"
+    assert jobs["delete-guest:p.example.com:c@p.example.com"].request.email == "c@p.example.com"
+    assert jobs["delete-guest:p.example.com:b@p.example.com"].phase == 1
+    again = jobs["recreate:p.example.com"]
+    assert (again.phase, [g.email for g in again.request.guests]) == (2, ["b@p.example.com"])
+    add = jobs["provision:p.example.com"].request
+    assert (add.custom_props, [g.email for g in add.guests]) == (("author",), ["new@p.example.com"])
+    # 1 prop + 1 guest, a prop delete, two guest deletes, the re-invite, q: site, prop, guest.
+    assert plan.calls == 2 + 1 + 2 + 1 + 3
