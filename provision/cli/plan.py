@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,6 +20,7 @@ import click
 from provision.cli import EXIT_FAILED, EXIT_JOBS_FAILED, main
 
 if TYPE_CHECKING:
+    from provision.plans.refresh import Refreshed
     from provision.plans.saved import Cost, Saved
     from worker.jobs.store import JobStore
     from worker.settings import Settings
@@ -37,10 +39,14 @@ def _targets(values: Sequence[str]) -> list[str]:
 
 
 def _make_plan(
-    settings: Settings, store: JobStore, file: Path, targets: Sequence[str]
+    settings: Settings,
+    store: JobStore,
+    file: Path,
+    targets: Sequence[str],
+    refresh: bool = False,
 ) -> tuple[Saved, Cost]:
-    """FILE planned against the inventory, and its cost; a bad file ends the command (exit 1)
-    with one line per problem."""
+    """FILE planned against the inventory (with ``refresh``, less what is gone live), and its
+    cost; a bad file ends the command (exit 1) with one line per problem."""
     from provision.plans import saved as plans
     from provision.plans.desired import DesiredStateError, load
     from provision.plans.planner import make_plan
@@ -55,14 +61,56 @@ def _make_plan(
         sys.exit(EXIT_FAILED)
     views = list(plans.inventory(store, desired.account))
     plan = make_plan(desired, views, targets)
+    refreshed = None
+    if refresh:
+        refreshed = _refresh(settings, store, views, plan.domains, desired.account)
+        plan = make_plan(desired, refreshed.views, targets)
     fingerprint = plans.fingerprint(views, desired.account, desired.set, plan.domains)
     saved = plans.Saved(plan, fingerprint, datetime.now(UTC))
     cost = plans.cost(make_reporter(settings, store), desired.account, plan.calls, saved.batch.id)
+    if refreshed is not None:
+        cost = replace(cost, refreshed=refreshed.calls, drift=tuple(refreshed.drift))
     return saved, cost
+
+
+def _refresh(
+    settings: Settings, store: JobStore, views: Any, domains: Sequence[str], account: str
+) -> Refreshed:
+    """The live state of ``domains``, read through the account's quota at bulk priority."""
+    from provision.plans.refresh import refresh
+    from worker.plausible import PlausibleClient
+    from worker.retrying import RetryPolicy
+    from worker.runtime import make_accounts, make_limiter
+
+    chosen = make_accounts(settings).get(account)
+    held = sum(1 for view in views if view.site.domain in set(domains))
+    click.echo(f"refreshing {held} site(s): about {3 * held} calls at bulk priority", err=True)
+    with PlausibleClient(
+        base_url=settings.plausible_base_url,
+        api_key=chosen.api_key().get_secret_value(),
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        total_timeout=settings.http_total_timeout,
+        hour_seconds=settings.hour_seconds,
+    ) as client:
+        return refresh(
+            views,
+            domains,
+            client=client,
+            account=chosen,
+            limiter=make_limiter(settings, store),
+            policy=RetryPolicy.from_settings(settings),
+            on_wait=lambda why: click.echo(f"refresh waits: {why}", err=True),
+        )
 
 
 def _show(saved: Saved, cost: Cost) -> None:
     plan = saved.plan
+    if cost.refreshed is not None:
+        found = f"{len(cost.drift)} difference(s)" if cost.drift else "no drift"
+        click.echo(f"Refreshed ({cost.refreshed} calls): {found} from the inventory")
+        for line in cost.drift:
+            click.echo(f"  drift: {line}")
     click.echo(f"Set {plan.set}, account {plan.account}:")
     for line in plan.lines():
         click.echo(f"  {line}")
@@ -84,11 +132,22 @@ def _show(saved: Saved, cost: Cost) -> None:
     help="Exit 0 with no changes, 2 with changes, 1 on any error.",
 )
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="First read the sites live (about 3 calls a site, at bulk priority) and report drift.",
+)
 def plan_command(
-    file: Path, targets: tuple[str, ...], out: Path | None, detailed_exitcode: bool, as_json: bool
+    file: Path,
+    targets: tuple[str, ...],
+    out: Path | None,
+    detailed_exitcode: bool,
+    as_json: bool,
+    refresh: bool,
 ) -> None:
-    """Compare the desired-state FILE (TOML, or JSON) with the inventory, without an API call:
-    what apply would change, and what it costs in API calls at the account's quota."""
+    """Compare the desired-state FILE (TOML, or JSON) with the inventory, without an API call
+    unless --refresh: what apply would change, and what it costs in API calls at the account's
+    quota."""
     from worker.settings import get_settings
 
     settings: Settings | None = None
@@ -97,7 +156,7 @@ def plan_command(
         from worker.runtime import make_store
 
         store = make_store(settings, migrate=not settings.broker_url)
-        saved, cost = _make_plan(settings, store, file, _targets(targets))
+        saved, cost = _make_plan(settings, store, file, _targets(targets), refresh)
     except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -140,8 +199,14 @@ def _fail(exc: Exception, settings: Settings | None, detailed: bool) -> NoReturn
     help="Let the plan delete sites (their data is lost; the domain is blocked up to 48 h).",
 )
 @click.option("--wait", is_flag=True, help="Follow the batch until every job is done.")
+@click.option("--refresh", is_flag=True, help="With a FILE: read the sites live first.")
 def apply_command(
-    source: Path, targets: tuple[str, ...], auto_approve: bool, allow_destroy: bool, wait: bool
+    source: Path,
+    targets: tuple[str, ...],
+    auto_approve: bool,
+    allow_destroy: bool,
+    wait: bool,
+    refresh: bool,
 ) -> None:
     """Apply a plan saved by ``provision plan --out`` (refused if the inventory changed since),
     or plan a desired-state FILE and apply that once approved. The jobs are one batch named
@@ -155,8 +220,10 @@ def apply_command(
     settings = get_settings()
     with runtime(settings) as store:
         if _is_saved_plan(source):
-            if targets:
-                raise click.UsageError("--target applies to a FILE; a saved plan has its own")
+            if targets or refresh:
+                raise click.UsageError(
+                    "--target and --refresh apply to a FILE; a saved plan was made with its own"
+                )
             saved = plans.read(source)
             try:
                 plans.check_current(store, saved)
@@ -169,7 +236,7 @@ def apply_command(
             click.echo(saved.plan.summary())
             click.echo(cost.line())
         else:
-            saved, cost = _make_plan(settings, store, source, _targets(targets))
+            saved, cost = _make_plan(settings, store, source, _targets(targets), refresh)
             _show(saved, cost)
             if saved.plan.has_changes and not auto_approve:
                 click.echo()

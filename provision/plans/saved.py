@@ -80,11 +80,16 @@ class Cost:
     done_at: datetime | None
     #: All the calls already queued on the quota.
     queued: int = 0
+    #: With --refresh: the calls the refresh spent, and the drift it found.
+    refreshed: int | None = None
+    drift: tuple[str, ...] = ()
 
     def line(self, now: datetime | None = None) -> str:
         """``Cost: 61 calls; at 600/h with 1,240 calls queued ahead, done about 14:20 UTC
         (2 h 3 min).``"""
         head = f"Cost: {self.calls:,} call{'' if self.calls == 1 else 's'}"
+        if self.refreshed is not None:
+            head += f" (the refresh spent {self.refreshed:,})"
         if self.done_at is None:
             return f"{head}."
         left = self.done_at - (now or datetime.now(UTC))
@@ -178,6 +183,8 @@ class Saved:
                 "hourly": cost.hourly,
                 "ahead": cost.ahead,
                 "queued": cost.queued,
+                "refreshed": cost.refreshed,
+                "drift": list(cost.drift),
                 "done_at": None if cost.done_at is None else cost.done_at.isoformat(),
                 "line": cost.line(),
             },

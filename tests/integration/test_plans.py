@@ -219,3 +219,42 @@ def test_workers_killed_during_an_apply_lose_and_duplicate_nothing(
     }
     again = cli(stack, "plan", str(path), "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_refresh_reports_a_goal_deleted_behind_our_back_and_apply_puts_it_back(
+    sqlite_stack: Stack, tmp_path: Path
+) -> None:
+    stack = sqlite_stack
+    stack.start_worker(concurrency=2)
+    sites = SITES[:3]
+    path = tmp_path / "sites.toml"
+    path.write_text(desired(sites))
+    assert cli(stack, "apply", str(path), "--auto-approve", "--wait").returncode == 0
+    [gone] = [
+        g for g in stack.sandbox.state()["goals"] if g["domain"] == sites[1] and g["page_path"]
+    ]
+    with stack.sandbox.client() as http:
+        http.delete(
+            f"/api/v1/sites/goals/{gone['id']}", params={"site_id": sites[1]}
+        ).raise_for_status()
+    quiet = cli(stack, "plan", str(path), "--detailed-exitcode")
+    assert quiet.returncode == 0  # the inventory alone cannot know
+    before = calls_made(stack)
+    saved = tmp_path / "plan.json"
+    planned = cli(stack, "plan", str(path), "--refresh", "--out", str(saved), "--detailed-exitcode")
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    # The site, its goals, its guests: 3 calls a site, through the quota, all counted.
+    assert calls_made(stack) - before == 9
+    assert "Refreshed (9 calls): 1 difference(s) from the inventory" in planned.stdout
+    assert (
+        f"  drift: goal {sites[1]} page:/checkout: in the inventory, gone from Plausible"
+        in planned.stdout
+    )
+    assert f"  ~ site {sites[1]}\n      + goal page:/checkout" in planned.stdout
+    assert "Cost: 1 call (the refresh spent 9);" in planned.stdout
+    assert cli(stack, "apply", str(saved), "--wait").returncode == 0
+    back = {(g["domain"], g["page_path"]) for g in stack.sandbox.state()["goals"]}
+    assert (sites[1], "/checkout") in back
+    after = cli(stack, "plan", str(path), "--refresh", "--detailed-exitcode")
+    assert after.returncode == 0, after.stdout
+    assert "Refreshed (9 calls): no drift from the inventory" in after.stdout

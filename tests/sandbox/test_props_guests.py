@@ -132,3 +132,52 @@ def test_bad_props_and_guests_are_refused_naming_the_field(
     with pytest.raises(InvalidRequestError) as caught:
         parse_event({"domain": "shop.example.com", **event})
     assert caught.value.field == field
+
+
+def test_refresh_reads_each_site_through_the_quota_and_reports_drift(
+    sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
+) -> None:
+    from provision.plans import saved as plans
+    from provision.plans.refresh import refresh
+    from worker.retrying import RetryPolicy
+
+    event = {
+        "domain": "shop.example.com",
+        "goals": [{"goal_type": "event", "event_name": "Signup"}],
+        "custom_props": ["plan", "author"],
+        "guests": [
+            {"email": "a@shop.example.com", "role": "viewer"},
+            {"email": "b@shop.example.com", "role": "viewer"},
+        ],
+    }
+    run(pipeline, store, event)
+    client = client_of(pipeline)
+    client.delete_custom_prop("shop.example.com", "author")
+    client.delete_guest("shop.example.com", "a@shop.example.com")
+    client.delete_guest("shop.example.com", "b@shop.example.com")
+    client.ensure_guest("shop.example.com", "b@shop.example.com", "editor")
+    client.ensure_goal("shop.example.com", goal_type="event", event_name="Handmade")
+    views = list(plans.inventory(store, "default"))
+    before = api_requests(sandbox)
+    found = refresh(
+        views,
+        ["shop.example.com", "unknown.example.com"],
+        client=client,
+        account=pipeline.accounts.get("default"),
+        limiter=pipeline.limiter,
+        policy=RetryPolicy(max_attempts=1),
+    )
+    assert found.calls == api_requests(sandbox) - before == 3
+    assert found.drift == [
+        "goal shop.example.com event:Handmade: live, not in the inventory (made elsewhere)",
+        "custom property shop.example.com author: in the inventory, gone from Plausible",
+        "guest shop.example.com a@shop.example.com: in the inventory, gone from Plausible",
+        "guest shop.example.com b@shop.example.com: role viewer recorded, editor live",
+    ]
+    [view] = found.views
+    assert [g.natural_key for g in view.goals] == ["event:Signup"]
+    assert [p.name for p in view.props] == ["plan"]
+    assert [(g.email, g.role) for g in view.guests] == [("b@shop.example.com", "editor")]
+    # The inventory itself is not written by a refresh.
+    [kept] = store.site("shop.example.com")
+    assert len(kept.guests) == 2
