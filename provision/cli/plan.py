@@ -1,5 +1,5 @@
 """``provision plan`` and ``provision apply``: a desired-state file compared with the inventory,
-priced in API calls, and applied as one batch named after its set (``provision.plans``).
+priced in API calls, and applied as one batch named after its set (``producers.plans``).
 
 The status table, the planner and the quota are imported inside the commands, so loading the
 command line stays cheap.
@@ -20,8 +20,8 @@ import click
 from provision.cli import EXIT_FAILED, EXIT_JOBS_FAILED, main
 
 if TYPE_CHECKING:
-    from provision.plans.refresh import Refreshed
-    from provision.plans.saved import Cost, Saved
+    from producers.plans.refresh import Refreshed
+    from producers.plans.saved import Cost, Saved
     from worker.jobs.store import JobStore
     from worker.settings import Settings
 
@@ -47,9 +47,9 @@ def _make_plan(
 ) -> tuple[Saved, Cost]:
     """FILE planned against the inventory (with ``refresh``, less what is gone live), and its
     cost; a bad file ends the command (exit 1) with one line per problem."""
-    from provision.plans import saved as plans
-    from provision.plans.desired import DesiredStateError, load
-    from provision.plans.planner import make_plan
+    from producers.plans import saved as plans
+    from producers.plans.desired import DesiredStateError, load
+    from producers.plans.planner import make_plan
     from worker.runtime import make_accounts, make_reporter
 
     try:
@@ -77,7 +77,7 @@ def _refresh(
     settings: Settings, store: JobStore, views: Any, domains: Sequence[str], account: str
 ) -> Refreshed:
     """The live state of ``domains``, read through the account's quota at bulk priority."""
-    from provision.plans.refresh import refresh
+    from producers.plans.refresh import refresh
     from worker.plausible import PlausibleClient
     from worker.retrying import RetryPolicy
     from worker.runtime import make_accounts, make_limiter
@@ -213,7 +213,7 @@ def apply_command(
     after the set; applying the same plan again makes no second job.
 
     Exits 3 if any job failed (when waiting), 1 if the plan is refused."""
-    from provision.plans import saved as plans
+    from producers.plans import saved as plans
     from provision.wiring import runtime
     from worker.settings import get_settings
 
@@ -270,9 +270,9 @@ def _is_saved_plan(path: Path) -> bool:
 
 
 def _enqueue_and_follow(settings: Settings, store: JobStore, saved: Saved, wait: bool) -> None:
+    from producers.plans import saved as plans
     from provision import views
     from provision.cli.jobs import _unless_paused, _until_interrupted, _wait_for, follow
-    from provision.plans import saved as plans
     from worker.jobs.states import JobStatus, Operation
     from worker.runtime import make_reporter
 

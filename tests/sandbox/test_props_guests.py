@@ -137,8 +137,8 @@ def test_bad_props_and_guests_are_refused_naming_the_field(
 def test_refresh_reads_each_site_through_the_quota_and_reports_drift(
     sandbox: SandboxProcess, store: JobStore, pipeline: Pipeline
 ) -> None:
-    from provision.plans import saved as plans
-    from provision.plans.refresh import refresh
+    from producers.plans import saved as plans
+    from producers.plans.refresh import refresh
     from worker.retrying import RetryPolicy
 
     event = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.plans.desired import DesiredStateError, load, parse
+from producers.plans.desired import DesiredStateError, load, parse
 
 FILE = """
 set = "agency-sites"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from provision.plans import saved as plans
-from provision.plans.desired import DesiredState, parse
-from provision.plans.planner import Plan, make_plan
+from producers.plans import saved as plans
+from producers.plans.desired import DesiredState, parse
+from producers.plans.planner import Plan, make_plan
 from testkit.databases import migrated_engine
 from testkit.inventory import record_site
 from worker.accounts import load_accounts

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import plausible_rules as rules
-from provision.plans.desired import DesiredSite, DesiredState
+from producers.plans.desired import DesiredSite, DesiredState
 from worker.jobs.inventory import SiteView
 from worker.jobs.specs import GoalSpec, GuestSpec, JobRequest, Progress, SiteRecord, calls_needed
 from worker.jobs.states import Operation

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from provision.plans.planner import Change, Plan, PlannedJob
+from producers.plans.planner import Change, Plan, PlannedJob
 from worker.errors import ProvisionerError
 from worker.jobs.intake import BatchOf, BulkResult, NewJob
 from worker.jobs.inventory import SiteView
