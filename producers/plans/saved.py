@@ -8,20 +8,23 @@ is refused once the inventory of the domains it looked at has changed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from producers.plans.planner import Change, Plan, PlannedJob
+from producers.plans.desired import DesiredState
+from producers.plans.planner import Change, Plan, PlannedJob, make_plan
+from producers.plans.refresh import Refreshed
 from worker.errors import ProvisionerError
 from worker.jobs.intake import BatchOf, BulkResult, NewJob
 from worker.jobs.inventory import SiteView
 from worker.jobs.specs import JobRequest, Progress
-from worker.jobs.states import Priority
+from worker.jobs.states import JobStatus, Operation, Priority
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 from worker.quota.windows import HOUR
@@ -130,6 +133,35 @@ def cost(reporter: Reporter, account: str, calls: int, batch_id: str | None = No
     return Cost(calls, hourly, ahead, done, queued)
 
 
+def make(
+    store: JobStore,
+    desired: DesiredState,
+    targets: Sequence[str] = (),
+    *,
+    reporter: Reporter | None,
+    live: Callable[[list[SiteView], list[str]], Refreshed] | None = None,
+) -> tuple[Saved, Cost]:
+    """``desired`` planned against the inventory (with ``live``, a refresh, less what is gone
+    from Plausible), and its cost (the time only with a ``reporter``)."""
+    views = list(inventory(store, desired.account))
+    plan = make_plan(desired, views, targets)
+    refreshed = None
+    if live is not None:
+        refreshed = live(views, plan.domains)
+        plan = make_plan(desired, refreshed.views, targets)
+    fingerprinted = fingerprint(views, desired.account, desired.set, plan.domains)
+    saved = Saved(plan, fingerprinted, datetime.now(UTC))
+    if reporter is None:
+        priced = Cost(plan.calls, 0, 0, None)
+    else:
+        priced = cost(reporter, desired.account, plan.calls, saved.batch.id)
+    if refreshed is not None:
+        priced = dataclasses.replace(
+            priced, refreshed=refreshed.calls, drift=tuple(refreshed.drift)
+        )
+    return saved, priced
+
+
 # -- the plan as a file ---------------------------------------------------------------------------
 
 
@@ -207,6 +239,19 @@ def read(path: Path) -> Saved:
     """A plan written by ``--out``; ProvisionerError (one line) if it is not one."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ProvisionerError(
+            f"{path}: not a plan written by provision plan --out ({exc})"
+        ) from None
+    try:
+        return from_json(data)
+    except ProvisionerError as exc:
+        raise ProvisionerError(f"{path}: {exc}") from None
+
+
+def from_json(data: Any) -> Saved:
+    """A plan as ``Saved.as_json`` wrote it; ProvisionerError if it is not one, or was edited."""
+    try:
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
         plan = Plan(data["set"], data["account"], list(data["domains"]))
@@ -221,12 +266,10 @@ def read(path: Path) -> Saved:
             for job in data["jobs"]
         ]
         saved = Saved(plan, data["inventory"], datetime.fromisoformat(data["created_at"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ProvisionerError(
-            f"{path}: not a plan written by provision plan --out ({exc})"
-        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProvisionerError(f"not a plan written by provision plan ({exc})") from None
     if saved.identity != data.get("identity"):
-        raise ProvisionerError(f"{path}: the plan was edited after it was written; plan again")
+        raise ProvisionerError("the plan was edited after it was written; plan again")
     return saved
 
 
@@ -246,3 +289,74 @@ def enqueue(store: JobStore, saved: Saved, phase: int) -> BulkResult:
     jobs = [job for job in saved.plan.jobs if job.phase == phase]
     items = [NewJob(saved.key(job), job.request, PRIORITY, job.progress) for job in jobs]
     return store.enqueue_many(items, batch=saved.batch)
+
+
+class PlanRefused(ProvisionerError):
+    """``apply`` will not start the plan: ``code`` says why (``destroy_not_allowed``,
+    ``stale_plan``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one call of ``apply`` did. ``pending``: the deletes of replaced goals and guests
+    still running; their re-creation is enqueued by the next call once they are done."""
+
+    batch_id: str
+    created: int
+    duplicate: int
+    pending: list[str]
+    failed: list[str]
+    recreated: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def apply(store: JobStore, saved: Saved, *, allow_destroy: bool = False) -> Applied:
+    """Start (or carry on) applying ``saved``: refused if it deletes a site without
+    ``allow_destroy``, or if the inventory changed since it was made and it has not started;
+    then its jobs of phase 1, and those of phase 2 once the deletes they wait for succeeded.
+    Safe to call again: no job is made twice."""
+    destroyed = saved.plan.destroys_sites
+    if destroyed and not allow_destroy:
+        raise PlanRefused(
+            "destroy_not_allowed",
+            f"the plan deletes {len(destroyed)} site(s) ({', '.join(destroyed)}): their data "
+            "is lost and each domain stays blocked for up to 48 hours; nothing was queued. "
+            "Apply with --allow-destroy to go ahead",
+        )
+    # A plan started, whose re-creations wait for their deletes, is carried on: its own jobs
+    # are what changed the inventory. Otherwise a changed inventory makes it stale.
+    later = [job for job in saved.plan.jobs if job.phase == 2]
+    carried_on = any(store.get_by_key(saved.key(job)) is None for job in later) and any(
+        store.get_by_key(saved.key(job)) is not None for job in saved.plan.jobs if job.phase == 1
+    )
+    if not carried_on:
+        try:
+            check_current(store, saved)
+        except StalePlanError as exc:
+            raise PlanRefused("stale_plan", str(exc)) from None
+    first = enqueue(store, saved, phase=1)
+    ids = {**first.created, **first.duplicate}
+    again = {job.request.domain for job in later}
+    phase1 = [job for job in saved.plan.jobs if job.phase == 1]
+    deletes = [
+        ids[index]
+        for index, job in enumerate(phase1)
+        if job.request.operation in (Operation.delete_goal, Operation.delete_guest)
+        and job.request.domain in again
+        and index in ids
+    ]
+    found = [job for job in (store.get(job_id) for job_id in deletes) if job is not None]
+    pending = [job.id for job in found if not job.status.done]
+    failed = [job.id for job in found if job.status.done and job.status is not JobStatus.succeeded]
+    created, duplicate = len(first.created), len(first.duplicate)
+    recreated = bool(later) and not pending and not failed
+    if recreated:
+        second = enqueue(store, saved, phase=2)
+        created, duplicate = created + len(second.created), duplicate + len(second.duplicate)
+    return Applied(saved.batch.id, created, duplicate, pending, failed, recreated)

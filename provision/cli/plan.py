@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -21,7 +19,7 @@ from provision.cli import EXIT_FAILED, EXIT_JOBS_FAILED, main
 
 if TYPE_CHECKING:
     from producers.plans.refresh import Refreshed
-    from producers.plans.saved import Cost, Saved
+    from producers.plans.saved import Applied, Cost, Saved
     from worker.jobs.store import JobStore
     from worker.settings import Settings
 
@@ -49,7 +47,6 @@ def _make_plan(
     cost; a bad file ends the command (exit 1) with one line per problem."""
     from producers.plans import saved as plans
     from producers.plans.desired import DesiredStateError, load
-    from producers.plans.planner import make_plan
     from worker.runtime import make_accounts, make_reporter
 
     try:
@@ -59,18 +56,17 @@ def _make_plan(
             click.echo(f"{file}: {problem}", err=True)
         click.echo(f"{file}: refused, nothing planned ({len(exc.problems)} problem(s))", err=True)
         sys.exit(EXIT_FAILED)
-    views = list(plans.inventory(store, desired.account))
-    plan = make_plan(desired, views, targets)
-    refreshed = None
-    if refresh:
-        refreshed = _refresh(settings, store, views, plan.domains, desired.account)
-        plan = make_plan(desired, refreshed.views, targets)
-    fingerprint = plans.fingerprint(views, desired.account, desired.set, plan.domains)
-    saved = plans.Saved(plan, fingerprint, datetime.now(UTC))
-    cost = plans.cost(make_reporter(settings, store), desired.account, plan.calls, saved.batch.id)
-    if refreshed is not None:
-        cost = replace(cost, refreshed=refreshed.calls, drift=tuple(refreshed.drift))
-    return saved, cost
+
+    def live(views: Any, domains: list[str]) -> Refreshed:
+        return _refresh(settings, store, views, domains, desired.account)
+
+    return plans.make(
+        store,
+        desired,
+        targets,
+        reporter=make_reporter(settings, store),
+        live=live if refresh else None,
+    )
 
 
 def _refresh(
@@ -225,10 +221,6 @@ def apply_command(
                     "--target and --refresh apply to a FILE; a saved plan was made with its own"
                 )
             saved = plans.read(source)
-            try:
-                plans.check_current(store, saved)
-            except plans.StalePlanError as exc:
-                raise click.ClickException(f"{source}: {exc}") from None
             from worker.runtime import make_reporter
 
             reporter = make_reporter(settings, store)
@@ -248,14 +240,12 @@ def apply_command(
         if not saved.plan.has_changes:
             click.echo("Nothing to apply.")
             return
-        destroyed = saved.plan.destroys_sites
-        if destroyed and not allow_destroy:
-            raise click.ClickException(
-                f"the plan deletes {len(destroyed)} site(s) ({', '.join(destroyed)}): their data "
-                "is lost and each domain stays blocked for up to 48 hours; nothing was queued. "
-                "Apply with --allow-destroy to go ahead"
-            )
-        _enqueue_and_follow(settings, store, saved, wait)
+        try:
+            applied = plans.apply(store, saved, allow_destroy=allow_destroy)
+        except plans.PlanRefused as exc:
+            where = f"{source}: " if exc.code == "stale_plan" else ""
+            raise click.ClickException(f"{where}{exc}") from None
+        _follow(settings, store, saved, applied, wait, allow_destroy)
 
 
 def _is_saved_plan(path: Path) -> bool:
@@ -269,56 +259,50 @@ def _is_saved_plan(path: Path) -> bool:
     return isinstance(data, dict) and "identity" in data
 
 
-def _enqueue_and_follow(settings: Settings, store: JobStore, saved: Saved, wait: bool) -> None:
+def _follow(
+    settings: Settings,
+    store: JobStore,
+    saved: Saved,
+    applied: Applied,
+    wait: bool,
+    allow_destroy: bool,
+) -> None:
     from producers.plans import saved as plans
     from provision import views
     from provision.cli.jobs import _unless_paused, _until_interrupted, _wait_for, follow
-    from worker.jobs.states import JobStatus, Operation
+    from worker.jobs.states import JobStatus
     from worker.runtime import make_reporter
 
-    batch = saved.batch
-    first = plans.enqueue(store, saved, phase=1)
-    _report(batch.id, saved.plan.set, first)
+    batch_id = applied.batch_id
+    _report(saved.plan.set, applied)
     embedded = not settings.broker_url
     summary = None
-    with _until_interrupted(batch.id, embedded), _unless_paused() as paused:
-        later = [job for job in saved.plan.jobs if job.phase == 2]
-        if later:
-            # A replaced goal is created again only once its delete is done.
+    with _until_interrupted(batch_id, embedded), _unless_paused() as paused:
+        if applied.pending:
+            # A replaced goal or guest is made again only once its delete is done.
             click.echo("waiting for the deletes of what is replaced", err=True)
-            ids = {**first.created, **first.duplicate}
-            again = {job.request.domain for job in later}
-            phase1 = [job for job in saved.plan.jobs if job.phase == 1]
-            deletes = [
-                ids[index]
-                for index, job in enumerate(phase1)
-                if job.request.operation in (Operation.delete_goal, Operation.delete_guest)
-                and job.request.domain in again
-                and index in ids
-            ]
-            done = _wait_for(store, deletes)
-            if any(job.status is not JobStatus.succeeded for job in done):
-                raise click.ClickException(
-                    f"a delete of what is replaced did not succeed; not creating it again "
-                    f"(see provision status {batch.id})"
-                )
-            _report(batch.id, saved.plan.set, plans.enqueue(store, saved, phase=2))
+            _wait_for(store, applied.pending)
+            applied = plans.apply(store, saved, allow_destroy=allow_destroy)
+            _report(saved.plan.set, applied)
+        if applied.failed:
+            raise click.ClickException(
+                "a delete of what is replaced did not succeed; not making it again "
+                f"(see provision status {batch_id})"
+            )
         if wait or embedded:
-            summary = follow(store, make_reporter(settings, store), batch.id)
+            summary = follow(store, make_reporter(settings, store), batch_id)
     if paused:
-        summary = store.batch_summary(batch.id)
+        summary = store.batch_summary(batch_id)
     if summary is not None:
         click.echo(views.batch_table(summary))
         if summary.counts.get(JobStatus.failed.value) or paused:
             sys.exit(EXIT_JOBS_FAILED)
     else:
-        click.echo(f"follow it with: provision status {batch.id}")
+        click.echo(f"follow it with: provision status {batch_id}")
 
 
-def _report(batch_id: str, set_name: str, result: Any) -> None:
-    line = f"batch {batch_id} (set {set_name}): {len(result.created)} job(s) queued"
-    if result.duplicate:
-        line += f", {len(result.duplicate)} already queued by an earlier apply of this plan"
-    if result.conflict:
-        line += f", {len(result.conflict)} refused (key reused)"
+def _report(set_name: str, applied: Applied) -> None:
+    line = f"batch {applied.batch_id} (set {set_name}): {applied.created} job(s) queued"
+    if applied.duplicate:
+        line += f", {applied.duplicate} already queued by an earlier apply of this plan"
     click.echo(line, err=True)
