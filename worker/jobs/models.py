@@ -256,6 +256,8 @@ class SiteRow(SQLModel, table=True):
     #: answer was lost), or ``existed`` (in the account before us).
     origin: str = Field(max_length=16)
     job_id: str = Field(max_length=32)
+    #: The desired-state set whose job created it (``provision apply``); None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     #: When a job last saw it in Plausible.
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -275,6 +277,8 @@ class SiteGoalRow(SQLModel, table=True):
     page_path: str | None = Field(default=None, max_length=2048)
     display_name: str = Field(max_length=255)
     job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
@@ -288,6 +292,35 @@ class SiteLinkRow(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=255)
     url: str = Field(max_length=2048)
     job_id: str = Field(max_length=32)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SitePropRow(SQLModel, table=True):
+    """A custom property an inventory site allows."""
+
+    __tablename__ = "inventory_props"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    name: str = Field(primary_key=True, max_length=300)
+    job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SiteGuestRow(SQLModel, table=True):
+    """A guest (or pending invitation) of an inventory site, with the role Plausible holds."""
+
+    __tablename__ = "inventory_guests"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    email: str = Field(primary_key=True, max_length=254)
+    role: str = Field(max_length=16)
+    job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
