@@ -295,6 +295,32 @@ class Provisioner:
         account that has it, none if no job of ours made or adopted it."""
         return [view.site_view(found) for found in self.store.site(parse_domain(domain))]
 
+    def plan(
+        self, desired: str | Path | Mapping[str, Any], targets: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A desired state (a TOML or JSON file's path, or its decoded content) compared with the
+        inventory, without an API call: the plan as ``POST /plans`` answers it (changes, cost,
+        jobs). Raises ``DesiredStateError`` listing every problem of a bad file."""
+        from producers.plans import desired as files
+        from producers.plans import saved as plans
+
+        if isinstance(desired, str | Path):
+            state = files.load(Path(desired), accounts=self.accounts)
+        else:
+            state = files.parse(desired, accounts=self.accounts)
+        domains = [parse_domain(domain) for domain in targets]
+        saved, cost = plans.make(self.store, state, domains, reporter=self.reporter)
+        return saved.as_json(cost)
+
+    def apply_plan(self, plan: Mapping[str, Any], *, allow_destroy: bool = False) -> dict[str, Any]:
+        """Apply a plan from ``plan()`` as one batch named after its set (``POST /plans/apply``):
+        what was queued, and ``pending`` deletes to wait for before calling again when it
+        replaces a goal or guest. Raises ``PlanRefused`` (``code`` ``stale_plan`` or
+        ``destroy_not_allowed``); applying it again makes no second job."""
+        from producers.plans import saved as plans
+
+        return plans.apply(self.store, plans.from_json(plan), allow_destroy=allow_destroy).as_json()
+
     def _steps(
         self,
         item: Mapping[str, Any] | Event | JobRequest,

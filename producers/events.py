@@ -9,8 +9,11 @@ entry):
                {"goal_type": "page", "page_path": "/pricing/*"}],
      "shared_links": ["WordPress"]}
 
-``site.delete`` takes a ``domain``; ``goal.delete`` takes a ``domain`` and a goal, as
-``goal_id`` (an integer >= 1) or as ``event_name`` / ``page_path``. ``id`` is the idempotency key
+``site.provision`` may also name ``custom_props`` (property names) and ``guests``
+(``{"email", "role"}``). ``site.delete`` takes a ``domain``; ``goal.delete`` takes a ``domain`` and
+a goal, as ``goal_id`` (an integer >= 1) or as ``event_name`` / ``page_path``;
+``custom_prop.delete`` a ``domain`` and a ``property``; ``guest.delete`` a ``domain`` and an
+``email``. ``id`` is the idempotency key
 (a string or an integer, trimmed; ``parse_key``); without one the key is derived from the request.
 Any event may name its ``account`` (default ``default``) and its ``priority`` class
 (``interactive`` or ``bulk``; without one the producer decides), and a ``callback_url`` to POST
@@ -33,7 +36,7 @@ import plausible_rules as rules
 from worker.egress import Targets
 from worker.errors import InvalidRequestError
 from worker.jobs.intake import NewJob
-from worker.jobs.specs import GoalSpec, JobRequest
+from worker.jobs.specs import GoalSpec, GuestSpec, JobRequest
 from worker.jobs.states import DEFAULT_ACCOUNT, Operation, Priority
 from worker.settings import get_settings
 
@@ -41,6 +44,8 @@ EVENT_TYPES: dict[str, Operation] = {
     "site.provision": Operation.provision_site,
     "site.delete": Operation.delete_site,
     "goal.delete": Operation.delete_goal,
+    "custom_prop.delete": Operation.delete_custom_prop,
+    "guest.delete": Operation.delete_guest,
 }
 MAX_KEY_LENGTH = 255
 MAX_CUSTOM_PROPS = 3
@@ -48,6 +53,12 @@ MAX_CUSTOM_PROPS = 3
 MAX_GOALS = 1000
 #: Shared links per site; each is one API call, and a site rarely needs more than a few.
 MAX_SHARED_LINKS = 100
+#: Plausible's per-site limit of custom properties (§7.12) and a property name's length.
+MAX_SITE_CUSTOM_PROPS = 300
+MAX_CUSTOM_PROP_LENGTH = 300
+#: Guests per event; each is one API call (and one invitation email).
+MAX_GUESTS = 100
+GUEST_ROLES = ("viewer", "editor")
 #: Deepest nesting an event can need is 4 (event > goals > goal > custom_props).
 MAX_DEPTH = 8
 #: Plausible's goal ids are PostgreSQL bigints.
@@ -95,8 +106,16 @@ def parse_event(
             timezone=_timezone(data.get("timezone")),
             goals=_goals(data.get("goals")),
             shared_links=_links(data.get("shared_links")),
+            custom_props=parse_custom_props(data.get("custom_props"), field="custom_props"),
+            guests=parse_guests(data.get("guests"), field="guests"),
             account=account,
         )
+    elif operation is Operation.delete_custom_prop:
+        prop = parse_custom_prop(data.get("property"), field="property")
+        request = JobRequest(operation=operation, domain=domain, custom_prop=prop, account=account)
+    elif operation is Operation.delete_guest:
+        email = parse_email(data.get("email"), field="email")
+        request = JobRequest(operation=operation, domain=domain, email=email, account=account)
     elif operation is Operation.delete_site:
         request = JobRequest(operation=operation, domain=domain, account=account)
     else:
@@ -336,6 +355,67 @@ def _links(value: object) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+def parse_custom_props(value: object, *, field: str) -> tuple[str, ...]:
+    """A site's custom properties: names Plausible accepts (trimmed, 1..300 characters), each
+    once, at most ``MAX_SITE_CUSTOM_PROPS``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequestError("custom_props must be a list of property names", field=field)
+    if len(value) > MAX_SITE_CUSTOM_PROPS:
+        raise InvalidRequestError(
+            f"at most {MAX_SITE_CUSTOM_PROPS} custom properties per site", field=field
+        )
+    props = [parse_custom_prop(item, field=f"{field}[{n}]") for n, item in enumerate(value)]
+    return tuple(dict.fromkeys(props))
+
+
+def parse_custom_prop(value: object, *, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError("a custom property must be a non-empty string", field=field)
+    prop = value.strip()
+    if len(prop) > MAX_CUSTOM_PROP_LENGTH:
+        raise InvalidRequestError(
+            f"a custom property is at most {MAX_CUSTOM_PROP_LENGTH} characters", field=field
+        )
+    return prop
+
+
+def parse_guests(value: object, *, field: str) -> tuple[GuestSpec, ...]:
+    """Guests to invite: ``{"email": ..., "role": "viewer" | "editor"}``, one per email."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequestError("guests must be a list of objects", field=field)
+    if len(value) > MAX_GUESTS:
+        raise InvalidRequestError(f"at most {MAX_GUESTS} guests per site", field=field)
+    guests: dict[str, GuestSpec] = {}
+    for index, item in enumerate(value):
+        where = f"{field}[{index}]"
+        if not isinstance(item, Mapping):
+            raise InvalidRequestError("a guest must be an object with email and role", field=where)
+        email = parse_email(item.get("email"), field=f"{where}.email")
+        role = item.get("role")
+        if role not in GUEST_ROLES:
+            raise InvalidRequestError(
+                f"unknown role {_shown(role)}; expected 'viewer' or 'editor'", field=f"{where}.role"
+            )
+        if email in guests and guests[email].role != role:
+            raise InvalidRequestError(f"{email} is listed twice with different roles", field=where)
+        guests[email] = GuestSpec(email=email, role=role)
+    return tuple(guests.values())
+
+
+def parse_email(value: object, *, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError("an email address is required", field=field)
+    email = value.strip()
+    local, _, host = email.rpartition("@")
+    if not local or not host or any(ch.isspace() for ch in email) or len(email) > 254:
+        raise InvalidRequestError(f"{email!r} is not an email address", field=field)
+    return email
 
 
 def _goal_delete(data: Mapping[str, Any], domain: str) -> JobRequest:

@@ -11,6 +11,7 @@ from typing import Any
 from provisioner_types import Site
 from worker.jobs.models import AuditEvent, ProvisioningJob
 from worker.jobs.queries import BatchSummary, rate_label
+from worker.jobs.registry import WorkerProcess
 from worker.jobs.view import job_view
 
 
@@ -51,6 +52,18 @@ def batch_table(summary: BatchSummary, eta: datetime | None = None) -> str:
             f"... and {more} more: provision jobs --batch {summary.batch_id} --status failed"
         )
     return "\n".join(lines)
+
+
+def workers_table(processes: Sequence[WorkerProcess], *, now: datetime) -> str:
+    """The live worker processes; the last heartbeat as an age ("0.4 s ago")."""
+    if not processes:
+        return "no worker process is running"
+    rows = [("HOST", "PID", "STARTED", "LAST HEARTBEAT", "RUNNING JOBS")]
+    for p in processes:
+        age = max(0.0, (now - p.last_heartbeat).total_seconds())
+        started = p.started.isoformat(timespec="seconds")
+        rows.append((p.host, str(p.pid), started, f"{age:.1f} s ago", str(p.running_jobs)))
+    return _table(rows)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

@@ -25,6 +25,11 @@ class SignupGoal(BaseModel):
     custom_props: dict[str, str] | None = None
 
 
+class SignupGuest(BaseModel):
+    email: str
+    role: Literal["viewer", "editor"]
+
+
 class SignupEvent(BaseModel):
     """A signup event (README, "Signup events"). Every string must be valid Unicode without NUL
     characters; an event nests at most 8 levels."""
@@ -34,11 +39,23 @@ class SignupEvent(BaseModel):
         description='The idempotency key (trimmed, at most 255 characters; 42 and "42" are one '
         "key); without one it is derived from the request. Or the `Idempotency-Key` header.",
     )
-    type: Literal["site.provision", "site.delete", "goal.delete"] = "site.provision"
+    type: Literal[
+        "site.provision", "site.delete", "goal.delete", "custom_prop.delete", "guest.delete"
+    ] = "site.provision"
     domain: str = Field(description="Normalised as Plausible does.")
     timezone: str | None = Field(default=None, description="IANA name; `Etc/UTC` if omitted.")
     goals: list[SignupGoal] | None = None
     shared_links: list[str] | None = Field(default=None, description="Shared-link names.")
+    custom_props: list[str] | None = Field(
+        default=None, description="Custom properties to allow (names, 1 to 300 characters)."
+    )
+    guests: list[SignupGuest] | None = Field(
+        default=None, description="Guests to invite; Plausible emails each new one."
+    )
+    property: str | None = Field(
+        default=None, description="`custom_prop.delete`: the custom property."
+    )
+    email: str | None = Field(default=None, description="`guest.delete`: the guest's email.")
     goal_id: int | None = Field(default=None, ge=1, description="`goal.delete`: the goal's id.")
     event_name: str | None = Field(default=None, description="`goal.delete`: by event name.")
     page_path: str | None = Field(default=None, description="`goal.delete`: by page path.")

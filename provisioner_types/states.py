@@ -7,9 +7,12 @@ from enum import StrEnum
 
 
 class Operation(StrEnum):
-    provision_site = "provision_site"  #: create the site, then ensure its goals and shared links
+    #: create the site, then ensure its goals, shared links, custom properties and guests
+    provision_site = "provision_site"
     delete_site = "delete_site"  #: delete the site
     delete_goal = "delete_goal"  #: delete one goal, by id or by its event name / page path
+    delete_custom_prop = "delete_custom_prop"  #: disallow one custom property of a site
+    delete_guest = "delete_guest"  #: remove one guest (or invitation) of a site, by email
 
 
 class JobStatus(StrEnum):

@@ -12,11 +12,15 @@ class RecordingDispatcher:
     def __init__(self, waiting: int = 0) -> None:
         self.published: list[str] = []
         self.calls: list[list[str]] = []
+        #: Those published ahead of the waiting messages.
+        self.first: list[str] = []
         self.waiting = waiting
 
-    def publish(self, job_ids: Sequence[str]) -> None:
+    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
         self.published.extend(job_ids)
         self.calls.append(list(job_ids))
+        if first:
+            self.first.extend(job_ids)
 
     def queued_messages(self) -> int:
         return self.waiting

@@ -98,11 +98,23 @@ def record_site(
     links: dict[str, str] | None = None,
     account: str = "default",
     batch: str = "b1",
+    managed_set: str | None = None,
+    timezone: str = "Europe/Berlin",
+    props: tuple[str, ...] = (),
+    guests: dict[str, str] | None = None,
 ) -> str:
     """Run a provision_site job of ``domain`` to success without an API: what a worker records
     once Plausible made the site, its event goals (name -> id) and shared links (name -> URL).
-    Returns the job's id."""
-    from worker.jobs.specs import GoalRecord, GoalSpec, JobRequest, Progress, SiteRecord
+    ``managed_set``: the job is that desired-state set's; ``props`` and ``guests`` (email ->
+    role) the custom properties and guests it made. Returns the job's id."""
+    from worker.jobs.specs import (
+        GoalRecord,
+        GoalSpec,
+        GuestSpec,
+        JobRequest,
+        Progress,
+        SiteRecord,
+    )
     from worker.jobs.states import Operation
 
     goals = goals or {}
@@ -113,13 +125,16 @@ def record_site(
         account=account,
         goals=tuple(GoalSpec(goal_type="event", event_name=name) for name in goals),
         shared_links=tuple(links),
+        custom_props=props,
+        guests=tuple(GuestSpec(email=e, role=r) for e, r in (guests or {}).items()),  # type: ignore[arg-type]
+        managed_set=managed_set,
     )
     job_id = str(store.enqueue(request, batch=batch).job.id)
     assert job_id in store.admit({job_id: {}})
     claim = store.claim(job_id, lease_seconds=60)
     assert claim is not None
     progress = Progress(
-        site=SiteRecord(domain=domain, timezone="Europe/Berlin"),
+        site=SiteRecord(domain=domain, timezone=timezone),
         goals={
             f"event:{name}": GoalRecord(
                 id=goal_id, goal_type="event", event_name=name, display_name=name
@@ -127,6 +142,8 @@ def record_site(
             for name, goal_id in goals.items()
         },
         shared_links=links,
+        custom_props=list(props),
+        guests=dict(guests or {}),
     )
     store.succeed(claim, progress)
     return job_id

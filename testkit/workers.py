@@ -127,9 +127,14 @@ class WorkerProcess:
             return " ready." in text and "sweeper started" in text
 
         wait_for(ready, timeout=timeout, describe=lambda: f"worker start-up\n{self.log_tail()}")
-        # The pool children are forked right before "ready"; make sure they exist.
-        wait_for(lambda: len(self.pool_pids()) > 0, timeout=10, describe="pool processes")
+        if self.prefork:
+            # The pool children are forked right before "ready"; make sure they exist.
+            wait_for(lambda: len(self.pool_pids()) > 0, timeout=10, describe="pool processes")
         return self
+
+    @property
+    def prefork(self) -> bool:
+        return "prefork" in self.args
 
     @property
     def pid(self) -> int:
@@ -250,10 +255,14 @@ class Stack:
         api_key: str | None = None,
         wait: bool = True,
         extra_env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
         **settings: Any,
     ) -> WorkerProcess:
+        """``prefix`` runs the worker through a command (``unshare --pid --fork``: as if on
+        another host)."""
         name = f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}"
         args = [
+            *prefix,
             *PROVISION,
             "worker",
             "--pool",

@@ -29,11 +29,20 @@ from worker import logs, metrics
 from worker.errors import ConfigurationError
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
+from worker.leases import LeaseKeeper
 from worker.quota.report import Reporter
-from worker.runtime import make_pipeline, make_reporter, make_scheduler, make_store
+from worker.registry import Heartbeat, Watcher
+from worker.runtime import (
+    make_keeper,
+    make_pipeline,
+    make_reporter,
+    make_scheduler,
+    make_store,
+)
 from worker.service import Pipeline
 from worker.settings import Settings
-from worker.sweeper import sweep_forever
+from worker.sweeper import SweeperThread, sweep_forever
+from worker.wakeups import Wakeup, announcer, redis_url_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,12 @@ TASK_NAME = "provisioner.run_job"
 #: How long a worker waits before handing a message back while the status table is down.
 DATABASE_RETRY_SECONDS = 1.0
 QUEUE = "provisioner"
+#: Message priorities. On Redis each is a list of its own, and every worker's BRPOP asks the
+#: lowest number's list first (kombu's priority steps 0, 3, 6, 9): a job that ran before (handed
+#: back from a dead worker) goes ahead of the messages already waiting. RabbitMQ ignores them
+#: (the queue has no x-max-priority): there such a job joins the back of the queue.
+FIRST_PRIORITY = 0
+PRIORITY = 3
 
 
 class JobFailedError(Exception):
@@ -71,6 +86,9 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
+        # Threads by default: the work waits on the network. Celery's time limits apply only
+        # to prefork; under threads a run is bounded by its time budget and HTTP timeouts.
+        worker_pool=settings.worker_pool,
         # Far below the visibility timeout, so a running task is never redelivered while alive.
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
@@ -103,6 +121,8 @@ def create_app(settings: Settings) -> Celery:
             log.warning("status database unavailable (%s); job %s back to the broker", exc, job_id)
             time.sleep(DATABASE_RETRY_SECONDS)
             raise Reject(requeue=True) from None
+        finally:
+            state.job_ended()
         if outcome is None:
             return None
         if outcome.status is JobStatus.failed:
@@ -133,17 +153,20 @@ def create_app(settings: Settings) -> Celery:
 
     def start_sweeper(sender: Any = None, **_: Any) -> None:
         if ours(sender):
-            state.start_sweeper()
+            state.start_sweeper(sender)
 
     def child_started(**_: Any) -> None:
         state.after_fork()
+        state.start_heartbeat()  # a prefork child runs jobs: it registers and beats
 
     def child_exiting(pid: int | None = None, **_: Any) -> None:
+        state.stop_heartbeat()
         metrics.mark_process_dead(pid if pid is not None else os.getpid())
 
     def stop(sender: Any = None, **_: Any) -> None:
         if ours(sender):
             state.stop_sweeper()
+            state.stop_heartbeat()
             state.stop_metrics()
 
     # weak=False: the handlers are closures that would otherwise be garbage-collected.
@@ -162,10 +185,13 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def publish(self, job_ids: Sequence[str]) -> None:
+    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
+        priority = FIRST_PRIORITY if first else PRIORITY
         with self.app.producer_or_acquire() as producer:
             for job_id in job_ids:
-                self.app.send_task(TASK_NAME, args=[job_id], queue=QUEUE, producer=producer)
+                self.app.send_task(
+                    TASK_NAME, args=[job_id], queue=QUEUE, producer=producer, priority=priority
+                )
 
     def queued_messages(self) -> int:
         """Messages waiting in the broker's queue (not those a worker has taken); 0 when the
@@ -183,35 +209,73 @@ class CeleryDispatcher:
 
 class _ProcessState:
     """Per-process resources. Built lazily, so each prefork child opens its own connections
-    after the fork rather than inheriting the parent's sockets."""
+    after the fork rather than inheriting the parent's sockets; one pipeline per thread of the
+    threads pool (a shared HTTP client pool degrades under contention), one lease keeper and
+    one heartbeat per process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pid: int | None = None
         self._store: JobStore | None = None
-        self._pipeline: Pipeline | None = None
+        self._keeper: LeaseKeeper | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._heartbeat: Heartbeat | None = None
         self._sweeper: multiprocessing.process.BaseProcess | None = None
+        self._sweeper_thread: SweeperThread | None = None
         self._sweeping = False
+        self._wakeup = Wakeup()
+        self._announce = announcer(settings.broker_url)
         self._metrics_dir: str | None = None
         self._metrics_server: metrics.MetricsServer | None = None
         self._reporter: Reporter | None = None
 
     def store(self) -> JobStore:
-        if self._store is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._store = make_store(self.settings)
-            self._pipeline = None
-        return self._store
+        with self._lock:
+            if self._store is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._store = make_store(self.settings)
+                self._keeper = make_keeper(self.settings, self._store)
+            return self._store
+
+    def keeper(self) -> LeaseKeeper:
+        self.store()  # built with it
+        assert self._keeper is not None
+        return self._keeper
 
     def pipeline(self) -> Pipeline:
-        store = self.store()
-        if self._pipeline is None:
+        keeper = self.keeper()
+        pipeline: Pipeline | None = getattr(self._local, "pipeline", None)
+        if pipeline is None or pipeline.keeper is not keeper:
             from celery.exceptions import SoftTimeLimitExceeded
 
-            self._pipeline = make_pipeline(
-                self.settings, store, interruptions=(SoftTimeLimitExceeded,)
+            pipeline = make_pipeline(
+                self.settings,
+                self.store(),
+                interruptions=(SoftTimeLimitExceeded,),
+                keeper=keeper,
             )
-        return self._pipeline
+            self._local.pipeline = pipeline
+        return pipeline
+
+    def job_ended(self) -> None:
+        """A job ended or was handed back: the scheduler may admit another (worker.wakeups)."""
+        if self._sweeper_thread is not None:
+            self._wakeup.set()
+        elif self._announce is not None:
+            self._announce()
+
+    def start_heartbeat(self) -> None:
+        """Register this process (which runs jobs) and beat until it stops."""
+        try:
+            self._heartbeat = Heartbeat(self.store(), self.settings, self.keeper()).start()
+        except (SQLAlchemyError, ConfigurationError) as exc:
+            log.warning("could not start the heartbeat: %s", exc)
+
+    def stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     def enable_metrics(self) -> None:
         """Main process, first thing: multiprocess mode, so the pool children and the sweeper
@@ -245,11 +309,28 @@ class _ProcessState:
             metrics.disable_multiprocess(self._metrics_dir)
             self._metrics_dir = None
 
-    def start_sweeper(self) -> None:
-        self._sweeping = True
-        threading.Thread(
-            target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True
-        ).start()
+    def start_sweeper(self, worker: Any) -> None:
+        """The threads pool: this process runs the jobs, so it beats, and its scheduler and
+        sweeper are a thread of it. Prefork: a spawned process (below)."""
+        if is_prefork(worker):
+            self._sweeping = True
+            threading.Thread(
+                target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True
+            ).start()
+            return
+        self.start_heartbeat()
+        store = self.store()
+        dispatcher = CeleryDispatcher(worker.app)
+        self._sweeper_thread = SweeperThread(
+            store,
+            make_scheduler(self.settings, store, dispatcher),
+            self.settings,
+            listening(self._wakeup, self.settings),
+            poll=idle_poll(self.settings),
+            watch=Watcher(store, store, self.settings),
+        )
+        self._sweeper_thread.start()
+        log.info("sweeper started (a thread; idle poll every %.1fs)", idle_poll(self.settings))
 
     def _keep_sweeper_alive(self) -> None:
         # A spawned process, not a thread: the worker's main process forks pool children, and a
@@ -266,17 +347,44 @@ class _ProcessState:
                 )
                 self._sweeper.start()
                 log.info(
-                    "sweeper started (pid %s, every %.1fs)",
+                    "sweeper started (pid %s, idle poll every %.1fs)",
                     self._sweeper.pid,
-                    self.settings.sweep_interval_seconds,
+                    idle_poll(self.settings),
                 )
             time.sleep(1.0)
 
     def stop_sweeper(self) -> None:
         self._sweeping = False
+        if self._sweeper_thread is not None:
+            self._sweeper_thread.stop()
+            self._sweeper_thread.join(timeout=5)
+            self._sweeper_thread = None
+        self._wakeup.stop()
         if self._sweeper is not None and self._sweeper.is_alive():
             self._sweeper.terminate()
             self._sweeper.join(timeout=5)
+
+
+def is_prefork(worker: Any) -> bool:
+    """Whether a Celery worker (its WorkController) runs the prefork pool."""
+    pool_cls = getattr(worker, "pool_cls", None)
+    return getattr(pool_cls, "__module__", "").endswith(".prefork")
+
+
+def idle_poll(settings: Settings) -> float:
+    """How often the scheduler looks with nothing to wake it: the idle poll where wake-ups cross
+    processes (Redis pub/sub), else the busy rate (another broker: producers cannot wake it)."""
+    if redis_url_of(settings.broker_url) or not settings.broker_url:
+        return settings.idle_poll_seconds
+    return settings.schedule_interval_seconds
+
+
+def listening(wakeup: Wakeup, settings: Settings) -> Wakeup:
+    """``wakeup``, also woken by messages on the broker's Redis when it is one."""
+    url = redis_url_of(settings.broker_url)
+    if url:
+        wakeup.listen(url)
+    return wakeup
 
 
 def run_sweeper(settings: Settings, parent_pid: int) -> None:
@@ -284,10 +392,14 @@ def run_sweeper(settings: Settings, parent_pid: int) -> None:
     Spawned with the worker's environment, so its metrics join the worker's (multiprocess)."""
     logs.configure(settings)
 
-    def orphaned_after(seconds: float) -> bool:
-        time.sleep(seconds)
-        return os.getppid() != parent_pid
-
     dispatcher = CeleryDispatcher(create_app(settings))
     store = make_store(settings)
-    sweep_forever(store, make_scheduler(settings, store, dispatcher), settings, orphaned_after)
+    sweep_forever(
+        store,
+        make_scheduler(settings, store, dispatcher),
+        settings,
+        listening(Wakeup(), settings),
+        lambda: os.getppid() != parent_pid,
+        poll=idle_poll(settings),
+        watch=Watcher(store, store, settings),
+    )

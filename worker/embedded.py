@@ -10,6 +10,7 @@ they are served on that port while the workers run, as a Celery worker serves it
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -17,11 +18,18 @@ from collections.abc import Sequence
 
 from worker import metrics
 from worker.jobs.store import JobStore
-from worker.leases import LeaseKeeper
 from worker.logs import job_context
-from worker.runtime import check_worker_settings, make_pipeline, make_reporter, make_scheduler
+from worker.registry import Heartbeat, Watcher
+from worker.runtime import (
+    check_worker_settings,
+    make_keeper,
+    make_pipeline,
+    make_reporter,
+    make_scheduler,
+)
 from worker.settings import Settings
 from worker.sweeper import SweeperThread
+from worker.wakeups import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +40,37 @@ class EmbeddedWorkers:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
         self.store = store
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        #: (rank, arrival, job id): jobs that ran before first, then in order; None stops.
+        self._queue: queue.PriorityQueue[tuple[int, int, str | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._threads = [
             threading.Thread(target=self._work, name=f"provisioner-worker-{n}", daemon=True)
             for n in range(settings.embedded_workers)
         ]
-        self._sweeper = SweeperThread(store, make_scheduler(settings, store, self), settings)
+        self._wakeup = Wakeup()
+        # Producers of this process wake the scheduler directly (worker.wakeups).
+        store.announce = self._wakeup.set
+        self._sweeper = SweeperThread(
+            store,
+            make_scheduler(settings, store, self),
+            settings,
+            self._wakeup,
+            watch=Watcher(store, store, settings),
+        )
         self._metrics: metrics.MetricsServer | None = None
-        self._keeper = LeaseKeeper(store, settings.lease_seconds)  # one for all the threads
+        self._keeper = make_keeper(settings, store)  # one for all the threads
+        self._heartbeat = Heartbeat(store, settings, self._keeper)
 
-    def publish(self, job_ids: Sequence[str]) -> None:
+    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
         for job_id in job_ids:
-            self._queue.put(job_id)
+            self._queue.put((0 if first else 1, next(self._order), job_id))
 
     def queued_messages(self) -> int:
         return self._queue.qsize()
 
     def start(self) -> EmbeddedWorkers:
         check_worker_settings(self.settings)  # a bad configuration fails here, not per thread
+        self._heartbeat.start()
         for thread in self._threads:
             thread.start()
         self._sweeper.start()
@@ -64,9 +85,10 @@ class EmbeddedWorkers:
             self._metrics = None
         self._sweeper.stop()
         for _ in self._threads:
-            self._queue.put(None)
+            self._queue.put((2, next(self._order), None))
         for thread in self._threads:
             thread.join(timeout=self.settings.task_time_limit)
+        self._heartbeat.stop()
 
     def __enter__(self) -> EmbeddedWorkers:
         return self.start()
@@ -78,13 +100,15 @@ class EmbeddedWorkers:
         # One client per thread: a shared httpx pool degrades under contention.
         pipeline = make_pipeline(self.settings, self.store, keeper=self._keeper)
         try:
-            while (job_id := self._queue.get()) is not None:
+            while (job_id := self._queue.get()[2]) is not None:
                 try:
                     pipeline.run(job_id)
                 except Exception:
                     # The job keeps its lease; the sweeper re-drives it when the lease ends.
                     with job_context(job_id=job_id):
                         log.exception("job %s crashed", job_id)
+                finally:
+                    self._wakeup.set()  # room for another
         finally:
             for client in pipeline.clients.values():
                 client.close()

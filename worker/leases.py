@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -35,10 +38,15 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     """Renews the leases of the claims ``hold`` is given, from one thread per process."""
 
-    def __init__(self, store: Claims, lease_seconds: float) -> None:
+    def __init__(self, store: Claims, lease_seconds: float, *, confirm_after: float = 1.5) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
+        #: A run renews its lease before an API call when this process has not confirmed it is
+        #: alive (a heartbeat, a renewal) for this long: it may have been taken for dead.
+        self.confirm_after = confirm_after
         self._claims: dict[str, Claim] = {}
+        self._lost: set[str] = set()
+        self._confirmed_at = time.monotonic()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid: int | None = None
@@ -53,6 +61,29 @@ class LeaseKeeper:
         finally:
             with self._lock:
                 self._claims.pop(claim.job_id, None)
+                self._lost.discard(claim.token)
+
+    def confirmed(self) -> None:
+        """This process just proved it is alive (its heartbeat was written)."""
+        self._confirmed_at = time.monotonic()
+
+    def lose_all(self) -> int:
+        """This process was taken for dead: every claim it holds was handed back. Each run stops
+        before its next call; returns how many."""
+        with self._lock:
+            self._lost.update(claim.token for claim in self._claims.values())
+            lost = len(self._claims)
+            self._claims.clear()
+        return lost
+
+    def confirm(self, claim: Claim) -> None:
+        """Before an API call: raise LeaseLostError if the claim is known to be lost, and renew
+        it first if this process has not confirmed it is alive lately (it may have been stopped
+        past its heartbeat timeout, and the job taken)."""
+        if claim.token in self._lost:
+            raise LeaseLostError(claim.job_id)
+        if time.monotonic() - self._confirmed_at > self.confirm_after:
+            self.store.renew(claim, lease_seconds=self.lease_seconds)
 
     def _start(self) -> None:
         # One thread per process: a fork (a Celery pool child) starts its own.
@@ -75,9 +106,10 @@ class LeaseKeeper:
             try:
                 self.store.renew(claim, lease_seconds=self.lease_seconds)
             except LeaseLostError:
-                # Taken over: the run finds out at its next write and stops.
+                # Taken over: the run stops before its next call or write.
                 with self._lock:
                     self._claims.pop(claim.job_id, None)
+                    self._lost.add(claim.token)
             except SQLAlchemyError as exc:
                 log.warning("could not renew the lease of job %s: %s", claim.job_id, exc)
 
@@ -114,6 +146,17 @@ def this_process() -> str | None:
         return None
     started = _started(pid)
     return None if host is None or started is None else f"{host}:{pid}:{started}"
+
+
+@cache
+def _fallback_id(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:12]}"
+
+
+def process_id() -> str:
+    """This process's id in the worker registry and in its claims' ``lease_owner``:
+    ``this_process`` where /proc tells, else one made unique with a random part."""
+    return this_process() or _fallback_id(os.getpid())
 
 
 def host_prefix() -> str | None:

@@ -58,6 +58,13 @@ def make_limiter(settings: Settings, store: JobStore) -> Limiter:
     )
 
 
+def make_keeper(settings: Settings, store: JobStore) -> LeaseKeeper:
+    """One per process, shared by its threads: renews their leases."""
+    return LeaseKeeper(
+        store, settings.lease_seconds, confirm_after=settings.heartbeat_timeout_seconds / 2
+    )
+
+
 def make_pipeline(
     settings: Settings,
     store: JobStore,
@@ -78,7 +85,7 @@ def make_pipeline(
         max_attempts=settings.job_max_attempts,
         time_budget=settings.job_time_budget_seconds or None,
         interruptions=interruptions,
-        keeper=keeper or LeaseKeeper(store, settings.lease_seconds),
+        keeper=keeper or make_keeper(settings, store),
         pauses=Pauses(store.engine),
     )
 

@@ -102,7 +102,7 @@ class Pipeline:
         carries the job's fields; the run's end is counted in the metrics."""
         with job_context(job_id=job_id):
             claim = self.store.claim(
-                job_id, lease_seconds=self.lease_seconds, owner=leases.this_process()
+                job_id, lease_seconds=self.lease_seconds, owner=leases.process_id()
             )
             if claim is None:
                 log.info("job %s not claimable (running elsewhere, done, or not due)", job_id)
@@ -157,6 +157,7 @@ class Pipeline:
             progress,
             account.team_id,
             deadline=None if self.time_budget is None else time.monotonic() + self.time_budget,
+            confirm=self.keeper.confirm if self.keeper is not None else None,
         )
         held = self.keeper.hold(claim) if self.keeper is not None else contextlib.nullcontext()
         try:

@@ -108,8 +108,13 @@ class Settings(BaseSettings):
     #: How far Plausible's clock (plus a request's transit) may be from ours: a request sent this
     #: close to a window boundary may be counted on either side, so it is charged to both.
     quota_guard_seconds: float = Field(default=0.6, ge=0)
-    #: How often the scheduler admits waiting jobs into the quota.
+    #: The scheduler admits waiting jobs into the quota when woken (a job enqueued, retried,
+    #: finished or handed back; a window opening), at most this often.
     schedule_interval_seconds: float = Field(default=0.1, gt=0)
+    #: With nothing to wake it, the scheduler still looks this often: the safety net for a
+    #: missed wake-up (``worker.wakeups``). With a broker other than Redis there is no wake-up
+    #: channel across processes, and it looks every ``schedule_interval_seconds``.
+    idle_poll_seconds: float = Field(default=5.0, gt=0)
     #: At most this many dispatched jobs wait in the broker for a worker; the rest wait as rows,
     #: where new signups still go first and a taken-over job is not stuck behind a backlog.
     dispatch_ahead: int = Field(default=32, gt=0)
@@ -156,9 +161,19 @@ class Settings(BaseSettings):
     #: ``30d``, ``12h``, ``90m``, ``45s`` or seconds; ``0`` keeps every job.
     job_retention: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(days=30)
 
-    #: Celery worker processes. The work waits on HTTP, not CPU, so more than one per core pays;
-    #: each prefork process costs about 75 MB. ``provision worker --concurrency N`` overrides it.
+    #: Jobs one ``provision worker`` runs at once. The work waits on HTTP, not CPU, so more than
+    #: one per core pays. ``provision worker --concurrency N`` overrides it.
     worker_concurrency: int = 8
+    #: ``threads``: one process runs the jobs in threads, with its scheduler and sweeper as
+    #: threads too (about 110 MB). ``prefork``: a process per job slot (about 75 MB each), with
+    #: Celery's time limits, and the scheduler in a process of its own.
+    #: ``provision worker --pool`` overrides it.
+    worker_pool: Literal["threads", "prefork"] = "threads"
+    #: Every process that runs jobs writes a heartbeat this often (``provision workers``).
+    heartbeat_seconds: float = Field(default=1.0, gt=0)
+    #: A process whose heartbeat has not changed for this long is taken for dead: any live
+    #: worker hands its running jobs back at once, without waiting for their leases to end.
+    heartbeat_timeout_seconds: float = Field(default=3.0, gt=0)
 
     #: Embedded mode: number of in-process worker threads.
     embedded_workers: int = 8

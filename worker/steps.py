@@ -53,6 +53,9 @@ class Run:
     monotonic: Callable[[], float] = time.monotonic
     #: API calls this run has made (tries included).
     calls: int = 0
+    #: Called before every call: raises LeaseLostError once the claim is lost
+    #: (``LeaseKeeper.confirm``), so a process taken for dead makes no further call.
+    confirm: Callable[[Claim], None] | None = None
 
     @property
     def request(self) -> JobRequest:
@@ -66,6 +69,8 @@ class Run:
             # After one call at least, so every run makes progress however slow the API.
             if self.calls and self.deadline is not None and self.monotonic() >= self.deadline:
                 raise TimeBudgetSpent
+            if self.confirm is not None:
+                self.confirm(self.claim)
             self.calls += 1
             return fn()
 
@@ -106,6 +111,22 @@ def provision_site(run: Run) -> None:
                 link = run.call(lambda name=name: ensure_shared_link(run.client, domain, name))  # type: ignore[misc]
             links[name] = link.url
             run.save(shared_links=links)
+    props = list(run.progress.custom_props)
+    for prop in run.request.custom_props:
+        if prop not in props:
+            with metrics.step("custom_prop"):
+                run.call(lambda prop=prop: run.client.add_custom_prop(domain, prop))  # type: ignore[misc]
+            props.append(prop)
+            run.save(custom_props=props)
+    guests = dict(run.progress.guests)
+    for invite in run.request.guests:
+        if invite.email not in guests:
+            with metrics.step("guest"):
+                guest = run.call(
+                    lambda invite=invite: run.client.ensure_guest(domain, invite.email, invite.role)  # type: ignore[misc]
+                )
+            guests[invite.email] = guest.role  # an existing guest keeps its role
+            run.save(guests=guests)
 
 
 def ensure_site(run: Run) -> SiteRecord:
@@ -269,8 +290,33 @@ def goal_id_from_list(run: Run) -> int:
     )
 
 
+# -- delete_custom_prop, delete_guest -------------------------------------------------------------
+
+
+def delete_custom_prop(run: Run) -> None:
+    """Plausible answers a delete of a property it does not have as done (§7.13)."""
+    prop = run.request.custom_prop
+    if prop is None:
+        raise JobFailed("validation_error", "delete_custom_prop needs a custom_prop")
+    with metrics.step("delete"):
+        run.call(lambda: run.client.delete_custom_prop(run.request.domain, prop))
+    run.progress.deleted = True
+
+
+def delete_guest(run: Run) -> None:
+    """Plausible answers a delete of a guest it does not have as done (§7.16)."""
+    email = run.request.email
+    if email is None:
+        raise JobFailed("validation_error", "delete_guest needs an email")
+    with metrics.step("delete"):
+        run.call(lambda: run.client.delete_guest(run.request.domain, email))
+    run.progress.deleted = True
+
+
 STEPS: dict[Operation, Callable[[Run], None]] = {
     Operation.provision_site: provision_site,
     Operation.delete_site: delete_site,
     Operation.delete_goal: delete_goal,
+    Operation.delete_custom_prop: delete_custom_prop,
+    Operation.delete_guest: delete_guest,
 }

@@ -10,6 +10,7 @@ from worker.accounts import load_accounts
 from worker.jobs.db import make_engine, require_current, upgrade
 from worker.jobs.store import JobStore
 from worker.settings import Settings
+from worker.wakeups import announcer
 
 
 def make_store(
@@ -24,4 +25,7 @@ def make_store(
         upgrade(engine)
     else:
         require_current(engine)
-    return JobStore(engine, webhook_urls=webhook_urls)
+    store = JobStore(engine, webhook_urls=webhook_urls)
+    # Producers wake the workers' schedulers when they enqueue (worker.wakeups).
+    store.announce = announcer(settings.broker_url) or store.announce
+    return store

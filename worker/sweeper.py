@@ -31,6 +31,7 @@ from worker.jobs.store import JobStore
 from worker.problems import explain
 from worker.quota.scheduler import Scheduler
 from worker.settings import Settings
+from worker.wakeups import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ RETENTION_CHUNK = 2000
 class SweepResult:
     requeued: int
     redispatched: int
+    #: Dispatched jobs no worker has started yet.
+    unstarted: int = 0
+    #: Seconds until the first waiting job is due (None: none waits).
+    next_due: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether the next sweep should follow soon rather than at the idle poll."""
+        return bool(self.requeued or self.redispatched or self.unstarted)
 
 
 def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> SweepResult:
@@ -56,17 +66,24 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
     # (caught at the next sweep), never too high (a duplicate). The queue is FIFO, so the
     # messages missing from it are those of the oldest dispatched jobs; of those, the ones that
     # have waited long enough are published again.
-    queued = dispatcher.queued_messages()
-    missing = store.unstarted_dispatched() - queued
+    # With none dispatched and unstarted, no message can be missing: the broker is not asked.
+    unstarted = store.unstarted_dispatched()
+    if unstarted:
+        queued = dispatcher.queued_messages()
+        unstarted = store.unstarted_dispatched()
+    missing = unstarted - queued if unstarted else 0
     lost = store.take_for_redispatch(redispatch_after=after, limit=min(missing, 500))
     # Should publishing fail, they stay dispatched with their permits: a later sweep finds them
     # missing again (the wait before it doubles).
-    dispatcher.publish(lost)
+    if lost:
+        dispatcher.publish(lost)
     metrics.SCHEDULER_JOBS.labels("requeued").inc(requeued)
     metrics.SCHEDULER_JOBS.labels("redispatched").inc(len(lost))
     if requeued or lost:
         log.info("sweeper: %d back to the scheduler, %d published again", requeued, len(lost))
-    return SweepResult(requeued=requeued, redispatched=len(lost))
+    due = store.next_due()
+    next_due = None if due is None else (due - store.clock()).total_seconds()
+    return SweepResult(requeued, len(lost), unstarted, next_due)
 
 
 def prune_expired(store: JobStore, settings: Settings) -> int:
@@ -84,23 +101,52 @@ def sweep_forever(
     store: JobStore,
     scheduler: Scheduler,
     settings: Settings,
-    wait: Callable[[float], bool],
+    wakeup: Wakeup,
+    stopped: Callable[[], bool],
     *,
+    poll: float | None = None,
+    watch: Callable[[], int] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Schedule every ``schedule_interval_seconds`` (and the moment a window opens or a reserve
-    is released) and sweep every ``sweep_interval_seconds``, until ``wait(interval)`` returns
-    True. Completion webhooks go out meanwhile from a thread of their own (``worker.webhooks``),
-    which ends with this loop's thread."""
+    """Schedule when woken (``wakeup``: new work, a job finished or handed back), when a quota
+    window opens or a reserve is released, and every ``poll`` seconds otherwise (the safety
+    net; ``settings.idle_poll_seconds`` by default); while ticks admit jobs, again every
+    ``schedule_interval_seconds``. Sweep every ``sweep_interval_seconds``, and run ``watch``
+    (the handback of dead processes' jobs, ``worker.registry``) every heartbeat. Until
+    ``stopped()``. Completion webhooks go out meanwhile from a thread of their own
+    (``worker.webhooks``), which ends with this loop's thread."""
     webhooks.start_sender(store, settings)
-    next_sweep = next_prune = next_retention = monotonic()
-    pause = settings.schedule_interval_seconds
-    while not wait(pause):
+    poll = settings.idle_poll_seconds if poll is None else poll
+    start = monotonic()
+    next_sweep = next_prune = next_retention = next_watch = next_tick = start
+    last_tick = last_sweep = float("-inf")
+    watch_every = settings.heartbeat_seconds
+    while not stopped():
+        now = monotonic()
+        due = min(next_tick, next_sweep, next_watch if watch else next_sweep)
+        if due > now and wakeup.wait(due - now):
+            # Woken: tick now, or as soon as the busy rate allows; sweep at the busy rate.
+            next_tick = max(monotonic(), last_tick + settings.schedule_interval_seconds)
+            next_sweep = min(next_sweep, last_sweep + settings.sweep_interval_seconds)
+            continue
+        if stopped():
+            return
         now = monotonic()
         try:
+            if watch is not None and now >= next_watch:
+                next_watch = now + watch_every
+                if watch():
+                    next_tick = now  # handed-back jobs go out at once
             if now >= next_sweep:
-                next_sweep = now + settings.sweep_interval_seconds
-                sweep_once(store, scheduler.dispatcher, settings)
+                last_sweep = now
+                swept = sweep_once(store, scheduler.dispatcher, settings)
+                # Idle (nothing dispatched and unstarted, nothing handed back): at the idle poll,
+                # or when the first waiting job is due.
+                next_sweep = now + (settings.sweep_interval_seconds if swept.busy else poll)
+                if swept.next_due is not None:
+                    next_sweep = min(next_sweep, now + max(0.05, swept.next_due))
+                if swept.requeued:
+                    next_tick = now
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_SECONDS
                 scheduler.limiter.prune()
@@ -108,9 +154,14 @@ def sweep_forever(
             if now >= next_retention:
                 pruned = prune_expired(store, settings)
                 next_retention = now + (0 if pruned == RETENTION_CHUNK else RETENTION_EVERY_SECONDS)
-            metrics.SCHEDULER_JOBS.labels("dispatched").inc(len(scheduler.tick()))
-            until_change = scheduler.next_wake() - scheduler.limiter.clock()
-            pause = min(settings.schedule_interval_seconds, max(0.005, until_change))
+            if now >= next_tick:
+                last_tick = now
+                admitted = scheduler.tick()
+                metrics.SCHEDULER_JOBS.labels("dispatched").inc(len(admitted))
+                until_change = scheduler.next_wake() - scheduler.limiter.clock()
+                # More may be ready behind what a tick admitted: look again soon.
+                idle = settings.schedule_interval_seconds if admitted else poll
+                next_tick = now + min(idle, max(0.005, until_change))
         except Exception as exc:
             # A database or broker outage must not end the loop; it tries again next tick. An
             # outage is one line saying what is down; anything else keeps its traceback.
@@ -123,21 +174,45 @@ def sweep_forever(
                     problem,
                     settings.sweep_interval_seconds,
                 )
-            wait(settings.sweep_interval_seconds)
+            retry = monotonic() + settings.sweep_interval_seconds
+            next_tick = max(next_tick, retry)
+            next_sweep = max(next_sweep, retry)
+            next_watch = max(next_watch, retry)
 
 
 class SweeperThread(threading.Thread):
-    """``sweep_forever`` on a thread, until stopped."""
+    """``sweep_forever`` on a thread, until stopped; ``wakeup`` wakes it."""
 
-    def __init__(self, store: JobStore, scheduler: Scheduler, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        scheduler: Scheduler,
+        settings: Settings,
+        wakeup: Wakeup,
+        *,
+        poll: float | None = None,
+        watch: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(name="provisioner-sweeper", daemon=True)
         self.store = store
         self.scheduler = scheduler
         self.settings = settings
-        self._stop_event = threading.Event()
+        self.wakeup = wakeup
+        self.poll = poll
+        self.watch = watch
+        self._stopped = threading.Event()
 
     def run(self) -> None:
-        sweep_forever(self.store, self.scheduler, self.settings, self._stop_event.wait)
+        sweep_forever(
+            self.store,
+            self.scheduler,
+            self.settings,
+            self.wakeup,
+            self._stopped.is_set,
+            poll=self.poll,
+            watch=self.watch,
+        )
 
     def stop(self) -> None:
-        self._stop_event.set()
+        self._stopped.set()
+        self.wakeup.set()

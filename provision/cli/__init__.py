@@ -1,6 +1,6 @@
 """The ``provision`` command line: settings checked once, then each command builds what it
-needs (the status table, workers, services). Commands live in ``jobs`` (import, status, jobs, retry, cancel, export)
-and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
+needs (the status table, workers, services). Commands live in ``jobs`` (import, status, jobs, retry, cancel, export),
+``plan`` (plan, apply) and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
 
 A command's module is imported only when that command runs (``_register`` names each one with
 its one-line help), so ``provision --help`` imports click and nothing heavy, and a command pays
@@ -200,6 +200,7 @@ def _register() -> None:
     it in ``provision --help``. The module is imported only when the command runs."""
     # fmt: off
     for name, where, short_help in [
+        ("apply", "provision.cli.plan:apply_command", "Make Plausible match a plan or a desired-state file."),
         ("audit", "provision.cli.trust:audit", "Show who retried, cancelled or resumed what, and sign-ins."),
         ("cancel", "provision.cli.jobs:cancel", "Withdraw queued or waiting jobs."),
         ("consume", "provision.cli.run:consume", "Enqueue signup events from a Redis Stream."),
@@ -209,6 +210,7 @@ def _register() -> None:
         ("export", "provision.cli.jobs:export", "Write a batch's jobs with their outcome, or the inventory."),
         ("import", "provision.cli.jobs:import_command", "Enqueue the signup events of FILE (JSON Lines or CSV)."),
         ("jobs", "provision.cli.jobs:jobs", "List jobs by status, batch, domain, account, error code."),
+        ("plan", "provision.cli.plan:plan_command", "Compare a desired-state file with what we own, priced in quota."),
         ("quota", "provision.cli.run:quota", "Show each quota: calls used and left, jobs waiting."),
         ("retry", "provision.cli.jobs:retry", "Queue failed jobs again from their checkpoints."),
         ("sandbox", "sandbox.cli:sandbox_command", "Run a local, in-memory Plausible Sites API."),
@@ -217,6 +219,7 @@ def _register() -> None:
         ("status", "provision.cli.jobs:status", "Show a job, a batch, or the jobs of a domain."),
         ("token", "provision.cli.trust:token", "Tokens of the HTTP service and the dashboard."),
         ("worker", "provision.cli.run:worker", "Start a Celery worker and its scheduler."),
+        ("workers", "provision.cli.workers:workers", "List the live worker processes and their jobs."),
     ]:
         main.lazy(name, where, short_help)
     # fmt: on

@@ -26,13 +26,21 @@ from worker.settings import Settings, get_settings
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(["threads", "prefork", "solo"]),
+    default=None,
+    help="threads (one process) or prefork (a process per slot) [PROVISIONER_WORKER_POOL].",
+)
 @click.pass_context
-def worker(ctx: click.Context) -> None:
-    """Start a Celery worker and its scheduler; extra options (--concurrency, --pool, -Q) go
-    to Celery."""
+def worker(ctx: click.Context, pool: str | None) -> None:
+    """Start a Celery worker and its scheduler; extra options (--concurrency, -Q) go to
+    Celery."""
     from worker.app import create_app
 
     settings = get_settings()
+    pool = pool or settings.worker_pool
     if not settings.broker_url:
         raise click.UsageError("PROVISIONER_BROKER_URL is not set; a worker needs a broker")
     check_worker_settings(settings)  # fail now on a bad configuration, not in every task
@@ -40,7 +48,8 @@ def worker(ctx: click.Context) -> None:
     app = create_app(settings)
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1)  # an unreachable broker: one line, now
-    app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
+    app.conf.worker_pool = pool
+    app.worker_main(["worker", "--loglevel=INFO", f"--pool={pool}", *ctx.args])
 
 
 @main.group()

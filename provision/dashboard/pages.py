@@ -325,6 +325,21 @@ def audit_page(request: Request, board: Board, session: Admin, after: Position) 
     )
 
 
+# -- the worker processes ---------------------------------------------------------------------
+
+
+def workers_page(request: Request, board: Board, session: Admin) -> Response:
+    """The live worker processes, from the registry their heartbeats keep (admin only)."""
+    now = board.store.clock()
+    processes = [
+        {**dataclasses.asdict(p), "silent": max(0.0, (now - p.last_heartbeat).total_seconds())}
+        for p in board.store.processes()
+    ]
+    return board.templates.render(
+        request, "workers.html", session=session, title="Workers", processes=processes
+    )
+
+
 # -- static files -----------------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("GET", "/sessions", signin.sessions_page),
     ("POST", "/sessions/{short}/revoke", signin.revoke),
     ("GET", "/audit", pages.audit_page),
+    ("GET", "/workers", pages.workers_page),
     ("GET", "", pages.batches_page),
     ("GET", "/", pages.slash),
     ("GET", "/fragments/batches", pages.batches_fragment),

@@ -74,6 +74,34 @@ def _steps(job: ProvisioningJob) -> list[dict[str, Any]]:
                     "href": url if url and url.startswith(("https://", "http://")) else None,
                 }
             )
+        for prop in spec.custom_props:
+            done = prop in progress.custom_props
+            steps.append(
+                {
+                    "name": f"Custom property: {prop}",
+                    "done": done,
+                    "detail": "" if done else "to do",
+                }
+            )
+        for guest in spec.guests:
+            role = progress.guests.get(guest.email)
+            steps.append(
+                {
+                    "name": f"Guest: {guest.email}",
+                    "done": role is not None,
+                    "detail": f"invited as {role}" if role is not None else "to do",
+                }
+            )
+    elif spec.operation in (Operation.delete_custom_prop, Operation.delete_guest):
+        what = (
+            f"custom property {spec.custom_prop}"
+            if spec.operation is Operation.delete_custom_prop
+            else f"guest {spec.email}"
+        )
+        done = bool(progress.deleted)
+        steps.append(
+            {"name": f"Delete {what}", "done": done, "detail": "deleted" if done else "to do"}
+        )
     elif spec.operation is Operation.delete_site:
         done = bool(progress.deleted)
         detail = "deleted" if done else "to do"

@@ -1,13 +1,15 @@
 """The data routes of ``provision serve``: jobs (submit, look up, list, retry, cancel, one or
-every job a filter matches), batches, the sites of the inventory, the quota and the metrics. Each answers a model of
+every job a filter matches), batches, the sites of the inventory, plans of a desired state (made
+and applied), the quota and the metrics. Each answers a model of
 ``provisioner_types``; every route needs the bearer token (``provision.http.gate``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Query, Request, Response
 
@@ -33,7 +35,7 @@ from provisioner_types import (
     SitePage,
 )
 from worker import metrics
-from worker.errors import IdempotencyConflictError, InvalidRequestError
+from worker.errors import IdempotencyConflictError, InvalidRequestError, ProvisionerError
 from worker.jobs import view
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import ProvisioningJob
@@ -318,6 +320,79 @@ def get_metrics() -> Response:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/plans",
+    responses=errors(403, 408, 413, 422),
+    **scoped("jobs:read"),
+)
+async def create_plan(
+    request: Request,
+    store: Store,
+    accounts: Accounts,
+    reporter: OptionalReporter,
+    caller: Caller,
+    target: Annotated[list[str] | None, Query()] = None,
+) -> dict[str, Any]:
+    """A desired state (its file as a JSON body, or TOML with ``Content-Type:
+    application/toml``) compared with the inventory, without an API call: the plan, its cost
+    and its jobs, as ``provision plan --json`` prints it. Pass it to ``POST /plans/apply``."""
+    from producers.plans import saved as plans
+    from producers.plans.desired import DesiredStateError, parse
+
+    raw = await request.body()
+    try:
+        if "toml" in request.headers.get("content-type", ""):
+            data: object = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(422, "validation_error", f"the body is not a desired state: {exc}") from None
+    allowed = caller.visible(accounts) if accounts is not None else caller.accounts
+    try:
+        desired = parse(data, accounts=allowed)
+        targets = [parse_domain(domain) for domain in target or ()]
+    except DesiredStateError as exc:
+        raise ApiError(422, "validation_error", "; ".join(exc.problems)) from None
+    except InvalidRequestError as exc:
+        raise ApiError(422, "validation_error", exc.message, "target") from None
+    saved, cost = plans.make(store, desired, targets, reporter=reporter)
+    return saved.as_json(cost)
+
+
+@router.post(
+    "/plans/apply",
+    status_code=202,
+    responses=errors(403, 404, 408, 409, 413, 422),
+    **scoped("jobs:write"),
+)
+def apply_plan(
+    body: Annotated[object, Depends(json_body)],
+    response: Response,
+    store: Store,
+    caller: Caller,
+    allow_destroy: bool = False,
+) -> dict[str, Any]:
+    """Apply a plan from ``POST /plans``, as one batch named after its set: ``202`` with the
+    batch and what was queued. ``409`` ``stale_plan`` if the inventory changed since it was
+    made, ``destroy_not_allowed`` if it deletes a site without ``allow_destroy=true``. A plan
+    that replaces a goal or guest queues the re-creation once the delete is done: call again
+    while ``pending`` lists deletes. Applying it again makes no second job."""
+    from producers.plans import saved as plans
+
+    try:
+        saved = plans.from_json(body)
+    except ProvisionerError as exc:
+        raise ApiError(422, "invalid_plan", str(exc)) from None
+    if not caller.sees(saved.plan.account):
+        raise ApiError(404, "not_found", f"no account {saved.plan.account!r}")
+    try:
+        applied = plans.apply(store, saved, allow_destroy=allow_destroy)
+    except plans.PlanRefused as exc:
+        raise ApiError(409, exc.code, str(exc)) from None
+    response.headers["Location"] = f"/batches/{applied.batch_id}"
+    return applied.as_json()
 
 
 def _accepted(response: Response, job_id: str) -> None:

@@ -557,3 +557,37 @@ def test_the_sites_pages_show_the_inventory_a_page_at_a_time(
     bad = client.get("/ui/sites?domain=a%20b")
     assert bad.status_code == 200
     assert 'role="alert"' in bad.text
+
+
+def test_the_workers_page_lists_the_live_processes_for_admins_only(store: JobStore) -> None:
+    from provision.tokens import Principal
+
+    reader = "dashboard-reader-token"
+    tokens = Tokens(
+        {
+            token_hash(TOKEN): LEGACY,
+            token_hash(reader): Principal("reader", frozenset({"jobs:read"}), None),
+        }
+    )
+    app = create_app(store, token=SecretStr(""), reporter=reporter_for(store), tokens=tokens)
+    job = store.enqueue(parse_event(event("busy.example.com")).request).job
+    store.register("host-a:4242:x", host="worker-host-a", pid=4242)
+    store.register("host-b:7:y", host="worker-host-b", pid=7)
+    assert store.claim(job.id, lease_seconds=60, owner="host-a:4242:x") is not None
+
+    admin = TestClient(app, follow_redirects=False)
+    sign_in(admin)
+    page = admin.get("/ui/workers")
+    assert page.status_code == 200
+    rows = re.findall(r'<tr data-process="([^"]+)">(.*?)</tr>', page.text, re.S)
+    cells = {pid: re.findall(r"<td>(?:<small>)?(.*?)(?:</small>)?</td>", row) for pid, row in rows}
+    assert cells["host-a:4242:x"][:2] == ["worker-host-a", "4242"]
+    assert cells["host-a:4242:x"][-1] == "1"
+    assert cells["host-b:7:y"][-1] == "0"
+    assert 'href="/ui/workers"' in page.text
+
+    other = TestClient(app, follow_redirects=False)
+    response = other.post("/ui/login", data={"token": reader, "next": "/ui"}, headers=ORIGIN)
+    assert response.status_code == 303
+    assert other.get("/ui/workers").status_code == 403
+    assert 'href="/ui/workers"' not in other.get("/ui").text

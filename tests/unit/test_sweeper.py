@@ -15,10 +15,11 @@ from worker.jobs.store import JobStore
 from worker.runtime import make_scheduler
 from worker.settings import Settings
 from worker.sweeper import sweep_forever
+from worker.wakeups import Wakeup
 
 
 class DownBroker:
-    def publish(self, job_ids: Sequence[str]) -> None:
+    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
         raise OperationalError("[Errno 111] Connection refused")
 
     def queued_messages(self) -> int:
@@ -36,11 +37,13 @@ def test_a_broker_outage_is_one_warning_line_and_the_loop_goes_on(
     )
     ticks = iter(range(3))
 
-    def wait(_: float) -> bool:
+    def stopped() -> bool:
         return next(ticks, None) is None
 
     with caplog.at_level(logging.WARNING):
-        sweep_forever(store, make_scheduler(settings, store, DownBroker()), settings, wait)
+        sweep_forever(
+            store, make_scheduler(settings, store, DownBroker()), settings, Wakeup(), stopped
+        )
     lines = [r for r in caplog.records if r.name == "worker.sweeper"]
     assert lines, "the outage was not logged"
     assert all(r.exc_info is None for r in lines)

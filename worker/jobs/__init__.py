@@ -8,7 +8,7 @@ touch what:
 - ``intake`` (producers enqueue), ``claims`` (the pipeline's lease, checkpoints and outcome),
   ``dispatch`` (the scheduler admits), ``recovery`` (the sweeper hands back), ``counts`` (the
   quota report), ``queries`` (readers), ``actions`` (operators retry and cancel), ``outbox``
-  (completion webhooks); ``table`` is what they share, ``store`` composes them all;
+  (completion webhooks), ``registry`` (worker processes and their heartbeats); ``table`` is what they share, ``store`` composes them all;
 - ``view``: builds the one public shape of a job and a batch, the models of
   ``provisioner_types``, from the rows.
 

@@ -56,7 +56,7 @@ class Actions(Table):
 
     def _retry(self, *conditions: ColumnElement[bool]) -> list[str]:
         t = ProvisioningJob
-        return self._update_returning(
+        retried = self._update_returning(
             *conditions,
             col(t.status) == JobStatus.failed,
             status=JobStatus.queued,
@@ -69,3 +69,6 @@ class Actions(Table):
             dispatched_at=None,
             updated_at=self.clock(),
         )
+        if retried:
+            self.announce()
+        return retried

@@ -44,7 +44,7 @@ class Claims(Table):
 
     def claim(self, job_id: str, *, lease_seconds: float, owner: str | None = None) -> Claim | None:
         """Take the job if it is queued, due, or abandoned by an expired lease; else None.
-        ``owner`` names the claiming process (``worker.leases.this_process``)."""
+        ``owner`` names the claiming process (``worker.leases.process_id``)."""
         now = self.clock()
         token = uuid.uuid4().hex
         t = ProvisioningJob

@@ -27,6 +27,8 @@ class Ready(NamedTuple):
     #: The calls the job still needs (``calls_needed``, kept with its checkpoints).
     calls: int
     created_at: datetime
+    #: It ran before (handed back, requeued, due again): its message goes ahead of the others.
+    started: bool = False
 
 
 class BatchPosition(NamedTuple):
@@ -54,7 +56,7 @@ def _ready_statement(shape: str, no_provision: bool) -> Any:
                 t.c.operation != Operation.provision_site.value,
             )
         )
-    columns = (t.c.id, t.c.batch_id, t.c.calls_left, t.c.created_at)
+    columns = (t.c.id, t.c.batch_id, t.c.calls_left, t.c.created_at, t.c.started_at)
     oldest = (t.c.created_at, t.c.id)
     limit = sa.bindparam("limit", type_=sa.Integer())
     if shape == "all":
@@ -123,8 +125,8 @@ class Dispatching(Counts):
             rows = connection.execute(query, params).all()
         return sorted(
             (
-                Ready(job_id, batch, int(calls), as_utc(at) or at)
-                for job_id, batch, calls, at in rows
+                Ready(job_id, batch, int(calls), as_utc(at) or at, started is not None)
+                for job_id, batch, calls, at, started in rows
             ),
             key=lambda ready: (ready.created_at, ready.id),
         )

@@ -26,11 +26,22 @@ def _canonical(request: JobRequest) -> tuple[dict[str, Any], str]:
 
     The default account is left out, so requests stored before accounts existed keep their
     fingerprints (and derived keys): re-importing an old file still finds its duplicates. So is
-    a ``callback_url`` of None, for the same reason.
+    a field added since (``callback_url``, ``managed_set``, ``custom_props``...) left at its
+    default, for the same reason.
     """
     exclude = {"account"} if request.account == DEFAULT_ACCOUNT else set()
-    if request.callback_url is None:
-        exclude.add("callback_url")
+    exclude |= {
+        name
+        for name in (
+            "callback_url",
+            "managed_set",
+            "custom_props",
+            "guests",
+            "custom_prop",
+            "email",
+        )
+        if getattr(request, name) in (None, ())
+    }
     data = request.model_dump(mode="json", exclude=exclude or None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return data, hashlib.sha256(canonical.encode()).hexdigest()
@@ -51,11 +62,13 @@ def _key_from_fingerprint(digest: str) -> str:
 
 class NewJob(NamedTuple):
     """A job to enqueue: its idempotency key (None: derived from the request), the request, and
-    its priority class."""
+    its priority class. ``progress``: steps known done before it starts (a plan's site that the
+    inventory holds already, so its job makes no create call)."""
 
     key: str | None
     request: JobRequest
     priority: Priority = Priority.interactive
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,7 @@ def job_values(
     batch_id: str,
     now: datetime,
     priority: Priority = Priority.interactive,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """A new queued job's column values, for a bulk INSERT: built without constructing a model
     object per row (which dominates the cost of a large import)."""
@@ -129,10 +143,12 @@ def job_values(
         "request": data,
         "fingerprint": digest,
         "status": JobStatus.queued,
-        "progress": {},
+        "progress": {}
+        if progress is None
+        else progress.model_dump(mode="json", exclude_defaults=True),
         "attempts": 0,
         "dispatch_count": 0,
-        "calls_left": calls_needed(request, Progress()),
+        "calls_left": calls_needed(request, progress or Progress()),
         "created_at": now,
         "updated_at": now,
     }
@@ -195,7 +211,12 @@ class Intake(Table):
         batch = batch or BatchOf.of_day(source, now)
         jobs = [
             job_values(
-                item.request, key=item.key, batch_id=batch.id, now=now, priority=item.priority
+                item.request,
+                key=item.key,
+                batch_id=batch.id,
+                now=now,
+                priority=item.priority,
+                progress=item.progress,
             )
             for item in items
         ]
@@ -213,6 +234,8 @@ class Intake(Table):
                 rows = session.execute(insert_ignoring_duplicates(dialect), unique)
                 inserted = {key: job_id for job_id, key in rows.all()}
                 session.commit()
+            if inserted:
+                self.announce()
         missing = [
             job["idempotency_key"] for job in unique if job["idempotency_key"] not in inserted
         ]

@@ -9,7 +9,7 @@ adopted, each goal and shared link ensured, and what a delete removed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, or_
 from sqlmodel import Session, col, select
 
 from worker.jobs.db import table_of, upsert
-from worker.jobs.models import SiteGoalRow, SiteLinkRow, SiteRow
+from worker.jobs.models import SiteGoalRow, SiteGuestRow, SiteLinkRow, SitePropRow, SiteRow
 from worker.jobs.specs import JobRequest, Progress
 from worker.jobs.states import Operation
 from worker.jobs.table import Change, Table
@@ -35,15 +35,27 @@ def changes(
     inventory."""
     account = request.account
     if request.operation is Operation.provision_site:
-        return _provisioned(dialect, account, job_id, before, after, now)
+        return _provisioned(dialect, request, job_id, before, after, now)
     gone = after.deleted or after.already_gone
     if not gone or (before.deleted or before.already_gone):
         return []
     if request.operation is Operation.delete_site:
         return [
             (delete(table).where(*_of_site(table, account, request.domain)), None)
-            for table in (SiteLinkRow, SiteGoalRow, SiteRow)
+            for table in (SiteGuestRow, SitePropRow, SiteLinkRow, SiteGoalRow, SiteRow)
         ]
+    if request.operation is Operation.delete_custom_prop:
+        where = (
+            *_of_site(SitePropRow, account, request.domain),
+            col(SitePropRow.name) == request.custom_prop,
+        )
+        return [(delete(SitePropRow).where(*where), None)]
+    if request.operation is Operation.delete_guest:
+        where = (
+            *_of_site(SiteGuestRow, account, request.domain),
+            col(SiteGuestRow.email) == request.email,
+        )
+        return [(delete(SiteGuestRow).where(*where), None)]
     goal_id = after.goal_id if after.goal_id is not None else request.goal_id
     if goal_id is None:
         return []
@@ -52,8 +64,11 @@ def changes(
 
 
 def _provisioned(
-    dialect: str, account: str, job_id: str, before: Progress, after: Progress, now: datetime
+    dialect: str, request: JobRequest, job_id: str, before: Progress, after: Progress, now: datetime
 ) -> list[Change]:
+    """A set's job marks what it records first as the set's (kept by later upserts); a site in
+    the account before the job never is."""
+    account = request.account
     site = after.site
     if site is None:
         return []
@@ -66,6 +81,7 @@ def _provisioned(
             "timezone": site.timezone,
             "origin": origin,
             "job_id": job_id,
+            "managed_set": None if origin == "existed" else request.managed_set,
             "created_at": now,
             "confirmed_at": now,
         }
@@ -83,6 +99,7 @@ def _provisioned(
             "page_path": goal.page_path,
             "display_name": goal.display_name,
             "job_id": job_id,
+            "managed_set": request.managed_set,
             "confirmed_at": now,
         }
         for key, goal in after.goals.items()
@@ -109,6 +126,25 @@ def _provisioned(
         keys = ["account", "domain", "name"]
         stmt = upsert(table_of(SiteLinkRow), dialect, keys, ["url", "job_id", "confirmed_at"])
         out += [(stmt, link) for link in links]
+    common = {"account": account, "domain": site.domain, "job_id": job_id, "confirmed_at": now}
+    props = [
+        {**common, "name": name, "managed_set": request.managed_set}
+        for name in after.custom_props
+        if name not in before.custom_props
+    ]
+    if props:
+        keys = ["account", "domain", "name"]
+        stmt = upsert(table_of(SitePropRow), dialect, keys, ["job_id", "confirmed_at"])
+        out += [(stmt, prop) for prop in props]
+    guests = [
+        {**common, "email": email, "role": role, "managed_set": request.managed_set}
+        for email, role in after.guests.items()
+        if before.guests.get(email) != role
+    ]
+    if guests:
+        keys = ["account", "domain", "email"]
+        stmt = upsert(table_of(SiteGuestRow), dialect, keys, ["role", "job_id", "confirmed_at"])
+        out += [(stmt, guest) for guest in guests]
     return out
 
 
@@ -118,11 +154,13 @@ def _of_site(table: Any, account: str, domain: str) -> tuple[Any, Any]:
 
 @dataclass(frozen=True)
 class SiteView:
-    """A site of the inventory with its goals and shared links."""
+    """A site of the inventory with its goals, shared links, custom properties and guests."""
 
     site: SiteRow
     goals: list[SiteGoalRow]
     links: list[SiteLinkRow]
+    props: list[SitePropRow] = field(default_factory=list)
+    guests: list[SiteGuestRow] = field(default_factory=list)
 
 
 class Inventory(Table):
@@ -179,4 +217,14 @@ class Inventory(Table):
             .where(*_of_site(SiteLinkRow, site.account, site.domain))
             .order_by(col(SiteLinkRow.name))
         ).all()
-        return SiteView(site, list(goals), list(links))
+        props = session.exec(
+            select(SitePropRow)
+            .where(*_of_site(SitePropRow, site.account, site.domain))
+            .order_by(col(SitePropRow.name))
+        ).all()
+        guests = session.exec(
+            select(SiteGuestRow)
+            .where(*_of_site(SiteGuestRow, site.account, site.domain))
+            .order_by(col(SiteGuestRow.email))
+        ).all()
+        return SiteView(site, list(goals), list(links), list(props), list(guests))

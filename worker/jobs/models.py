@@ -80,7 +80,7 @@ class ProvisioningJob(SQLModel, table=True):
     #: The current claim: a running job belongs to whoever holds this token until the lease ends.
     lease_token: str | None = Field(default=None, max_length=32)
     lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    #: The process that took the claim (``worker.leases.this_process``): a sweeper on the same
+    #: The process that took the claim (``worker.leases.process_id``): a sweeper on the same
     #: host hands the job back as soon as that process is gone.
     lease_owner: str | None = Field(default=None, max_length=128)
     #: When the job's message was last handed to the broker; None means not yet (outbox).
@@ -256,6 +256,8 @@ class SiteRow(SQLModel, table=True):
     #: answer was lost), or ``existed`` (in the account before us).
     origin: str = Field(max_length=16)
     job_id: str = Field(max_length=32)
+    #: The desired-state set whose job created it (``provision apply``); None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     #: When a job last saw it in Plausible.
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -275,6 +277,8 @@ class SiteGoalRow(SQLModel, table=True):
     page_path: str | None = Field(default=None, max_length=2048)
     display_name: str = Field(max_length=255)
     job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
@@ -288,6 +292,35 @@ class SiteLinkRow(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=255)
     url: str = Field(max_length=2048)
     job_id: str = Field(max_length=32)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SitePropRow(SQLModel, table=True):
+    """A custom property an inventory site allows."""
+
+    __tablename__ = "inventory_props"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    name: str = Field(primary_key=True, max_length=300)
+    job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
+    confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class SiteGuestRow(SQLModel, table=True):
+    """A guest (or pending invitation) of an inventory site, with the role Plausible holds."""
+
+    __tablename__ = "inventory_guests"
+
+    account: str = Field(primary_key=True, max_length=64)
+    domain: str = Field(primary_key=True, max_length=255)
+    email: str = Field(primary_key=True, max_length=254)
+    role: str = Field(max_length=16)
+    job_id: str = Field(max_length=32)
+    #: The desired-state set whose job first recorded it; None: not a set's.
+    managed_set: str | None = Field(default=None, max_length=64)
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
@@ -339,3 +372,22 @@ class SigninFailures(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=128)
     window: int = Field(primary_key=True, sa_type=BigInteger)
     failures: int = 0
+
+
+class WorkerProcessRow(SQLModel, table=True):
+    """A process that runs jobs, while it lives: it writes a heartbeat every second or so
+    (``worker.registry``). Its id is what its claims record as their ``lease_owner``."""
+
+    __tablename__ = "worker_processes"
+
+    id: str = Field(primary_key=True, max_length=128)
+    #: The host's name and the process's id there, for people (``provision workers``).
+    host: str = Field(max_length=255)
+    pid: int
+    started: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: By the process's own clock; shown, never compared across hosts (``beats`` is).
+    last_heartbeat: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    #: Bumped at every heartbeat: a watcher takes a process for dead when this stops changing
+    #: for long enough by the watcher's own clock, so clocks that differ between hosts do not
+    #: matter.
+    beats: int = Field(default=0, sa_type=BigInteger)

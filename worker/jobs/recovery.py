@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import and_, delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from worker.jobs.models import ProvisioningJob, WebhookDelivery
 from worker.jobs.states import FINAL_STATUSES, DeliveryStatus, JobStatus
 from worker.jobs.table import Table
+from worker.times import as_utc
 
 #: Re-publishing waits double with each message sent, up to this many times the base wait.
 MAX_REDISPATCH_DOUBLINGS = 6
@@ -56,6 +57,15 @@ class Recovery(Table):
             permits=None,
             updated_at=now,
         )
+
+    def next_due(self) -> datetime | None:
+        """When the first waiting job's backoff ends (one step down an index), if any waits."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            due = session.execute(
+                select(func.min(t.next_attempt_at)).where(col(t.status) == JobStatus.waiting)
+            ).scalar()
+        return as_utc(due)
 
     def running_owned(self, prefix: str) -> list[tuple[str, str, str]]:
         """(id, lease token, owner) of the running jobs whose owner starts with ``prefix``."""

@@ -30,6 +30,15 @@ class GoalSpec(BaseModel):
         return f"page:{self.page_path}"
 
 
+class GuestSpec(BaseModel):
+    """A guest to invite to a site (Plausible sends the invitation email)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    email: str
+    role: Literal["viewer", "editor"]
+
+
 class JobRequest(BaseModel):
     """What a producer asks for. Stored verbatim in the job row; never holds a secret."""
 
@@ -40,6 +49,13 @@ class JobRequest(BaseModel):
     timezone: str | None = None
     goals: tuple[GoalSpec, ...] = ()
     shared_links: tuple[str, ...] = ()
+    #: provision_site: custom properties to allow, and guests to invite (both find-or-create).
+    #: Left out of the stored request when empty.
+    custom_props: tuple[str, ...] = ()
+    guests: tuple[GuestSpec, ...] = ()
+    #: delete_custom_prop: the property; delete_guest: the guest's email.
+    custom_prop: str | None = None
+    email: str | None = None
     #: delete_goal only: the goal, by id or by event name / page path.
     goal_id: int | None = None
     goal: GoalSpec | None = None
@@ -48,6 +64,9 @@ class JobRequest(BaseModel):
     #: Where to POST the job once it is done (``worker.webhooks``); None: the account's
     #: ``webhook_url``, if any. Left out of the stored request (and its fingerprint) when None.
     callback_url: str | None = None
+    #: The desired-state set (``provision apply``) the job works for: the inventory records it
+    #: beside what the job creates. Left out of the stored request when None.
+    managed_set: str | None = None
 
 
 class SiteRecord(BaseModel):
@@ -82,6 +101,10 @@ class Progress(BaseModel):
     site: SiteRecord | None = None
     goals: dict[str, GoalRecord] = PydanticField(default_factory=dict)
     shared_links: dict[str, str] = PydanticField(default_factory=dict)
+    #: provision_site: the custom properties allowed, and each guest's role as Plausible holds
+    #: it (an existing guest keeps its role: the invite does not change it).
+    custom_props: list[str] = PydanticField(default_factory=list)
+    guests: dict[str, str] = PydanticField(default_factory=dict)
     #: delete_goal: the goal's id and where it was found.
     goal_id: int | None = None
     goal_id_source: Literal["request", "history", "list"] | None = None
@@ -101,7 +124,9 @@ def calls_needed(request: JobRequest, progress: Progress) -> int:
         site = 0 if progress.site is not None else 1
         goals = sum(1 for goal in request.goals if goal.natural_key not in progress.goals)
         links = sum(1 for name in request.shared_links if name not in progress.shared_links)
-        return max(1, site + goals + links)
+        props = sum(1 for prop in request.custom_props if prop not in progress.custom_props)
+        guests = sum(1 for guest in request.guests if guest.email not in progress.guests)
+        return max(1, site + goals + links + props + guests)
     if request.operation is Operation.delete_goal:
         known = request.goal_id is not None or progress.goal_id is not None
         return 1 if known else 2  # a look at the goals list first, when our records lack the id

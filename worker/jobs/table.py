@@ -9,7 +9,7 @@ then writes: SQLite cannot upgrade a stale read lock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import update
@@ -47,6 +47,10 @@ class Fenced(Protocol):
     def token(self) -> str: ...
 
 
+def _nothing() -> None:
+    return None
+
+
 class Table:
     """The status table on ``engine``; each audience's interface is a subclass."""
 
@@ -62,6 +66,9 @@ class Table:
         #: Account name -> its ``webhook_url``: where a job of the account that names no
         #: ``callback_url`` is POSTed once done (``worker.runtime.make_store`` fills it in).
         self.webhook_urls: Mapping[str, str] = dict(webhook_urls or {})
+        #: Called once jobs were made ready for the scheduler (enqueued, retried), so a sleeping
+        #: scheduler wakes (``worker.wakeups``); a hint, never needed for correctness.
+        self.announce: Callable[[], None] = _nothing
 
     def get(self, job_id: str) -> ProvisioningJob | None:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -100,12 +100,20 @@ class Scheduler:
         return admitted
 
     def _publish(
-        self, quota: Quota, job_ids: list[str], held: Mapping[str, tuple[Sequence[Window], int]]
+        self,
+        quota: Quota,
+        job_ids: list[str],
+        held: Mapping[str, tuple[Sequence[Window], int]],
+        *,
+        first: bool = False,
     ) -> None:
         if not job_ids:
             return
         try:
-            self.dispatcher.publish(job_ids)
+            if first:
+                self.dispatcher.publish(job_ids, first=True)
+            else:
+                self.dispatcher.publish(job_ids)
         except Exception:
             # Offered again at the next tick, which reserves their calls anew: give these back.
             self.store.release_dispatch(job_ids)
@@ -174,8 +182,12 @@ class Scheduler:
                 self._last_batch[quota.name] = served
         ids = [job.id for job in order]
         held = {job.id: (span, n) for job, n in chosen if job.id in admitted}
-        for start in range(0, len(ids), PUBLISH_EVERY):
-            self._publish(quota, ids[start : start + PUBLISH_EVERY], held)
+        # Jobs that ran before (handed back from a dead worker) go ahead of the waiting messages.
+        resumed = [job.id for job in order if job.started]
+        fresh = [job.id for job in order if not job.started]
+        for group, first in ((resumed, True), (fresh, False)):
+            for start in range(0, len(group), PUBLISH_EVERY):
+                self._publish(quota, group[start : start + PUBLISH_EVERY], held, first=first)
         return ids
 
     def _resume_changed_keys(self) -> None:

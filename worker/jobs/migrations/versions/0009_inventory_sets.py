@@ -1,0 +1,87 @@
+"""Desired state: which set (``provision plan``/``apply``) made each inventory site and goal;
+a site's custom properties and guests in the inventory; and the operations that remove them.
+
+``managed_set`` is the set whose job created the resource; NULL for anything else (an import, the
+HTTP service, a site that existed before). A plan prunes only its own set's resources. No job
+before this revision carried a set, so there is nothing to backfill.
+
+Revision ID: 0009
+Revises: 0007
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+TABLES = ("inventory_sites", "inventory_goals")
+
+
+OLD_OPERATIONS = ("provision_site", "delete_site", "delete_goal")
+#: New values of the ``operation`` type.
+OPERATIONS = ("delete_custom_prop", "delete_guest")
+
+
+def upgrade() -> None:
+    for table in TABLES:
+        op.add_column(table, sa.Column("managed_set", sa.String(length=64), nullable=True))
+    op.create_table(
+        "inventory_props",
+        sa.Column("account", sa.String(length=64), nullable=False),
+        sa.Column("domain", sa.String(length=255), nullable=False),
+        sa.Column("name", sa.String(length=300), nullable=False),
+        sa.Column("job_id", sa.String(length=32), nullable=False),
+        sa.Column("managed_set", sa.String(length=64), nullable=True),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("account", "domain", "name"),
+    )
+    op.create_table(
+        "inventory_guests",
+        sa.Column("account", sa.String(length=64), nullable=False),
+        sa.Column("domain", sa.String(length=255), nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("job_id", sa.String(length=32), nullable=False),
+        sa.Column("managed_set", sa.String(length=64), nullable=True),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("account", "domain", "email"),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        for value in OPERATIONS:
+            op.execute(f"ALTER TYPE operation ADD VALUE IF NOT EXISTS '{value}'")
+    else:  # a VARCHAR as long as the longest value: the longer one copies the table
+        _operations(OLD_OPERATIONS, (*OLD_OPERATIONS, *OPERATIONS))
+
+
+def downgrade() -> None:
+    # PostgreSQL cannot drop a value from a type: the operations stay, unused.
+    if op.get_bind().dialect.name != "postgresql":
+        _operations((*OLD_OPERATIONS, *OPERATIONS), OLD_OPERATIONS)
+    op.drop_table("inventory_guests")
+    op.drop_table("inventory_props")
+    for table in TABLES:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("managed_set")
+
+
+def _operations(old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    """SQLite: the operation column's type, then the count triggers the table copy dropped."""
+    with op.batch_alter_table("provisioning_jobs") as batch:
+        batch.alter_column(
+            "operation",
+            existing_type=sa.Enum(*old, name="operation"),
+            type_=sa.Enum(*new, name="operation"),
+            existing_nullable=False,
+        )
+    counts = importlib.import_module(
+        "worker.jobs.migrations.versions.0006_inventory_batches_counts"
+    )
+    counts.create_triggers(op.get_bind())
