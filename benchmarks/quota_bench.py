@@ -19,7 +19,9 @@ sandbox's request log (``/_sandbox/requests``, by the sandbox's clock). It print
 - robustness: 429s with the sandbox's clock 500 ms ahead or behind ours, and with 200 ms of
   latency per request;
 - reaction: our calls wasted per window (429s) while another client of the same team spends part
-  of the burst window.
+  of the burst window;
+- small limits: signups arriving during an import with a burst limit of 15 per 5 s, enqueue to
+  done (the interactive reserve holds at least one signup whatever the limits).
 
 Uses Redis db 13 (``BENCH_REDIS_URL``; flushed) and a fresh PostgreSQL database (dropped after).
 """
@@ -286,6 +288,39 @@ def fairness_and_latency(bench: Bench, signups: int, big: int) -> None:
     bench.add(name, "backlog still queued at the end", f"{remaining:,}")
 
 
+def small_limits(bench: Bench, signups: int) -> None:
+    """Signups arriving while an import runs under a small custom limit (15 calls per 5 s,
+    where a 10 % reserve would be 1.5 calls, less than one signup)."""
+    name = "15 per 5 s"
+    limits = {"burst_limit": 15, "burst_seconds": 5.0, "hourly_limit": 10**7}
+    bench.reset(**limits)
+    bench.enqueue("bulk", 2000, Priority.bulk, "bulk")
+    bench.start_worker(**limits)
+    store = bench.store
+    assert store is not None
+    bench.wait_windows(1, seconds=5.0)  # the import has the windows to itself for a while
+    ids = []
+    rng = random.Random(11)
+    for n in range(signups):
+        ids.append(store.enqueue(parse_event(signup("small", n)).request, key=f"small-{n}").job.id)
+        time.sleep(rng.uniform(2.0, 4.0))
+    deadline = time.monotonic() + 120
+    while not all(j.status.done for j in (store.get(i) for i in ids) if j is not None):
+        if time.monotonic() > deadline:
+            raise RuntimeError("signups did not finish")
+        time.sleep(0.2)
+    done = []
+    for job_id in ids:
+        job = store.get(job_id)
+        assert job is not None
+        created = as_utc(job.created_at).timestamp()  # type: ignore[union-attr]
+        done.append(as_utc(job.finished_at).timestamp() - created)  # type: ignore[union-attr]
+    bench.stop_worker()
+    print(f"  enqueue -> done (s): {[round(x, 2) for x in done]}", flush=True)
+    bench.add(name, "signups behind an import", len(ids))
+    bench.add(name, "enqueue -> done p50/max (s)", f"{pct(done, 50):.2f}/{max(done):.2f}", "<= 1 s")
+
+
 def pct(values: list[float], p: int) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)]
@@ -366,10 +401,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--guard", type=float, default=0.6, help="PROVISIONER_QUOTA_GUARD_SECONDS")
     parser.add_argument("--big", type=int, default=10_000, help="sites in the large bulk batch")
-    parser.add_argument("--only", action="append", choices=["use", "fair", "robust", "react"])
+    parser.add_argument(
+        "--only", action="append", choices=["use", "fair", "robust", "react", "small"]
+    )
     args = parser.parse_args()
     windows = 3 if args.quick else 6
-    only = set(args.only or ["use", "fair", "robust", "react"])
+    only = set(args.only or ["use", "fair", "robust", "react", "small"])
     with (
         tempfile.TemporaryDirectory() as tmp,
         SandboxProcess(api_key="bench-key", stats_api_key=None, other_team_api_key=None) as sandbox,
@@ -385,6 +422,8 @@ def main() -> None:
                 robustness(bench, windows)
             if "react" in only:
                 reaction(bench, windows)
+            if "small" in only:
+                small_limits(bench, 4 if args.quick else 8)
         finally:
             bench.stop_worker()
             if bench.store is not None:
