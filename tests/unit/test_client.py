@@ -706,6 +706,22 @@ def test_wait_polls_as_the_retry_after_says_and_times_out_with_the_last_job() ->
     assert raised.value.ref == "job-1"
 
 
+def test_wait_asks_the_service_to_hold_each_answer_until_the_job_changes() -> None:
+    etag = {"ETag": '"v1"', "Retry-After": "2"}
+    script = Scripted(
+        httpx.Response(200, json=job_json(), headers=etag),
+        httpx.Response(304, headers=etag),  # the hold ran out: still as the client has it
+        httpx.Response(200, json=job_json("succeeded"), headers={"ETag": '"v2"'}),
+    )
+    with script.client() as client:
+        assert client.wait("job-1", timeout=100).status == JobStatus.succeeded
+    first, second, third = script.requests
+    assert 0 < float(first.url.params["wait"]) <= 30  # held, so Retry-After was not slept
+    assert "if-none-match" not in first.headers
+    assert second.headers["if-none-match"] == third.headers["if-none-match"] == '"v1"'
+    assert float(third.url.params["wait"]) <= 100
+
+
 def test_refs_are_quoted_into_the_path() -> None:
     script = Scripted(httpx.Response(200, json=job_json()))
     with script.client() as client:
