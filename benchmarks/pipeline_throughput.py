@@ -3,13 +3,13 @@
 Run on demand (not a test):
 
     /work/venv/bin/python benchmarks/pipeline_throughput.py [--sites 500] [--latency 0 --latency 50]
-        [--store sqlite|postgres] [--concurrency N] [--pool prefork]
+        [--store sqlite|postgres] [--concurrency N] [--pool threads|prefork]
 
 Each site has 2 goals and 1 shared link, so one job is 4 API calls. For each latency the script
 starts a fresh sandbox (``python -m sandbox``, rate limits lifted so they do not cap the number),
 a fresh status table and a flushed Redis db, starts ONE worker with the default settings (no
 PROVISIONER_* tuning but the quota, lifted to match the sandbox; without --pool/--concurrency:
-prefork, PROVISIONER_WORKER_CONCURRENCY=8 processes), waits for it to be ready, then enqueues
+the threads pool, PROVISIONER_WORKER_CONCURRENCY=8 slots), waits for it to be ready, then enqueues
 all sites one by one with ``JobStore.enqueue`` (the worker's scheduler dispatches them) and
 polls the status table until every job is done.
 
@@ -135,7 +135,7 @@ def main() -> None:
         "--latency", type=float, action="append", help="ms; repeatable (default 0 and 50)"
     )
     parser.add_argument("--store", choices=["sqlite", "postgres"], action="append")
-    parser.add_argument("--pool", help="Celery pool (default: Celery's, prefork)")
+    parser.add_argument("--pool", help="threads or prefork (default: the worker's, threads)")
     parser.add_argument(
         "--concurrency",
         type=int,

@@ -3,11 +3,11 @@
 Run on demand (not a test); it takes about 10 minutes (``--quick``: about 4):
 
     .venv/bin/python benchmarks/quota_bench.py [--quick] [--store postgres|sqlite]
-        [--concurrency 8] [--guard 0.6]
+        [--concurrency 8] [--pool threads|prefork] [--guard 0.6]
 
 Each scenario resets the sandbox (``python -m sandbox``, Plausible's limits: 60 per 10 s, and a
 compressed hour where the hourly limit must bind), starts one worker with the matching
-``PROVISIONER_*`` quota settings (otherwise defaults: prefork, 8 processes), enqueues work
+``PROVISIONER_*`` quota settings (otherwise defaults: the threads pool, 8 slots), enqueues work
 straight into the status table as the producers do, and reads what reached Plausible from the
 sandbox's request log (``/_sandbox/requests``, by the sandbox's clock). It prints one table.
 
@@ -94,6 +94,7 @@ class Bench:
     workdir: Path
     concurrency: int
     guard: float
+    pool: str | None = None
     rows: list[Row] = field(default_factory=list)
     worker: subprocess.Popen[bytes] | None = None
     store: JobStore | None = None
@@ -127,7 +128,8 @@ class Bench:
         for name, value in settings.items():
             env[f"PROVISIONER_{name.upper()}"] = str(value)
         log = self.workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self.worker = start_worker(env, log, ["--concurrency", str(self.concurrency)])
+        pool = ["--pool", self.pool] if self.pool else []
+        self.worker = start_worker(env, log, ["--concurrency", str(self.concurrency), *pool])
 
     def stop_worker(self) -> None:
         if self.worker is not None:
@@ -399,6 +401,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer windows and signups")
     parser.add_argument("--store", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--pool", choices=["threads", "prefork"], help="default: the worker's")
     parser.add_argument("--guard", type=float, default=0.6, help="PROVISIONER_QUOTA_GUARD_SECONDS")
     parser.add_argument("--big", type=int, default=10_000, help="sites in the large bulk batch")
     parser.add_argument(
@@ -412,7 +415,7 @@ def main() -> None:
         SandboxProcess(api_key="bench-key", stats_api_key=None, other_team_api_key=None) as sandbox,
         database(args.store, Path(tmp)) as db_url,
     ):
-        bench = Bench(sandbox, db_url, Path(tmp), args.concurrency, args.guard)
+        bench = Bench(sandbox, db_url, Path(tmp), args.concurrency, args.guard, args.pool)
         try:
             if "use" in only:
                 quota_use(bench, windows)
@@ -429,7 +432,8 @@ def main() -> None:
             if bench.store is not None:
                 bench.store.engine.dispose()
     print(
-        f"\nstore={args.store} worker processes={args.concurrency} guard={args.guard:g}s cpus={os.cpu_count()}"
+        f"\nstore={args.store} pool={args.pool or 'default'} concurrency={args.concurrency} "
+        f"guard={args.guard:g}s cpus={os.cpu_count()}"
     )
     widths = [max(len(getattr(r, f)) for r in bench.rows) for f in ("scenario", "metric", "value")]
     header = ("SCENARIO", "METRIC", "VALUE", "TARGET")

@@ -50,6 +50,7 @@ TASK_NAME = "provisioner.run_job"
 #: How long a worker waits before handing a message back while the status table is down.
 DATABASE_RETRY_SECONDS = 1.0
 QUEUE = "provisioner"
+IDLE_BRPOP_SECONDS = 5.0
 #: Message priorities. On Redis each is a list of its own, and every worker's BRPOP asks the
 #: lowest number's list first (kombu's priority steps 0, 3, 6, 9): a job that ran before (handed
 #: back from a dead worker) goes ahead of the messages already waiting. RabbitMQ ignores them
@@ -74,7 +75,11 @@ class JobFailedError(Exception):
 
 def create_app(settings: Settings) -> Celery:
     app = Celery("provisioner", broker=settings.broker_url or "memory://", set_as_current=False)
-    transport_options = {"visibility_timeout": settings.visibility_timeout}
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if redis_url_of(settings.broker_url):
+        # An idle worker's BRPOP returns every this many seconds (kombu's default: 1); a message
+        # still wakes it at once.
+        transport_options["polling_interval"] = IDLE_BRPOP_SECONDS
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",

@@ -103,6 +103,11 @@ class Watcher:
         #: Process id -> (beat count last seen, when it was first seen at that count).
         self._seen: dict[str, tuple[int, float]] = {}
 
+    def due(self) -> float | None:
+        """When (``monotonic``) a process seen is silent long enough to be taken for dead, if
+        it does not beat before: the next look should come then, not a whole period later."""
+        return min((since + self.timeout for _, since in self._seen.values()), default=None)
+
     def __call__(self) -> int:
         now = self.monotonic()
         beats = self.registry.beats()

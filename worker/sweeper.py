@@ -30,6 +30,7 @@ from worker.jobs.db import optimize
 from worker.jobs.store import JobStore
 from worker.problems import explain
 from worker.quota.scheduler import Scheduler
+from worker.registry import Watcher
 from worker.settings import Settings
 from worker.wakeups import Wakeup
 
@@ -105,7 +106,7 @@ def sweep_forever(
     stopped: Callable[[], bool],
     *,
     poll: float | None = None,
-    watch: Callable[[], int] | None = None,
+    watch: Watcher | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
     """Schedule when woken (``wakeup``: new work, a job finished or handed back), when a quota
@@ -134,9 +135,10 @@ def sweep_forever(
         now = monotonic()
         try:
             if watch is not None and now >= next_watch:
-                next_watch = now + watch_every
                 if watch():
                     next_tick = now  # handed-back jobs go out at once
+                # Every heartbeat, or the moment a silent process would time out if sooner.
+                next_watch = min(now + watch_every, (watch.due() or now + watch_every) + 0.01)
             if now >= next_sweep:
                 last_sweep = now
                 swept = sweep_once(store, scheduler.dispatcher, settings)
@@ -156,12 +158,20 @@ def sweep_forever(
                 next_retention = now + (0 if pruned == RETENTION_CHUNK else RETENTION_EVERY_SECONDS)
             if now >= next_tick:
                 last_tick = now
-                admitted = scheduler.tick()
+                # Nothing waits for admission (one read of the counts): no tick at all.
+                waiting = store.ready_waiting()
+                admitted = scheduler.tick() if waiting else []
                 metrics.SCHEDULER_JOBS.labels("dispatched").inc(len(admitted))
-                until_change = scheduler.next_wake() - scheduler.limiter.clock()
-                # More may be ready behind what a tick admitted: look again soon.
-                idle = settings.schedule_interval_seconds if admitted else poll
-                next_tick = now + min(idle, max(0.005, until_change))
+                # More may be ready behind what a tick admitted: look again soon. Jobs left
+                # waiting for room: when the quota's room next grows. Nothing waiting: until
+                # woken (new work announces itself) or the idle poll.
+                if admitted:
+                    next_tick = now + settings.schedule_interval_seconds
+                elif waiting:
+                    until_change = scheduler.next_wake() - scheduler.limiter.clock()
+                    next_tick = now + min(poll, max(0.005, until_change))
+                else:
+                    next_tick = now + poll
         except Exception as exc:
             # A database or broker outage must not end the loop; it tries again next tick. An
             # outage is one line saying what is down; anything else keeps its traceback.
@@ -191,7 +201,7 @@ class SweeperThread(threading.Thread):
         wakeup: Wakeup,
         *,
         poll: float | None = None,
-        watch: Callable[[], int] | None = None,
+        watch: Watcher | None = None,
     ) -> None:
         super().__init__(name="provisioner-sweeper", daemon=True)
         self.store = store

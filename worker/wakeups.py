@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 #: The Redis pub/sub channel every worker listens on.
 CHANNEL = "provisioner:wake"
-#: How long a lost subscription waits before subscribing again.
+#: How long a lost subscription waits before subscribing again, and an announcer that failed
+#: before it tries again (so a Redis outage does not slow every enqueue).
 RESUBSCRIBE_SECONDS = 5.0
 
 
@@ -83,8 +85,11 @@ class Announcer:
         self.redis_url = redis_url
         self._client: Any = None
         self._lock = threading.Lock()
+        self._quiet_until = 0.0
 
     def __call__(self) -> None:
+        if time.monotonic() < self._quiet_until:
+            return
         try:
             with self._lock:
                 if self._client is None:
@@ -97,6 +102,7 @@ class Announcer:
             client.publish(CHANNEL, b"1")
         except Exception as exc:  # a hint: the poll catches up
             log.debug("could not announce new work (%s)", exc)
+            self._quiet_until = time.monotonic() + RESUBSCRIBE_SECONDS
 
 
 def announcer(broker_url: str | None) -> Callable[[], None] | None:

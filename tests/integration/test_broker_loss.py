@@ -21,8 +21,9 @@ from worker.jobs.states import JobStatus
 
 
 def queued_messages() -> int:
+    """The queue's messages, over every priority's list (``worker.app.PRIORITY``)."""
     with contextlib.closing(redis.Redis.from_url(REDIS_URL)) as client:
-        return int(client.llen(QUEUE))
+        return sum(int(client.llen(key)) for key in client.keys(f"{QUEUE}*"))
 
 
 def test_jobs_survive_a_flushed_broker(stack: Stack, flush_broker: Callable[[], int]) -> None:

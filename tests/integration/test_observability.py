@@ -273,7 +273,10 @@ def test_a_failed_job_is_a_failed_celery_task_acknowledged_and_not_retried(
     # Acknowledged, not redelivered, not retried: nothing unacked or queued in the broker.
     with contextlib.closing(redis_client()) as redis:
         wait_for(
-            lambda: redis.hlen("unacked") == 0 and redis.llen(QUEUE) == 0,
+            lambda: (
+                redis.hlen("unacked") == 0
+                and sum(redis.llen(key) for key in redis.keys(f"{QUEUE}*")) == 0
+            ),
             timeout=15,
             describe="the broker to hold no message",
         )

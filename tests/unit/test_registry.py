@@ -61,6 +61,7 @@ def test_a_silent_process_loses_its_jobs_and_a_beating_one_keeps_them(
     assert store.claim(beating, lease_seconds=3600, owner="host-b:1:y") is not None
 
     assert watcher() == 0  # first sight of both: nothing is known to be silent yet
+    assert watcher.due() == clock.now + 3  # when to look again, if neither beats
     clock.now += 2.5
     store.beat("host-b:1:y")
     assert watcher() == 0  # not silent long enough

@@ -213,6 +213,11 @@ class Dispatching(Counts):
                 permits=None,
             )
 
+    def ready_waiting(self) -> int:
+        """How many queued jobs wait for the scheduler to admit them."""
+        [(jobs, _)] = summed(self.engine, col(JobCount.state) == READY, col(JobCount.jobs) > 0)
+        return int(jobs or 0)
+
     def unstarted_dispatched(self) -> int:
         """How many dispatched jobs no worker has started yet."""
         [(jobs, _)] = summed(self.engine, col(JobCount.state) == DISPATCHED, col(JobCount.jobs) > 0)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, update
 from sqlmodel import Session, col, select
 
+from worker.jobs.db import table_of
 from worker.jobs.models import ProvisioningJob, WebhookDelivery
 from worker.jobs.states import FINAL_STATUSES, DeliveryStatus, JobStatus
 from worker.jobs.table import Table
@@ -69,11 +70,11 @@ class Recovery(Table):
 
     def running_owned(self, prefix: str) -> list[tuple[str, str, str]]:
         """(id, lease token, owner) of the running jobs whose owner starts with ``prefix``."""
-        t = ProvisioningJob
-        with Session(self.engine) as session:
-            rows = session.execute(
-                select(t.id, t.lease_token, t.lease_owner).where(
-                    col(t.status) == JobStatus.running, col(t.lease_owner).startswith(prefix)
+        t = table_of(ProvisioningJob)
+        with self.engine.connect() as connection:  # Core: every worker runs it every second
+            rows = connection.execute(
+                select(t.c.id, t.c.lease_token, t.c.lease_owner).where(
+                    t.c.status == JobStatus.running.value, t.c.lease_owner.startswith(prefix)
                 )
             ).all()
         return [(i, token, owner) for i, token, owner in rows if token and owner]

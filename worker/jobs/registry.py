@@ -50,15 +50,15 @@ class Registry(Table):
             session.commit()
 
     def beat(self, process_id: str) -> bool:
-        """One heartbeat; False when the row is gone: the process was taken for dead."""
+        """One heartbeat; False when the row is gone: the process was taken for dead. (Core
+        statements, here and in ``beats``: they run every second in every worker.)"""
         w = WorkerProcessRow.__table__  # type: ignore[attr-defined]
-        with Session(self.engine) as session:
-            changed = session.execute(
+        with self.engine.begin() as connection:
+            changed = connection.execute(
                 update(w)
                 .where(w.c.id == process_id)
                 .values(last_heartbeat=self.clock(), beats=w.c.beats + 1)
-            ).rowcount  # type: ignore[attr-defined]
-            session.commit()
+            ).rowcount
         return bool(changed)
 
     def unregister(self, process_id: str) -> None:
@@ -69,9 +69,9 @@ class Registry(Table):
 
     def beats(self) -> dict[str, int]:
         """Every registered process's beat count."""
-        w = WorkerProcessRow
-        with Session(self.engine) as session:
-            return {i: int(n) for i, n in session.execute(select(w.id, w.beats)).all()}
+        w = WorkerProcessRow.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as connection:
+            return {i: int(n) for i, n in connection.execute(select(w.c.id, w.c.beats)).all()}
 
     def remove_if_silent(self, process_id: str, beats: int) -> bool:
         """Remove the process if it has not beaten since ``beats``; True if removed (by this
