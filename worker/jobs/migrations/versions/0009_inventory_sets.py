@@ -1,5 +1,6 @@
 """Desired state: which set (``provision plan``/``apply``) made each inventory site and goal;
-a site's custom properties and guests in the inventory; and the operations that remove them.
+a site's custom properties and guests in the inventory; the operations that remove them; and
+the plans applied (``plans``), for the dashboard.
 
 ``managed_set`` is the set whose job created the resource; NULL for anything else (an import, the
 HTTP service, a site that existed before). A plan prunes only its own set's resources. No job
@@ -54,6 +55,21 @@ def upgrade() -> None:
         sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("account", "domain", "email"),
     )
+    op.create_table(
+        "plans",
+        sa.Column("batch_id", sa.String(length=64), nullable=False),
+        sa.Column("set", sa.String(length=64), nullable=False),
+        sa.Column("account", sa.String(length=64), nullable=False),
+        sa.Column("identity", sa.String(length=64), nullable=False),
+        sa.Column("summary", sa.String(length=1000), nullable=False),
+        sa.Column("calls", sa.Integer(), nullable=False),
+        sa.Column("changes", sa.JSON(), nullable=False),
+        sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("batch_id"),
+    )
+    op.create_index("ix_plans_account", "plans", ["account"])
+    op.create_index("ix_plans_applied_at", "plans", ["applied_at"])
     if op.get_bind().dialect.name == "postgresql":
         for value in OPERATIONS:
             op.execute(f"ALTER TYPE operation ADD VALUE IF NOT EXISTS '{value}'")
@@ -65,6 +81,9 @@ def downgrade() -> None:
     # PostgreSQL cannot drop a value from a type: the operations stay, unused.
     if op.get_bind().dialect.name != "postgresql":
         _operations((*OLD_OPERATIONS, *OPERATIONS), OLD_OPERATIONS)
+    op.drop_index("ix_plans_applied_at", table_name="plans")
+    op.drop_index("ix_plans_account", table_name="plans")
+    op.drop_table("plans")
     op.drop_table("inventory_guests")
     op.drop_table("inventory_props")
     for table in TABLES:
