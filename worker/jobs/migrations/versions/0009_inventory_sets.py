@@ -13,8 +13,6 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-import importlib
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -26,9 +24,9 @@ depends_on = None
 TABLES = ("inventory_sites", "inventory_goals")
 
 
-OLD_OPERATIONS = ("provision_site", "delete_site", "delete_goal")
-#: New values of the ``operation`` type.
-OPERATIONS = ("delete_custom_prop", "delete_guest")
+#: New values of the ``operation`` type: no longer than the longest before (14 characters), so
+#: SQLite's VARCHAR for it stays as it is and ``provisioning_jobs`` is not copied.
+OPERATIONS = ("delete_prop", "delete_guest")
 
 
 def upgrade() -> None:
@@ -73,14 +71,10 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for value in OPERATIONS:
             op.execute(f"ALTER TYPE operation ADD VALUE IF NOT EXISTS '{value}'")
-    else:  # a VARCHAR as long as the longest value: the longer one copies the table
-        _operations(OLD_OPERATIONS, (*OLD_OPERATIONS, *OPERATIONS))
 
 
 def downgrade() -> None:
     # PostgreSQL cannot drop a value from a type: the operations stay, unused.
-    if op.get_bind().dialect.name != "postgresql":
-        _operations((*OLD_OPERATIONS, *OPERATIONS), OLD_OPERATIONS)
     op.drop_index("ix_plans_applied_at", table_name="plans")
     op.drop_index("ix_plans_account", table_name="plans")
     op.drop_table("plans")
@@ -89,18 +83,3 @@ def downgrade() -> None:
     for table in TABLES:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("managed_set")
-
-
-def _operations(old: tuple[str, ...], new: tuple[str, ...]) -> None:
-    """SQLite: the operation column's type, then the count triggers the table copy dropped."""
-    with op.batch_alter_table("provisioning_jobs") as batch:
-        batch.alter_column(
-            "operation",
-            existing_type=sa.Enum(*old, name="operation"),
-            type_=sa.Enum(*new, name="operation"),
-            existing_nullable=False,
-        )
-    counts = importlib.import_module(
-        "worker.jobs.migrations.versions.0006_inventory_batches_counts"
-    )
-    counts.create_triggers(op.get_bind())
