@@ -44,7 +44,7 @@ EVENT_TYPES: dict[str, Operation] = {
     "site.provision": Operation.provision_site,
     "site.delete": Operation.delete_site,
     "goal.delete": Operation.delete_goal,
-    "custom_prop.delete": Operation.delete_custom_prop,
+    "custom_prop.delete": Operation.delete_prop,
     "guest.delete": Operation.delete_guest,
 }
 MAX_KEY_LENGTH = 255
@@ -110,7 +110,7 @@ def parse_event(
             guests=parse_guests(data.get("guests"), field="guests"),
             account=account,
         )
-    elif operation is Operation.delete_custom_prop:
+    elif operation is Operation.delete_prop:
         prop = parse_custom_prop(data.get("property"), field="property")
         request = JobRequest(operation=operation, domain=domain, custom_prop=prop, account=account)
     elif operation is Operation.delete_guest:

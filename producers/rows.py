@@ -10,9 +10,11 @@ read. Byte-level rules, the same for both formats:
 - a line that is not valid UTF-8 is reported (``field`` None) and the next line is read.
 
 CSV columns (header row required, order free, unknown columns refused): ``id, type, domain,
-timezone, goals, shared_links, goal_id, event_name, page_path, account, priority``. An empty cell means "absent".
+timezone, goals, shared_links, goal_id, event_name, page_path, account, priority, callback_url,
+custom_props, guests, property, email``. An empty cell means "absent".
 ``goals`` is ``event:Signup|page:/pricing/*`` (``|`` between goals, ``type:value`` each) or a
-JSON array as in JSON Lines; ``shared_links`` is ``WordPress|Docs`` or a JSON array.
+JSON array as in JSON Lines; ``shared_links`` and ``custom_props`` are ``WordPress|Docs`` or a
+JSON array; ``guests`` is ``owner@shop.example:viewer|dev@shop.example:editor`` or a JSON array.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ CSV_COLUMNS = (
     "account",
     "priority",
     "callback_url",
+    "custom_props",
+    "guests",
+    "property",
+    "email",
 )
 
 
@@ -185,7 +191,23 @@ def csv_event(cells: dict[str, str]) -> dict[str, Any]:
         event["goals"] = _goals_cell(event["goals"])
     if "shared_links" in event:
         event["shared_links"] = _list_cell("shared_links", event["shared_links"])
+    if "custom_props" in event:
+        event["custom_props"] = _list_cell("custom_props", event["custom_props"])
+    if "guests" in event:
+        event["guests"] = _guests_cell(event["guests"])
     return event
+
+
+def _guests_cell(cell: str) -> Any:
+    if cell.startswith("["):
+        return _list_cell("guests", cell)
+    guests = []
+    for part in _list_cell("guests", cell):
+        email, sep, role = part.rpartition(":")
+        if not sep:
+            raise CellError("guests", f"{part!r} should be <email>:viewer or <email>:editor")
+        guests.append({"email": email.strip(), "role": role.strip()})
+    return guests
 
 
 def _list_cell(field: str, cell: str) -> Any:

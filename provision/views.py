@@ -174,12 +174,15 @@ SITE_CSV_COLUMNS = (
     "shared_links",
     "recorded_at",
     "confirmed_at",
+    "custom_props",
+    "guests",
+    "managed_set",
 )
 
 
 def site_csv_row(site: Site) -> dict[str, str]:
-    """A site as one CSV row: goals (natural key -> Plausible id) and shared links (name ->
-    URL) as JSON."""
+    """A site as one CSV row: goals (natural key -> Plausible id), shared links (name -> URL),
+    custom properties and guests (email -> role) as JSON."""
     return {
         "account": site.account,
         "domain": site.domain,
@@ -190,6 +193,9 @@ def site_csv_row(site: Site) -> dict[str, str]:
         "shared_links": json.dumps({link.name: link.url for link in site.shared_links}),
         "recorded_at": site.recorded_at,
         "confirmed_at": site.confirmed_at,
+        "custom_props": json.dumps(site.custom_props),
+        "guests": json.dumps({guest.email: guest.role for guest in site.guests}, sort_keys=True),
+        "managed_set": site.managed_set or "",
     }
 
 

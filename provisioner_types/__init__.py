@@ -29,7 +29,7 @@ from provisioner_types.jobs import (
 )
 from provisioner_types.operations import MAX_CHANGED_IDS, Changed, Health, JobFilterBody
 from provisioner_types.quota import AccountPause, Quota, QuotaAccount, QuotaWindow
-from provisioner_types.sites import Site, SiteGoal, SiteLink, SitePage
+from provisioner_types.sites import Site, SiteGoal, SiteGuest, SiteLink, SitePage
 from provisioner_types.states import (
     CANCELLABLE,
     FINAL_STATUSES,
@@ -72,6 +72,7 @@ __all__ = [
     "SignupGoal",
     "Site",
     "SiteGoal",
+    "SiteGuest",
     "SiteLink",
     "SitePage",
     "Timestamp",

@@ -1,5 +1,5 @@
-"""The inventory: a site the provisioner knows it owns in Plausible, with its goals and shared
-links, as the jobs that made them recorded them."""
+"""The inventory: a site the provisioner knows it owns in Plausible, with its goals, shared
+links, custom properties and guests, as the jobs that made them recorded them."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ class SiteLink(BaseModel):
     confirmed_at: Timestamp
 
 
+class SiteGuest(BaseModel):
+    email: str
+    role: str = Field(description="As Plausible holds it: an invitation never changes a role.")
+    confirmed_at: Timestamp
+
+
 class Site(BaseModel):
     """A site of the inventory (``worker.jobs.view.site_view``)."""
 
@@ -41,6 +47,11 @@ class Site(BaseModel):
     confirmed_at: Timestamp = Field(description="When a job last saw it in Plausible.")
     goals: list[SiteGoal]
     shared_links: list[SiteLink]
+    custom_props: list[str] = Field(default_factory=list, description="Custom properties allowed.")
+    guests: list[SiteGuest] = Field(default_factory=list)
+    managed_set: str | None = Field(
+        default=None, description="The desired-state set that created it, if any."
+    )
 
 
 class SitePage(BaseModel):

@@ -11,7 +11,7 @@ class Operation(StrEnum):
     provision_site = "provision_site"
     delete_site = "delete_site"  #: delete the site
     delete_goal = "delete_goal"  #: delete one goal, by id or by its event name / page path
-    delete_custom_prop = "delete_custom_prop"  #: disallow one custom property of a site
+    delete_prop = "delete_prop"  #: disallow one custom property of a site
     delete_guest = "delete_guest"  #: remove one guest (or invitation) of a site, by email
 
 

@@ -290,14 +290,14 @@ def goal_id_from_list(run: Run) -> int:
     )
 
 
-# -- delete_custom_prop, delete_guest -------------------------------------------------------------
+# -- delete_prop, delete_guest -------------------------------------------------------------
 
 
-def delete_custom_prop(run: Run) -> None:
+def delete_prop(run: Run) -> None:
     """Plausible answers a delete of a property it does not have as done (§7.13)."""
     prop = run.request.custom_prop
     if prop is None:
-        raise JobFailed("validation_error", "delete_custom_prop needs a custom_prop")
+        raise JobFailed("validation_error", "delete_prop needs a custom_prop")
     with metrics.step("delete"):
         run.call(lambda: run.client.delete_custom_prop(run.request.domain, prop))
     run.progress.deleted = True
@@ -317,6 +317,6 @@ STEPS: dict[Operation, Callable[[Run], None]] = {
     Operation.provision_site: provision_site,
     Operation.delete_site: delete_site,
     Operation.delete_goal: delete_goal,
-    Operation.delete_custom_prop: delete_custom_prop,
+    Operation.delete_prop: delete_prop,
     Operation.delete_guest: delete_guest,
 }

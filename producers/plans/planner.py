@@ -14,7 +14,7 @@ Terraform's notation and the jobs that make them.
 
 The jobs are the existing operations: a ``provision_site`` per site that gains anything (for a
 site the inventory holds, its progress starts with the site done, so no create call is made),
-a ``delete_goal`` by the goal's id, ``delete_custom_prop``, ``delete_guest``, ``delete_site``.
+a ``delete_goal`` by the goal's id, ``delete_prop``, ``delete_guest``, ``delete_site``.
 Re-creating a replaced goal or guest is phase 2: enqueued once the phase-1 delete is done.
 """
 
@@ -290,7 +290,7 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
     for prop in view.props:
         if prop.name not in site.custom_props and prop.managed_set == desired.set:
             changes.append(Change("destroy", "custom property", domain, prop.name))
-            request = _request(desired, Operation.delete_custom_prop, domain, custom_prop=prop.name)
+            request = _request(desired, Operation.delete_prop, domain, custom_prop=prop.name)
             plan.jobs.append(PlannedJob(f"delete-prop:{domain}:{prop.name}", request))
     guests = {guest.email: guest for guest in view.guests}
     new_guests: list[GuestSpec] = []

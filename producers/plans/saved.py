@@ -17,12 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session, col, select
+
 from producers.plans.desired import DesiredState
 from producers.plans.planner import Change, Plan, PlannedJob, make_plan
 from producers.plans.refresh import Refreshed
 from worker.errors import ProvisionerError
+from worker.jobs.db import insert_ignoring, table_of
 from worker.jobs.intake import BatchOf, BulkResult, NewJob
 from worker.jobs.inventory import SiteView
+from worker.jobs.models import PlanRow
 from worker.jobs.specs import JobRequest, Progress
 from worker.jobs.states import JobStatus, Operation, Priority
 from worker.jobs.store import JobStore
@@ -340,6 +344,7 @@ def apply(store: JobStore, saved: Saved, *, allow_destroy: bool = False) -> Appl
             check_current(store, saved)
         except StalePlanError as exc:
             raise PlanRefused("stale_plan", str(exc)) from None
+    record(store, saved)
     first = enqueue(store, saved, phase=1)
     ids = {**first.created, **first.duplicate}
     again = {job.request.domain for job in later}
@@ -360,3 +365,50 @@ def apply(store: JobStore, saved: Saved, *, allow_destroy: bool = False) -> Appl
         second = enqueue(store, saved, phase=2)
         created, duplicate = created + len(second.created), duplicate + len(second.duplicate)
     return Applied(saved.batch.id, created, duplicate, pending, failed, recreated)
+
+
+# -- plans applied ---------------------------------------------------------------------------------
+
+
+def record(store: JobStore, saved: Saved) -> None:
+    """Keep the plan beside its batch (once: applying it again changes nothing)."""
+    plan = saved.plan
+    row = {
+        "batch_id": saved.batch.id,
+        "set": plan.set,
+        "account": plan.account,
+        "identity": saved.identity,
+        "summary": plan.summary()[:1000],
+        "calls": plan.calls,
+        "changes": [dataclasses.asdict(change) for change in plan.changes],
+        "made_at": saved.created_at,
+        "applied_at": datetime.now(UTC),
+    }
+    with Session(store.engine) as session:
+        session.execute(
+            insert_ignoring(table_of(PlanRow), store.engine.dialect.name, ["batch_id"]), row
+        )
+        session.commit()
+
+
+def recorded(
+    store: JobStore, accounts: Sequence[str] | None = None, *, limit: int = 50
+) -> list[PlanRow]:
+    """The plans applied, newest first (of ``accounts`` only, if given)."""
+    query = select(PlanRow)
+    if accounts is not None:
+        query = query.where(col(PlanRow.account).in_(list(accounts)))
+    query = query.order_by(col(PlanRow.applied_at).desc(), col(PlanRow.batch_id)).limit(limit)
+    with Session(store.engine, expire_on_commit=False) as session:
+        return list(session.exec(query).all())
+
+
+def recorded_plan(
+    store: JobStore, batch_id: str, accounts: Sequence[str] | None = None
+) -> PlanRow | None:
+    """The plan applied as ``batch_id`` (None if none, or of an account not in ``accounts``)."""
+    with Session(store.engine, expire_on_commit=False) as session:
+        row = session.get(PlanRow, batch_id)
+    if row is None or (accounts is not None and row.account not in accounts):
+        return None
+    return row

@@ -304,5 +304,5 @@ def _follow(
 def _report(set_name: str, applied: Applied) -> None:
     line = f"batch {applied.batch_id} (set {set_name}): {applied.created} job(s) queued"
     if applied.duplicate:
-        line += f", {applied.duplicate} already queued by an earlier apply of this plan"
+        line += f", {applied.duplicate} already in the batch (no job is made twice)"
     click.echo(line, err=True)

@@ -1,6 +1,6 @@
 """The dashboard's pages and the fragments of them that refresh (``/ui/fragments/…``, swapped in
 by ``static/dashboard.js``): batches, a batch, search, a job, the sites of the inventory, the
-quota; and the static files.
+plans applied, the quota; and the static files.
 
 Handlers that touch the database are plain ``def``: they run in FastAPI's threadpool.
 """
@@ -276,6 +276,46 @@ def site_page(request: Request, domain: str, board: Board, session: SignedIn) ->
     return board.templates.render(
         request, "site.html", session=session, title=domain, domain=domain, views=views
     )
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+def plans_page(request: Request, board: Board, session: SignedIn) -> Response:
+    """The desired-state plans applied, newest first, each with its batch's progress."""
+    from producers.plans.saved import recorded
+
+    within = session.principal.restriction
+    plans = recorded(board.store, within)
+    counts = board.store.batch_counts([plan.batch_id for plan in plans], within)
+    rows = [{"plan": plan, "progress": _progress(counts.get(plan.batch_id, {}))} for plan in plans]
+    return board.templates.render(request, "plans.html", session=session, title="Plans", rows=rows)
+
+
+def plan_page(request: Request, batch_id: str, board: Board, session: SignedIn) -> Response:
+    """A plan's changes, its calls, and its batch's progress."""
+    from producers.plans.saved import recorded_plan
+
+    within = session.principal.restriction
+    plan = recorded_plan(board.store, batch_id, within)
+    if plan is None:
+        return board.templates.problem(request, session, 404, f"There is no plan {batch_id!r}.")
+    progress = _progress(board.store.batch_counts([batch_id], within)[batch_id])
+    return board.templates.render(
+        request,
+        "plan.html",
+        session=session,
+        title=f"Plan of set {plan.set}",
+        plan=plan,
+        progress=progress,
+        symbols={"create": "+", "destroy": "-", "replace": "-/+", "impossible": "!"},
+    )
+
+
+def _progress(counts: dict[str, int]) -> dict[str, int]:
+    done = sum(n for status, n in counts.items() if JobStatus(status).done)
+    failed = counts.get(JobStatus.failed.value, 0)
+    return {"done": done, "total": sum(counts.values()), "failed": failed}
 
 
 # -- quota ------------------------------------------------------------------------------------

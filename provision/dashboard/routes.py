@@ -52,6 +52,8 @@ ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("GET", "/fragments/jobs/{ref}", pages.job_fragment),
     ("GET", "/sites", pages.sites_page),
     ("GET", "/sites/{domain}", pages.site_page),
+    ("GET", "/plans", pages.plans_page),
+    ("GET", "/plans/{batch_id}", pages.plan_page),
     ("GET", "/quota", pages.quota_page),
     ("GET", "/fragments/quota", pages.quota_fragment),
     ("GET", "/confirm", actions.confirm),

@@ -92,10 +92,10 @@ def _steps(job: ProvisioningJob) -> list[dict[str, Any]]:
                     "detail": f"invited as {role}" if role is not None else "to do",
                 }
             )
-    elif spec.operation in (Operation.delete_custom_prop, Operation.delete_guest):
+    elif spec.operation in (Operation.delete_prop, Operation.delete_guest):
         what = (
             f"custom property {spec.custom_prop}"
-            if spec.operation is Operation.delete_custom_prop
+            if spec.operation is Operation.delete_prop
             else f"guest {spec.email}"
         )
         done = bool(progress.deleted)

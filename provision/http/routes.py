@@ -395,6 +395,22 @@ def apply_plan(
     return applied.as_json()
 
 
+@router.get(
+    "/plans/{batch_id}",
+    responses=errors(403, 404),
+    **scoped("jobs:read"),
+)
+def get_plan(batch_id: str, store: Store, caller: Caller) -> dict[str, Any]:
+    """A plan applied (its batch's id): its set, account, summary, calls and changes; its
+    progress is its batch's (``GET /batches/{batch_id}``)."""
+    from producers.plans.saved import recorded_plan
+
+    plan = recorded_plan(store, batch_id, caller.restriction)
+    if plan is None:
+        raise ApiError(404, "not_found", f"no plan {batch_id!r}")
+    return plan.model_dump(mode="json")
+
+
 def _accepted(response: Response, job_id: str) -> None:
     response.headers["Location"] = f"/jobs/{job_id}"
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -18,6 +18,7 @@ from worker.errors import InvalidRequestError
 from worker.jobs.specs import JobRequest, Progress, calls_needed
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
+from worker.jobs.view import site_view
 from worker.service import Pipeline
 
 
@@ -71,6 +72,13 @@ def test_props_and_guests_are_ensured_recorded_and_deleted(
     [view] = store.site("shop.example.com")
     assert [p.name for p in view.props] == ["author", "plan"]
     assert [(g.email, g.role) for g in view.guests] == [
+        ("dev@shop.example.com", "editor"),
+        ("owner@shop.example.com", "viewer"),
+    ]
+    # As provision sites --json, GET /sites and the Python API show it.
+    shown = site_view(view)
+    assert shown.custom_props == ["author", "plan"]
+    assert [(g.email, g.role) for g in shown.guests] == [
         ("dev@shop.example.com", "editor"),
         ("owner@shop.example.com", "viewer"),
     ]

@@ -109,3 +109,28 @@ def test_the_same_goal_twice_is_no_display_name_clash() -> None:
         {"domain": DOMAIN, "goals": [goal("page", "/x"), goal("page", "x"), goal("event", "X")]}
     )
     assert [g.page_path or g.event_name for g in event.request.goals] == ["/x", "X"]
+
+
+def test_csv_cells_carry_custom_props_and_guests() -> None:
+    from producers.rows import CellError, csv_event
+
+    row = csv_event(
+        {
+            "domain": "shop.example.com",
+            "custom_props": "plan|author",
+            "guests": "owner@shop.example.com:viewer|dev@shop.example.com:editor",
+        }
+    )
+    request = parse_event(row).request
+    assert request.custom_props == ("plan", "author")
+    assert [(g.email, g.role) for g in request.guests] == [
+        ("owner@shop.example.com", "viewer"),
+        ("dev@shop.example.com", "editor"),
+    ]
+    deleted = parse_event(
+        csv_event({"type": "guest.delete", "domain": "a.com", "email": "x@a.com"})
+    )
+    assert deleted.request.email == "x@a.com"
+    with pytest.raises(CellError) as caught:
+        csv_event({"domain": "a.com", "guests": "no-role"})
+    assert caught.value.field == "guests"

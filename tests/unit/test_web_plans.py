@@ -84,3 +84,29 @@ def test_bad_plans_stale_plans_and_other_accounts_are_refused(
     assert stale.status_code == 409
     assert stale.json()["error"]["code"] == "stale_plan"
     assert "plan again" in stale.json()["error"]["message"]
+
+
+def test_an_applied_plan_is_kept_and_shown_on_the_dashboard(client: TestClient) -> None:
+    plan = client.post("/plans", json=DESIRED, headers=AUTH).json()
+    assert client.get(f"/plans/{plan['batch']}", headers=AUTH).status_code == 404  # not applied
+    client.post("/plans/apply?allow_destroy=true", json=plan, headers=AUTH)
+    kept = client.get(f"/plans/{plan['batch']}", headers=AUTH).json()
+    assert (kept["set"], kept["calls"], kept["summary"]) == ("agency", 3, plan["summary"])
+    assert [c["action"] for c in kept["changes"]] == [c["action"] for c in plan["changes"]]
+    signed = client.post(
+        "/ui/login",
+        data={"token": TOKEN, "next": "/ui"},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303
+    page = client.get("/ui/plans")
+    assert page.status_code == 200
+    assert f'data-plan="{plan["batch"]}"' in page.text
+    assert "0/2 done" in page.text
+    one = client.get(f"/ui/plans/{plan['batch']}")
+    assert one.status_code == 200
+    assert "Plan of set agency" in one.text
+    assert 'data-action="destroy"' in one.text
+    assert "gone.example.com" in one.text
+    assert client.get("/ui/plans/nope").status_code == 404

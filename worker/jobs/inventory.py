@@ -44,7 +44,7 @@ def changes(
             (delete(table).where(*_of_site(table, account, request.domain)), None)
             for table in (SiteGuestRow, SitePropRow, SiteLinkRow, SiteGoalRow, SiteRow)
         ]
-    if request.operation is Operation.delete_custom_prop:
+    if request.operation is Operation.delete_prop:
         where = (
             *_of_site(SitePropRow, account, request.domain),
             col(SitePropRow.name) == request.custom_prop,

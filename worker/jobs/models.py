@@ -324,6 +324,26 @@ class SiteGuestRow(SQLModel, table=True):
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
+class PlanRow(SQLModel, table=True):
+    """A desired-state plan, recorded when it is first applied: its batch, set, summary, calls
+    and changes (``producers.plans``), so the dashboard can show it beside its progress."""
+
+    __tablename__ = "plans"
+
+    #: The plan's batch: one per plan.
+    batch_id: str = Field(primary_key=True, max_length=64)
+    set: str = Field(max_length=64)
+    account: str = Field(max_length=64, index=True)
+    identity: str = Field(max_length=64)
+    summary: str = Field(max_length=1000)
+    calls: int
+    changes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    made_at: datetime = Field(sa_type=DateTime(timezone=True))
+    applied_at: datetime = Field(
+        default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
+    )
+
+
 class AuditEvent(SQLModel, table=True):
     """Who did what to which jobs, and when: every operator action (retry, cancel, by job or by
     filter; pause and resume; apply) and every dashboard sign-in. Kept beyond job retention."""

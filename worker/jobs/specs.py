@@ -53,7 +53,7 @@ class JobRequest(BaseModel):
     #: Left out of the stored request when empty.
     custom_props: tuple[str, ...] = ()
     guests: tuple[GuestSpec, ...] = ()
-    #: delete_custom_prop: the property; delete_guest: the guest's email.
+    #: delete_prop: the property; delete_guest: the guest's email.
     custom_prop: str | None = None
     email: str | None = None
     #: delete_goal only: the goal, by id or by event name / page path.

@@ -17,6 +17,7 @@ from provisioner_types import (
     SharedLink,
     Site,
     SiteGoal,
+    SiteGuest,
     SiteLink,
     WebhookDelivery,
     WebhookEvent,
@@ -128,7 +129,7 @@ def batch_view(summary: BatchSummary, eta: datetime | None = None) -> Batch:
 
 
 def site_view(found: SiteView) -> Site:
-    """A site of the inventory with its goals and shared links."""
+    """A site of the inventory with its goals, shared links, custom properties and guests."""
     site = found.site
     return Site(
         account=site.account,
@@ -154,6 +155,12 @@ def site_view(found: SiteView) -> Site:
             SiteLink(name=link.name, url=link.url, confirmed_at=_iso(link.confirmed_at) or "")
             for link in found.links
         ],
+        custom_props=[prop.name for prop in found.props],
+        guests=[
+            SiteGuest(email=g.email, role=g.role, confirmed_at=_iso(g.confirmed_at) or "")
+            for g in found.guests
+        ],
+        managed_set=site.managed_set,
     )
 
 

@@ -1,5 +1,6 @@
 """Desired state: which set (``provision plan``/``apply``) made each inventory site and goal;
-a site's custom properties and guests in the inventory; and the operations that remove them.
+a site's custom properties and guests in the inventory; the operations that remove them; and
+the plans applied (``plans``), for the dashboard.
 
 ``managed_set`` is the set whose job created the resource; NULL for anything else (an import, the
 HTTP service, a site that existed before). A plan prunes only its own set's resources. No job
@@ -12,8 +13,6 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-import importlib
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -25,9 +24,9 @@ depends_on = None
 TABLES = ("inventory_sites", "inventory_goals")
 
 
-OLD_OPERATIONS = ("provision_site", "delete_site", "delete_goal")
-#: New values of the ``operation`` type.
-OPERATIONS = ("delete_custom_prop", "delete_guest")
+#: New values of the ``operation`` type: no longer than the longest before (14 characters), so
+#: SQLite's VARCHAR for it stays as it is and ``provisioning_jobs`` is not copied.
+OPERATIONS = ("delete_prop", "delete_guest")
 
 
 def upgrade() -> None:
@@ -54,34 +53,33 @@ def upgrade() -> None:
         sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("account", "domain", "email"),
     )
+    op.create_table(
+        "plans",
+        sa.Column("batch_id", sa.String(length=64), nullable=False),
+        sa.Column("set", sa.String(length=64), nullable=False),
+        sa.Column("account", sa.String(length=64), nullable=False),
+        sa.Column("identity", sa.String(length=64), nullable=False),
+        sa.Column("summary", sa.String(length=1000), nullable=False),
+        sa.Column("calls", sa.Integer(), nullable=False),
+        sa.Column("changes", sa.JSON(), nullable=False),
+        sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("batch_id"),
+    )
+    op.create_index("ix_plans_account", "plans", ["account"])
+    op.create_index("ix_plans_applied_at", "plans", ["applied_at"])
     if op.get_bind().dialect.name == "postgresql":
         for value in OPERATIONS:
             op.execute(f"ALTER TYPE operation ADD VALUE IF NOT EXISTS '{value}'")
-    else:  # a VARCHAR as long as the longest value: the longer one copies the table
-        _operations(OLD_OPERATIONS, (*OLD_OPERATIONS, *OPERATIONS))
 
 
 def downgrade() -> None:
     # PostgreSQL cannot drop a value from a type: the operations stay, unused.
-    if op.get_bind().dialect.name != "postgresql":
-        _operations((*OLD_OPERATIONS, *OPERATIONS), OLD_OPERATIONS)
+    op.drop_index("ix_plans_applied_at", table_name="plans")
+    op.drop_index("ix_plans_account", table_name="plans")
+    op.drop_table("plans")
     op.drop_table("inventory_guests")
     op.drop_table("inventory_props")
     for table in TABLES:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("managed_set")
-
-
-def _operations(old: tuple[str, ...], new: tuple[str, ...]) -> None:
-    """SQLite: the operation column's type, then the count triggers the table copy dropped."""
-    with op.batch_alter_table("provisioning_jobs") as batch:
-        batch.alter_column(
-            "operation",
-            existing_type=sa.Enum(*old, name="operation"),
-            type_=sa.Enum(*new, name="operation"),
-            existing_nullable=False,
-        )
-    counts = importlib.import_module(
-        "worker.jobs.migrations.versions.0006_inventory_batches_counts"
-    )
-    counts.create_triggers(op.get_bind())
