@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from worker import leases, metrics, webhooks
 from worker.dispatch import Dispatcher
@@ -41,6 +42,8 @@ PRUNE_EVERY_SECONDS = 600.0
 #: Finished jobs past their retention are deleted this often, ``RETENTION_CHUNK`` at most.
 RETENTION_EVERY_SECONDS = 60.0
 RETENTION_CHUNK = 2000
+#: Longer than a dispatch takes from its commit to its message in the broker.
+PUBLISH_SLACK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,15 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
     # messages missing from it are those of the oldest dispatched jobs; of those, the ones that
     # have waited long enough are published again.
     # With none dispatched and unstarted, no message can be missing: the broker is not asked.
+    # And only jobs dispatched a moment before the queue is read are compared with it: a job
+    # dispatched meanwhile may be published after the read, and counting it would make an
+    # older message that still waits look lost (a duplicate).
     unstarted = store.unstarted_dispatched()
+    missing = 0
     if unstarted:
+        compared_before = store.clock() - timedelta(seconds=PUBLISH_SLACK_SECONDS)
         queued = dispatcher.queued_messages()
-        unstarted = store.unstarted_dispatched()
-    missing = unstarted - queued if unstarted else 0
+        missing = store.unstarted_dispatched_before(compared_before) - queued
     lost = store.take_for_redispatch(redispatch_after=after, limit=min(missing, 500))
     # Should publishing fail, they stay dispatched with their permits: a later sweep finds them
     # missing again (the wait before it doubles).

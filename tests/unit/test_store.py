@@ -18,7 +18,7 @@ from worker.jobs.states import JobStatus, Operation, Priority
 from worker.jobs.store import JobStore
 from worker.jobs.table import LeaseLostError
 from worker.settings import Settings
-from worker.sweeper import sweep_once
+from worker.sweeper import PUBLISH_SLACK_SECONDS, sweep_once
 
 
 @pytest.fixture
@@ -224,9 +224,33 @@ def test_lost_messages_are_found_behind_fresh_ones(store: JobStore, clock: FakeC
     for n in range(5):  # dispatched a moment ago; their messages are in the queue
         job = store.enqueue(provision(f"fresh{n}.example.com")).job
         assert job.id in store.admit({job.id: {}})
+    clock.advance(PUBLISH_SLACK_SECONDS)  # their messages are surely in the broker by now
     dispatcher = RecordingDispatcher(waiting=5)
     sweep_once(store, dispatcher, settings())
     assert sorted(dispatcher.published) == sorted(lost)
+
+
+def test_a_job_dispatched_while_the_queue_is_read_makes_no_waiting_message_look_lost(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Another worker's scheduler dispatches a job between the sweeper's read of the queue and
+    its count of the unstarted: that job's message is not yet in the count the broker gave, and
+    must not make the oldest waiting job (whose message is still queued) look lost."""
+    for n in range(3):
+        job = store.enqueue(provision(f"slow{n}.example.com")).job
+        assert job.id in store.admit({job.id: {}})
+    clock.advance(61)  # long enough to be published again, were their messages lost
+
+    class DispatchingMeanwhile(RecordingDispatcher):
+        def queued_messages(self) -> int:
+            count = super().queued_messages()  # the three still wait in the queue
+            meanwhile = store.enqueue(provision("meanwhile.example.com")).job
+            assert meanwhile.id in store.admit({meanwhile.id: {}})
+            return count
+
+    dispatcher = DispatchingMeanwhile(waiting=3)
+    sweep_once(store, dispatcher, settings())
+    assert dispatcher.published == []
 
 
 def test_the_sweeper_hands_expired_leases_and_due_waits_back_to_the_scheduler(

@@ -223,6 +223,22 @@ class Dispatching(Counts):
         [(jobs, _)] = summed(self.engine, col(JobCount.state) == DISPATCHED, col(JobCount.jobs) > 0)
         return int(jobs or 0)
 
+    def unstarted_dispatched_before(self, moment: datetime) -> int:
+        """How many jobs dispatched at or before ``moment`` no worker has started yet (a read
+        of the dispatched jobs on their index: as few as the broker holds)."""
+        t = ProvisioningJob
+        with Session(self.engine) as session:
+            return int(
+                session.execute(
+                    select(sa.func.count())
+                    .select_from(t)
+                    .where(
+                        col(t.dispatched_at) <= moment,
+                        col(t.status) == JobStatus.queued,
+                    )
+                ).scalar_one()
+            )
+
     def recent_run_seconds(self, accounts: Sequence[str], *, limit: int = 20) -> list[float]:
         """How long the last jobs to succeed took from their dispatch to done, in seconds."""
         t = ProvisioningJob
