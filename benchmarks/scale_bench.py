@@ -88,7 +88,7 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[str] = []
 
-    def publish(self, job_ids: Any, *, first: bool = False) -> None:
+    def publish(self, job_ids: Any, *, first: bool = False, bulk: bool = False) -> None:
         self.published.extend(job_ids)
 
     def queued_messages(self) -> int:

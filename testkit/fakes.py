@@ -16,7 +16,7 @@ class RecordingDispatcher:
         self.first: list[str] = []
         self.waiting = waiting
 
-    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
+    def publish(self, job_ids: Sequence[str], *, first: bool = False, bulk: bool = False) -> None:
         self.published.extend(job_ids)
         self.calls.append(list(job_ids))
         if first:

@@ -33,6 +33,7 @@ from worker.jobs.specs import JobRequest
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
 from worker.settings import Settings
+from worker.wakeups import announcer
 
 T = TypeVar("T")
 
@@ -210,6 +211,8 @@ class Stack:
         # The table exists before any worker starts, so workers never race to create it.
         self.engine = migrated_engine(database_url)
         self.store = JobStore(self.engine)
+        # Enqueueing wakes the workers' schedulers, as a producer's store does (make_store).
+        self.store.announce = announcer(broker_url) or self.store.announce
         self._app: Any = None
         self._dispatcher: Any = None
 

@@ -26,6 +26,7 @@ from celery.exceptions import Reject
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import logs, metrics
+from worker.dispatch import PRIORITIES
 from worker.errors import ConfigurationError
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
@@ -51,12 +52,6 @@ TASK_NAME = "provisioner.run_job"
 DATABASE_RETRY_SECONDS = 1.0
 QUEUE = "provisioner"
 IDLE_BRPOP_SECONDS = 5.0
-#: Message priorities. On Redis each is a list of its own, and every worker's BRPOP asks the
-#: lowest number's list first (kombu's priority steps 0, 3, 6, 9): a job that ran before (handed
-#: back from a dead worker) goes ahead of the messages already waiting. RabbitMQ ignores them
-#: (the queue has no x-max-priority): there such a job joins the back of the queue.
-FIRST_PRIORITY = 0
-PRIORITY = 3
 
 
 class JobFailedError(Exception):
@@ -190,8 +185,8 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
-        priority = FIRST_PRIORITY if first else PRIORITY
+    def publish(self, job_ids: Sequence[str], *, first: bool = False, bulk: bool = False) -> None:
+        priority = PRIORITIES[bulk, first]
         with self.app.producer_or_acquire() as producer:
             for job_id in job_ids:
                 self.app.send_task(

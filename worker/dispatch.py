@@ -8,11 +8,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+#: Message priorities by (bulk, first). On Redis each is a list of its own, and every worker's
+#: BRPOP asks the lowest number's list first (kombu's priority steps 0, 3, 6, 9): a new signup
+#: goes ahead of the bulk messages already waiting, and a job that ran before (handed back from
+#: a dead worker) to the front of its class. RabbitMQ ignores them (the queue has no
+#: x-max-priority): there every message joins the back of the queue.
+PRIORITIES = {(False, True): 0, (False, False): 3, (True, True): 6, (True, False): 9}
+
 
 class Dispatcher(Protocol):
-    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
-        """Hand the jobs to the workers; ``first``: ahead of the messages already waiting (jobs
-        that ran before: handed back from a dead worker, or resuming)."""
+    def publish(self, job_ids: Sequence[str], *, first: bool = False, bulk: bool = False) -> None:
+        """Hand the jobs to the workers, interactive ones ahead of the ``bulk`` messages already
+        waiting; ``first``: ahead of the messages of their class already waiting (jobs that ran
+        before: handed back from a dead worker, or resuming)."""
         ...
 
     def queued_messages(self) -> int:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 
 from worker import metrics
+from worker.dispatch import PRIORITIES
 from worker.jobs.store import JobStore
 from worker.logs import job_context
 from worker.registry import Heartbeat, Watcher
@@ -40,7 +41,7 @@ class EmbeddedWorkers:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
         self.store = store
-        #: (rank, arrival, job id): jobs that ran before first, then in order; None stops.
+        #: (priority, arrival, job id), in the broker's order (``PRIORITIES``); None stops.
         self._queue: queue.PriorityQueue[tuple[int, int, str | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._threads = [
@@ -61,9 +62,9 @@ class EmbeddedWorkers:
         self._keeper = make_keeper(settings, store)  # one for all the threads
         self._heartbeat = Heartbeat(store, settings, self._keeper)
 
-    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
+    def publish(self, job_ids: Sequence[str], *, first: bool = False, bulk: bool = False) -> None:
         for job_id in job_ids:
-            self._queue.put((0 if first else 1, next(self._order), job_id))
+            self._queue.put((PRIORITIES[bulk, first], next(self._order), job_id))
 
     def queued_messages(self) -> int:
         return self._queue.qsize()

@@ -175,8 +175,13 @@ def sweep_forever(
                 if admitted:
                     next_tick = now + settings.schedule_interval_seconds
                 elif waiting:
+                    # Room comes back within the idle poll (a burst window): look at the busy
+                    # rate, since jobs in flight also give room back (a dispatch-ahead slot as
+                    # they start, permits as they park) and that announces nothing. A spent
+                    # hour: only the idle poll until it frees (new work and ends still wake).
                     until_change = scheduler.next_wake() - scheduler.limiter.clock()
-                    next_tick = now + min(poll, max(0.005, until_change))
+                    busy = until_change <= poll
+                    next_tick = now + (settings.schedule_interval_seconds if busy else poll)
                 else:
                     next_tick = now + poll
         except Exception as exc:

@@ -21,7 +21,7 @@ from worker.jobs.states import JobStatus
 
 
 def queued_messages() -> int:
-    """The queue's messages, over every priority's list (``worker.app.PRIORITY``)."""
+    """The queue's messages, over every priority's list (``worker.app.PRIORITIES``)."""
     with contextlib.closing(redis.Redis.from_url(REDIS_URL)) as client:
         return sum(int(client.llen(key)) for key in client.keys(f"{QUEUE}*"))
 

@@ -288,7 +288,9 @@ def test_a_failed_publish_gives_the_permits_back_and_offers_the_jobs_again(
     store: JobStore, limiter: Limiter
 ) -> None:
     class DownBroker(RecordingDispatcher):
-        def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
+        def publish(
+            self, job_ids: Sequence[str], *, first: bool = False, bulk: bool = False
+        ) -> None:
             raise ConnectionError("broker down")
 
     ids = [store.enqueue(provision(f"d{n}.example.com")).job.id for n in range(3)]

@@ -19,7 +19,7 @@ from worker.wakeups import Wakeup
 
 
 class DownBroker:
-    def publish(self, job_ids: Sequence[str], *, first: bool = False) -> None:
+    def publish(self, job_ids: Sequence[str], *, first: bool = False, bulk: bool = False) -> None:
         raise OperationalError("[Errno 111] Connection refused")
 
     def queued_messages(self) -> int:

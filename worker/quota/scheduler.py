@@ -106,14 +106,12 @@ class Scheduler:
         held: Mapping[str, tuple[Sequence[Window], int]],
         *,
         first: bool = False,
+        bulk: bool = False,
     ) -> None:
         if not job_ids:
             return
         try:
-            if first:
-                self.dispatcher.publish(job_ids, first=True)
-            else:
-                self.dispatcher.publish(job_ids)
+            self.dispatcher.publish(job_ids, first=first, bulk=bulk)
         except Exception:
             # Offered again at the next tick, which reserves their calls anew: give these back.
             self.store.release_dispatch(job_ids)
@@ -187,7 +185,8 @@ class Scheduler:
         fresh = [job.id for job in order if not job.started]
         for group, first in ((resumed, True), (fresh, False)):
             for start in range(0, len(group), PUBLISH_EVERY):
-                self._publish(quota, group[start : start + PUBLISH_EVERY], held, first=first)
+                batch = group[start : start + PUBLISH_EVERY]
+                self._publish(quota, batch, held, first=first, bulk=priority is Priority.bulk)
         return ids
 
     def _resume_changed_keys(self) -> None:
