@@ -432,3 +432,18 @@ def test_from_url_checks_the_schema_unless_told_not_to(tmp_path: Path) -> None:
     unchecked = Provisioner.from_url(url, check_schema=False)  # connects to nothing
     assert not (tmp_path / "none.db").exists()
     unchecked.store.engine.dispose()
+
+
+def test_postgresql_ends_a_session_left_idle_inside_a_transaction(postgres_url: str) -> None:
+    """A process frozen mid-transaction (SIGSTOP) must not hold its row locks, and with them
+    another worker's takeover of its jobs, until it wakes: each session asks the server to end
+    it once it idles inside a transaction."""
+    from worker.jobs.db import PG_IDLE_IN_TRANSACTION_MS, make_engine
+
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            setting = connection.execute(text("SHOW idle_in_transaction_session_timeout"))
+            assert setting.scalar_one() == f"{PG_IDLE_IN_TRANSACTION_MS // 1000}s"
+    finally:
+        engine.dispose()

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: The revision a database made by ``create_all`` (before migrations existed) is at.
 BASELINE_REVISION = "0001"
+#: How long a PostgreSQL session may sit idle inside a transaction before the server ends it.
+PG_IDLE_IN_TRANSACTION_MS = 5_000
 #: Rows SQLite samples per index when it gathers statistics.
 SQLITE_ANALYSIS_LIMIT = 400
 #: Serialises concurrent upgrades of one PostgreSQL database (any constant shared by all).
@@ -59,7 +61,20 @@ def make_engine(database_url: str) -> Engine:
             # A host that drops packets fails in seconds, not after the OS connect timeout.
             connect_args={"connect_timeout": 10} if database_url.startswith("postgresql") else {},
         )
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _postgresql_session)
     return engine
+
+
+def _postgresql_session(dbapi_connection: Any, _record: Any) -> None:
+    # A process frozen inside a transaction (SIGSTOP, a paused VM) would hold its row locks,
+    # and with them every other worker's takeover of its jobs, until it woke. Our transactions
+    # are a few statements with nothing slow between them, so one idle this long is such a
+    # process: PostgreSQL ends its session, and it finds out when it wakes (a lost claim).
+    # SET rather than a startup option, which connection poolers refuse.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {PG_IDLE_IN_TRANSACTION_MS}")
+    dbapi_connection.commit()
 
 
 def make_reader(engine: Engine, connections: int = 8) -> Engine:
