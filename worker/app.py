@@ -12,6 +12,7 @@ its pool children and its sweeper (``worker.metrics``, multiprocess mode). A job
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.process
@@ -23,6 +24,7 @@ from typing import Any
 
 from celery import Celery, signals
 from celery.exceptions import Reject
+from celery.worker.request import Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import logs, metrics
@@ -113,10 +115,29 @@ def create_app(settings: Settings) -> Celery:
     )
     state = _ProcessState(settings)
 
+    class WakingRequest(Request):
+        """Under the threads pool a message is acknowledged in the pool's thread, and nothing
+        wakes the worker's event loop to take the next one: the freed slot would wait for the
+        loop's next timer (up to seconds). So each acknowledgement wakes it."""
+
+        def acknowledge(self) -> None:
+            super().acknowledge()
+            state.wake_loop()
+
+        def reject(self, requeue: bool = False) -> None:
+            super().reject(requeue=requeue)
+            state.wake_loop()
+
     # throws: an expected failure, logged by Celery in one line without a traceback.
     # shared=False: every app built in one process (tests, the sweeper) keeps its own task;
     # a shared one would run the first app's pipeline for all of them.
-    @app.task(name=TASK_NAME, ignore_result=True, throws=(JobFailedError,), shared=False)
+    @app.task(
+        name=TASK_NAME,
+        ignore_result=True,
+        throws=(JobFailedError,),
+        shared=False,
+        Request=WakingRequest,
+    )
     def run_job(job_id: str) -> str | None:
         try:
             outcome = state.pipeline().execute(job_id)
@@ -231,6 +252,7 @@ class _ProcessState:
         self._sweeping = False
         self._wakeup = Wakeup()
         self._announce = announcer(settings.broker_url)
+        self._loop_waker: LoopWaker | None = None
         self._metrics_dir: str | None = None
         self._metrics_server: metrics.MetricsServer | None = None
         self._reporter: Reporter | None = None
@@ -262,6 +284,10 @@ class _ProcessState:
             )
             self._local.pipeline = pipeline
         return pipeline
+
+    def wake_loop(self) -> None:
+        if self._loop_waker is not None:
+            self._loop_waker()
 
     def job_ended(self) -> None:
         """A job ended or was handed back: the scheduler may admit another (worker.wakeups)."""
@@ -323,6 +349,8 @@ class _ProcessState:
                 target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True
             ).start()
             return
+        if getattr(worker, "hub", None) is not None:
+            self._loop_waker = LoopWaker(worker.hub)
         self.start_heartbeat()
         store = self.store()
         dispatcher = CeleryDispatcher(worker.app)
@@ -368,6 +396,25 @@ class _ProcessState:
         if self._sweeper is not None and self._sweeper.is_alive():
             self._sweeper.terminate()
             self._sweeper.join(timeout=5)
+
+
+class LoopWaker:
+    """A self-pipe on the worker's event loop: calling it from any thread wakes the loop."""
+
+    def __init__(self, hub: Any) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        hub.add_reader(self._read, self._drain)
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 4096):
+                pass
+
+    def __call__(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: the loop has wake-ups pending
+            os.write(self._write, b"\0")
 
 
 def is_prefork(worker: Any) -> bool:

@@ -41,6 +41,8 @@ PRUNE_EVERY_SECONDS = 600.0
 #: Finished jobs past their retention are deleted this often, ``RETENTION_CHUNK`` at most.
 RETENTION_EVERY_SECONDS = 60.0
 RETENTION_CHUNK = 2000
+#: A tick for a quota change (a window opening, a reserve released) runs this long after it.
+CHANGE_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,10 @@ def sweep_forever(
                 if admitted:
                     next_tick = now + settings.schedule_interval_seconds
                 elif waiting:
+                    # Just after the change (from this moment, not the loop's start): a tick a
+                    # hair early finds no room and the moment gone, and would wait a window.
                     until_change = scheduler.next_wake() - scheduler.limiter.clock()
-                    next_tick = now + min(poll, max(0.005, until_change))
+                    next_tick = monotonic() + min(poll, max(0.0, until_change) + CHANGE_MARGIN)
                 else:
                     next_tick = now + poll
         except Exception as exc:
