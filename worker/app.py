@@ -12,7 +12,6 @@ its pool children and its sweeper (``worker.metrics``, multiprocess mode). A job
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import multiprocessing.process
@@ -252,7 +251,8 @@ class _ProcessState:
         self._sweeping = False
         self._wakeup = Wakeup()
         self._announce = announcer(settings.broker_url)
-        self._loop_waker: LoopWaker | None = None
+        #: The worker's event loop (threads pool), woken after each acknowledgement.
+        self._hub: Any = None
         self._metrics_dir: str | None = None
         self._metrics_server: metrics.MetricsServer | None = None
         self._reporter: Reporter | None = None
@@ -286,8 +286,9 @@ class _ProcessState:
         return pipeline
 
     def wake_loop(self) -> None:
-        if self._loop_waker is not None:
-            self._loop_waker()
+        if self._hub is not None:
+            # Thread-safe: kombu's hub wakes its loop (its own self-pipe) for a callback.
+            self._hub.call_soon(_nothing)
 
     def job_ended(self) -> None:
         """A job ended or was handed back: the scheduler may admit another (worker.wakeups)."""
@@ -349,8 +350,7 @@ class _ProcessState:
                 target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True
             ).start()
             return
-        if getattr(worker, "hub", None) is not None:
-            self._loop_waker = LoopWaker(worker.hub)
+        self._hub = getattr(worker, "hub", None)
         self.start_heartbeat()
         store = self.store()
         dispatcher = CeleryDispatcher(worker.app)
@@ -398,23 +398,8 @@ class _ProcessState:
             self._sweeper.join(timeout=5)
 
 
-class LoopWaker:
-    """A self-pipe on the worker's event loop: calling it from any thread wakes the loop."""
-
-    def __init__(self, hub: Any) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-        hub.add_reader(self._read, self._drain)
-
-    def _drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._read, 4096):
-                pass
-
-    def __call__(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # full: the loop has wake-ups pending
-            os.write(self._write, b"\0")
+def _nothing() -> None:
+    return None
 
 
 def is_prefork(worker: Any) -> bool:
