@@ -23,6 +23,7 @@ from typing import Any
 
 from celery import Celery, signals
 from celery.exceptions import Reject
+from celery.worker.request import Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import logs, metrics
@@ -108,10 +109,29 @@ def create_app(settings: Settings) -> Celery:
     )
     state = _ProcessState(settings)
 
+    class WakingRequest(Request):
+        """Under the threads pool a message is acknowledged in the pool's thread, and nothing
+        wakes the worker's event loop to take the next one: the freed slot would wait for the
+        loop's next timer (up to seconds). So each acknowledgement wakes it."""
+
+        def acknowledge(self) -> None:
+            super().acknowledge()
+            state.wake_loop()
+
+        def reject(self, requeue: bool = False) -> None:
+            super().reject(requeue=requeue)
+            state.wake_loop()
+
     # throws: an expected failure, logged by Celery in one line without a traceback.
     # shared=False: every app built in one process (tests, the sweeper) keeps its own task;
     # a shared one would run the first app's pipeline for all of them.
-    @app.task(name=TASK_NAME, ignore_result=True, throws=(JobFailedError,), shared=False)
+    @app.task(
+        name=TASK_NAME,
+        ignore_result=True,
+        throws=(JobFailedError,),
+        shared=False,
+        Request=WakingRequest,
+    )
     def run_job(job_id: str) -> str | None:
         try:
             outcome = state.pipeline().execute(job_id)
@@ -226,6 +246,8 @@ class _ProcessState:
         self._sweeping = False
         self._wakeup = Wakeup()
         self._announce = announcer(settings.broker_url)
+        #: The worker's event loop (threads pool), woken after each acknowledgement.
+        self._hub: Any = None
         self._metrics_dir: str | None = None
         self._metrics_server: metrics.MetricsServer | None = None
         self._reporter: Reporter | None = None
@@ -257,6 +279,11 @@ class _ProcessState:
             )
             self._local.pipeline = pipeline
         return pipeline
+
+    def wake_loop(self) -> None:
+        if self._hub is not None:
+            # Thread-safe: kombu's hub wakes its loop (its own self-pipe) for a callback.
+            self._hub.call_soon(_nothing)
 
     def job_ended(self) -> None:
         """A job ended or was handed back: the scheduler may admit another (worker.wakeups)."""
@@ -318,6 +345,7 @@ class _ProcessState:
                 target=self._keep_sweeper_alive, name="sweeper-monitor", daemon=True
             ).start()
             return
+        self._hub = getattr(worker, "hub", None)
         self.start_heartbeat()
         store = self.store()
         dispatcher = CeleryDispatcher(worker.app)
@@ -363,6 +391,10 @@ class _ProcessState:
         if self._sweeper is not None and self._sweeper.is_alive():
             self._sweeper.terminate()
             self._sweeper.join(timeout=5)
+
+
+def _nothing() -> None:
+    return None
 
 
 def is_prefork(worker: Any) -> bool:
