@@ -3,6 +3,7 @@
     python benchmarks/footprint_bench.py                      # the default worker (threads pool)
     python benchmarks/footprint_bench.py --pool prefork       # the prefork pool beside it
     python benchmarks/footprint_bench.py --seconds 60 --settle 15 --redis redis://127.0.0.1:6379/11
+    python benchmarks/footprint_bench.py --backlog 200000     # waiting on a spent hour, 200k queued
 
 Starts a real ``provision worker`` with its defaults (one account, the default quota, a key
 never used) against the Redis database given (flushed first: use a private or a test one) and a
@@ -63,8 +64,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
+def spend_the_hour_behind(database: str, backlog: int) -> None:
+    """``backlog`` queued jobs (``scale_bench``'s fill) behind a spent hour: the worker has
+    work and no quota for it."""
+    from benchmarks.scale_bench import fill
+    from worker.accounts import load_accounts
+    from worker.jobs.db import make_engine
+    from worker.jobs.states import Priority
+    from worker.quota.limiter import HOUR, Limiter
+    from worker.settings import get_settings
+
+    engine = make_engine(database)
+    fill(engine, backlog, max(1, backlog // 1000))
+    limiter = Limiter(engine)
+    for quota in load_accounts(get_settings()).quotas.values():
+        hour = [w for w in limiter.span(quota) if w.kind == HOUR]
+        refused = limiter.take(quota, hour, limiter.budget(quota, HOUR), Priority.interactive)
+        assert refused is None, refused
+    engine.dispose()
+
+
 def measure(
-    pool: str | None, redis_url: str, seconds: float, settle: float, extra_env: dict[str, str]
+    pool: str | None,
+    redis_url: str,
+    seconds: float,
+    settle: float,
+    extra_env: dict[str, str],
+    backlog: int = 0,
 ) -> tuple[int, float, float]:
     """(processes, peak RSS MiB, CPU seconds over ``seconds``) of an idle worker."""
     import redis
@@ -88,6 +114,9 @@ def measure(
             check=True,
             capture_output=True,
         )
+        if backlog:
+            os.environ.update(env)  # the settings the worker reads
+            spend_the_hour_behind(database, backlog)
         proc = start_worker(env, work / "worker.log", ["--pool", pool] if pool else [])
         try:
             time.sleep(settle)
@@ -133,14 +162,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="An environment variable for the worker (PROVISIONER_...); repeatable.",
     )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="Queued jobs behind a spent hour (the worker waits on the quota, not on nothing).",
+    )
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.set)
     pools = ["default", *(args.pool or [])]
-    print(f"idle provision worker, {args.seconds:g} s after {args.settle:g} s to settle")
+    waiting = f", {args.backlog:,} jobs queued behind a spent hour" if args.backlog else ""
+    print(f"idle provision worker{waiting}, {args.seconds:g} s after {args.settle:g} s to settle")
     print(f"{'pool':<10} {'processes':>9} {'RSS MiB':>8} {'CPU s/min':>9} {'% core':>7}")
     for pool in pools:
         chosen = None if pool == "default" else pool
-        count, rss, cpu = measure(chosen, args.redis, args.seconds, args.settle, extra_env)
+        count, rss, cpu = measure(
+            chosen, args.redis, args.seconds, args.settle, extra_env, args.backlog
+        )
         per_minute = cpu * 60 / args.seconds
         print(
             f"{pool:<10} {count:>9} {rss:>8.0f} {per_minute:>9.2f} {100 * cpu / args.seconds:>7.2f}"

@@ -490,3 +490,16 @@ def test_the_scheduler_sizes_the_reserve_to_the_signups_waiting(
     sched.tick()
     [quota] = sched.accounts.quotas.values()
     assert limiter.reserve(quota, BURST) == 7
+
+
+def test_a_used_up_hour_puts_the_next_room_at_its_end_whatever_the_burst_windows_do(
+    limiter: Limiter, clock: Clock
+) -> None:
+    """A worker waiting on a spent hour sleeps until the hour is over: the burst windows that
+    open meanwhile give no room."""
+    assert limiter.next_room(QUOTA) == limiter.next_change(QUOTA)  # nothing used: the next change
+    hour = [w for w in limiter.span(QUOTA) if w.kind == HOUR]
+    assert limiter.take(QUOTA, hour, limiter.budget(QUOTA, HOUR), Priority.interactive) is None
+    hour_over = max(windows.end(QUOTA, w) for w in hour) + 0.5
+    assert limiter.next_change(QUOTA) < clock() + QUOTA.burst_seconds + 1  # a burst window
+    assert limiter.next_room(QUOTA) == hour_over

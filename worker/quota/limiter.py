@@ -134,6 +134,20 @@ class Limiter:
                 moments.append(release)
         return min(moments)
 
+    def next_room(self, quota: Quota) -> float:
+        """The next moment the clock alone may give ``quota`` room: its ``next_change``, or
+        while the hour is used up (or spent), not before that hour is over, whatever the burst
+        windows do meanwhile."""
+        at = self.clock()
+        hours = [w for w in self.span(quota, at) if w.kind == HOUR]
+        budget = self.budget(quota, HOUR)
+        full = [
+            windows.end(quota, w) + self.guard
+            for w, (used, spent) in self._read(quota, hours).items()
+            if spent or used >= budget
+        ]
+        return max([self.next_change(quota, at), *full])
+
     def _retry_at(self, quota: Quota, window: Window, priority: Priority, at: float) -> float:
         release = self.release_at(quota, window)
         if priority is Priority.bulk and at < release:

@@ -140,7 +140,7 @@ class Scheduler:
     def next_wake(self) -> float:
         """When the next tick should run at the latest, for work to start the moment room
         appears (epoch seconds)."""
-        return min(self.limiter.next_change(quota) for quota in self.accounts.quotas.values())
+        return min(self.limiter.next_room(quota) for quota in self.accounts.quotas.values())
 
     def _admit(
         self,
