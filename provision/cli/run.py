@@ -29,7 +29,7 @@ from worker.settings import Settings, get_settings
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["threads", "prefork", "solo"]),
+    type=click.Choice(["threads", "prefork"]),
     default=None,
     help="threads (one process) or prefork (a process per slot) [PROVISIONER_WORKER_POOL].",
 )
