@@ -36,6 +36,7 @@ EXIT_CONFIGURATION = 2
 EXIT_JOBS_FAILED = 3
 EXIT_INTERRUPTED = 130
 
+_SETTINGS = "provision.settings"
 #: Commands that do not run on the provisioner's settings.
 _OWN_SETTINGS = frozenset({"sandbox", "demo", "doctor", "token"})
 
@@ -80,13 +81,19 @@ class _Commands(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # The settings are checked once the command is known (before, click has not named it).
+        name, command, rest = super().resolve_command(ctx, args)
+        if name not in _OWN_SETTINGS and not ctx.resilient_parsing:
+            ctx.meta[_SETTINGS] = _check_settings()
+        return name, command, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or _env_flag("PROVISIONER_DEBUG")
-        settings: Settings | None = None
         try:
             with Interruptible():
-                if ctx.invoked_subcommand not in _OWN_SETTINGS and not ctx.resilient_parsing:
-                    settings = _check_settings()
                 return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo(err=True)  # ends the line the terminal's ^C is on
@@ -97,7 +104,7 @@ class _Commands(click.Group):
         except Exception as exc:
             from worker.problems import explain
 
-            message = explain(exc, settings or _settings_or_none())
+            message = explain(exc, ctx.meta.get(_SETTINGS) or _settings_or_none())
             if message is None or debug:
                 raise
             raise click.UsageError(message) from None

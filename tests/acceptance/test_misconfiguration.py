@@ -46,3 +46,15 @@ def test_an_unsupported_or_misspelled_url_is_one_line_naming_the_forms_that_work
     assert variable in lines[0]
     assert says in lines[0]
     assert "hunter2" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("args", [["token", "hash", "--new"], ["sandbox", "--help"]])
+def test_commands_that_run_on_their_own_settings_ignore_a_broken_provisioner_setting(
+    args: list[str], tmp_path: Path
+) -> None:
+    """``provision token`` and ``provision sandbox`` need none of the provisioner's settings:
+    a broken database URL does not stop them."""
+    environ = {**clean_environ(), "PROVISIONER_DATABASE_URL": "mysql://root:hunter2@db/prov"}
+    done = provision(environ, *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "PROVISIONER_DATABASE_URL" not in done.stderr
