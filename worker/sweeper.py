@@ -28,6 +28,7 @@ from datetime import timedelta
 from worker import leases, metrics, webhooks
 from worker.dispatch import Dispatcher
 from worker.jobs.db import optimize
+from worker.jobs.recovery import Sent
 from worker.jobs.store import JobStore
 from worker.problems import explain
 from worker.quota.scheduler import Scheduler
@@ -61,7 +62,24 @@ class SweepResult:
         return bool(self.requeued or self.redispatched or self.unstarted)
 
 
-def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> SweepResult:
+class LostMessages:
+    """Which dispatched jobs looked lost at the last sweep. A message on its way from the
+    broker to a worker (taken from the queue, its job not yet claimed) is in neither place
+    for a moment, and looks lost; a message lost for good looks so at two sweeps in a row."""
+
+    def __init__(self) -> None:
+        self._suspects: set[Sent] = set()
+
+    def confirm(self, found: list[Sent]) -> set[Sent]:
+        """Of the jobs ``found`` missing now, those that were at the last sweep too."""
+        confirmed = self._suspects.intersection(found)
+        self._suspects = set(found) - confirmed
+        return confirmed
+
+
+def sweep_once(
+    store: JobStore, dispatcher: Dispatcher, settings: Settings, lost_messages: LostMessages
+) -> SweepResult:
     requeued = store.requeue_due() + leases.release_gone(store)
     # Jobs dispatched a while ago that no worker claimed, beyond the messages still waiting in
     # the broker, lost theirs: the queue is FIFO, so the oldest of them are the ones missing.
@@ -80,7 +98,9 @@ def sweep_once(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> S
         compared_before = store.clock() - timedelta(seconds=PUBLISH_SLACK_SECONDS)
         queued = dispatcher.queued_messages()
         missing = store.unstarted_dispatched_before(compared_before) - queued
-    lost = store.take_for_redispatch(redispatch_after=after, limit=min(missing, 500))
+    lost = store.take_for_redispatch(
+        redispatch_after=after, limit=min(missing, 500), confirm=lost_messages.confirm
+    )
     # Should publishing fail, they stay dispatched with their permits: a later sweep finds them
     # missing again (the wait before it doubles).
     if lost:
@@ -124,6 +144,7 @@ def sweep_forever(
     ``stopped()``. Completion webhooks go out meanwhile from a thread of their own
     (``worker.webhooks``), which ends with this loop's thread."""
     webhooks.start_sender(store, settings)
+    lost_messages = LostMessages()
     poll = settings.idle_poll_seconds if poll is None else poll
     start = monotonic()
     next_sweep = next_prune = next_retention = next_watch = next_tick = start
@@ -148,7 +169,7 @@ def sweep_forever(
                 next_watch = min(now + watch_every, (watch.due() or now + watch_every) + 0.01)
             if now >= next_sweep:
                 last_sweep = now
-                swept = sweep_once(store, scheduler.dispatcher, settings)
+                swept = sweep_once(store, scheduler.dispatcher, settings, lost_messages)
                 # Idle (nothing dispatched and unstarted, nothing handed back): at the idle poll,
                 # or when the first waiting job is due.
                 next_sweep = now + (settings.sweep_interval_seconds if swept.busy else poll)

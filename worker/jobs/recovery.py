@@ -3,7 +3,7 @@ over, jobs of a dead worker, and dispatched jobs whose broker message was lost."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,10 @@ from worker.times import as_utc
 
 #: Re-publishing waits double with each message sent, up to this many times the base wait.
 MAX_REDISPATCH_DOUBLINGS = 6
+
+
+#: A dispatched job and when its message was sent.
+Sent = tuple[str, datetime | None]
 
 
 def redispatch_due(now: datetime, base_seconds: float) -> Any:
@@ -99,15 +103,23 @@ class Recovery(Table):
             )
         return taken
 
-    def take_for_redispatch(self, *, redispatch_after: float, limit: int = 500) -> list[str]:
+    def take_for_redispatch(
+        self,
+        *,
+        redispatch_after: float,
+        limit: int = 500,
+        confirm: Callable[[list[Sent]], Collection[Sent]] = (lambda found: found),
+    ) -> list[str]:
         """Of the ``limit`` dispatched jobs that have waited longest without a worker claiming
         them, those whose message is due to be sent again: their message is lost (the broker
-        was flushed or restarted, or the worker that took it died). Each is taken by exactly
-        one sweeper, to be published again with the permits it holds. The wait before
-        re-publishing doubles with each message sent, up to 64 times ``redispatch_after``."""
+        was flushed or restarted, or the worker that took it died), if ``confirm`` agrees
+        (given them, it returns those to take). Each is taken by exactly one sweeper, to be
+        published again with the permits it holds. The wait before re-publishing doubles with
+        each message sent, up to 64 times ``redispatch_after``."""
         now = self.clock()
         t = ProvisioningJob
         if limit <= 0:
+            confirm([])
             return []
         oldest = (
             select(t.id)
@@ -122,6 +134,9 @@ class Recovery(Table):
                 .where(redispatch_due(now, redispatch_after))
                 .order_by(col(t.dispatched_at))
             ).all()
+        found = [(str(job_id), as_utc(at)) for job_id, at in candidates]
+        confirmed = confirm(found)
+        candidates = [row for row, key in zip(candidates, found, strict=True) if key in confirmed]
         taken: list[str] = []
         # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
         with Session(self.engine) as session:
