@@ -132,7 +132,7 @@ def cost(reporter: Reporter, account: str, calls: int, batch_id: str | None = No
     queued = sum(interactive.values()) + sum(others.values())
     now = reporter.limiter.clock()
     # The same budget arithmetic as a batch's expected completion (Reporter.batch_etas).
-    seconds = reporter._seconds_for(quota, ahead + calls, now)
+    seconds = reporter.seconds_for(quota, ahead + calls, now)
     done = datetime.fromtimestamp(now + seconds, tz=UTC)
     return Cost(calls, hourly, ahead, done, queued)
 

@@ -101,10 +101,10 @@ def import_command(
         retried: list[ProvisioningJob] = []
         paused = _Paused()
         if wait or embedded:  # embedded workers live in this process: stay until done
-            with _until_interrupted(summary.batch_id, embedded), _unless_paused() as paused:
+            with until_interrupted(summary.batch_id, embedded), unless_paused() as paused:
                 click.echo(f"batch={summary.batch_id} {summary.line()}", err=True)
                 batch = follow(store, make_reporter(settings, store), summary.batch_id)
-                retried = _wait_for(store, summary.retried_ids)
+                retried = wait_for(store, summary.retried_ids)
             if paused:
                 batch = store.batch_summary(summary.batch_id)
     if as_json:
@@ -158,7 +158,7 @@ def follow(store: JobStore, reporter: Reporter, batch_id: str) -> BatchSummary:
 
 
 @contextlib.contextmanager
-def _until_interrupted(batch_id: str, embedded: bool) -> Iterator[None]:
+def until_interrupted(batch_id: str, embedded: bool) -> Iterator[None]:
     """Ctrl-C stops following (exit 130) and says how to go on."""
     try:
         yield
@@ -363,8 +363,8 @@ def retry(ref: str | None, wait: bool, **filters: str | None) -> None:
         ids = _act(store, ref, where, "retry")
         click.echo(f"retried {len(ids)} job(s)")
         if ids and (wait or here):
-            with _unless_paused() as paused:
-                click.echo(views.jobs_table(_wait_for(store, ids)))
+            with unless_paused() as paused:
+                click.echo(views.jobs_table(wait_for(store, ids)))
             found = [job for job in (store.get(i) for i in ids) if job is not None]
             if paused or any(job.status is JobStatus.failed for job in found):
                 sys.exit(EXIT_JOBS_FAILED)
@@ -409,7 +409,7 @@ def _act(store: JobStore, ref: str | None, where: JobFilter, action: str) -> lis
     return changed.ids
 
 
-def _wait_for(store: JobStore, ids: Sequence[str]) -> list[ProvisioningJob]:
+def wait_for(store: JobStore, ids: Sequence[str]) -> list[ProvisioningJob]:
     """The jobs ``ids``, once every one is done (AccountsPaused if the rest wait for a paused
     account)."""
     from producers.importer import AccountsPaused
@@ -435,7 +435,7 @@ class _Paused:
 
 
 @contextlib.contextmanager
-def _unless_paused() -> Iterator[_Paused]:
+def unless_paused() -> Iterator[_Paused]:
     """Stop waiting when every job left waits for a paused account, saying what to fix."""
     from producers.importer import AccountsPaused
 

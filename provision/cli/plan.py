@@ -269,7 +269,7 @@ def _follow(
 ) -> None:
     from producers.plans import saved as plans
     from provision import views
-    from provision.cli.jobs import _unless_paused, _until_interrupted, _wait_for, follow
+    from provision.cli.jobs import follow, unless_paused, until_interrupted, wait_for
     from worker.jobs.states import JobStatus
     from worker.runtime import make_reporter
 
@@ -277,11 +277,11 @@ def _follow(
     _report(saved.plan.set, applied)
     embedded = not settings.broker_url
     summary = None
-    with _until_interrupted(batch_id, embedded), _unless_paused() as paused:
+    with until_interrupted(batch_id, embedded), unless_paused() as paused:
         if applied.pending:
             # A replaced goal or guest is made again only once its delete is done.
             click.echo("waiting for the deletes of what is replaced", err=True)
-            _wait_for(store, applied.pending)
+            wait_for(store, applied.pending)
             applied = plans.apply(store, saved, allow_destroy=allow_destroy)
             _report(saved.plan.set, applied)
         if applied.failed:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, or_
 from sqlmodel import Session, col, select
@@ -21,6 +21,9 @@ from worker.jobs.models import SiteGoalRow, SiteGuestRow, SiteLinkRow, SitePropR
 from worker.jobs.specs import JobRequest, Progress
 from worker.jobs.states import Operation
 from worker.jobs.table import Change, Table
+
+#: A row of what a site holds (a goal, a link, a property, a guest).
+_Owned = TypeVar("_Owned", SiteGoalRow, SiteLinkRow, SitePropRow, SiteGuestRow)
 
 
 def changes(
@@ -207,24 +210,14 @@ class Inventory(Table):
 
     @staticmethod
     def _view(session: Session, site: SiteRow) -> SiteView:
-        goals = session.exec(
-            select(SiteGoalRow)
-            .where(*_of_site(SiteGoalRow, site.account, site.domain))
-            .order_by(col(SiteGoalRow.natural_key))
-        ).all()
-        links = session.exec(
-            select(SiteLinkRow)
-            .where(*_of_site(SiteLinkRow, site.account, site.domain))
-            .order_by(col(SiteLinkRow.name))
-        ).all()
-        props = session.exec(
-            select(SitePropRow)
-            .where(*_of_site(SitePropRow, site.account, site.domain))
-            .order_by(col(SitePropRow.name))
-        ).all()
-        guests = session.exec(
-            select(SiteGuestRow)
-            .where(*_of_site(SiteGuestRow, site.account, site.domain))
-            .order_by(col(SiteGuestRow.email))
-        ).all()
-        return SiteView(site, list(goals), list(links), list(props), list(guests))
+        def of_site(model: type[_Owned], order: Any) -> list[_Owned]:
+            where = _of_site(model, site.account, site.domain)
+            return list(session.exec(select(model).where(*where).order_by(order)).all())
+
+        return SiteView(
+            site,
+            of_site(SiteGoalRow, col(SiteGoalRow.natural_key)),
+            of_site(SiteLinkRow, col(SiteLinkRow.name)),
+            of_site(SitePropRow, col(SitePropRow.name)),
+            of_site(SiteGuestRow, col(SiteGuestRow.email)),
+        )

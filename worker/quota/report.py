@@ -98,7 +98,7 @@ class Reporter:
                 calls += sum(
                     min(theirs, mine) for other, theirs in bulk.items() if other != batch_id
                 )
-                done = now + self._seconds_for(quota, calls, now)
+                done = now + self.seconds_for(quota, calls, now)
                 known = finish[batch_id]
                 finish[batch_id] = done if known is None else max(known, done)
         return {
@@ -106,7 +106,7 @@ class Reporter:
             for batch_id, at in finish.items()
         }
 
-    def _seconds_for(self, quota: Quota, calls: int, now: float) -> float:
+    def seconds_for(self, quota: Quota, calls: int, now: float) -> float:
         """How long the budget takes to hand out ``calls`` permits from now."""
         burst_rate = self.limiter.budget(quota, windows.BURST) / quota.burst_seconds
         hourly = self.limiter.budget(quota, HOUR)
