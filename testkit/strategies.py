@@ -145,3 +145,10 @@ def spliced(draw: st.DrawFn, base: str, alphabet: st.SearchStrategy[str] = TRICK
     at = draw(st.integers(0, len(base)))
     cut = draw(st.integers(0, 1))
     return base[:at] + draw(alphabet) + base[at + cut :]
+
+
+def deep_json(depth: int, opener: str) -> str:
+    """A JSON value nested ``depth`` levels deep: ``[[1]]`` or ``{"a": {"a": 1}}``."""
+    if opener == "[":
+        return "[" * depth + "1" + "]" * depth
+    return '{"a":' * depth + "1" + "}" * depth

@@ -1,14 +1,9 @@
-"""Fuzzing the inputs (hypothesis): events, JSON Lines and CSV rows, stream entries, and the
-Plausible client's handling of odd responses.
+"""Fuzzing JSON Lines and CSV files and stream entries (hypothesis): each junk row is
+reported with its line number (a junk stream entry dead-lettered) and each valid row beside it
+is enqueued.
 
-The one property behind every test: no input crashes a process or costs a neighbouring valid
-input. Each junk input is *reported* (an ``InvalidRequestError`` naming the field, an invalid
-row with its line number, a dead-lettered stream entry, a ``PlausibleError``), and each valid
-input next to it still goes through.
-
-Under ``CI`` the runs are derandomized (the same examples every run). ``FUZZ_SCALE=10`` multiplies
-every example budget, for a longer local hunt. A failure prints the falsifying example and a
-``@reproduce_failure`` blob; keep the example as an ``@example`` next to its test once fixed.
+No junk input crashes a process or costs a neighbouring valid input. How runs are derandomized
+and scaled: ``testkit.strategies``; a falsifying example found stays as an ``@example``.
 """
 
 from __future__ import annotations
@@ -18,12 +13,10 @@ import io
 import itertools
 import json
 import re
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import fakeredis
-import httpx
 import pytest
 from hypothesis import event as tally
 from hypothesis import example, given
@@ -32,160 +25,21 @@ from sqlalchemy import delete
 from sqlmodel import Session
 
 from producers.consumer import StreamConsumer
-from producers.events import Event, parse_event
+from producers.events import parse_event
 from producers.importer import ImportSummary, import_file, import_stream
 from producers.rows import BOM, CSV_COLUMNS, csv_event
 from testkit.databases import migrated_engine
 from testkit.events import event
 from testkit.strategies import (
     ANY_TEXT,
-    EVENT_LIKE,
     JSONISH,
     KEYS,
-    TRICKY_LATIN1,
+    deep_json,
     fuzz,
-    spliced,
 )
-from worker.errors import InvalidRequestError, PlausibleError, RateLimitedError
-from worker.jobs.intake import derive_key, fingerprint
+from worker.jobs.intake import derive_key
 from worker.jobs.models import ProvisioningJob
-from worker.jobs.states import Priority
 from worker.jobs.store import JobStore
-from worker.plausible import PlausibleClient, error_from_response
-
-# -- strategies --------------------------------------------------------------------------------
-
-
-DOMAINS = st.one_of(
-    st.sampled_from(["shop.example.com", "https://www.Shop.Example.com/", "blog.example.org"]),
-    # (no leading "www.": it is stripped)
-    st.from_regex(r"[a-vx-z0-9][a-z0-9-]{0,20}(\.[a-z]{2,8}){1,2}", fullmatch=True),
-)
-VALID_GOALS = st.lists(
-    st.one_of(
-        st.sampled_from(["Signup", "Purchase", " Trial "]).map(
-            lambda name: {"goal_type": "event", "event_name": name}
-        ),
-        st.sampled_from(["/pricing/*", "blog", "/"]).map(
-            lambda path: {"goal_type": "page", "page_path": path}
-        ),
-    ),
-    max_size=4,
-)
-COMMON = {
-    "id": st.one_of(
-        st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=40),
-        st.integers(0, 10**30),
-    ),
-    "account": st.just("default"),
-    "priority": st.sampled_from(["interactive", "bulk"]),
-}
-#: Events that are valid by the rules of docs/events.md: each must be accepted.
-VALID_EVENTS = st.one_of(
-    st.fixed_dictionaries(
-        {"domain": DOMAINS},
-        optional={
-            **COMMON,
-            "type": st.just("site.provision"),
-            "timezone": st.sampled_from(["Europe/Berlin", "Etc/UTC", "America/New_York"]),
-            "goals": VALID_GOALS,
-            "shared_links": st.lists(st.sampled_from(["WordPress", "Docs", " Team "]), max_size=3),
-        },
-    ),
-    st.fixed_dictionaries({"type": st.just("site.delete"), "domain": DOMAINS}, optional=COMMON),
-    st.fixed_dictionaries(
-        {
-            "type": st.just("goal.delete"),
-            "domain": DOMAINS,
-            "goal_id": st.one_of(st.integers(1, 2**63 - 1), st.integers(1, 2**63 - 1).map(str)),
-        },
-        optional=COMMON,
-    ),
-    st.fixed_dictionaries(
-        {"type": st.just("goal.delete"), "domain": DOMAINS, "event_name": st.just("Signup")},
-        optional=COMMON,
-    ),
-)
-#: A valid event with one field (known or not) replaced by anything.
-NEAR_VALID = st.tuples(VALID_EVENTS, KEYS, JSONISH).map(lambda t: {**t[0], t[1]: t[2]})
-
-
-def _check_accepted(parsed: Event) -> None:
-    """What an accepted event promises: it builds a job the store can fingerprint."""
-    assert isinstance(parsed, Event)
-    assert parsed.key is None or 0 < len(parsed.key) <= 255
-    job = parsed.job(Priority.bulk)
-    assert job.priority in (Priority.bulk, Priority.interactive)
-    assert derive_key(parsed.request).startswith("req-")
-    assert len(fingerprint(parsed.request)) == 64
-
-
-# -- events ------------------------------------------------------------------------------------
-
-
-@fuzz(500)
-@given(data=st.one_of(JSONISH, EVENT_LIKE, NEAR_VALID, VALID_EVENTS))
-@example(data={"type": [], "domain": "a.example.com"})  # an unhashable type
-@example(data={"domain": "a.example.com", "priority": 10**5000})  # found: repr() raised
-@example(data={"goal_id": "١٢", "type": "goal.delete", "domain": "a.example.com"})
-@example(data={"domain": "a.example.com", "goals": [{"goal_type": "event", "event_name": "a"}] * 2})
-def test_parse_event_returns_an_event_or_raises_invalid_request(data: object) -> None:
-    outcome = _parse(data)
-    if isinstance(outcome, Event):
-        tally("accepted")
-        _check_accepted(outcome)
-        return
-    tally(f"refused: {(outcome.field or '(event)').split('.')[0].split('[')[0]}")
-    assert isinstance(outcome.message, str)
-    assert outcome.message
-    # A field is a path such as goals[0].event_name; "" only for a key that is itself "".
-    assert outcome.field is None or isinstance(outcome.field, str)
-    if not isinstance(data, Mapping):
-        assert outcome.field is None
-
-
-def _parse(data: object) -> Event | InvalidRequestError:
-    """parse_event's answer; any exception but InvalidRequestError propagates (and fails)."""
-    try:
-        return parse_event(data)
-    except InvalidRequestError as exc:
-        return exc
-
-
-@fuzz(200)
-@given(data=VALID_EVENTS)
-def test_every_valid_event_is_accepted(data: dict[str, Any]) -> None:
-    outcome = _parse(data)
-    assert isinstance(outcome, Event), (outcome, data)
-    _check_accepted(outcome)
-    assert outcome.request.domain == data["domain"].lower().removeprefix("https://www.").strip("/")
-    tally(outcome.request.operation.value)
-
-
-MUTABLE_FIELDS = ("id", "type", "domain", "timezone", "goals", "shared_links", "account")
-
-
-@fuzz(300)
-@given(name=st.sampled_from(MUTABLE_FIELDS), value=JSONISH)
-@example(name="goals", value=[{"goal_type": "event", "event_name": "x", "custom_props": {"": ""}}])
-@example(name="id", value=10**5000)  # found: str() of an int over 4300 digits raised ValueError
-@example(name="type", value=10**5000)  # found: so did repr() in the error message
-@example(name="timezone", value=[10**5000])
-@example(name="goals", value=[{"goal_type": 10**5000}])
-def test_a_bad_field_is_named_in_the_error(name: str, value: object) -> None:
-    """One field of a valid event replaced by anything: refused, the error names that field (or
-    one inside it), or accepted as a valid event."""
-    data = event(1)
-    data[name] = value
-    outcome = _parse(data)
-    if isinstance(outcome, Event):
-        _check_accepted(outcome)
-        return
-    assert outcome.field is not None, outcome.message
-    # A type switched to goal.delete is refused for the goal it then needs.
-    allowed = (name, "goal_id") if name == "type" else (name,)
-    assert outcome.field.split(".")[0].split("[")[0] in allowed, (outcome.field, outcome.message)
-
 
 # -- files: JSON Lines and CSV -------------------------------------------------------------------
 
@@ -222,13 +76,6 @@ BAD_BYTES = st.sampled_from(
 def _insert(line: bytes, at: int, piece: bytes) -> bytes:
     at = at % (len(line) + 1)
     return line[:at] + piece + line[at:]
-
-
-def _deep(depth: int, opener: str) -> str:
-    """A JSON value nested ``depth`` levels deep: ``[[1]]`` or ``{"a": {"a": 1}}``."""
-    if opener == "[":
-        return "[" * depth + "1" + "]" * depth
-    return '{"a":' * depth + "1" + "}" * depth
 
 
 #: The wrong-typed or out-of-range values for fields of a site.provision event, each refused.
@@ -285,7 +132,7 @@ def jsonl_junk(draw: st.DrawFn, run: int, n: int) -> bytes:
             )
         ).encode()
     if kind == "deep":
-        nested = _deep(draw(st.integers(8, 100_000)), draw(st.sampled_from("[{")))
+        nested = deep_json(draw(st.integers(8, 100_000)), draw(st.sampled_from("[{")))
         return f'{{"domain": "d{run}n{n}.example.com", "goals": {nested}}}'.encode()
     if kind in ("nul", "surrogate"):
         data = valid_event(run, n)
@@ -414,7 +261,7 @@ BAD_DOMAINS = st.one_of(
 BAD_GOALS = st.one_of(
     st.sampled_from(["visit", "event:", "page: ", "bogus:x", "[", "[1", '[{"goal_type": 1}]']),
     st.integers(256, 6000).map(lambda d: "[" + "9" * d + "]"),
-    st.integers(8, 50_000).map(lambda d: _deep(d, "[")),
+    st.integers(8, 50_000).map(lambda d: deep_json(d, "[")),
 )
 
 
@@ -609,280 +456,3 @@ def test_junk_stream_entries_are_dead_lettered_and_valid_neighbours_enqueued(
     assert client.xpending(STREAM, "g")["pending"] == 0
     for key in keys:
         assert store.get_by_key(key) is not None, key
-
-
-# -- the Plausible client and odd responses ------------------------------------------------------
-
-SITE = {
-    "domain": "example.com",
-    "timezone": "Etc/UTC",
-    "custom_properties": [],
-    "tracker_script_configuration": {"id": "pa-x"},
-}
-GOAL = {
-    "id": 1,
-    "goal_type": "event",
-    "event_name": "Signup",
-    "page_path": None,
-    "display_name": "Signup",
-    "custom_props": {},
-    "domain": "example.com",
-}
-PAGE_META = {"after": None, "before": None, "limit": 100}
-#: Each client method, called as the pipeline calls it (iterators drained), and the 200 body
-#: it expects.
-METHODS: dict[str, tuple[Callable[[PlausibleClient], object], object]] = {
-    "create_site": (lambda c: c.create_site("example.com", timezone="Etc/UTC"), SITE),
-    "get_site": (lambda c: c.get_site("example.com"), SITE),
-    "update_site": (lambda c: c.update_site("example.com", domain="new.example.com"), SITE),
-    "delete_site": (lambda c: c.delete_site("example.com"), {"deleted": True}),
-    "list_sites": (
-        lambda c: list(c.list_sites()),
-        {"sites": [{"domain": "a.com", "timezone": "Etc/UTC"}], "meta": PAGE_META},
-    ),
-    "list_teams": (
-        lambda c: list(c.list_teams()),
-        {"teams": [{"id": "t", "name": "T", "api_available": True}], "meta": PAGE_META},
-    ),
-    "ensure_shared_link": (
-        lambda c: c.ensure_shared_link("example.com", "WordPress"),
-        {"name": "WordPress", "url": "https://plausible.test/share/x"},
-    ),
-    "ensure_goal": (
-        lambda c: c.ensure_goal("example.com", goal_type="event", event_name="Signup"),
-        GOAL,
-    ),
-    "delete_goal": (lambda c: c.delete_goal("example.com", 1), {"deleted": True}),
-    "list_goals": (
-        lambda c: list(c.list_goals("example.com")),
-        {"goals": [GOAL], "meta": PAGE_META},
-    ),
-    "list_custom_props": (
-        lambda c: c.list_custom_props("example.com"),
-        {"custom_properties": [{"property": "plan"}]},
-    ),
-    "add_custom_prop": (lambda c: c.add_custom_prop("example.com", "plan"), {"created": True}),
-    "delete_custom_prop": (
-        lambda c: c.delete_custom_prop("example.com", "plan"),
-        {"deleted": True},
-    ),
-    "list_guests": (
-        lambda c: list(c.list_guests("example.com")),
-        {"guests": [{"email": "a@b.c", "role": "viewer", "status": "invited"}], "meta": PAGE_META},
-    ),
-    "ensure_guest": (
-        lambda c: c.ensure_guest("example.com", "a@b.c", "viewer"),
-        {"email": "a@b.c", "role": "viewer", "status": "invited"},
-    ),
-    "delete_guest": (lambda c: c.delete_guest("example.com", "a@b.c"), {"deleted": True}),
-}
-
-HTML_PAGE = (
-    "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
-    "<body><h1>Bad Gateway</h1><p>nginx</p></body></html>"
-)
-#: Fragments of Plausible's real error texts, so the message-driven branches are reached.
-MESSAGES = st.one_of(
-    st.sampled_from(
-        [
-            "Too many API requests in a short period of time, the limit is 600 per 10 seconds",
-            "Too many API requests, the limit is 600 per hour",
-            "This domain cannot be registered",
-            "Your account has reached the limit",
-            "Site could not be found",
-            "Missing API key",
-        ]
-    ),
-    st.builds(
-        "in a short period of time, the limit is {} per {} seconds".format,
-        st.integers(0, 10**4),
-        st.one_of(
-            st.integers(0, 10**30).map(str),
-            st.floats(0, 1e30, allow_nan=False).map(lambda f: f"{f:f}"),
-            st.integers(1, 500).map(lambda z: "1" + "0" * z),
-            st.sampled_from(["0", "0.0", "0.000001", "00"]),
-        ),
-    ),
-    ANY_TEXT,
-)
-
-
-#: Retry-After as a server or proxy might send it: seconds, HTTP dates, and any bytes at all.
-RETRY_AFTER = st.one_of(
-    st.integers(0, 10**30).map(lambda i: str(i).encode()),
-    st.integers(0, 999)
-    .flatmap(lambda i: spliced(str(i), TRICKY_LATIN1))
-    .map(lambda t: t.encode("latin-1")),
-    st.sampled_from([b"Wed, 21 Oct 2015 07:28:00 GMT", b"Mon, 01 Jan 0001 00:00:00 GMT", b"-1"]),
-    st.datetimes().map(lambda d: d.strftime("%a, %d %b %Y %H:%M:%S GMT").encode()),
-    st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"").strip()),
-)
-
-
-def _wrong(value: object, draw: st.DrawFn) -> object:
-    """``value`` with one part dropped, mistyped or replaced, at any depth."""
-    if isinstance(value, dict) and value and draw(st.integers(0, 3)):
-        key = draw(st.sampled_from(sorted(value)))
-        changed = dict(value)
-        if draw(st.booleans()):
-            del changed[key]
-        else:
-            changed[key] = _wrong(value[key], draw)
-        return changed
-    if isinstance(value, list) and value and draw(st.booleans()):
-        return [_wrong(value[0], draw), *value[1:]]
-    return draw(JSONISH)
-
-
-def _json_bytes(value: object) -> bytes:
-    return json.dumps(value).encode("utf-8", "surrogatepass")
-
-
-@st.composite
-def odd_responses(draw: st.DrawFn, valid: object) -> tuple[httpx.Response, str]:
-    """A response a real (or broken) server or proxy could send, and what kind of body it has."""
-    status = draw(
-        st.one_of(
-            st.sampled_from([200, 200, 201, 204, 301, 400, 401, 402, 403, 404, 406, 409, 422]),
-            st.sampled_from([429, 429, 500, 502, 503, 504]),
-            st.integers(200, 599),
-        )
-    )
-    kind = draw(
-        st.sampled_from(
-            ["valid", "truncated", "html", "wrong", "jsonish", "empty", "error", "deep", "bytes"]
-        )
-    )
-    good = _json_bytes(valid)
-    body = {
-        "valid": lambda: good,
-        "truncated": lambda: good[: draw(st.integers(0, len(good) - 1))],
-        "html": lambda: HTML_PAGE.encode(),
-        "wrong": lambda: _json_bytes(_wrong(valid, draw)),
-        "jsonish": lambda: _json_bytes(draw(JSONISH)),
-        "empty": lambda: b"",
-        "error": lambda: _json_bytes(
-            {draw(st.sampled_from(["error", "message", "errors"])): draw(MESSAGES)}
-        ),
-        "deep": lambda: _deep(
-            draw(st.integers(100, 100_000)), draw(st.sampled_from("[{"))
-        ).encode(),
-        "bytes": lambda: draw(st.binary(max_size=200)),
-    }[kind]()
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", draw(st.sampled_from([b"application/json", b"text/html", b"text/plain"])))
-    ]
-    if draw(st.booleans()):
-        charset = draw(st.sampled_from([b"utf-8", b"latin-1", b"utf-16", b"no-such-codec", b""]))
-        headers[0] = (b"content-type", headers[0][1] + b"; charset=" + charset)
-    if status == 429 or draw(st.integers(0, 4)) == 0:
-        retry_after = draw(RETRY_AFTER)
-        headers.append((b"retry-after", retry_after))
-    return httpx.Response(status, headers=headers, content=body), kind
-
-
-def _client(response: httpx.Response) -> PlausibleClient:
-    def handler(request: httpx.Request) -> httpx.Response:
-        # A fresh copy per request: paginated methods may ask more than once.
-        return httpx.Response(
-            response.status_code, headers=response.headers.raw, content=response.content
-        )
-
-    return PlausibleClient(
-        base_url="https://plausible.test",
-        api_key="sk-fuzz",
-        transport=httpx.MockTransport(handler),
-        clock=lambda: 1_700_000_000.0,
-    )
-
-
-#: (client method, response, kind of body).
-CALLS = st.sampled_from(sorted(METHODS)).flatmap(
-    lambda name: odd_responses(METHODS[name][1]).map(lambda answer: (name, *answer))
-)
-
-
-@fuzz(400)
-@given(case=CALLS)
-@example(  # found: RecursionError from response.json() escaped _call
-    case=("get_site", httpx.Response(200, content=b"[" * 100_000), "deep")
-)
-@example(  # found: RecursionError escaped _server_message too
-    case=("create_site", httpx.Response(502, content=b"{" * 100_000), "deep")
-)
-@example(  # found: response.text raised UnicodeError ("UTF-16 stream does not start with BOM")
-    case=(
-        "get_site",
-        httpx.Response(
-            201, headers={"content-type": "text/html; charset=utf-16"}, content=b"<html>"
-        ),
-        "html",
-    )
-)
-def test_every_odd_response_becomes_a_plausible_error(
-    case: tuple[str, httpx.Response, str],
-) -> None:
-    name, response, kind = case
-    call, _ = METHODS[name]
-    with _client(response) as client:
-        try:
-            result: object = call(client)
-        except PlausibleError as exc:
-            result = exc
-    tally(f"{kind} body -> {type(result).__name__}")
-    if isinstance(result, PlausibleError):
-        assert result.code
-        assert str(result)
-        # The documented body of a 200 is never refused.
-        assert (response.status_code, kind) != (200, "valid"), result
-    else:
-        assert response.status_code == 200, result
-        assert result is not None
-
-
-@fuzz(500)
-@given(
-    status=st.one_of(st.sampled_from([400, 401, 402, 403, 404, 429, 500]), st.integers(201, 599)),
-    message=MESSAGES,
-    wrap=st.sampled_from(["error", "message", "raw"]),
-    retry_after=st.none() | RETRY_AFTER,
-    now=st.floats(0, 4e9),
-)
-@example(  # found: "²".isdigit() is true, float("²") raised ValueError
-    status=429, message="x", wrap="error", retry_after="\u00b2".encode("latin-1"), now=0.0
-)
-@example(  # found: a burst window of 0 s divided by zero
-    status=429,
-    message="Too many API requests in a short period of time, the limit is 600 per 0 seconds",
-    wrap="error",
-    retry_after=None,
-    now=1.7e9,
-)
-@example(  # found: a burst window of 10**20 s overflowed datetime.fromtimestamp
-    status=429,
-    message="in a short period of time, the limit is 1 per 100000000000000000000 seconds",
-    wrap="message",
-    retry_after=None,
-    now=1.7e9,
-)
-def test_error_from_response_maps_every_error_response(
-    status: int, message: str, wrap: str, retry_after: bytes | None, now: float
-) -> None:
-    body = (
-        message.encode("utf-8", "surrogatepass") if wrap == "raw" else _json_bytes({wrap: message})
-    )
-    headers = [] if retry_after is None else [(b"retry-after", retry_after)]
-    error = error_from_response(httpx.Response(status, headers=headers, content=body), now=now)
-    assert isinstance(error, PlausibleError)
-    assert error.status == status
-    if isinstance(error, RateLimitedError):
-        # Never in the past, and never further than the hourly window's cap.
-        assert now - 1 <= error.reset_at.timestamp() <= now + 3600 + 1, error.reset_at
-
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_accepts_its_valid_body(name: str) -> None:
-    """The fuzz test's baseline: with the documented 200 body, each method returns."""
-    call, valid = METHODS[name]
-    with _client(httpx.Response(200, json=valid)) as client:
-        assert call(client) is not None
