@@ -122,7 +122,11 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     planned = cli(stack, "plan", str(path), "--out", str(saved), "--detailed-exitcode")
     assert planned.returncode == 2, planned.stderr
     out = planned.stdout
-    assert "  ~ site site01.example.com\n      - goal page:/checkout: #" in out
+    assert (
+        "  ~ site site01.example.com\n"
+        '      ~ tracker configuration installation_type = "manual"\n'
+        "      - goal page:/checkout: #"
+    ) in out
     assert "      -/+ goal event:Purchase: display name 'Purchases' -> 'Purchases!'" in out
     assert "      ! timezone Europe/Berlin -> Asia/Tokyo: not possible through the API" in out
     assert "  - site site19.example.com: the site's data is lost" in out

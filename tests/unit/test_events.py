@@ -197,3 +197,29 @@ def test_bad_tracker_settings_are_refused_naming_the_setting(
         parse_event({"type": "tracker.set", "domain": DOMAIN, TRACKER: settings})
     assert caught.value.field == field
     assert message in caught.value.message
+
+
+def test_csv_cells_carry_tracker_settings() -> None:
+    from producers.rows import CellError, csv_event
+
+    row = csv_event(
+        {
+            "type": "tracker.set",
+            "domain": DOMAIN,
+            TRACKER: "installation_type=manual|outbound_links=true|tagged_events=false",
+        }
+    )
+    assert parse_event(row).request.tracker_script_configuration == {
+        "installation_type": "manual",
+        "outbound_links": True,
+        "tagged_events": False,
+    }
+    cleared = csv_event(
+        {"type": "tracker.set", "domain": DOMAIN, TRACKER: "installation_type=null"}
+    )
+    assert cleared[TRACKER] == {"installation_type": None}
+    as_json = csv_event({"domain": DOMAIN, TRACKER: '{"file_downloads": true}'})
+    assert parse_event(as_json).request.tracker_script_configuration == {"file_downloads": True}
+    with pytest.raises(CellError) as caught:
+        csv_event({"domain": DOMAIN, TRACKER: "outbound_links"})
+    assert caught.value.field == TRACKER

@@ -86,13 +86,29 @@ def test_bad_plans_stale_plans_and_other_accounts_are_refused(
     assert "plan again" in stale.json()["error"]["message"]
 
 
-def test_an_applied_plan_is_kept_and_shown_on_the_dashboard(client: TestClient) -> None:
-    plan = client.post("/plans", json=DESIRED, headers=AUTH).json()
-    assert client.get(f"/plans/{plan['batch']}", headers=AUTH).status_code == 404  # not applied
+def test_a_plan_is_kept_when_made_and_shown_on_the_dashboard_once_applied(
+    client: TestClient,
+) -> None:
+    made = client.post("/plans", json=DESIRED, headers=AUTH)
+    plan = made.json()
+    assert made.headers["Location"] == f"/plans/{plan['batch']}"
+    planned = client.get(f"/plans/{plan['batch']}", headers=AUTH).json()
+    assert (planned["status"], planned["applied_at"]) == ("planned", None)
+    assert (planned["set"], planned["calls"], planned["summary"]) == ("agency", 3, plan["summary"])
+    assert planned["changes"] == plan["changes"]
+    assert planned["cost"]["calls"] == 3
+    assert planned["cost"]["line"].startswith("Cost: 3 calls")
+    # Not applied yet: not on the dashboard's list of plans applied.
+    assert client.get("/plans/nope", headers=AUTH).status_code == 404
     client.post("/plans/apply?allow_destroy=true", json=plan, headers=AUTH)
     kept = client.get(f"/plans/{plan['batch']}", headers=AUTH).json()
+    assert kept["status"] == "applied"
+    assert kept["applied_at"] is not None
     assert (kept["set"], kept["calls"], kept["summary"]) == ("agency", 3, plan["summary"])
     assert [c["action"] for c in kept["changes"]] == [c["action"] for c in plan["changes"]]
+    # Made again once applied: still the applied plan.
+    client.post("/plans", json=DESIRED, headers=AUTH)
+    assert client.get(f"/plans/{plan['batch']}", headers=AUTH).json()["status"] == "applied"
     signed = client.post(
         "/ui/login",
         data={"token": TOKEN, "next": "/ui"},
