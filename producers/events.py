@@ -431,7 +431,8 @@ def parse_tracker(value: object, *, field: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping) or not value:
         raise InvalidRequestError(
-            f"{TRACKER} must be an object naming at least one setting", field=field
+            'must be an object naming at least one setting, such as {"outbound_links": true}',
+            field=field,
         )
     for name in value:
         if name != "installation_type" and name not in rules.TRACKER_BOOLEANS:

@@ -25,6 +25,7 @@ from provision.http.deps import (
     OptionalReporter,
     Store,
     data_router,
+    require,
     scoped,
 )
 from provision.http.errors import ApiError
@@ -352,8 +353,9 @@ async def create_plan(
     ``refresh=true``: the plan, its cost and its jobs, as ``provision plan --json`` prints it.
     It is kept: ``GET /plans/{batch}`` (the ``Location``) reads it before it is applied. With
     ``refresh=true`` the plan's sites are first read live through the account's quota at bulk
-    priority (the request waits for the quota when it is spent), and the drift is in
-    ``cost.drift``, as ``provision plan --refresh`` does. Pass it to ``POST /plans/apply``."""
+    priority (the request waits for the quota when it is spent; it needs ``jobs:write``), and
+    the drift is in ``cost.drift``, as ``provision plan --refresh`` does. Pass it to
+    ``POST /plans/apply``."""
     from producers.plans import saved as plans
     from producers.plans.desired import DesiredStateError, parse
 
@@ -375,6 +377,7 @@ async def create_plan(
         raise ApiError(422, "validation_error", exc.message, "target") from None
     live = None
     if refresh:
+        require(caller, "jobs:write")  # it spends the account's quota
         if refresher is None:
             raise ApiError(
                 422,

@@ -17,6 +17,7 @@ from producers.api import Provisioner
 from producers.events import parse_event
 from producers.plans.refresh import LiveReader
 from provision.http.app import create_app
+from provision.tokens import LEGACY, Principal, Tokens, token_hash
 from testkit.databases import migrated_engine
 from testkit.pipelines import UNLIMITED, api_requests, client_of, make_pipeline
 from testkit.sandbox_process import SandboxProcess
@@ -128,7 +129,20 @@ def test_a_refresh_from_python_reads_the_sites_live_and_the_plan_is_kept(
 def test_a_refresh_over_http_reads_the_sites_live_and_the_plan_is_kept(
     sandbox: SandboxProcess, store: JobStore, refresher: LiveReader, drifted: None
 ) -> None:
-    client = TestClient(create_app(store, token=SecretStr(TOKEN), refresher=refresher))
+    reader = "reader-token"
+    tokens = Tokens(
+        {
+            token_hash(TOKEN): LEGACY,
+            token_hash(reader): Principal("reader", frozenset({"jobs:read"}), None),
+        }
+    )
+    app = create_app(store, token=SecretStr(""), tokens=tokens, refresher=refresher)
+    client = TestClient(app)
+    # A refresh spends the quota: a reader may plan, not refresh.
+    as_reader = {"Authorization": f"Bearer {reader}"}
+    assert client.post("/plans", json=DESIRED, headers=as_reader).status_code == 200
+    denied = client.post("/plans?refresh=true", json=DESIRED, headers=as_reader)
+    assert denied.status_code == 403
     before = api_requests(sandbox)
     made = client.post("/plans?refresh=true", json=DESIRED, headers=AUTH)
     assert made.status_code == 200, made.text

@@ -126,3 +126,36 @@ def test_a_plan_is_kept_when_made_and_shown_on_the_dashboard_once_applied(
     assert 'data-action="destroy"' in one.text
     assert "gone.example.com" in one.text
     assert client.get("/ui/plans/nope").status_code == 404
+
+
+def test_a_plan_not_applied_yet_shows_its_tracker_change_on_the_dashboard(
+    client: TestClient,
+) -> None:
+    desired = {
+        "set": "agency",
+        "sites": [
+            {
+                "domain": "a.example.com",
+                "goals": [{"event": "Signup"}],
+                "tracker_script_configuration": {"outbound_links": True},
+            },
+            {"domain": "gone.example.com"},
+        ],
+    }
+    plan = client.post("/plans", json=desired, headers=AUTH).json()
+    assert plan["summary"] == "Plan: 1 tracker configuration to change."
+    assert plan["cost"]["calls"] == 1
+    client.post(
+        "/ui/login",
+        data={"token": TOKEN, "next": "/ui"},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    page = client.get(f"/ui/plans/{plan['batch']}")
+    assert page.status_code == 200
+    assert "not applied yet" in page.text
+    assert 'data-action="change"' in page.text
+    assert "<code>~</code>" in page.text
+    assert "outbound_links = true" in page.text
+    # Only the plans applied are listed.
+    assert f'data-plan="{plan["batch"]}"' not in client.get("/ui/plans").text
