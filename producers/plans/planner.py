@@ -272,16 +272,7 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
                 "timezone); left as is",
             )
         )
-    recorded = view.site.tracker
-    if site.tracker is not None and (
-        recorded is None or any(recorded.get(k) != v for k, v in site.tracker.items())
-    ):
-        shown = _settings(site.tracker, recorded)
-        changes.append(Change("change", "tracker configuration", domain, shown))
-        request = _request(
-            desired, Operation.set_tracker, domain, tracker_script_configuration=site.tracker
-        )
-        plan.jobs.append(PlannedJob(f"tracker:{domain}", request))
+    changes += _tracker(plan, desired, site, view)
     have = {goal.natural_key: goal for goal in view.goals}
     add: list[GoalSpec] = []
     again: list[GoalSpec] = []
@@ -375,6 +366,21 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
         )
         plan.jobs.append(PlannedJob(f"recreate:{domain}", request, done, phase=2))
     plan.changes += changes
+
+
+def _tracker(plan: Plan, desired: DesiredState, site: DesiredSite, view: SiteView) -> list[Change]:
+    """A ``set_tracker`` job if the file's tracker settings differ from those recorded."""
+    recorded = view.site.tracker
+    if site.tracker is None or (
+        recorded is not None and all(recorded.get(k) == v for k, v in site.tracker.items())
+    ):
+        return []
+    request = _request(
+        desired, Operation.set_tracker, site.domain, tracker_script_configuration=site.tracker
+    )
+    plan.jobs.append(PlannedJob(f"tracker:{site.domain}", request))
+    shown = _settings(site.tracker, recorded)
+    return [Change("change", "tracker configuration", site.domain, shown)]
 
 
 def _provision(
