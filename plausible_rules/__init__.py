@@ -2,7 +2,7 @@
 
 The sandbox applies them to answer exactly as Plausible does, and the producers reuse them to
 refuse bad input before it is queued. Source: the Sites API reference, §8 (domains), §7.3
-(timezones) and §9 (goals).
+(timezones), §9 (goals) and §10 (the tracker script configuration).
 """
 
 from __future__ import annotations
@@ -18,6 +18,19 @@ MAX_EVENT_NAME_LENGTH = 120
 RESERVED_SHARED_LINK_NAMES = frozenset({"WordPress - Shared Dashboard"})
 #: Event names Plausible keeps for its own events.
 RESERVED_EVENT_NAMES = frozenset({"engagement", "__journey_end__"})
+#: A site's tracker script configuration (§10): ``installation_type`` (one of these, or null)
+#: and switches, each a boolean defaulting to false, in the order Plausible casts them.
+INSTALLATION_TYPES = ("manual", "wordpress", "gtm", "npm")
+TRACKER_BOOLEANS = (
+    "track_404_pages",
+    "hash_based_routing",
+    "outbound_links",
+    "file_downloads",
+    "revenue_tracking",
+    "tagged_events",
+    "form_submissions",
+    "pageview_props",
+)
 
 RESERVED_CHARACTERS = ":?#[]@!$&'()*+,;="
 BLANK_MESSAGE = "domain: can't be blank"

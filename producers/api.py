@@ -8,7 +8,7 @@
     provisioner.status(job_id)                  # a ``provisioner_types.Job``, or None
 
 ``enqueue`` takes whatever holds your transaction: a SQLAlchemy Session or Connection, a DB-API
-connection (``sqlite3``, ``psycopg``) or Django's ``django.db.connection``;
+connection (``sqlite3``, ``psycopg``; ``producers.dbapi``) or Django's ``django.db.connection``;
 ``await aenqueue(...)`` takes an AsyncSession, an AsyncConnection or a ``psycopg``
 AsyncConnection. The status table must be in the database that transaction writes to; for a
 status table in another database, use the HTTP service (``provision serve``) instead.
@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sqlite3
-import sys
 from collections.abc import (
     Awaitable,
     Callable,
@@ -48,17 +46,18 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 from sqlmodel import col, select
 
+from producers.dbapi import DBAPIConnection as DBAPIConnection  # re-exported
+from producers.dbapi import dbapi_target, is_async
 from producers.events import Event, parse_domain, parse_event
+from producers.plans.api import PlansAPI
 from provisioner_types import Batch, Job, Site
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs import view
@@ -81,17 +80,13 @@ if TYPE_CHECKING:
     import psycopg
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+    from producers.plans.refresh import LiveReader
+
 log = logging.getLogger(__name__)
 
 
 class StaleSnapshotError(RuntimeError):
     """SQLite refused ``enqueue``'s write in a transaction that had read before it."""
-
-
-class DBAPIConnection(Protocol):
-    """A DB-API 2 connection (``sqlite3``, ``psycopg``) or Django's ``connection``."""
-
-    def cursor(self) -> Any: ...
 
 
 #: What ``enqueue`` writes in: the caller's transaction.
@@ -108,12 +103,14 @@ _SYNC_DRIVERS = {
 }
 
 
-class Provisioner:
-    """Enqueue and look up provisioning jobs on the status table ``store`` uses.
+class Provisioner(PlansAPI):
+    """Enqueue and look up provisioning jobs on the status table ``store`` uses; make, read and
+    apply plans of a desired state (``producers.plans.api``).
 
     ``accounts`` are the account names events may use (None: any); ``reporter`` gives batches
-    their expected completion. ``Provisioner.from_settings()`` and ``Provisioner.from_url()``
-    build all three from the same settings as the ``provision`` command.
+    their expected completion; ``refresher`` reads sites live for ``plan(refresh=True)``.
+    ``Provisioner.from_settings()`` and ``Provisioner.from_url()`` build all four from the same
+    settings as the ``provision`` command.
     """
 
     def __init__(
@@ -122,10 +119,12 @@ class Provisioner:
         *,
         accounts: Collection[str] | None = None,
         reporter: Reporter | None = None,
+        refresher: LiveReader | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.reporter = reporter
+        self.refresher = refresher
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Provisioner:
@@ -181,6 +180,7 @@ class Provisioner:
     def _build(
         cls, settings: Settings, engine: Engine | None = None, check_schema: bool = True
     ) -> Provisioner:
+        from producers.plans.refresh import LiveReader
         from worker.jobs.db import make_engine
         from worker.runtime import make_accounts, make_reporter, make_store
 
@@ -197,6 +197,7 @@ class Provisioner:
             store,
             accounts=make_accounts(settings).names,
             reporter=make_reporter(settings, store),
+            refresher=LiveReader(settings, store),
         )
 
     def enqueue(
@@ -224,9 +225,9 @@ class Provisioner:
         if isinstance(tx, Session | Connection):
             bind = tx.get_bind() if isinstance(tx, Session) else tx
             return _drive(steps, bind.dialect.name, lambda stmt, row: _sa_rows(tx, stmt, row))
-        if _is_async(tx):
+        if is_async(tx):
             raise TypeError(f"{type(tx).__name__} is asynchronous: use `await aenqueue(...)`")
-        target = _dbapi_target(tx)
+        target = dbapi_target(tx)
         return _drive(steps, target.dialect.name, lambda stmt, row: target.rows(tx, stmt, row))
 
     async def aenqueue(
@@ -254,7 +255,7 @@ class Provisioner:
                 return list(result.all())
 
             return await _adrive(steps, dialect.name, run_sa)
-        target = _dbapi_target(tx, asynchronous=True)
+        target = dbapi_target(tx, asynchronous=True)
 
         async def run_dbapi(stmt: Executable, row: dict[str, Any] | None) -> list[Any]:
             sql, params = target.compile(stmt, row)
@@ -294,32 +295,6 @@ class Provisioner:
         """The site ``domain`` (in any spelling Plausible accepts) in the inventory: one per
         account that has it, none if no job of ours made or adopted it."""
         return [view.site_view(found) for found in self.store.site(parse_domain(domain))]
-
-    def plan(
-        self, desired: str | Path | Mapping[str, Any], targets: Sequence[str] = ()
-    ) -> dict[str, Any]:
-        """A desired state (a TOML or JSON file's path, or its decoded content) compared with the
-        inventory, without an API call: the plan as ``POST /plans`` answers it (changes, cost,
-        jobs). Raises ``DesiredStateError`` listing every problem of a bad file."""
-        from producers.plans import desired as files
-        from producers.plans import saved as plans
-
-        if isinstance(desired, str | Path):
-            state = files.load(Path(desired), accounts=self.accounts)
-        else:
-            state = files.parse(desired, accounts=self.accounts)
-        domains = [parse_domain(domain) for domain in targets]
-        saved, cost = plans.make(self.store, state, domains, reporter=self.reporter)
-        return saved.as_json(cost)
-
-    def apply_plan(self, plan: Mapping[str, Any], *, allow_destroy: bool = False) -> dict[str, Any]:
-        """Apply a plan from ``plan()`` as one batch named after its set (``POST /plans/apply``):
-        what was queued, and ``pending`` deletes to wait for before calling again when it
-        replaces a goal or guest. Raises ``PlanRefused`` (``code`` ``stale_plan`` or
-        ``destroy_not_allowed``); applying it again makes no second job."""
-        from producers.plans import saved as plans
-
-        return plans.apply(self.store, plans.from_json(plan), allow_destroy=allow_destroy).as_json()
 
     def _steps(
         self,
@@ -447,79 +422,3 @@ def _sa_rows(
 ) -> Sequence[Sequence[Any]]:
     result = tx.execute(stmt, [row]) if row is not None else tx.execute(stmt)
     return list(result.all())
-
-
-# -- DB-API connections ------------------------------------------------------------------------
-
-
-def _is_async(tx: object) -> bool:
-    module = type(tx).__module__
-    return module.startswith("sqlalchemy.ext.asyncio") or type(tx).__name__.startswith("Async")
-
-
-@dataclass(frozen=True)
-class _DBAPITarget:
-    """A DB-API connection's SQLAlchemy dialect, set to its driver's parameter style."""
-
-    dialect: Dialect
-
-    def compile(self, stmt: Executable, row: dict[str, Any] | None) -> tuple[str, list[Any]]:
-        """The SQL and positional parameters SQLAlchemy would send: each value through its
-        column type's bind processor (JSON serialised, datetimes in the dialect's format)."""
-        dialect = self.dialect
-        compiled: Any = cast(Any, stmt).compile(
-            dialect=dialect, column_keys=list(row) if row is not None else None
-        )
-        values = compiled.construct_params(row)
-        params = []
-        for name in compiled.positiontup:
-            value = values[name]
-            process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            params.append(process(value) if process is not None else value)
-        return str(compiled.string), params
-
-    def rows(
-        self, tx: DBAPIConnection, stmt: Executable, row: dict[str, Any] | None
-    ) -> Sequence[Sequence[Any]]:
-        sql, params = self.compile(stmt, row)
-        cursor = tx.cursor()
-        try:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-
-
-@functools.cache
-def _dialect(url: str, paramstyle: str) -> Dialect:
-    """A dialect to compile with; the engine never connects."""
-    return create_engine(url, paramstyle=paramstyle).dialect
-
-
-def _dbapi_target(tx: object, *, asynchronous: bool = False) -> _DBAPITarget:
-    psycopg = sys.modules.get("psycopg")  # a psycopg connection implies psycopg is imported
-    if asynchronous:
-        if psycopg is not None and isinstance(tx, psycopg.AsyncConnection):
-            return _DBAPITarget(_dialect("postgresql+psycopg://", "format"))
-        raise TypeError(
-            f"aenqueue needs an AsyncSession, an AsyncConnection or a psycopg AsyncConnection, "
-            f"not {type(tx).__name__}"
-        )
-    if isinstance(tx, sqlite3.Connection):
-        return _DBAPITarget(_dialect("sqlite://", "qmark"))
-    if psycopg is not None and isinstance(tx, psycopg.Connection):
-        return _DBAPITarget(_dialect("postgresql+psycopg://", "format"))
-    vendor = getattr(tx, "vendor", None)  # Django's connection (or its proxy)
-    if vendor is not None and hasattr(tx, "ensure_connection"):
-        # Django's cursors take %s placeholders on every backend (SQLite's converts them).
-        if vendor == "sqlite":
-            return _DBAPITarget(_dialect("sqlite://", "format"))
-        if vendor == "postgresql":
-            driver = getattr(getattr(tx, "Database", None), "__name__", "psycopg")
-            name = "psycopg2" if driver.startswith("psycopg2") else "psycopg"
-            return _DBAPITarget(_dialect(f"postgresql+{name}://", "format"))
-        raise TypeError(f"the status table needs SQLite or PostgreSQL, not Django's {vendor!r}")
-    raise TypeError(
-        "enqueue needs a SQLAlchemy Session or Connection, a sqlite3 or psycopg connection, or "
-        f"Django's connection, not {type(tx).__name__}"
-    )

@@ -13,7 +13,8 @@ entry):
 (``{"email", "role"}``). ``site.delete`` takes a ``domain``; ``goal.delete`` takes a ``domain`` and
 a goal, as ``goal_id`` (an integer >= 1) or as ``event_name`` / ``page_path``;
 ``custom_prop.delete`` a ``domain`` and a ``property``; ``guest.delete`` a ``domain`` and an
-``email``. ``id`` is the idempotency key
+``email``; ``tracker.set`` a ``domain`` and the ``tracker_script_configuration`` settings to
+change (which ``site.provision`` may also name, to create the site with). ``id`` is the idempotency key
 (a string or an integer, trimmed; ``parse_key``); without one the key is derived from the request.
 Any event may name its ``account`` (default ``default``) and its ``priority`` class
 (``interactive`` or ``bulk``; without one the producer decides), and a ``callback_url`` to POST
@@ -46,6 +47,7 @@ EVENT_TYPES: dict[str, Operation] = {
     "goal.delete": Operation.delete_goal,
     "custom_prop.delete": Operation.delete_prop,
     "guest.delete": Operation.delete_guest,
+    "tracker.set": Operation.set_tracker,
 }
 MAX_KEY_LENGTH = 255
 MAX_CUSTOM_PROPS = 3
@@ -59,6 +61,8 @@ MAX_CUSTOM_PROP_LENGTH = 300
 #: Guests per event; each is one API call (and one invitation email).
 MAX_GUESTS = 100
 GUEST_ROLES = ("viewer", "editor")
+#: The event field (and Plausible's) of a site's tracker script settings.
+TRACKER = "tracker_script_configuration"
 #: Deepest nesting an event can need is 4 (event > goals > goal > custom_props).
 MAX_DEPTH = 8
 #: Plausible's goal ids are PostgreSQL bigints.
@@ -108,6 +112,17 @@ def parse_event(
             shared_links=_links(data.get("shared_links")),
             custom_props=parse_custom_props(data.get("custom_props"), field="custom_props"),
             guests=parse_guests(data.get("guests"), field="guests"),
+            tracker_script_configuration=parse_tracker(data.get(TRACKER), field=TRACKER),
+            account=account,
+        )
+    elif operation is Operation.set_tracker:
+        if data.get(TRACKER) is None:
+            raise InvalidRequestError(f"{kind} needs {TRACKER}", field=TRACKER)
+        tracker = parse_tracker(data.get(TRACKER), field=TRACKER)
+        request = JobRequest(
+            operation=operation,
+            domain=domain,
+            tracker_script_configuration=tracker,
             account=account,
         )
     elif operation is Operation.delete_prop:
@@ -406,6 +421,42 @@ def parse_guests(value: object, *, field: str) -> tuple[GuestSpec, ...]:
             raise InvalidRequestError(f"{email} is listed twice with different roles", field=where)
         guests[email] = GuestSpec(email=email, role=role)
     return tuple(guests.values())
+
+
+def parse_tracker(value: object, *, field: str) -> dict[str, Any] | None:
+    """Tracker script settings to change (Plausible merges them into the site's, §10):
+    ``installation_type`` (``manual``, ``wordpress``, ``gtm``, ``npm`` or null) and switches,
+    each true or false; at least one. Returned in Plausible's cast order."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise InvalidRequestError(
+            'must be an object naming at least one setting, such as {"outbound_links": true}',
+            field=field,
+        )
+    for name in value:
+        if name != "installation_type" and name not in rules.TRACKER_BOOLEANS:
+            expected = ", ".join(("installation_type", *rules.TRACKER_BOOLEANS))
+            raise InvalidRequestError(
+                f"unknown setting {_shown(name)}; expected one of {expected}",
+                field=f"{field}.{name}",
+            )
+    settings: dict[str, Any] = {}
+    if "installation_type" in value:
+        kind = value["installation_type"]
+        if kind is not None and kind not in rules.INSTALLATION_TYPES:
+            raise InvalidRequestError(
+                f"unknown installation_type {_shown(kind)}; expected null or one of "
+                f"{', '.join(rules.INSTALLATION_TYPES)}",
+                field=f"{field}.installation_type",
+            )
+        settings["installation_type"] = kind
+    for name in rules.TRACKER_BOOLEANS:
+        if name in value:
+            if not isinstance(value[name], bool):
+                raise InvalidRequestError("must be true or false", field=f"{field}.{name}")
+            settings[name] = value[name]
+    return settings
 
 
 def parse_email(value: object, *, field: str) -> str:

@@ -11,10 +11,13 @@ read. Byte-level rules, the same for both formats:
 
 CSV columns (header row required, order free, unknown columns refused): ``id, type, domain,
 timezone, goals, shared_links, goal_id, event_name, page_path, account, priority, callback_url,
-custom_props, guests, property, email``. An empty cell means "absent".
+custom_props, guests, property, email, tracker_script_configuration``. An empty cell means
+"absent".
 ``goals`` is ``event:Signup|page:/pricing/*`` (``|`` between goals, ``type:value`` each) or a
 JSON array as in JSON Lines; ``shared_links`` and ``custom_props`` are ``WordPress|Docs`` or a
-JSON array; ``guests`` is ``owner@shop.example:viewer|dev@shop.example:editor`` or a JSON array.
+JSON array; ``guests`` is ``owner@shop.example:viewer|dev@shop.example:editor`` or a JSON array;
+``tracker_script_configuration`` is ``installation_type=manual|outbound_links=true`` or a JSON
+object.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ CSV_COLUMNS = (
     "guests",
     "property",
     "email",
+    "tracker_script_configuration",
 )
 
 
@@ -195,7 +199,28 @@ def csv_event(cells: dict[str, str]) -> dict[str, Any]:
         event["custom_props"] = _list_cell("custom_props", event["custom_props"])
     if "guests" in event:
         event["guests"] = _guests_cell(event["guests"])
+    if "tracker_script_configuration" in event:
+        event["tracker_script_configuration"] = _tracker_cell(event["tracker_script_configuration"])
     return event
+
+
+def _tracker_cell(cell: str) -> Any:
+    """``installation_type=manual|outbound_links=true``: ``true``, ``false`` and ``null`` as in
+    JSON, anything else a string; or a JSON object."""
+    field = "tracker_script_configuration"
+    if cell.startswith("{"):
+        try:
+            return json.loads(cell)
+        except (ValueError, RecursionError) as exc:
+            raise CellError(field, f"not a valid JSON object: {exc}") from None
+    settings: dict[str, Any] = {}
+    for part in _list_cell(field, cell):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise CellError(field, f"{part!r} should be <setting>=<value>")
+        value = value.strip()
+        settings[name.strip()] = {"true": True, "false": False, "null": None}.get(value, value)
+    return settings
 
 
 def _guests_cell(cell: str) -> Any:

@@ -177,6 +177,7 @@ SITE_CSV_COLUMNS = (
     "custom_props",
     "guests",
     "managed_set",
+    "tracker_script_configuration",
 )
 
 
@@ -196,6 +197,9 @@ def site_csv_row(site: Site) -> dict[str, str]:
         "custom_props": json.dumps(site.custom_props),
         "guests": json.dumps({guest.email: guest.role for guest in site.guests}, sort_keys=True),
         "managed_set": site.managed_set or "",
+        "tracker_script_configuration": ""
+        if site.tracker_script_configuration is None
+        else json.dumps(site.tracker_script_configuration),
     }
 
 

@@ -30,6 +30,20 @@ class SignupGuest(BaseModel):
     role: Literal["viewer", "editor"]
 
 
+class TrackerSettings(BaseModel):
+    """Tracker script settings to change; Plausible merges them into the site's (§10)."""
+
+    installation_type: Literal["manual", "wordpress", "gtm", "npm"] | None = None
+    track_404_pages: bool | None = None
+    hash_based_routing: bool | None = None
+    outbound_links: bool | None = None
+    file_downloads: bool | None = None
+    revenue_tracking: bool | None = None
+    tagged_events: bool | None = None
+    form_submissions: bool | None = None
+    pageview_props: bool | None = None
+
+
 class SignupEvent(BaseModel):
     """A signup event (README, "Signup events"). Every string must be valid Unicode without NUL
     characters; an event nests at most 8 levels."""
@@ -40,7 +54,12 @@ class SignupEvent(BaseModel):
         "key); without one it is derived from the request. Or the `Idempotency-Key` header.",
     )
     type: Literal[
-        "site.provision", "site.delete", "goal.delete", "custom_prop.delete", "guest.delete"
+        "site.provision",
+        "site.delete",
+        "goal.delete",
+        "custom_prop.delete",
+        "guest.delete",
+        "tracker.set",
     ] = "site.provision"
     domain: str = Field(description="Normalised as Plausible does.")
     timezone: str | None = Field(default=None, description="IANA name; `Etc/UTC` if omitted.")
@@ -51,6 +70,11 @@ class SignupEvent(BaseModel):
     )
     guests: list[SignupGuest] | None = Field(
         default=None, description="Guests to invite; Plausible emails each new one."
+    )
+    tracker_script_configuration: TrackerSettings | None = Field(
+        default=None,
+        description="`tracker.set`: the settings to change (at least one); `site.provision`: "
+        "the settings to create the site with.",
     )
     property: str | None = Field(
         default=None, description="`custom_prop.delete`: the custom property."

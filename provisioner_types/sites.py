@@ -3,7 +3,7 @@ links, custom properties and guests, as the jobs that made them recorded them.""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +51,11 @@ class Site(BaseModel):
     guests: list[SiteGuest] = Field(default_factory=list)
     managed_set: str | None = Field(
         default=None, description="The desired-state set that created it, if any."
+    )
+    tracker_script_configuration: dict[str, Any] | None = Field(
+        default=None,
+        description="Its tracker script settings as Plausible answered the last job of ours "
+        "that set them; null if none did.",
     )
 
 

@@ -13,6 +13,7 @@ class Operation(StrEnum):
     delete_goal = "delete_goal"  #: delete one goal, by id or by its event name / page path
     delete_prop = "delete_prop"  #: disallow one custom property of a site
     delete_guest = "delete_guest"  #: remove one guest (or invitation) of a site, by email
+    set_tracker = "set_tracker"  #: change settings of a site's tracker script configuration
 
 
 class JobStatus(StrEnum):

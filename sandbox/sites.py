@@ -11,7 +11,7 @@ from sandbox.state import PERSONAL_TEAM_NAME, TRACKER_BOOLEANS, Goal, Site, Team
 
 READ_ROLES = ("owner", "admin", "editor", "viewer")
 WRITE_ROLES = ("owner", "admin", "editor")
-INSTALLATION_TYPES = ("manual", "wordpress", "gtm", "npm")
+INSTALLATION_TYPES = rules.INSTALLATION_TYPES
 #: Tracker switches that bring their own goal with them (§9).
 AUTO_GOALS = {
     "track_404_pages": "404",

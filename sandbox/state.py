@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import plausible_rules as rules
+
 FEATURES = frozenset({"SitesAPI", "StatsAPI", "SharedLinks", "Props", "RevenueGoals"})
 ROLES = frozenset({"owner", "admin", "editor", "viewer", "billing"})
 GUEST_ROLES = frozenset({"viewer", "editor"})
@@ -20,16 +22,7 @@ TRIAL_SITE_LIMIT = 10
 PERSONAL_TEAM_NAME = "My personal sites"
 SITES_API_SCOPE = "sites:provision:*"
 STATS_API_SCOPE = "stats:read:*"
-TRACKER_BOOLEANS = (
-    "track_404_pages",
-    "hash_based_routing",
-    "outbound_links",
-    "file_downloads",
-    "revenue_tracking",
-    "tagged_events",
-    "form_submissions",
-    "pageview_props",
-)
+TRACKER_BOOLEANS = rules.TRACKER_BOOLEANS
 NANOID_ALPHABET = "_-" + string.digits + string.ascii_letters
 OLD_DOMAIN_SECONDS = 72 * 3600
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

@@ -102,11 +102,13 @@ def record_site(
     timezone: str = "Europe/Berlin",
     props: tuple[str, ...] = (),
     guests: dict[str, str] | None = None,
+    tracker: dict[str, Any] | None = None,
 ) -> str:
     """Run a provision_site job of ``domain`` to success without an API: what a worker records
     once Plausible made the site, its event goals (name -> id) and shared links (name -> URL).
     ``managed_set``: the job is that desired-state set's; ``props`` and ``guests`` (email ->
-    role) the custom properties and guests it made. Returns the job's id."""
+    role) the custom properties and guests it made; ``tracker`` the tracker configuration
+    Plausible answered it. Returns the job's id."""
     from worker.jobs.specs import (
         GoalRecord,
         GoalSpec,
@@ -127,6 +129,7 @@ def record_site(
         shared_links=tuple(links),
         custom_props=props,
         guests=tuple(GuestSpec(email=e, role=r) for e, r in (guests or {}).items()),  # type: ignore[arg-type]
+        tracker_script_configuration=tracker,
         managed_set=managed_set,
     )
     job_id = str(store.enqueue(request, batch=batch).job.id)
@@ -144,6 +147,7 @@ def record_site(
         shared_links=links,
         custom_props=list(props),
         guests=dict(guests or {}),
+        tracker=tracker,
     )
     store.succeed(claim, progress)
     return job_id

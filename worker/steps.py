@@ -127,6 +127,12 @@ def provision_site(run: Run) -> None:
                 )
             guests[invite.email] = guest.role  # an existing guest keeps its role
             run.save(guests=guests)
+    settings = run.request.tracker_script_configuration
+    if settings is not None and run.progress.tracker is None:
+        # The create carried it; a site adopted (or already there) is set on its own.
+        with metrics.step("tracker"):
+            found = run.call(lambda: update_tracker(run.client, domain, settings))
+        run.save(tracker=tracker_record(found))
 
 
 def ensure_site(run: Run) -> SiteRecord:
@@ -147,7 +153,10 @@ def ensure_site(run: Run) -> SiteRecord:
         if not run.progress.create_sent:
             run.save(create_sent=True)  # before it goes out, so a lost answer is known later
         return run.client.create_site(
-            request.domain, timezone=request.timezone, team_id=run.team_id
+            request.domain,
+            timezone=request.timezone,
+            team_id=run.team_id,
+            tracker_script_configuration=request.tracker_script_configuration,
         )
 
     try:
@@ -167,6 +176,8 @@ def ensure_site(run: Run) -> SiteRecord:
     # Adopted after a create of ours that may have gone through: the site is that create's. Adopted
     # without one: the site was in the account before this job (another job, or the UI).
     existed = adopted and not earlier and tries == 1
+    if not adopted and request.tracker_script_configuration is not None:
+        run.progress.tracker = tracker_record(site)  # saved with the site
     return SiteRecord(domain=site.domain, timezone=site.timezone, adopted=adopted, existed=existed)
 
 
@@ -189,6 +200,16 @@ def ensure_shared_link(client: PlausibleClient, domain: str, name: str) -> Share
             raise
         # A concurrent find-or-create of the same name won the race (§7.7): the link exists now.
         return client.ensure_shared_link(domain, name)
+
+
+def update_tracker(client: PlausibleClient, domain: str, settings: dict[str, Any]) -> Site:
+    return client.update_site(domain, tracker_script_configuration=settings)
+
+
+def tracker_record(site: Site) -> dict[str, Any]:
+    """The site's tracker script configuration as Plausible answered it, its ``id`` (which
+    names the script, and never changes) left out."""
+    return {k: v for k, v in site.tracker_script_configuration.items() if k != "id"}
 
 
 def goal_record(goal: Goal) -> GoalRecord:
@@ -313,10 +334,25 @@ def delete_guest(run: Run) -> None:
     run.progress.deleted = True
 
 
+# -- set_tracker ----------------------------------------------------------------------------------
+
+
+def set_tracker(run: Run) -> None:
+    """Plausible merges the settings into the site's (§7.5): sending them again changes nothing
+    more, so a retry after a lost answer is safe."""
+    settings = run.request.tracker_script_configuration
+    if settings is None:
+        raise JobFailed("validation_error", "set_tracker needs a tracker_script_configuration")
+    with metrics.step("tracker"):
+        site = run.call(lambda: update_tracker(run.client, run.request.domain, settings))
+    run.progress.tracker = tracker_record(site)
+
+
 STEPS: dict[Operation, Callable[[Run], None]] = {
     Operation.provision_site: provision_site,
     Operation.delete_site: delete_site,
     Operation.delete_goal: delete_goal,
     Operation.delete_prop: delete_prop,
     Operation.delete_guest: delete_guest,
+    Operation.set_tracker: set_tracker,
 }

@@ -8,6 +8,7 @@
     goals = [{ event = "Signup" }, { page = "/checkout/success" }]
     shared_links = ["Client dashboard"]
     custom_props = ["plan"]
+    tracker_script_configuration = { outbound_links = true }   # settings to change
 
     [[sites]]
     domain = "shop.example.com"
@@ -33,11 +34,13 @@ from producers.events import (
     MAX_GOALS,
     MAX_SHARED_LINKS,
     MAX_SITE_CUSTOM_PROPS,
+    TRACKER,
     check_strings,
     parse_custom_props,
     parse_domain,
     parse_goal,
     parse_guests,
+    parse_tracker,
 )
 from worker.errors import InvalidRequestError
 from worker.jobs.specs import GoalSpec, GuestSpec
@@ -46,11 +49,11 @@ from worker.jobs.states import DEFAULT_ACCOUNT
 #: A set names a batch and is stored beside every resource it made.
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOP = frozenset({"set", "account", "defaults", "sites"})
-_DEFAULTS = frozenset({"timezone", "goals", "shared_links", "custom_props", "guests"})
+_DEFAULTS = frozenset({"timezone", "goals", "shared_links", "custom_props", "guests", TRACKER})
 _SITE = _DEFAULTS | {"domain", "inherit"}
 _GOAL = frozenset({"event", "page", "display_name"})
-#: In the file format, not built yet: refused by name rather than ignored.
-_NOT_YET = frozenset({"tracker_script_configuration"})
+#: Tracker settings in Plausible's cast order, as ``parse_tracker`` returns them.
+_TRACKER_ORDER = ("installation_type", *rules.TRACKER_BOOLEANS)
 
 
 class DesiredStateError(Exception):
@@ -70,6 +73,8 @@ class DesiredSite:
     shared_links: tuple[str, ...]
     custom_props: tuple[str, ...] = ()
     guests: tuple[GuestSpec, ...] = ()
+    #: Tracker script settings (``producers.events.parse_tracker``); None: left as they are.
+    tracker: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class _Parts:
     shared_links: tuple[str, ...]
     custom_props: tuple[str, ...] = ()
     guests: tuple[GuestSpec, ...] = ()
+    tracker: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, data: Mapping[str, Any], where: str, problems: list[str]) -> _Parts:
@@ -167,6 +173,11 @@ class _Parts:
             timezone = None
         props: tuple[str, ...] = ()
         guests: tuple[GuestSpec, ...] = ()
+        tracker: dict[str, Any] | None = None
+        try:
+            tracker = parse_tracker(data.get(TRACKER), field=TRACKER)
+        except InvalidRequestError as exc:
+            problems.append(f"{where}{exc.field}: {exc.message}")
         try:
             props = parse_custom_props(data.get("custom_props"), field="custom_props")
         except InvalidRequestError as exc:
@@ -181,6 +192,7 @@ class _Parts:
             _links(data.get("shared_links"), where, problems),
             props,
             guests,
+            tracker,
         )
 
 
@@ -222,6 +234,8 @@ def _site(raw: object, index: int, defaults: _Parts, problems: list[str]) -> Des
                 "Plausible needs a distinct display_name per goal"
             )
         names.setdefault(name, key)
+    merged = {**(base.tracker or {}), **(own.tracker or {})}  # the site's win
+    tracker = {k: merged[k] for k in _TRACKER_ORDER if k in merged} or None
     links = tuple(dict.fromkeys((*base.shared_links, *own.shared_links)))
     if len(links) > MAX_SHARED_LINKS:
         problems.append(f"{where}shared_links: at most {MAX_SHARED_LINKS} per site")
@@ -232,6 +246,7 @@ def _site(raw: object, index: int, defaults: _Parts, problems: list[str]) -> Des
         links,
         props,
         tuple(guests.values()),
+        tracker,
     )
 
 
@@ -290,9 +305,7 @@ def _unknown(
     data: Mapping[str, Any], allowed: frozenset[str], where: str, problems: list[str]
 ) -> None:
     for key in data:
-        if key in _NOT_YET:
-            problems.append(f"{where}{key}: not supported yet (see docs/plans.md)")
-        elif key not in allowed:
+        if key not in allowed:
             problems.append(
                 f"{where}{key}: unknown field; expected one of {', '.join(sorted(allowed))}"
             )

@@ -1,7 +1,8 @@
 """The plan: the desired state compared with the inventory (no API call), as changes in
 Terraform's notation and the jobs that make them.
 
-- ``+`` create, ``-`` destroy, ``-/+`` delete and create again (a goal whose display name
+- ``+`` create, ``-`` destroy, ``~`` change in place (a site's tracker script settings that
+  differ from those the inventory records), ``-/+`` delete and create again (a goal whose display name
   changed, a guest whose role changed: both are find-or-create, so changing one is a delete and
   a create; a guest is emailed a new invitation);
   ``!`` a difference the API cannot resolve, said plainly and left as is (a timezone).
@@ -14,7 +15,9 @@ Terraform's notation and the jobs that make them.
 
 The jobs are the existing operations: a ``provision_site`` per site that gains anything (for a
 site the inventory holds, its progress starts with the site done, so no create call is made),
-a ``delete_goal`` by the goal's id, ``delete_prop``, ``delete_guest``, ``delete_site``.
+a ``delete_goal`` by the goal's id, ``delete_prop``, ``delete_guest``, ``delete_site``, and a
+``set_tracker`` for an existing site whose tracker settings change (a new site's are sent with
+its create, at no extra call). Tracker settings that leave the file are left as they are.
 Re-creating a replaced goal or guest is phase 2: enqueued once the phase-1 delete is done.
 """
 
@@ -24,7 +27,7 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import plausible_rules as rules
 from producers.plans.desired import DesiredSite, DesiredState
@@ -32,14 +35,21 @@ from worker.jobs.inventory import SiteView
 from worker.jobs.specs import GoalSpec, GuestSpec, JobRequest, Progress, SiteRecord, calls_needed
 from worker.jobs.states import Operation
 
-Action = Literal["create", "destroy", "replace", "impossible"]
-SYMBOLS: dict[Action, str] = {"create": "+", "destroy": "-", "replace": "-/+", "impossible": "!"}
+Action = Literal["create", "destroy", "change", "replace", "impossible"]
+SYMBOLS: dict[Action, str] = {
+    "create": "+",
+    "destroy": "-",
+    "change": "~",
+    "replace": "-/+",
+    "impossible": "!",
+}
 PLURALS = {
     "site": "sites",
     "goal": "goals",
     "shared link": "shared links",
     "custom property": "custom properties",
     "guest": "guests",
+    "tracker configuration": "tracker configurations",
 }
 INVITE = "Plausible emails an invitation"
 DESTROY_WARNING = (
@@ -106,7 +116,13 @@ class Plan:
         if not self.has_changes:
             return "No changes. Plausible matches the file, as far as the inventory knows."
         parts = []
-        for action, verb in (("create", "add"), ("destroy", "destroy"), ("replace", "replace")):
+        verbs = (
+            ("create", "add"),
+            ("change", "change"),
+            ("destroy", "destroy"),
+            ("replace", "replace"),
+        )
+        for action, verb in verbs:
             counts: dict[str, int] = {}
             for change in self.changes:
                 if change.action == action:
@@ -228,8 +244,17 @@ def _create_site(plan: Plan, desired: DesiredState, site: DesiredSite) -> None:
         Change("create", "guest", site.domain, guest.email, f"{guest.role}; {INVITE}")
         for guest in site.guests
     ]
+    if site.tracker is not None:
+        shown = _settings(site.tracker, None)
+        plan.changes.append(Change("create", "tracker configuration", site.domain, shown))
     request = _provision(desired, site.domain, site.goals, site.shared_links, site.timezone)
-    request = request.model_copy(update={"custom_props": site.custom_props, "guests": site.guests})
+    request = request.model_copy(
+        update={
+            "custom_props": site.custom_props,
+            "guests": site.guests,
+            "tracker_script_configuration": site.tracker,
+        }
+    )
     plan.jobs.append(PlannedJob(f"provision:{site.domain}", request))
 
 
@@ -247,6 +272,7 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
                 "timezone); left as is",
             )
         )
+    changes += _tracker(plan, desired, site, view)
     have = {goal.natural_key: goal for goal in view.goals}
     add: list[GoalSpec] = []
     again: list[GoalSpec] = []
@@ -342,6 +368,21 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
     plan.changes += changes
 
 
+def _tracker(plan: Plan, desired: DesiredState, site: DesiredSite, view: SiteView) -> list[Change]:
+    """A ``set_tracker`` job if the file's tracker settings differ from those recorded."""
+    recorded = view.site.tracker
+    if site.tracker is None or (
+        recorded is not None and all(recorded.get(k) == v for k, v in site.tracker.items())
+    ):
+        return []
+    request = _request(
+        desired, Operation.set_tracker, site.domain, tracker_script_configuration=site.tracker
+    )
+    plan.jobs.append(PlannedJob(f"tracker:{site.domain}", request))
+    shown = _settings(site.tracker, recorded)
+    return [Change("change", "tracker configuration", site.domain, shown)]
+
+
 def _provision(
     desired: DesiredState,
     domain: str,
@@ -383,6 +424,18 @@ def _display_name(goal: GoalSpec) -> str:
     return goal.display_name or rules.default_display_name(
         event_name=goal.event_name, page_path=goal.page_path
     )
+
+
+def _settings(wanted: dict[str, Any], recorded: dict[str, Any] | None) -> str:
+    """``outbound_links false -> true, file_downloads = true``: each setting that changes, from
+    what the inventory records (``=``: nothing recorded)."""
+    shown = []
+    for name, value in wanted.items():
+        if recorded is None or name not in recorded:
+            shown.append(f"{name} = {json.dumps(value)}")
+        elif recorded[name] != value:
+            shown.append(f"{name} {json.dumps(recorded[name])} -> {json.dumps(value)}")
+    return ", ".join(shown)
 
 
 def _goal_detail(goal: GoalSpec) -> str:

@@ -1,7 +1,7 @@
 """``plan --refresh``: the live state of the sites a plan looks at, read through the account's
 quota at bulk priority, and the drift between it and the inventory.
 
-Per site: the site (its timezone and custom properties), its goals and its guests, so about
+Per site: the site (its timezone, custom properties and tracker configuration), its goals and its guests, so about
 three calls a site (more for a site with over 100 goals or guests). Shared links cannot be
 listed, so they are never read and never drift. The inventory is not written: the plan is made
 from the inventory less what is gone live, and the apply's jobs record what they do.
@@ -9,10 +9,11 @@ from the inventory less what is gone live, and the apply's jobs record what they
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker.accounts import Account
 from worker.errors import NotFoundError, PlausibleError, QuotaWait
@@ -23,6 +24,11 @@ from worker.plausible import Goal, Guest, PlausibleClient
 from worker.quota.limiter import Limiter
 from worker.quota.permits import JobPermits
 from worker.retrying import RetryPolicy
+from worker.settings import Settings
+from worker.steps import tracker_record
+
+if TYPE_CHECKING:
+    from worker.jobs.store import JobStore
 
 T = TypeVar("T")
 
@@ -49,6 +55,49 @@ class _Counted:
 
     def after_response(self, error: PlausibleError | None) -> None:
         self.permits.after_response(error)
+
+
+#: What ``saved.make`` calls to refresh: the inventory's views and the plan's domains in, the
+#: views corrected by the live state out.
+Live = Callable[[list[SiteView], list[str]], Refreshed]
+
+
+@dataclass(frozen=True)
+class LiveReader:
+    """Refreshes for a plan (the CLI's ``--refresh``, ``POST /plans?refresh=true``,
+    ``Provisioner.plan(refresh=True)``) with the settings' API, accounts and quota."""
+
+    settings: Settings
+    store: JobStore
+    on_wait: Callable[[str], None] = lambda _: None
+
+    def of(self, account: str) -> Live:
+        """The refresh of ``account``'s sites, read through its quota at bulk priority."""
+
+        def live(views: list[SiteView], domains: list[str]) -> Refreshed:
+            from worker.runtime import make_accounts, make_limiter
+
+            settings = self.settings
+            chosen = make_accounts(settings).get(account)
+            with PlausibleClient(
+                base_url=settings.plausible_base_url,
+                api_key=chosen.api_key().get_secret_value(),
+                connect_timeout=settings.http_connect_timeout,
+                read_timeout=settings.http_read_timeout,
+                total_timeout=settings.http_total_timeout,
+                hour_seconds=settings.hour_seconds,
+            ) as client:
+                return refresh(
+                    views,
+                    domains,
+                    client=client,
+                    account=chosen,
+                    limiter=make_limiter(settings, self.store),
+                    policy=RetryPolicy.from_settings(settings),
+                    on_wait=self.on_wait,
+                )
+
+        return live
 
 
 def refresh(
@@ -93,9 +142,10 @@ def refresh(
                 continue
             goals = read(lambda domain=domain: list(bound.list_goals(domain)))  # type: ignore[misc]
             guests = read(lambda domain=domain: list(bound.list_guests(domain)))  # type: ignore[misc]
-            out.views.append(
-                _corrected(view, site.timezone, site.custom_properties, goals, guests, out.drift)
+            corrected = _corrected(
+                view, site.timezone, site.custom_properties, goals, guests, out.drift
             )
+            out.views.append(_tracked(corrected, tracker_record(site), out.drift))
     finally:
         gate.permits.release()
     out.calls = gate.calls
@@ -155,6 +205,20 @@ def _corrected(
         kept_guests.append(mine_guest.model_copy(update={"role": role}))
     site = view.site.model_copy(update={"timezone": timezone})
     return replace(view, site=site, goals=kept, props=kept_props, guests=kept_guests)
+
+
+def _tracked(view: SiteView, live: dict[str, Any], drift: list[str]) -> SiteView:
+    """The view with the live tracker configuration; a setting the inventory records that
+    differs live is drift."""
+    domain, recorded = view.site.domain, view.site.tracker
+    if recorded is not None:
+        drift += [
+            f"site {domain}: tracker {name} {json.dumps(value)} recorded, "
+            f"{json.dumps(live.get(name))} live"
+            for name, value in recorded.items()
+            if live.get(name) != value
+        ]
+    return replace(view, site=view.site.model_copy(update={"tracker": live}))
 
 
 def _key(goal: Goal) -> str:

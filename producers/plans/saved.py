@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from producers.plans.desired import DesiredState
@@ -65,6 +66,8 @@ def fingerprint(
             continue
         if site.domain in looked or site.managed_set == set_name:
             rows.append([site.domain, site.timezone, site.managed_set])
+            if site.tracker is not None:
+                rows.append([site.domain, "tracker", site.tracker])
             rows += [
                 [g.domain, g.natural_key, g.goal_id, g.display_name, g.managed_set]
                 for g in view.goals
@@ -107,6 +110,18 @@ class Cost:
             f"{head}; at {self.hourly:,}/h with {queue}, "
             f"done about {self.done_at:%H:%M} UTC ({_duration(left)})."
         )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "hourly": self.hourly,
+            "ahead": self.ahead,
+            "queued": self.queued,
+            "refreshed": self.refreshed,
+            "drift": list(self.drift),
+            "done_at": None if self.done_at is None else self.done_at.isoformat(),
+            "line": self.line(),
+        }
 
 
 def _duration(left: timedelta) -> str:
@@ -212,18 +227,7 @@ class Saved:
                 }
                 for c in plan.changes
             ],
-            "cost": None
-            if cost is None
-            else {
-                "calls": cost.calls,
-                "hourly": cost.hourly,
-                "ahead": cost.ahead,
-                "queued": cost.queued,
-                "refreshed": cost.refreshed,
-                "drift": list(cost.drift),
-                "done_at": None if cost.done_at is None else cost.done_at.isoformat(),
-                "line": cost.line(),
-            },
+            "cost": None if cost is None else cost.as_json(),
             "jobs": [
                 {
                     "resource": job.resource,
@@ -367,11 +371,26 @@ def apply(store: JobStore, saved: Saved, *, allow_destroy: bool = False) -> Appl
     return Applied(saved.batch.id, created, duplicate, pending, failed, recreated)
 
 
-# -- plans applied ---------------------------------------------------------------------------------
+# -- plans kept ------------------------------------------------------------------------------------
+
+
+def keep(store: JobStore, saved: Saved, cost: Cost) -> None:
+    """Keep a plan just made, readable (``recorded_plan``) before it is applied; made again
+    before it is applied, its cost is priced anew."""
+    _kept(store, saved, cost=cost.as_json(), applied_at=None)
 
 
 def record(store: JobStore, saved: Saved) -> None:
-    """Keep the plan beside its batch (once: applying it again changes nothing)."""
+    """Mark the plan applied, keeping it if it was not kept when made (once: applying it again
+    changes nothing)."""
+    _kept(store, saved, cost=None, applied_at=datetime.now(UTC))
+
+
+def _kept(
+    store: JobStore, saved: Saved, *, cost: dict[str, Any] | None, applied_at: datetime | None
+) -> None:
+    """The plan's row made unless it is there; then, while it is not applied, ``applied_at``
+    (if given) or ``cost`` written."""
     plan = saved.plan
     row = {
         "batch_id": saved.batch.id,
@@ -381,12 +400,19 @@ def record(store: JobStore, saved: Saved) -> None:
         "summary": plan.summary()[:1000],
         "calls": plan.calls,
         "changes": [dataclasses.asdict(change) for change in plan.changes],
+        "cost": cost,
         "made_at": saved.created_at,
-        "applied_at": datetime.now(UTC),
+        "applied_at": applied_at,
     }
+    values = {"applied_at": applied_at} if applied_at is not None else {"cost": cost}
     with Session(store.engine) as session:
         session.execute(
             insert_ignoring(table_of(PlanRow), store.engine.dialect.name, ["batch_id"]), row
+        )
+        session.execute(
+            update(PlanRow)
+            .where(col(PlanRow.batch_id) == saved.batch.id, col(PlanRow.applied_at).is_(None))
+            .values(**values)
         )
         session.commit()
 
@@ -395,7 +421,7 @@ def recorded(
     store: JobStore, accounts: Sequence[str] | None = None, *, limit: int = 50
 ) -> list[PlanRow]:
     """The plans applied, newest first (of ``accounts`` only, if given)."""
-    query = select(PlanRow)
+    query = select(PlanRow).where(col(PlanRow.applied_at).is_not(None))
     if accounts is not None:
         query = query.where(col(PlanRow.account).in_(list(accounts)))
     query = query.order_by(col(PlanRow.applied_at).desc(), col(PlanRow.batch_id)).limit(limit)
@@ -406,7 +432,8 @@ def recorded(
 def recorded_plan(
     store: JobStore, batch_id: str, accounts: Sequence[str] | None = None
 ) -> PlanRow | None:
-    """The plan applied as ``batch_id`` (None if none, or of an account not in ``accounts``)."""
+    """The plan kept as ``batch_id``, applied or not (None if none, or of an account not in
+    ``accounts``)."""
     with Session(store.engine, expire_on_commit=False) as session:
         row = session.get(PlanRow, batch_id)
     if row is None or (accounts is not None and row.account not in accounts):

@@ -73,31 +73,14 @@ def _refresh(
     settings: Settings, store: JobStore, views: Any, domains: Sequence[str], account: str
 ) -> Refreshed:
     """The live state of ``domains``, read through the account's quota at bulk priority."""
-    from producers.plans.refresh import refresh
-    from worker.plausible import PlausibleClient
-    from worker.retrying import RetryPolicy
-    from worker.runtime import make_accounts, make_limiter
+    from producers.plans.refresh import LiveReader
 
-    chosen = make_accounts(settings).get(account)
     held = sum(1 for view in views if view.site.domain in set(domains))
     click.echo(f"refreshing {held} site(s): about {3 * held} calls at bulk priority", err=True)
-    with PlausibleClient(
-        base_url=settings.plausible_base_url,
-        api_key=chosen.api_key().get_secret_value(),
-        connect_timeout=settings.http_connect_timeout,
-        read_timeout=settings.http_read_timeout,
-        total_timeout=settings.http_total_timeout,
-        hour_seconds=settings.hour_seconds,
-    ) as client:
-        return refresh(
-            views,
-            domains,
-            client=client,
-            account=chosen,
-            limiter=make_limiter(settings, store),
-            policy=RetryPolicy.from_settings(settings),
-            on_wait=lambda why: click.echo(f"refresh waits: {why}", err=True),
-        )
+    reader = LiveReader(
+        settings, store, on_wait=lambda why: click.echo(f"refresh waits: {why}", err=True)
+    )
+    return reader.of(account)(views, list(domains))
 
 
 def _show(saved: Saved, cost: Cost) -> None:

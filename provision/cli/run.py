@@ -111,6 +111,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
 
     import uvicorn
 
+    from producers.plans.refresh import LiveReader
     from provision.http.app import create_app
     from provision.tokens import load_tokens
 
@@ -138,6 +139,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
             accounts=accounts,
             reporter=reporter,
             tokens=tokens,
+            refresher=LiveReader(settings, store),
         )
         # What was built to start lives as long as the process: keep it out of the collector's
         # way, so a full collection walks only what requests make (shorter pauses, a lower p99).

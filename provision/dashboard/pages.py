@@ -294,6 +294,7 @@ def plans_page(request: Request, board: Board, session: SignedIn) -> Response:
 
 def plan_page(request: Request, batch_id: str, board: Board, session: SignedIn) -> Response:
     """A plan's changes, its calls, and its batch's progress."""
+    from producers.plans.planner import SYMBOLS
     from producers.plans.saved import recorded_plan
 
     within = session.principal.restriction
@@ -308,7 +309,7 @@ def plan_page(request: Request, batch_id: str, board: Board, session: SignedIn) 
         title=f"Plan of set {plan.set}",
         plan=plan,
         progress=progress,
-        symbols={"create": "+", "destroy": "-", "replace": "-/+", "impossible": "!"},
+        symbols=SYMBOLS,
     )
 
 

@@ -3,6 +3,7 @@ request without what a receiver's secret may sit in."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -92,6 +93,10 @@ def _steps(job: ProvisioningJob) -> list[dict[str, Any]]:
                     "detail": f"invited as {role}" if role is not None else "to do",
                 }
             )
+        if spec.tracker_script_configuration is not None:
+            steps.append(_tracker_step(spec.tracker_script_configuration, progress.tracker))
+    elif spec.operation is Operation.set_tracker:
+        steps.append(_tracker_step(spec.tracker_script_configuration or {}, progress.tracker))
     elif spec.operation in (Operation.delete_prop, Operation.delete_guest):
         what = (
             f"custom property {spec.custom_prop}"
@@ -141,3 +146,12 @@ def shown_request(request: dict[str, Any]) -> dict[str, Any]:
         hidden = "?…" if parts.query or parts.fragment else ""
         shown["callback_url"] = f"{parts.scheme}://{host}{port}{parts.path}{hidden}"
     return shown
+
+
+def _tracker_step(settings: dict[str, Any], answered: dict[str, Any] | None) -> dict[str, Any]:
+    shown = ", ".join(f"{name} {json.dumps(value)}" for name, value in settings.items())
+    return {
+        "name": f"Tracker configuration: {shown}",
+        "done": answered is not None,
+        "detail": "set" if answered is not None else "to do",
+    }

@@ -26,6 +26,7 @@ threadpool. Answers are the models of ``provisioner_types``, built by ``worker.j
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -40,6 +41,9 @@ from provision.tokens import LEGACY, Tokens, token_hash
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
 
+if TYPE_CHECKING:
+    from producers.plans.refresh import LiveReader
+
 
 def create_app(
     store: JobStore,
@@ -50,6 +54,7 @@ def create_app(
     reporter: Reporter | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     tokens: Tokens | None = None,
+    refresher: LiveReader | None = None,
 ) -> FastAPI:
     """The service. ``tokens``: every token it accepts (``provision.tokens``); by default
     ``token`` alone, as an admin. Refuses to build without any token unless ``dev_mode`` is
@@ -67,7 +72,7 @@ def create_app(
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True},
     )
-    deps.attach(app, deps.Parts(store, reporter, accounts))
+    deps.attach(app, deps.Parts(store, reporter, accounts, refresher))
     # Added first, so it runs inside the gate (the last added runs first).
     app.add_middleware(JobPolls)
     app.add_middleware(Gate, tokens=tokens, body_timeout=body_timeout)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
 
+from producers.plans.refresh import LiveReader
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
 from provision.tokens import Principal
@@ -24,6 +25,8 @@ class Parts:
     reporter: Reporter | None = None
     #: The account names events may use; None: any.
     accounts: Collection[str] | None = None
+    #: Reads sites live for ``POST /plans?refresh=true``; None: started without the settings to.
+    refresher: LiveReader | None = None
 
 
 def attach(app: FastAPI, parts: Parts) -> None:
@@ -57,6 +60,10 @@ async def _accounts(parts: Annotated[Parts, Depends(_parts)]) -> Collection[str]
     return parts.accounts
 
 
+async def _refresher(parts: Annotated[Parts, Depends(_parts)]) -> LiveReader | None:
+    return parts.refresher
+
+
 async def _principal(request: Request) -> Principal:
     return principal_of(request)
 
@@ -66,6 +73,7 @@ Store = Annotated[JobStore, Depends(_store)]
 Caller = Annotated[Principal, Depends(_principal)]
 OptionalReporter = Annotated[Reporter | None, Depends(_reporter)]
 Accounts = Annotated[Collection[str] | None, Depends(_accounts)]
+OptionalRefresher = Annotated[LiveReader | None, Depends(_refresher)]
 
 # Declares the scheme for OpenAPI ("Authorize" in /docs); provision.http.gate does the checking.
 _bearer = HTTPBearer(

@@ -12,12 +12,22 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from producers.events import check_strings, parse_domain, parse_event, parse_key
 from provision import actions, cursors
 from provision.filters import EmptyFilterError, parse_filter
 from provision.http import polling
-from provision.http.deps import Accounts, Caller, OptionalReporter, Store, data_router, scoped
+from provision.http.deps import (
+    Accounts,
+    Caller,
+    OptionalRefresher,
+    OptionalReporter,
+    Store,
+    data_router,
+    require,
+    scoped,
+)
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
 from provision.http.polling import MAX_WAIT_SECONDS, RETRY_AFTER_SECONDS
@@ -329,15 +339,23 @@ def get_metrics() -> Response:
 )
 async def create_plan(
     request: Request,
+    response: Response,
     store: Store,
     accounts: Accounts,
     reporter: OptionalReporter,
+    refresher: OptionalRefresher,
     caller: Caller,
     target: Annotated[list[str] | None, Query()] = None,
+    refresh: bool = False,
 ) -> dict[str, Any]:
     """A desired state (its file as a JSON body, or TOML with ``Content-Type:
-    application/toml``) compared with the inventory, without an API call: the plan, its cost
-    and its jobs, as ``provision plan --json`` prints it. Pass it to ``POST /plans/apply``."""
+    application/toml``) compared with the inventory, without an API call unless
+    ``refresh=true``: the plan, its cost and its jobs, as ``provision plan --json`` prints it.
+    It is kept: ``GET /plans/{batch}`` (the ``Location``) reads it before it is applied. With
+    ``refresh=true`` the plan's sites are first read live through the account's quota at bulk
+    priority (the request waits for the quota when it is spent; it needs ``jobs:write``), and
+    the drift is in ``cost.drift``, as ``provision plan --refresh`` does. Pass it to
+    ``POST /plans/apply``."""
     from producers.plans import saved as plans
     from producers.plans.desired import DesiredStateError, parse
 
@@ -357,8 +375,27 @@ async def create_plan(
         raise ApiError(422, "validation_error", "; ".join(exc.problems)) from None
     except InvalidRequestError as exc:
         raise ApiError(422, "validation_error", exc.message, "target") from None
-    saved, cost = plans.make(store, desired, targets, reporter=reporter)
-    return saved.as_json(cost)
+    live = None
+    if refresh:
+        require(caller, "jobs:write")  # it spends the account's quota
+        if refresher is None:
+            raise ApiError(
+                422,
+                "refresh_unavailable",
+                "this service was started without the settings to "
+                "read Plausible live; plan without refresh=true",
+            )
+        live = refresher.of(desired.account)
+
+    def make() -> dict[str, Any]:
+        saved, cost = plans.make(store, desired, targets, reporter=reporter, live=live)
+        plans.keep(store, saved, cost)
+        return saved.as_json(cost)
+
+    # The store, and a refresh's calls and quota waits, block: off the event loop.
+    plan = await run_in_threadpool(make)
+    response.headers["Location"] = f"/plans/{plan['batch']}"
+    return plan
 
 
 @router.post(
@@ -401,14 +438,15 @@ def apply_plan(
     **scoped("jobs:read"),
 )
 def get_plan(batch_id: str, store: Store, caller: Caller) -> dict[str, Any]:
-    """A plan applied (its batch's id): its set, account, summary, calls and changes; its
-    progress is its batch's (``GET /batches/{batch_id}``)."""
+    """A plan made by ``POST /plans`` or applied (its batch's id): its set, account, summary,
+    calls, changes, cost as priced when made, and ``status``, ``planned`` or ``applied``; once
+    applied, its progress is its batch's (``GET /batches/{batch_id}``)."""
     from producers.plans.saved import recorded_plan
 
     plan = recorded_plan(store, batch_id, caller.restriction)
     if plan is None:
         raise ApiError(404, "not_found", f"no plan {batch_id!r}")
-    return plan.model_dump(mode="json")
+    return {**plan.model_dump(mode="json"), "status": plan.status}
 
 
 def _accepted(response: Response, job_id: str) -> None:

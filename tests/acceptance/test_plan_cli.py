@@ -101,8 +101,8 @@ def test_a_bad_file_is_refused_line_by_line_and_errors_exit_1(
     assert (code, out) == (1, "")
     assert err.splitlines() == [
         f"{path}: sites[0] a.example.com: timezone: 'Nowhere' is not an IANA timezone",
-        f"{path}: sites[1] b.example.com: tracker_script_configuration: not supported yet "
-        "(see docs/plans.md)",
+        f"{path}: sites[1] b.example.com: tracker_script_configuration: must be an object "
+        'naming at least one setting, such as {"outbound_links": true}',
         f"{path}: refused, nothing planned (2 problem(s))",
     ]
     missing = path.with_name("missing.toml")

@@ -23,7 +23,8 @@ SITES = [f"site{n:02}.example.com" for n in range(20)]
 
 def desired(sites: list[str], *, edited: bool = False) -> str:
     """The file: every site with two default goals (one on edit), a shared link, a custom
-    property (two on edit) and its owner as a guest (site03's an editor on edit)."""
+    property (two on edit) and its owner as a guest (site03's an editor on edit); site02 made
+    with a tracker setting, and on edit every site's installation type set."""
     goals = '[{ event = "Signup" }]' if edited else '[{ event = "Signup" }, { page = "/checkout" }]'
     props = '["plan", "author"]' if edited else '["plan"]'
     lines = [
@@ -34,6 +35,8 @@ def desired(sites: list[str], *, edited: bool = False) -> str:
         'shared_links = ["Client dashboard"]',
         f"custom_props = {props}",
     ]
+    if edited:
+        lines.append('tracker_script_configuration = { installation_type = "manual" }')
     for domain in sites:
         lines += ["[[sites]]", f'domain = "{domain}"']
         role = "editor" if edited and domain == "site03.example.com" else "viewer"
@@ -43,6 +46,8 @@ def desired(sites: list[str], *, edited: bool = False) -> str:
             lines.append(f'goals = [{{ event = "Purchase", display_name = "{name}" }}]')
         if domain == "site06.example.com" and edited:
             lines.append('timezone = "Asia/Tokyo"')
+        if domain == "site02.example.com":
+            lines.append("tracker_script_configuration = { hash_based_routing = true }")
     return "\n".join(lines) + "\n"
 
 
@@ -84,12 +89,12 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     planned = cli(stack, "plan", str(path), "--detailed-exitcode")
     assert planned.returncode == 2, planned.stderr
     assert (
-        "Plan: 19 sites, 41 goals, 20 shared links, 20 custom properties, 20 guests to add."
-        in planned.stdout
+        "Plan: 19 sites, 41 goals, 20 shared links, 20 custom properties, 20 guests, "
+        "1 tracker configuration to add." in planned.stdout
     )
     cost = cost_of(planned.stdout)
     # 19 new sites (the site, 2 goals, a link, a property, a guest); on site00 (the import's)
-    # all but the site; site05's Purchase.
+    # all but the site; site05's Purchase. site02's tracker setting goes with its create.
     assert cost == 19 * 6 + 5 + 1
     before = calls_made(stack)
     applied = cli(stack, "apply", str(path), "--auto-approve", "--wait")
@@ -117,11 +122,19 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     planned = cli(stack, "plan", str(path), "--out", str(saved), "--detailed-exitcode")
     assert planned.returncode == 2, planned.stderr
     out = planned.stdout
-    assert "  ~ site site01.example.com\n      - goal page:/checkout: #" in out
+    assert (
+        "  ~ site site01.example.com\n"
+        '      ~ tracker configuration installation_type = "manual"\n'
+        "      - goal page:/checkout: #"
+    ) in out
     assert "      -/+ goal event:Purchase: display name 'Purchases' -> 'Purchases!'" in out
     assert "      ! timezone Europe/Berlin -> Asia/Tokyo: not possible through the API" in out
     assert "  - site site19.example.com: the site's data is lost" in out
     assert "      + custom property author" in out
+    assert (
+        "  ~ site site02.example.com\n      ~ tracker configuration installation_type null -> "
+        '"manual"\n' in out
+    )
     assert (
         "      -/+ guest owner@site03.example.com: role viewer -> editor; Plausible emails an "
         "invitation again"
@@ -132,13 +145,14 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     assert "outside.example.com" not in out
     assert "Legacy" not in out
     assert (
-        "Plan: 18 custom properties to add; 1 site, 22 goals, 2 custom properties, 2 guests to "
-        "destroy; 1 goal, 1 guest to replace."
+        "Plan: 18 custom properties to add; 18 tracker configurations to change; 1 site, "
+        "22 goals, 2 custom properties, 2 guests to destroy; 1 goal, 1 guest to replace."
     ) in out, out
     cost = cost_of(out)
-    # 18 /checkout deletes, 18 new properties, site19's delete, site05's goal and site03's guest
-    # deleted and made again, site00's 2 goals, property and guest deleted.
-    assert cost == 18 + 18 + 1 + 2 + 2 + 4
+    # 18 /checkout deletes, 18 new properties, 18 tracker settings (a PUT each), site19's
+    # delete, site05's goal and site03's guest deleted and made again, site00's 2 goals,
+    # property and guest deleted.
+    assert cost == 18 + 18 + 18 + 1 + 2 + 2 + 4
 
     refused = cli(stack, "apply", str(saved), "--wait")
     assert refused.returncode == 1
@@ -171,6 +185,9 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
         assert sorted(site["custom_properties"]) == ["author", "plan"]
         role = "editor" if domain == "site03.example.com" else "viewer"
         assert [(g["email"], g["role"]) for g in site["guests"]] == [(f"owner@{domain}", role)]
+        tracker = site["tracker_script_configuration"]
+        assert tracker["installation_type"] == "manual"
+        assert tracker["hash_based_routing"] is (domain == "site02.example.com")
     site00 = sites["site00.example.com"]
     assert (site00["custom_properties"], site00["guests"]) == ([], [])
     final = cli(stack, "plan", str(path), "--detailed-exitcode")

@@ -23,6 +23,14 @@ def test_plan_and_apply_from_python(tmp_path: Path) -> None:
     path.write_text('set = "agency"\n[[sites]]\ndomain = "new.example.com"\n')
     plan = provisioner.plan(path)
     assert plan["summary"] == "Plan: 1 site to add; 1 site to destroy."
+    kept = provisioner.get_plan(plan["batch"])
+    assert kept is not None
+    assert (kept["status"], kept["summary"], kept["cost"]["calls"]) == (
+        "planned",
+        plan["summary"],
+        2,
+    )
+    assert provisioner.get_plan("plan-nope") is None
     assert plan == {
         **provisioner.plan({"set": "agency", "sites": [{"domain": "new.example.com"}]}),
         "created_at": plan["created_at"],
@@ -33,6 +41,9 @@ def test_plan_and_apply_from_python(tmp_path: Path) -> None:
     applied = provisioner.apply_plan(plan, allow_destroy=True)
     assert (applied["created"], applied["batch_id"]) == (2, plan["batch"])
     assert provisioner.apply_plan(plan, allow_destroy=True)["duplicate"] == 2
+    applied = provisioner.get_plan(plan["batch"])
+    assert applied is not None
+    assert applied["status"] == "applied"
     with pytest.raises(DesiredStateError) as bad:
         provisioner.plan({"set": "agency", "account": "nobody"})
     assert bad.value.problems == ["account: unknown account 'nobody'; configured: default"]

@@ -79,7 +79,7 @@ def test_every_problem_is_one_line_naming_the_site_and_the_field() -> None:
                 {"domain": "c.example.com", "shared_links": ["", "WordPress - Shared Dashboard"]},
                 {
                     "domain": "d.example.com",
-                    "tracker_script_configuration": {},
+                    "tracker_script_configuration": {"outbound_links": "yes"},
                     "colour": "red",
                     "guests": [{"email": "x@d.example.com", "role": "owner"}],
                     "custom_props": [""],
@@ -106,10 +106,10 @@ def test_every_problem_is_one_line_naming_the_site_and_the_field() -> None:
         "sites[3] c.example.com: shared_links[0]: must be a non-empty string",
         "sites[3] c.example.com: shared_links[1]: the name 'WordPress - Shared Dashboard' is "
         "reserved by Plausible",
-        "sites[4] d.example.com: tracker_script_configuration: not supported yet (see "
-        "docs/plans.md)",
         "sites[4] d.example.com: colour: unknown field; expected one of custom_props, domain, "
-        "goals, guests, inherit, shared_links, timezone",
+        "goals, guests, inherit, shared_links, timezone, tracker_script_configuration",
+        "sites[4] d.example.com: tracker_script_configuration.outbound_links: must be true or "
+        "false",
         "sites[4] d.example.com: custom_props[0]: a custom property must be a non-empty string",
         "sites[4] d.example.com: guests[0].role: unknown role 'owner'; expected 'viewer' or "
         "'editor'",

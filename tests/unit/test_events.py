@@ -8,6 +8,7 @@ import pytest
 
 from producers.events import MAX_GOALS, MAX_SHARED_LINKS, parse_event
 from worker.errors import InvalidRequestError
+from worker.jobs.states import Operation
 
 DOMAIN = "shop.example.com"
 
@@ -134,3 +135,91 @@ def test_csv_cells_carry_custom_props_and_guests() -> None:
     with pytest.raises(CellError) as caught:
         csv_event({"domain": "a.com", "guests": "no-role"})
     assert caught.value.field == "guests"
+
+
+TRACKER = "tracker_script_configuration"
+
+
+def test_tracker_set_takes_the_settings_to_change_in_plausibles_order() -> None:
+    event = parse_event(
+        {
+            "type": "tracker.set",
+            "domain": "https://www.Shop.example.com/",
+            TRACKER: {
+                "outbound_links": True,
+                "installation_type": "manual",
+                "tagged_events": False,
+            },
+        }
+    )
+    request = event.request
+    assert (request.operation, request.domain) == (Operation.set_tracker, DOMAIN)
+    assert list((request.tracker_script_configuration or {}).items()) == [
+        ("installation_type", "manual"),
+        ("outbound_links", True),
+        ("tagged_events", False),
+    ]
+    # A null installation type is a setting too (Plausible's default).
+    cleared = parse_event(
+        {"type": "tracker.set", "domain": DOMAIN, TRACKER: {"installation_type": None}}
+    )
+    assert cleared.request.tracker_script_configuration == {"installation_type": None}
+    # site.provision may carry it, to create the site with; without it, nothing is stored.
+    made = parse_event({"domain": DOMAIN, TRACKER: {"file_downloads": True}})
+    assert made.request.tracker_script_configuration == {"file_downloads": True}
+    assert parse_event({"domain": DOMAIN}).request.tracker_script_configuration is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "message"),
+    [
+        (None, TRACKER, "tracker.set needs tracker_script_configuration"),
+        ({}, TRACKER, "must be an object naming at least one setting"),
+        (["outbound_links"], TRACKER, "must be an object naming at least one setting"),
+        (
+            {"id": "pa-x"},
+            f"{TRACKER}.id",
+            "unknown setting 'id'; expected one of installation_type",
+        ),
+        (
+            {"installation_type": "shopify"},
+            f"{TRACKER}.installation_type",
+            "expected null or one of manual, wordpress, gtm, npm",
+        ),
+        ({"outbound_links": "true"}, f"{TRACKER}.outbound_links", "must be true or false"),
+        ({"outbound_links": 1}, f"{TRACKER}.outbound_links", "must be true or false"),
+    ],
+)
+def test_bad_tracker_settings_are_refused_naming_the_setting(
+    settings: object, field: str, message: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_event({"type": "tracker.set", "domain": DOMAIN, TRACKER: settings})
+    assert caught.value.field == field
+    assert message in caught.value.message
+
+
+def test_csv_cells_carry_tracker_settings() -> None:
+    from producers.rows import CellError, csv_event
+
+    row = csv_event(
+        {
+            "type": "tracker.set",
+            "domain": DOMAIN,
+            TRACKER: "installation_type=manual|outbound_links=true|tagged_events=false",
+        }
+    )
+    assert parse_event(row).request.tracker_script_configuration == {
+        "installation_type": "manual",
+        "outbound_links": True,
+        "tagged_events": False,
+    }
+    cleared = csv_event(
+        {"type": "tracker.set", "domain": DOMAIN, TRACKER: "installation_type=null"}
+    )
+    assert cleared[TRACKER] == {"installation_type": None}
+    as_json = csv_event({"domain": DOMAIN, TRACKER: '{"file_downloads": true}'})
+    assert parse_event(as_json).request.tracker_script_configuration == {"file_downloads": True}
+    with pytest.raises(CellError) as caught:
+        csv_event({"domain": DOMAIN, TRACKER: "outbound_links"})
+    assert caught.value.field == TRACKER

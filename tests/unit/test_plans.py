@@ -306,3 +306,85 @@ def test_custom_properties_and_guests_are_planned_like_goals(store: JobStore) ->
     assert (add.custom_props, [g.email for g in add.guests]) == (("author",), ["new@p.example.com"])
     # 1 prop + 1 guest, a prop delete, two guest deletes, the re-invite, q: site, prop, guest.
     assert plan.calls == 2 + 1 + 2 + 1 + 3
+
+
+def test_tracker_settings_are_sent_with_a_create_or_changed_in_place(store: JobStore) -> None:
+    recorded = {"installation_type": None, "outbound_links": False, "file_downloads": False}
+    record_site(store, "t.example.com", tracker=recorded, managed_set="agency")
+    record_site(store, "same.example.com", tracker={**recorded, "outbound_links": True})
+    tracker = "tracker_script_configuration"
+    data = {
+        "set": "agency",
+        "defaults": {tracker: {"outbound_links": True}},
+        "sites": [
+            {"domain": "t.example.com", tracker: {"installation_type": "manual"}},
+            {"domain": "same.example.com"},
+            {"domain": "c.example.com"},  # an import's site: no configuration recorded
+            {"domain": "u.example.com", "inherit": False, tracker: {"file_downloads": True}},
+        ],
+    }
+    targets = ("t.example.com", "same.example.com", "c.example.com", "u.example.com")
+    plan = planned(store, data, targets)
+    assert plan.lines() == [
+        "~ site t.example.com",
+        '    ~ tracker configuration installation_type null -> "manual", outbound_links false '
+        "-> true",
+        "~ site c.example.com",
+        "    ~ tracker configuration outbound_links = true",
+        "+ site u.example.com: timezone Etc/UTC",
+        "    + tracker configuration file_downloads = true",
+    ]
+    assert plan.summary() == (
+        "Plan: 1 site, 1 tracker configuration to add; 2 tracker configurations to change."
+    )
+    jobs = {job.resource: job for job in plan.jobs}
+    assert sorted(jobs) == [
+        "provision:u.example.com",
+        "tracker:c.example.com",
+        "tracker:t.example.com",
+    ]
+    changed = jobs["tracker:t.example.com"].request
+    assert changed.operation is Operation.set_tracker
+    assert changed.tracker_script_configuration == {
+        "installation_type": "manual",
+        "outbound_links": True,
+    }
+    created = jobs["provision:u.example.com"].request
+    assert created.tracker_script_configuration == {"file_downloads": True}
+    # One PUT for each change; a new site's settings go with its create, at no extra call.
+    assert [jobs[r].calls for r in sorted(jobs)] == [1, 1, 1]
+    assert plan.calls == 3
+    priced = plans.cost(
+        Reporter(store, Limiter(store.engine), load_accounts(Settings())),  # type: ignore[call-arg]
+        "default",
+        plan.calls,
+    )
+    assert priced.line().startswith("Cost: 3 calls; at ")
+    # Once the changes are recorded, the same file plans nothing.
+    record_site(
+        store, "t.example.com", tracker={**recorded, **changed.tracker_script_configuration}
+    )
+    record_site(store, "c.example.com", tracker={"outbound_links": True})
+    record_site(store, "u.example.com", tracker={"file_downloads": True}, managed_set="agency")
+    again = planned(store, data, targets)
+    assert (again.has_changes, again.jobs) == (False, [])
+
+
+def test_a_tracker_set_job_records_what_plausible_answered_in_the_inventory(
+    store: JobStore,
+) -> None:
+    from worker.jobs.specs import JobRequest, Progress
+
+    request = JobRequest(
+        operation=Operation.set_tracker,
+        domain="c.example.com",
+        tracker_script_configuration={"tagged_events": True},
+    )
+    job_id = str(store.enqueue(request).job.id)
+    assert job_id in store.admit({job_id: {}})
+    claim = store.claim(job_id, lease_seconds=60)
+    assert claim is not None
+    answered = {"installation_type": None, "tagged_events": True, "outbound_links": False}
+    store.succeed(claim, Progress(tracker=answered))
+    [view] = store.site("c.example.com")
+    assert view.site.tracker == answered

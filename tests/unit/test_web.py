@@ -460,6 +460,7 @@ def test_openapi_documents_the_models_the_bearer_scheme_and_the_errors(client: T
         "shared_links",
         "custom_props",
         "guests",
+        "tracker_script_configuration",
         "goal_id",
         "event_name",
         "page_path",

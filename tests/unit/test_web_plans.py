@@ -86,13 +86,29 @@ def test_bad_plans_stale_plans_and_other_accounts_are_refused(
     assert "plan again" in stale.json()["error"]["message"]
 
 
-def test_an_applied_plan_is_kept_and_shown_on_the_dashboard(client: TestClient) -> None:
-    plan = client.post("/plans", json=DESIRED, headers=AUTH).json()
-    assert client.get(f"/plans/{plan['batch']}", headers=AUTH).status_code == 404  # not applied
+def test_a_plan_is_kept_when_made_and_shown_on_the_dashboard_once_applied(
+    client: TestClient,
+) -> None:
+    made = client.post("/plans", json=DESIRED, headers=AUTH)
+    plan = made.json()
+    assert made.headers["Location"] == f"/plans/{plan['batch']}"
+    planned = client.get(f"/plans/{plan['batch']}", headers=AUTH).json()
+    assert (planned["status"], planned["applied_at"]) == ("planned", None)
+    assert (planned["set"], planned["calls"], planned["summary"]) == ("agency", 3, plan["summary"])
+    assert planned["changes"] == plan["changes"]
+    assert planned["cost"]["calls"] == 3
+    assert planned["cost"]["line"].startswith("Cost: 3 calls")
+    # Not applied yet: not on the dashboard's list of plans applied.
+    assert client.get("/plans/nope", headers=AUTH).status_code == 404
     client.post("/plans/apply?allow_destroy=true", json=plan, headers=AUTH)
     kept = client.get(f"/plans/{plan['batch']}", headers=AUTH).json()
+    assert kept["status"] == "applied"
+    assert kept["applied_at"] is not None
     assert (kept["set"], kept["calls"], kept["summary"]) == ("agency", 3, plan["summary"])
     assert [c["action"] for c in kept["changes"]] == [c["action"] for c in plan["changes"]]
+    # Made again once applied: still the applied plan.
+    client.post("/plans", json=DESIRED, headers=AUTH)
+    assert client.get(f"/plans/{plan['batch']}", headers=AUTH).json()["status"] == "applied"
     signed = client.post(
         "/ui/login",
         data={"token": TOKEN, "next": "/ui"},
@@ -110,3 +126,36 @@ def test_an_applied_plan_is_kept_and_shown_on_the_dashboard(client: TestClient) 
     assert 'data-action="destroy"' in one.text
     assert "gone.example.com" in one.text
     assert client.get("/ui/plans/nope").status_code == 404
+
+
+def test_a_plan_not_applied_yet_shows_its_tracker_change_on_the_dashboard(
+    client: TestClient,
+) -> None:
+    desired = {
+        "set": "agency",
+        "sites": [
+            {
+                "domain": "a.example.com",
+                "goals": [{"event": "Signup"}],
+                "tracker_script_configuration": {"outbound_links": True},
+            },
+            {"domain": "gone.example.com"},
+        ],
+    }
+    plan = client.post("/plans", json=desired, headers=AUTH).json()
+    assert plan["summary"] == "Plan: 1 tracker configuration to change."
+    assert plan["cost"]["calls"] == 1
+    client.post(
+        "/ui/login",
+        data={"token": TOKEN, "next": "/ui"},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    page = client.get(f"/ui/plans/{plan['batch']}")
+    assert page.status_code == 200
+    assert "not applied yet" in page.text
+    assert 'data-action="change"' in page.text
+    assert "<code>~</code>" in page.text
+    assert "outbound_links = true" in page.text
+    # Only the plans applied are listed.
+    assert f'data-plan="{plan["batch"]}"' not in client.get("/ui/plans").text

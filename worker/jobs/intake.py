@@ -39,6 +39,7 @@ def _canonical(request: JobRequest) -> tuple[dict[str, Any], str]:
             "guests",
             "custom_prop",
             "email",
+            "tracker_script_configuration",
         )
         if getattr(request, name) in (None, ())
     }

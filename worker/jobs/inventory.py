@@ -3,7 +3,8 @@
 Kept apart from the jobs that made it, so it outlives them (retention never prunes it) and can
 be reconciled against. The pipeline's checkpoints write it in their own transaction
 (``changes``, run by ``Claims``), so it never disagrees with a finished job: a site created or
-adopted, each goal and shared link ensured, and what a delete removed.
+adopted, each goal and shared link ensured, the tracker configuration set, and what a delete
+removed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, or_
+from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, col, select
 
 from worker.jobs.db import table_of, upsert
@@ -38,7 +39,11 @@ def changes(
     inventory."""
     account = request.account
     if request.operation is Operation.provision_site:
-        return _provisioned(dialect, request, job_id, before, after, now)
+        return _provisioned(dialect, request, job_id, before, after, now) + _tracker(
+            request, before, after
+        )
+    if request.operation is Operation.set_tracker:
+        return _tracker(request, before, after)
     gone = after.deleted or after.already_gone
     if not gone or (before.deleted or before.already_gone):
         return []
@@ -149,6 +154,20 @@ def _provisioned(
         stmt = upsert(table_of(SiteGuestRow), dialect, keys, ["role", "job_id", "confirmed_at"])
         out += [(stmt, guest) for guest in guests]
     return out
+
+
+def _tracker(request: JobRequest, before: Progress, after: Progress) -> list[Change]:
+    """The tracker configuration Plausible answered, on the site's row (a site the inventory
+    does not hold gains nothing)."""
+    if after.tracker is None or after.tracker == before.tracker:
+        return []
+    domain = after.site.domain if after.site is not None else request.domain
+    stmt = (
+        update(SiteRow)
+        .where(*_of_site(SiteRow, request.account, domain))
+        .values(tracker=after.tracker)
+    )
+    return [(stmt, None)]
 
 
 def _of_site(table: Any, account: str, domain: str) -> tuple[Any, Any]:

@@ -258,6 +258,9 @@ class SiteRow(SQLModel, table=True):
     job_id: str = Field(max_length=32)
     #: The desired-state set whose job created it (``provision apply``); None: not a set's.
     managed_set: str | None = Field(default=None, max_length=64)
+    #: Its tracker script configuration as Plausible last answered a job of ours that set it
+    #: (``set_tracker``, or a create that carried it); None: never set by us.
+    tracker: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     #: When a job last saw it in Plausible.
     confirmed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -325,8 +328,9 @@ class SiteGuestRow(SQLModel, table=True):
 
 
 class PlanRow(SQLModel, table=True):
-    """A desired-state plan, recorded when it is first applied: its batch, set, summary, calls
-    and changes (``producers.plans``), so the dashboard can show it beside its progress."""
+    """A desired-state plan, kept when it is made and marked when first applied: its batch, set,
+    summary, calls, changes and cost (``producers.plans``), readable before it is applied and
+    shown on the dashboard beside its progress."""
 
     __tablename__ = "plans"
 
@@ -338,10 +342,17 @@ class PlanRow(SQLModel, table=True):
     summary: str = Field(max_length=1000)
     calls: int
     changes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    #: Its cost as priced when it was made (``Cost.as_json``); None: not priced.
+    cost: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     made_at: datetime = Field(sa_type=DateTime(timezone=True))
-    applied_at: datetime = Field(
-        default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
+    #: None: made, not applied yet.
+    applied_at: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), index=True, nullable=True
     )
+
+    @property
+    def status(self) -> str:
+        return "planned" if self.applied_at is None else "applied"
 
 
 class AuditEvent(SQLModel, table=True):

@@ -3,7 +3,7 @@ shapes stored as JSON in a job's row."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
@@ -56,6 +56,9 @@ class JobRequest(BaseModel):
     #: delete_prop: the property; delete_guest: the guest's email.
     custom_prop: str | None = None
     email: str | None = None
+    #: set_tracker: the tracker script settings to change (merged into the site's); also
+    #: provision_site: sent with the create. Left out of the stored request when None.
+    tracker_script_configuration: dict[str, Any] | None = None
     #: delete_goal only: the goal, by id or by event name / page path.
     goal_id: int | None = None
     goal: GoalSpec | None = None
@@ -105,6 +108,9 @@ class Progress(BaseModel):
     #: it (an existing guest keeps its role: the invite does not change it).
     custom_props: list[str] = PydanticField(default_factory=list)
     guests: dict[str, str] = PydanticField(default_factory=dict)
+    #: set_tracker, and provision_site with a tracker configuration: the configuration as
+    #: Plausible answered it (its ``id`` left out).
+    tracker: dict[str, Any] | None = None
     #: delete_goal: the goal's id and where it was found.
     goal_id: int | None = None
     goal_id_source: Literal["request", "history", "list"] | None = None
@@ -126,7 +132,13 @@ def calls_needed(request: JobRequest, progress: Progress) -> int:
         links = sum(1 for name in request.shared_links if name not in progress.shared_links)
         props = sum(1 for prop in request.custom_props if prop not in progress.custom_props)
         guests = sum(1 for guest in request.guests if guest.email not in progress.guests)
-        return max(1, site + goals + links + props + guests)
+        # Sent with the create; a site already there takes a call of its own.
+        tracker = int(
+            request.tracker_script_configuration is not None
+            and progress.site is not None
+            and progress.tracker is None
+        )
+        return max(1, site + goals + links + props + guests + tracker)
     if request.operation is Operation.delete_goal:
         known = request.goal_id is not None or progress.goal_id is not None
         return 1 if known else 2  # a look at the goals list first, when our records lack the id

@@ -161,6 +161,7 @@ def site_view(found: SiteView) -> Site:
             for g in found.guests
         ],
         managed_set=site.managed_set,
+        tracker_script_configuration=site.tracker,
     )
 
 
