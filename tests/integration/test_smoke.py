@@ -28,3 +28,10 @@ def test_postgres_store_provisions_sites_end_to_end(
     redis_url: str, postgres_url: str, make_stack: Callable[..., Stack]
 ) -> None:
     _provision_a_few(make_stack(redis_url, postgres_url))
+
+
+def test_rabbitmq_broker_with_a_postgres_store_provisions_sites_end_to_end(
+    amqp_url: str, postgres_url: str, make_stack: Callable[..., Stack]
+) -> None:
+    """No Redis: the schedulers are woken through the status database (LISTEN/NOTIFY)."""
+    _provision_a_few(make_stack(amqp_url, postgres_url))
