@@ -528,6 +528,24 @@ def test_a_signup_is_admitted_at_once_while_an_import_fills_a_small_window(
     assert sched.tick() == [signup.id]
 
 
+def test_a_signup_arriving_after_the_release_is_admitted_in_the_same_window(
+    store: JobStore, limiter: Limiter, clock: Clock
+) -> None:
+    """The import took what it may of the window; near its end (past the moment the reserve
+    used to be released, and inside the guard) a signup still finds its calls held."""
+    for n in range(20):
+        store.enqueue(provision(f"b{n}.example.com"), batch="big", priority=Priority.bulk)
+    sched = scheduler(store, limiter, accounts_for(burst_limit=15, burst_seconds=5))
+    [quota] = sched.accounts.quotas.values()
+    assert len(sched.tick()) == 2
+    burst = windows.current(quota, BURST, clock.now)
+    for moment in (limiter.release_at(quota, burst), windows.end(quota, burst)):
+        clock.now = moment
+        assert sched.tick() == []  # nothing released to the import
+    signup = store.enqueue(provision("late.example.com")).job
+    assert sched.tick() == [signup.id]
+
+
 def test_the_scheduler_sizes_the_reserve_to_the_signups_waiting(
     store: JobStore, limiter: Limiter
 ) -> None:
