@@ -10,9 +10,10 @@ Limits depend on the class asking. Interactive jobs may use a whole window; bulk
 ``interactive_reserve`` of it alone until shortly before the window ends, when the part of it
 above one typical interactive job (``reserve_floor`` calls) is released to them. That one job's
 calls are never released (``held``): a signup may arrive at any moment until the window leaves
-its span, and bulk calls that took them would make it wait for the next window (two guards and
-more, whenever the release came). However small the limits, the reserve holds that one job,
-unless it is off (0).
+its span, and had bulk calls taken them it would wait until then (two guards at least, however
+late the release). So a window is spent to the last call only when a signup comes; an import
+alone leaves those few calls. However small the limits, the reserve holds that one job, unless
+it is off (0).
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ class Limiter:
         return self.reserve(quota, kind) > self.held(quota, kind)
 
     def release_at(self, quota: Quota, window: Window) -> float:
-        """When the window's unused interactive reserve, but for the job it always
-        holds (``held``), is released to bulk jobs: early enough for them to spend it before the window closes."""
+        """When the window's unused interactive reserve, but for the job it always holds
+        (``held``), is released to bulk jobs: early enough for them to spend it before the
+        window closes."""
         if window.kind == BURST:
             lead = self.release_seconds
         else:
