@@ -64,6 +64,7 @@ from worker.jobs.states import Priority  # noqa: E402
 from worker.jobs.store import JobStore  # noqa: E402
 from worker.quota.limiter import TYPICAL_JOB_CALLS  # noqa: E402
 from worker.times import as_utc  # noqa: E402
+from worker.wakeups import announcer, transport_for  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 BURST, BURST_SECONDS = 60, 10.0
@@ -115,6 +116,8 @@ class Bench:
             conn.exec_driver_sql("DELETE FROM provisioning_jobs")
             conn.exec_driver_sql("DELETE FROM quota_windows")
         self.store = JobStore(engine)
+        # Enqueueing wakes the worker's scheduler, as a producer's store does (make_store).
+        self.store.announce = announcer(transport_for(REDIS_URL, self.db_url)) or self.store.announce
         with contextlib.closing(redis.Redis.from_url(REDIS_URL)) as client:
             flush_owned(client, setting="BENCH_REDIS_URL")
 
