@@ -206,10 +206,15 @@ class Wakeup:
         self._stopped.set()
         self._event.set()
 
+    def _subscribed(self) -> None:
+        self.subscribed.set()
+        # Work announced before the subscription was not heard: look once more.
+        self._event.set()
+
     def _listen(self, transport: Transport) -> None:
         while not self._stopped.is_set():
             try:
-                transport.listen(self._event.set, self.subscribed.set, self._stopped)
+                transport.listen(self._event.set, self._subscribed, self._stopped)
             except Exception as exc:  # a hint channel: never fatal
                 log.debug("wake-up channel unavailable (%s); polling meanwhile", exc)
             self.subscribed.clear()
