@@ -117,7 +117,9 @@ class Bench:
             conn.exec_driver_sql("DELETE FROM quota_windows")
         self.store = JobStore(engine)
         # Enqueueing wakes the worker's scheduler, as a producer's store does (make_store).
-        self.store.announce = announcer(transport_for(REDIS_URL, self.db_url)) or self.store.announce
+        self.store.announce = (
+            announcer(transport_for(REDIS_URL, self.db_url)) or self.store.announce
+        )
         with contextlib.closing(redis.Redis.from_url(REDIS_URL)) as client:
             flush_owned(client, setting="BENCH_REDIS_URL")
 
