@@ -12,7 +12,9 @@ straight into the status table as the producers do, and reads what reached Plaus
 sandbox's request log (``/_sandbox/requests``, by the sandbox's clock). It prints one table.
 
 - quota use: calls per window against the budget, as sites per window against the theoretical
-  maximum (budget / calls per site), 429s and calls per site; burst-bound and hour-bound;
+  maximum (budget / calls per site) and against bulk's share (the budget less one signup's
+  calls, which the reserve holds to each window's end), 429s and calls per site; burst-bound
+  and hour-bound;
 - fairness: windows until a 20-site batch queued behind a 10,000-site batch is done;
 - interactive latency: signups arriving while that backlog waits, p50/p95 from enqueue to their
   first API call (the site's creation in the sandbox) and to done;
@@ -60,7 +62,9 @@ from testkit.services import flush_owned  # noqa: E402
 from worker.jobs.intake import NewJob  # noqa: E402
 from worker.jobs.states import Priority  # noqa: E402
 from worker.jobs.store import JobStore  # noqa: E402
+from worker.quota.limiter import TYPICAL_JOB_CALLS  # noqa: E402
 from worker.times import as_utc  # noqa: E402
+from worker.wakeups import announcer, transport_for  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 BURST, BURST_SECONDS = 60, 10.0
@@ -112,6 +116,10 @@ class Bench:
             conn.exec_driver_sql("DELETE FROM provisioning_jobs")
             conn.exec_driver_sql("DELETE FROM quota_windows")
         self.store = JobStore(engine)
+        # Enqueueing wakes the worker's scheduler, as a producer's store does (make_store).
+        self.store.announce = (
+            announcer(transport_for(REDIS_URL, self.db_url)) or self.store.announce
+        )
         with contextlib.closing(redis.Redis.from_url(REDIS_URL)) as client:
             flush_owned(client, setting="BENCH_REDIS_URL")
 
@@ -208,6 +216,8 @@ def report_use(
     refused = sum(1 for _, status, _ in log if status == 429)
     counts = interior(windows_of([e for e in log if e[1] != 429], seconds))
     theoretical = budget / CALLS_PER_SITE
+    # Bulk jobs never take the calls of one signup, held to each window's end.
+    bulk_share = (budget - TYPICAL_JOB_CALLS) / CALLS_PER_SITE
     sites = [n / CALLS_PER_SITE for n in counts]
     bench.add(name, "windows measured", len(counts))
     bench.add(name, "calls per window (min/mean)", f"{min(counts)}/{statistics.mean(counts):.1f}")
@@ -216,6 +226,12 @@ def report_use(
         "sites per window / theoretical",
         f"{statistics.mean(sites):.2f} / {theoretical:g} "
         f"({100 * statistics.mean(sites) / theoretical:.1f}%)",
+    )
+    bench.add(
+        name,
+        "sites per window / bulk's share (all but one signup's calls)",
+        f"{statistics.mean(sites):.2f} / {bulk_share:g} "
+        f"({100 * statistics.mean(sites) / bulk_share:.1f}%)",
         ">= 99%",
     )
     bench.add(name, "429s", refused, "0")

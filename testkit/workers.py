@@ -33,7 +33,7 @@ from worker.jobs.specs import JobRequest
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
 from worker.settings import Settings
-from worker.wakeups import announcer
+from worker.wakeups import announcer, transport_for
 
 T = TypeVar("T")
 
@@ -212,7 +212,9 @@ class Stack:
         self.engine = migrated_engine(database_url)
         self.store = JobStore(self.engine)
         # Enqueueing wakes the workers' schedulers, as a producer's store does (make_store).
-        self.store.announce = announcer(broker_url) or self.store.announce
+        self.store.announce = (
+            announcer(transport_for(broker_url, database_url)) or self.store.announce
+        )
         self._app: Any = None
         self._dispatcher: Any = None
 

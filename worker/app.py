@@ -44,7 +44,7 @@ from worker.runtime import (
 from worker.service import Pipeline
 from worker.settings import Settings
 from worker.sweeper import SweeperThread, sweep_forever
-from worker.wakeups import Wakeup, announcer, redis_url_of
+from worker.wakeups import Wakeup, announcer, redis_url_of, transport_of
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class _ProcessState:
         self._sweeper_thread: SweeperThread | None = None
         self._sweeping = False
         self._wakeup = Wakeup()
-        self._announce = announcer(settings.broker_url)
+        self._announce = announcer(transport_of(settings))
         #: The worker's event loop (threads pool), woken after each acknowledgement.
         self._hub: Any = None
         self._metrics_dir: str | None = None
@@ -405,17 +405,18 @@ def is_prefork(worker: Any) -> bool:
 
 def idle_poll(settings: Settings) -> float:
     """How often the scheduler looks with nothing to wake it: the idle poll where wake-ups cross
-    processes (Redis pub/sub), else the busy rate (another broker: producers cannot wake it)."""
-    if redis_url_of(settings.broker_url) or not settings.broker_url:
+    processes (Redis pub/sub, PostgreSQL LISTEN/NOTIFY) or need not (embedded mode), else the
+    busy rate (producers cannot wake it)."""
+    if transport_of(settings) is not None or not settings.broker_url:
         return settings.idle_poll_seconds
     return settings.schedule_interval_seconds
 
 
 def listening(wakeup: Wakeup, settings: Settings) -> Wakeup:
-    """``wakeup``, also woken by messages on the broker's Redis when it is one."""
-    url = redis_url_of(settings.broker_url)
-    if url:
-        wakeup.listen(url)
+    """``wakeup``, also woken by the wake-ups other processes send (``worker.wakeups``)."""
+    transport = transport_of(settings)
+    if transport is not None:
+        wakeup.listen(transport)
     return wakeup
 
 

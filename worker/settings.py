@@ -112,9 +112,14 @@ class Settings(BaseSettings):
     #: finished or handed back; a window opening), at most this often.
     schedule_interval_seconds: float = Field(default=0.1, gt=0)
     #: With nothing to wake it, the scheduler still looks this often: the safety net for a
-    #: missed wake-up (``worker.wakeups``). With a broker other than Redis there is no wake-up
-    #: channel across processes, and it looks every ``schedule_interval_seconds``.
+    #: missed wake-up (``worker.wakeups``). With no wake-up channel across processes (a broker
+    #: other than Redis and a status database other than PostgreSQL), it looks every
+    #: ``schedule_interval_seconds``.
     idle_poll_seconds: float = Field(default=5.0, gt=0)
+    #: How wake-ups cross processes (``worker.wakeups``): the broker's Redis, the PostgreSQL
+    #: status database (LISTEN/NOTIFY), none, or auto: Redis when the broker is, else PostgreSQL
+    #: when the status database is.
+    wakeups: Literal["auto", "redis", "postgres", "none"] = "auto"
     #: At most this many dispatched jobs wait in the broker for a worker; the rest wait as rows,
     #: where new signups still go first and a taken-over job is not stuck behind a backlog.
     dispatch_ahead: int = Field(default=32, gt=0)

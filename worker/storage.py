@@ -10,7 +10,7 @@ from worker.accounts import load_accounts
 from worker.jobs.db import make_engine, require_current, upgrade
 from worker.jobs.store import JobStore
 from worker.settings import Settings
-from worker.wakeups import announcer
+from worker.wakeups import announcer, transport_of
 
 
 def make_store(
@@ -27,5 +27,5 @@ def make_store(
         require_current(engine)
     store = JobStore(engine, webhook_urls=webhook_urls)
     # Producers wake the workers' schedulers when they enqueue (worker.wakeups).
-    store.announce = announcer(settings.broker_url) or store.announce
+    store.announce = announcer(transport_of(settings)) or store.announce
     return store

@@ -134,11 +134,58 @@ def test_bulk_leaves_the_interactive_reserve_until_it_is_released(
     burst = windows.current(QUOTA, BURST, clock.now)
     # Released one second (plus the guard) before the window ends.
     assert refusal.retry_at == windows.end(QUOTA, burst) - 0.5 - 1.0
-    assert limiter.take(QUOTA, limiter.span(QUOTA), 4, Priority.interactive) is None
     clock.now = refusal.retry_at
+    # The reserve above one signup's calls (6 - 4) goes to bulk; those 4 are held to the end.
     assert limiter.take(QUOTA, limiter.span(QUOTA), 2, Priority.bulk) is None
     assert limiter.room(QUOTA, Priority.bulk) == 0
+    assert limiter.room(QUOTA, Priority.interactive) == 4
+    clock.now = windows.end(QUOTA, burst) + 0.5 - 0.01  # the window still in the span
+    assert limiter.take(QUOTA, limiter.span(QUOTA), 4, Priority.interactive) is None
     assert limiter.room(QUOTA, Priority.interactive) == 0
+
+
+def test_one_signup_s_calls_are_never_released_to_bulk_whatever_the_limits(
+    engine: Engine, clock: Clock
+) -> None:
+    """15 calls per 5 s: the whole reserve is one 4-call signup, so nothing is released: a
+    signup arriving at the window's last moment still finds room, where it used to wait for the
+    next window behind bulk jobs that took the released reserve."""
+    small = Quota("small", hourly_limit=600, burst_limit=15, burst_seconds=5, hour_seconds=3600)
+    limiter = Limiter(engine, interactive_reserve=0.1, release_seconds=1.0, guard=0.5, clock=clock)
+    burst = windows.current(small, BURST, clock.now)
+    assert (limiter.reserve(small, BURST), limiter.held(small, BURST)) == (4, 4)
+    assert not limiter.releases(small, BURST)
+    assert limiter.take(small, limiter.span(small), 11, Priority.bulk) is None
+    refusal = limiter.take(small, limiter.span(small), 1, Priority.bulk)
+    assert refusal is not None
+    # Bulk asks again once the window is out of the span, not at a release that gives nothing.
+    assert refusal.retry_at == windows.end(small, burst) + 0.5
+    for moment in (limiter.release_at(small, burst), windows.end(small, burst) + 0.49):
+        clock.now = moment
+        assert limiter.room(small, Priority.bulk) == 0
+        assert limiter.room(small, Priority.interactive) == 4
+    # And the scheduler is not woken for a release that changes nothing.
+    clock.now = T0
+    assert limiter.next_change(small) == windows.end(small, burst) + 0.5
+
+
+def test_the_hour_releases_all_but_one_signup_s_calls_before_it_ends(
+    limiter: Limiter, clock: Clock
+) -> None:
+    hour = windows.current(QUOTA, HOUR, clock.now)
+    assert (limiter.reserve(QUOTA, HOUR), limiter.held(QUOTA, HOUR)) == (60, 4)
+    # 56 calls are released: two burst windows (plus one) before the hour ends.
+    assert limiter.release_at(QUOTA, hour) == windows.end(QUOTA, hour) - 0.5 - 2 * 10
+    assert limiter.limit(QUOTA, hour, Priority.bulk, clock.now) == 540
+    assert limiter.limit(QUOTA, hour, Priority.bulk, limiter.release_at(QUOTA, hour)) == 596
+    assert limiter.limit(QUOTA, hour, Priority.interactive, clock.now) == 600
+
+
+def test_no_reserve_holds_nothing_and_bulk_may_spend_the_whole_window(engine: Engine) -> None:
+    limiter = Limiter(engine, interactive_reserve=0)
+    burst = Window(BURST, 1)
+    assert limiter.held(QUOTA, BURST) == 0
+    assert limiter.limit(QUOTA, burst, Priority.bulk, 0.0) == 60
 
 
 def test_unused_permits_go_back_only_to_windows_still_open(limiter: Limiter, clock: Clock) -> None:
@@ -478,6 +525,24 @@ def test_a_signup_is_admitted_at_once_while_an_import_fills_a_small_window(
     assert len(sched.tick()) == 2  # 8 calls: a third job would take 3 of the 4 kept
     assert sched.tick() == []  # the import has all it may have of this window
     signup = store.enqueue(provision("new.example.com")).job
+    assert sched.tick() == [signup.id]
+
+
+def test_a_signup_arriving_after_the_release_is_admitted_in_the_same_window(
+    store: JobStore, limiter: Limiter, clock: Clock
+) -> None:
+    """The import took what it may of the window; near its end (past the moment the reserve
+    used to be released, and inside the guard) a signup still finds its calls held."""
+    for n in range(20):
+        store.enqueue(provision(f"b{n}.example.com"), batch="big", priority=Priority.bulk)
+    sched = scheduler(store, limiter, accounts_for(burst_limit=15, burst_seconds=5))
+    [quota] = sched.accounts.quotas.values()
+    assert len(sched.tick()) == 2
+    burst = windows.current(quota, BURST, clock.now)
+    for moment in (limiter.release_at(quota, burst), windows.end(quota, burst)):
+        clock.now = moment
+        assert sched.tick() == []  # nothing released to the import
+    signup = store.enqueue(provision("late.example.com")).job
     assert sched.tick() == [signup.id]
 
 

@@ -1,5 +1,6 @@
-"""Wake-ups: a producer's enqueue wakes a sleeping scheduler, in this process or through the
-broker's Redis; the poll is far longer than the waits here, so only the wake-up explains it."""
+"""Wake-ups: a producer's enqueue wakes a sleeping scheduler, in this process, through the
+broker's Redis or through the PostgreSQL status database (LISTEN/NOTIFY); the poll is far longer
+than the waits here, so only the wake-up explains it."""
 
 from __future__ import annotations
 
@@ -11,18 +12,29 @@ from producers.events import parse_event
 from testkit.databases import migrated_engine
 from testkit.fakes import RecordingDispatcher
 from testkit.waiting import wait_for
+from worker.app import idle_poll, listening
 from worker.jobs.store import JobStore
 from worker.runtime import make_scheduler
 from worker.settings import Settings
 from worker.sweeper import SweeperThread
-from worker.wakeups import Wakeup, announcer
+from worker.wakeups import (
+    Announcer,
+    PostgresTransport,
+    RedisTransport,
+    Wakeup,
+    announcer,
+    transport_for,
+    transport_of,
+)
+
+AMQP = "amqp://guest@127.0.0.1//"
 
 
 def test_a_published_wake_up_wakes_every_listener(redis_url: str) -> None:
     first, second = Wakeup(), Wakeup()
     for wakeup in (first, second):
         wakeup.listen(redis_url)
-    announce = announcer(redis_url)
+    announce = announcer(transport_for(redis_url))
     assert announce is not None
     try:
         # The subscriptions start in their threads: announce until both have heard one.
@@ -34,7 +46,7 @@ def test_a_published_wake_up_wakes_every_listener(redis_url: str) -> None:
     finally:
         first.stop()
         second.stop()
-    assert announcer("amqp://guest@127.0.0.1//") is None  # no channel: the poll is the net
+    assert announcer(transport_for(AMQP)) is None  # no channel: the poll is the net
 
 
 def test_an_enqueue_wakes_the_sleeping_scheduler(
@@ -61,3 +73,134 @@ def test_an_enqueue_wakes_the_sleeping_scheduler(
     finally:
         sweeper.stop()
         sweeper.join(timeout=5)
+
+
+def test_the_channel_is_chosen_by_configuration() -> None:
+    pg = "postgresql+psycopg://postgres@127.0.0.1:5432/jobs"
+    assert isinstance(transport_for("redis://127.0.0.1:6379/0", pg), RedisTransport)
+    chosen = transport_for(AMQP, pg)
+    assert isinstance(chosen, PostgresTransport)
+    assert chosen.conninfo == "postgresql://postgres@127.0.0.1:5432/jobs"  # libpq's form
+    assert isinstance(transport_for("redis://127.0.0.1:6379/0", pg, "postgres"), PostgresTransport)
+    assert transport_for("redis://127.0.0.1:6379/0", pg, "none") is None
+    assert transport_for(AMQP, "sqlite:///jobs.db") is None
+    # Without a channel the scheduler looks at the busy rate; with one, at the idle poll.
+    settings = Settings(broker_url=AMQP, database_url=pg, idle_poll_seconds=7)
+    assert isinstance(transport_of(settings), PostgresTransport)
+    assert idle_poll(settings) == 7
+    alone = Settings(broker_url=AMQP, database_url="sqlite:///jobs.db", idle_poll_seconds=7)
+    assert idle_poll(alone) == alone.schedule_interval_seconds
+
+
+def test_a_notify_on_the_status_database_wakes_every_listener(postgres_url: str) -> None:
+    transport = transport_for(AMQP, postgres_url)
+    assert isinstance(transport, PostgresTransport)
+    first, second = Wakeup(), Wakeup()
+    for wakeup in (first, second):
+        wakeup.listen(transport)
+    announce = announcer(transport)
+    assert announce is not None
+    try:
+        wait_for(
+            lambda: first.subscribed.is_set() and second.subscribed.is_set(),
+            timeout=10,
+            describe="both listening",
+        )
+        # Each looked once more as it began listening; nothing else before the NOTIFY.
+        assert first.wait(0)
+        assert second.wait(0)
+        assert not first.wait(0)
+        assert not second.wait(0)
+        announce()
+        assert first.wait(10)
+        assert second.wait(10)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def listener_pids(postgres_url: str) -> set[int]:
+    """Backends of the test's database waiting in LISTEN (the listeners' connections)."""
+    import psycopg
+
+    transport = transport_for(AMQP, postgres_url)
+    assert isinstance(transport, PostgresTransport)
+    with psycopg.connect(transport.conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return {int(pid) for (pid,) in rows}
+
+
+def test_a_listener_whose_connection_is_lost_wakes_the_scheduler_and_listens_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    import worker.wakeups
+
+    monkeypatch.setattr(worker.wakeups, "RESUBSCRIBE_SECONDS", 0.2)
+    transport = transport_for(AMQP, postgres_url)
+    assert isinstance(transport, PostgresTransport)
+    wakeup = Wakeup()
+    wakeup.listen(transport)
+    try:
+        wait_for(
+            lambda: listener_pids(postgres_url) and wakeup.subscribed.is_set(),
+            timeout=10,
+            describe="a listener",
+        )
+        [lost] = listener_pids(postgres_url)
+        wakeup.wait(0)  # the look once listening
+        assert not wakeup.wait(0)
+        with psycopg.connect(transport.conninfo, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (lost,))
+        # The loss wakes the scheduler (a wake-up may have been missed): it looks meanwhile.
+        assert wakeup.wait(10)
+        wait_for(
+            lambda: listener_pids(postgres_url) - {lost} and wakeup.subscribed.is_set(),
+            timeout=10,
+            describe="listening again on a new connection",
+        )
+        wakeup.wait(0)  # forget the wake-ups of the retries
+        Announcer(transport)()
+        assert wakeup.wait(10)
+    finally:
+        wakeup.stop()
+
+
+def test_an_enqueue_wakes_a_scheduler_listening_on_postgresql(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RabbitMQ as the broker, PostgreSQL as the status database: the producer's NOTIFY wakes
+    a scheduler whose poll is an hour away."""
+    settings = Settings(
+        broker_url=AMQP, database_url=postgres_url, hourly_limit=10_000, burst_limit=10_000
+    )
+    store = JobStore(migrated_engine(postgres_url))
+    store.announce = announcer(transport_of(settings)) or store.announce
+    looked: list[int] = []  # each time the loop asks whether jobs wait for admission
+    read = store.ready_waiting
+    monkeypatch.setattr(store, "ready_waiting", lambda: looked.append(read()) or looked[-1])
+    dispatcher = RecordingDispatcher()
+    wakeup = listening(Wakeup(), settings)
+    sweeper = SweeperThread(
+        store, make_scheduler(settings, store, dispatcher), settings, wakeup, poll=3600
+    )
+    sweeper.start()
+    try:
+        # The first look, and one more once listening (for work announced before that).
+        wait_for(
+            lambda: len(looked) >= 2 and wakeup.subscribed.is_set(),
+            timeout=10,
+            describe="the scheduler listening, having looked",
+        )
+        assert set(looked) == {0}
+        job = store.enqueue(parse_event({"domain": "notified.example.com"}).request).job
+        wait_for(lambda: job.id in dispatcher.published, timeout=10, describe="the job dispatched")
+    finally:
+        sweeper.stop()
+        wakeup.stop()
+        sweeper.join(timeout=5)
+        store.engine.dispose()

@@ -7,9 +7,13 @@ database, not in the broker, so flushing or restarting Redis cannot reset it int
 and embedded mode uses the same code on SQLite.
 
 Limits depend on the class asking. Interactive jobs may use a whole window; bulk jobs leave
-``interactive_reserve`` of it alone until shortly before the window ends (the reserve is then
-released, so no budget goes unspent while work waits). However small the limits, the reserve
-holds at least one typical interactive job (``reserve_floor`` calls), unless it is off (0).
+``interactive_reserve`` of it alone until shortly before the window ends, when the part of it
+above one typical interactive job (``reserve_floor`` calls) is released to them. That one job's
+calls are never released (``held``): a signup may arrive at any moment until the window leaves
+its span, and had bulk calls taken them it would wait until then (two guards at least, however
+late the release). So a window is spent to the last call only when a signup comes; an import
+alone leaves those few calls. However small the limits, the reserve holds that one job, unless
+it is off (0).
 """
 
 from __future__ import annotations
@@ -96,24 +100,39 @@ class Limiter:
         if not self.interactive_reserve:
             return 0
         share = math.ceil(budget * self.interactive_reserve)
-        return max(share, min(self.reserve_floor, budget - 1))
+        return max(share, self.held(quota, kind))
+
+    def held(self, quota: Quota, kind: str) -> int:
+        """Permits of a window bulk jobs never take: one typical interactive job's calls (never
+        the whole window), free for the next signup until the window is over."""
+        if not self.interactive_reserve:
+            return 0
+        return min(self.reserve_floor, self.budget(quota, kind) - 1)
+
+    def releases(self, quota: Quota, kind: str) -> bool:
+        """Whether part of the reserve goes to bulk jobs before the window ends."""
+        return self.reserve(quota, kind) > self.held(quota, kind)
 
     def release_at(self, quota: Quota, window: Window) -> float:
-        """When the window's unused interactive reserve is released to bulk jobs: early enough
-        for them to spend it before the window closes."""
+        """When the window's unused interactive reserve, but for the job it always holds
+        (``held``), is released to bulk jobs: early enough for them to spend it before the
+        window closes."""
         if window.kind == BURST:
             lead = self.release_seconds
         else:
-            # The hour's reserve is spent at the burst rate: give it that many burst windows.
-            burst_windows = math.ceil(self.reserve(quota, HOUR) / quota.burst_limit) + 1
+            # The hour's release is spent at the burst rate: give it that many burst windows.
+            released = self.reserve(quota, HOUR) - self.held(quota, HOUR)
+            burst_windows = math.ceil(released / quota.burst_limit) + 1
             lead = min(burst_windows * quota.burst_seconds, quota.hour_seconds / 4)
         return windows.end(quota, window) - self.guard - lead
 
     def limit(self, quota: Quota, window: Window, priority: Priority, at: float) -> int:
         """How many permits the window may have handed out once ``priority`` takes one."""
         budget = self.budget(quota, window.kind)
-        if priority is Priority.interactive or at >= self.release_at(quota, window):
+        if priority is Priority.interactive:
             return budget
+        if at >= self.release_at(quota, window):
+            return budget - self.held(quota, window.kind)
         return budget - self.reserve(quota, window.kind)
 
     def capacity(self, quota: Quota, priority: Priority) -> int:
@@ -130,7 +149,7 @@ class Limiter:
             oldest = windows.current(quota, kind, at - self.guard)
             moments.append(windows.end(quota, oldest) + self.guard)
             release = self.release_at(quota, windows.current(quota, kind, at))
-            if release > at:
+            if release > at and self.releases(quota, kind):
                 moments.append(release)
         return min(moments)
 
@@ -150,7 +169,7 @@ class Limiter:
 
     def _retry_at(self, quota: Quota, window: Window, priority: Priority, at: float) -> float:
         release = self.release_at(quota, window)
-        if priority is Priority.bulk and at < release:
+        if priority is Priority.bulk and at < release and self.releases(quota, window.kind):
             return release
         # Once the window is over, a request no longer needs a permit in it.
         return windows.end(quota, window) + self.guard
