@@ -79,12 +79,11 @@ def test_new_signups_start_at_once_behind_a_bulk_backlog(stack: Stack) -> None:
     assert stack.sandbox.state()["counters"]["rate_limited"] == 0
     windows = per_window(requests_log(stack))
     assert max(windows.values()) <= 20
-    # While work waited, bulk jobs were given each window but the one signup's calls (4) held
-    # to its end: the windows between the first and the last were mostly spent up to those 16
-    # (less where a job's last calls fell near a boundary, charged to both windows, and in the
-    # last windows, as the backlog ran out), and never past 20 with a signup.
+    # While work waited, bulk jobs were given each window but the one signup's calls (4) that
+    # the reserve holds to its end: the windows between the first and the last were (almost
+    # all) spent to those 16, and never past 20 with a signup.
     inner = [windows[w] for w in sorted(windows)[1:-1]]
-    assert sum(inner) >= 0.7 * (20 - 4) * len(inner), windows
+    assert sum(1 for n in inner if n >= 20 - 4) >= 0.8 * len(inner), windows
 
 
 def test_a_small_batch_is_not_stuck_behind_a_large_one(sqlite_stack: Stack) -> None:
