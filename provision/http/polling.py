@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from provision.http import deps
 from provision.http.errors import ApiError
 from worker.jobs import view
-from worker.jobs.models import ProvisioningJob
+from worker.jobs.queries import PolledJob
 
 #: The longest ``?wait``, in seconds.
 MAX_WAIT_SECONDS = 60
@@ -64,7 +64,7 @@ class Snapshot:
     done: bool
 
     @classmethod
-    def of(cls, job: ProvisioningJob) -> Snapshot:
+    def of(cls, job: PolledJob) -> Snapshot:
         body = view.job_view(job).model_dump_json().encode()
         etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
         return cls(job.account, body, etag, job.status.done)
