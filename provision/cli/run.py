@@ -113,6 +113,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
 
     from provision.http.app import create_app
     from provision.tokens import load_tokens
+    from worker.wakeups import Wakeup, redis_url_of
 
     settings = get_settings()
     dev = dev or settings.dev_mode
@@ -131,6 +132,11 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
     with runtime(settings) as store:
         reporter = make_reporter(settings, store)
         metrics.register_quota_collector(reporter)
+        # The workers' wake-ups end a ?wait poller's pause when its job changed.
+        wakeup = None
+        if (redis_url := redis_url_of(settings.broker_url)) is not None:
+            wakeup = Wakeup()
+            wakeup.listen(redis_url)
         app = create_app(
             store,
             token=settings.api_token,
@@ -138,6 +144,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
             accounts=accounts,
             reporter=reporter,
             tokens=tokens,
+            wakeup=wakeup,
         )
         # What was built to start lives as long as the process: keep it out of the collector's
         # way, so a full collection walks only what requests make (shorter pauses, a lower p99).

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
 
+from provision.http.changes import JobChanges
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
 from provision.tokens import Principal
@@ -24,6 +25,8 @@ class Parts:
     reporter: Reporter | None = None
     #: The account names events may use; None: any.
     accounts: Collection[str] | None = None
+    #: Wakes ``?wait`` pollers when their job changes; None: they only re-read on their own.
+    changes: JobChanges | None = None
 
 
 def attach(app: FastAPI, parts: Parts) -> None:

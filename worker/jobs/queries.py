@@ -84,6 +84,8 @@ class PolledJob:
     webhook: PolledWebhook | None
 
 
+#: Ids per statement of ``Queries.updated_at`` (SQLite takes up to 32,766 parameters).
+_IDS_PER_QUERY = 500
 #: A batch's rate is what it finished in this many seconds, shown as jobs per minute.
 RATE_SECONDS = 60
 
@@ -137,6 +139,20 @@ class Queries(Counts):
     @functools.cached_property
     def _poll(self) -> DriverSelect:
         return DriverSelect(self.reader, _poll_statement())
+
+    def updated_at(self, job_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each of these jobs last changed (a job deleted is left out), on the reader
+        pool: what ``?wait`` pollers check at a wake-up (``provision.http.changes``)."""
+        jobs = table_of(ProvisioningJob)
+        found: dict[str, datetime] = {}
+        with self.reader.connect() as connection:
+            for start in range(0, len(job_ids), _IDS_PER_QUERY):
+                chunk = job_ids[start : start + _IDS_PER_QUERY]
+                rows = connection.execute(
+                    sa.select(jobs.c.id, jobs.c.updated_at).where(jobs.c.id.in_(chunk))
+                )
+                found.update({row.id: row.updated_at for row in rows})
+        return found
 
     def batch(self, batch_id: str) -> list[ProvisioningJob]:
         with Session(self.engine, expire_on_commit=False) as session:
