@@ -2,13 +2,13 @@
 rather than at their next re-read.
 
 One per process. It listens to the workers' wake-up channel (``worker.wakeups``: a producer
-enqueued, an operator retried or cancelled, a worker finished or handed back a job) on one
-thread, whatever the number of waiters. A wake-up names no job, so at each one (at most one
-every ``CHECK_EVERY`` seconds) it reads the ``updated_at`` of every job waited on, in one
-statement, and wakes the waiters of those that moved. Every change to a job sets its
-``updated_at``. The channel is only a hint: waiters still re-read on their own pauses
-(``provision.http.polling``), which is also how they see changes that announce nothing, such
-as a job starting to run.
+enqueued, an operator retried, a worker finished or handed back a job) on one thread, whatever
+the number of waiters. A wake-up names no job, so at each one (at most one every
+``CHECK_EVERY`` seconds) it reads the ``updated_at`` of every job waited on, in one statement,
+and wakes the waiters of those that moved. Every change to a job sets its ``updated_at``. The
+channel is only a hint: waiters still re-read on their own pauses (``provision.http.polling``),
+which is also how they see changes that announce nothing, such as a cancel or a job starting to
+run.
 """
 
 from __future__ import annotations
