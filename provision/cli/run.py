@@ -114,6 +114,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
     from producers.plans.refresh import LiveReader
     from provision.http.app import create_app
     from provision.tokens import load_tokens
+    from worker.wakeups import Wakeup, transport_of
 
     settings = get_settings()
     dev = dev or settings.dev_mode
@@ -132,6 +133,11 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
     with runtime(settings) as store:
         reporter = make_reporter(settings, store)
         metrics.register_quota_collector(reporter)
+        # The workers' wake-ups end a ?wait poller's pause when its job changed.
+        wakeup = None
+        if (transport := transport_of(settings)) is not None:
+            wakeup = Wakeup()
+            wakeup.listen(transport)
         app = create_app(
             store,
             token=settings.api_token,
@@ -140,6 +146,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
             reporter=reporter,
             tokens=tokens,
             refresher=LiveReader(settings, store),
+            wakeup=wakeup,
         )
         # What was built to start lives as long as the process: keep it out of the collector's
         # way, so a full collection walks only what requests make (shorter pauses, a lower p99).

@@ -32,7 +32,8 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from provision import dashboard
-from provision.http import deps, health, routes
+from provision.http import deps, health, polling, routes
+from provision.http.changes import JobChanges
 from provision.http.errors import handle_errors
 from provision.http.gate import BODY_TIMEOUT_SECONDS, Gate
 from provision.http.openapi import Service
@@ -40,6 +41,7 @@ from provision.http.polling import JobPolls
 from provision.tokens import LEGACY, Tokens, token_hash
 from worker.jobs.store import JobStore
 from worker.quota.report import Reporter
+from worker.wakeups import Wakeup
 
 if TYPE_CHECKING:
     from producers.plans.refresh import LiveReader
@@ -55,10 +57,12 @@ def create_app(
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     tokens: Tokens | None = None,
     refresher: LiveReader | None = None,
+    wakeup: Wakeup | None = None,
 ) -> FastAPI:
     """The service. ``tokens``: every token it accepts (``provision.tokens``); by default
-    ``token`` alone, as an admin. Refuses to build without any token unless ``dev_mode`` is
-    set."""
+    ``token`` alone, as an admin. ``wakeup``: the workers' wake-ups, which end a ``?wait``
+    poller's pause when its job changed (``provision.http.changes``). Refuses to build without
+    any token unless ``dev_mode`` is set."""
     if tokens is None:
         legacy = token.get_secret_value()
         tokens = Tokens({token_hash(legacy): LEGACY} if legacy else {})
@@ -72,7 +76,8 @@ def create_app(
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True},
     )
-    deps.attach(app, deps.Parts(store, reporter, accounts, refresher))
+    changes = JobChanges(store, wakeup, polling.readers()) if wakeup is not None else None
+    deps.attach(app, deps.Parts(store, reporter, accounts, refresher, changes))
     # Added first, so it runs inside the gate (the last added runs first).
     app.add_middleware(JobPolls)
     app.add_middleware(Gate, tokens=tokens, body_timeout=body_timeout)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
 
 from producers.plans.refresh import LiveReader
+from provision.http.changes import JobChanges
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
 from provision.tokens import Principal
@@ -27,6 +28,8 @@ class Parts:
     accounts: Collection[str] | None = None
     #: Reads sites live for ``POST /plans?refresh=true``; None: started without the settings to.
     refresher: LiveReader | None = None
+    #: Wakes ``?wait`` pollers when their job changes; None: they only re-read on their own.
+    changes: JobChanges | None = None
 
 
 def attach(app: FastAPI, parts: Parts) -> None:

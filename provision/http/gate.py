@@ -32,7 +32,8 @@ class Gate:
     configured: development mode, open) and leaves its principal in the request's state, then
     takes the body whole, refusing one over ``MAX_BODY_BYTES`` (by its Content-Length, else once
     that much has streamed in) without reading the rest, and one that takes longer than
-    ``body_timeout`` to arrive."""
+    ``body_timeout`` to arrive. A GET or HEAD without Content-Length or Transfer-Encoding has
+    no body to take."""
 
     def __init__(self, app: ASGIApp, *, tokens: Tokens, body_timeout: float) -> None:
         self.app, self.tokens, self.body_timeout = app, tokens, body_timeout
@@ -42,9 +43,16 @@ class Gate:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        # A GET with neither header has no body (RFC 9112, 6.3; our GETs read none anyway):
+        # nothing to wait for, and the app reads the server's message itself (a job's poll).
+        framed = (
+            scope["method"] not in ("GET", "HEAD")
+            or "content-length" in headers
+            or "transfer-encoding" in headers
+        )
         try:
             principal = self._check_token(scope["path"], headers)
-            body = await self._read_body(headers, receive)
+            body = await self._read_body(headers, receive) if framed else b""
         except ApiError as refused:
             await refused.response()(scope, receive, send)
             return
@@ -52,7 +60,7 @@ class Gate:
             return  # the client went away
         if principal is not None:
             scope.setdefault("state", {})[PRINCIPAL] = principal
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, _replay(body, receive) if framed else receive, send)
 
     def _check_token(self, path: str, headers: Headers) -> Principal | None:
         """The principal of the request's bearer token (None on a public path); a 401 ApiError

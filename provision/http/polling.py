@@ -9,7 +9,9 @@ the same ``answer`` where the middleware is not in front.
 
 Waiting re-reads the job's row with a growing pause (``FIRST_PAUSE`` up to ``LONGEST_PAUSE``):
 one indexed read per waiter and pause, not a held database connection or thread, so thousands
-of clients may wait at once. A change is a different body, whatever changed it."""
+of clients may wait at once. A change is a different body, whatever changed it. Where the
+workers announce their work on Redis, ``provision.http.changes`` ends a pause early when the
+job changed, so a waiter answers a finished job at once; the re-reads remain the safety net."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -29,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from provision.http import deps
 from provision.http.errors import ApiError
 from worker.jobs import view
-from worker.jobs.models import ProvisioningJob
+from worker.jobs.queries import PolledJob
 
 #: The longest ``?wait``, in seconds.
 MAX_WAIT_SECONDS = 60
@@ -56,18 +59,21 @@ def readers() -> ThreadPoolExecutor:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A job as one answer shows it: its JSON, that body's ETag, and whether it is done."""
+    """A job as one answer shows it: its JSON, that body's ETag, and whether it is done; its
+    id and when it last changed, for ``provision.http.changes``."""
 
     account: str
     body: bytes
     etag: str
     done: bool
+    id: str
+    updated_at: datetime
 
     @classmethod
-    def of(cls, job: ProvisioningJob) -> Snapshot:
+    def of(cls, job: PolledJob) -> Snapshot:
         body = view.job_view(job).model_dump_json().encode()
         etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-        return cls(job.account, body, etag, job.status.done)
+        return cls(job.account, body, etag, job.status.done, job.id, job.updated_at)
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:
@@ -82,16 +88,26 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
+#: Waits between two reads of a waiter: ``(snapshot, seconds)``, returning early if it may know
+#: the job changed.
+Pause = Callable[[Snapshot, float], Awaitable[object]]
+
+
+async def _sleep(_snapshot: Snapshot, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
 async def wait_for_change(
     read: Callable[[], Awaitable[Snapshot | None]],
     first: Snapshot,
     known: str | None,
     seconds: float,
     gone: Callable[[], Awaitable[bool]],
+    pause_for: Pause = _sleep,
 ) -> Snapshot | None:
     """The job once it is no longer what the client has (``known``, its ``If-None-Match``, else
     ``first``), it is done, or ``seconds`` have passed; None if it was deleted meanwhile.
-    Stops early when the client is ``gone``."""
+    Stops early when the client is ``gone``. ``pause_for`` waits between reads."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     pause = FIRST_PAUSE
@@ -106,7 +122,7 @@ async def wait_for_change(
         left = deadline - loop.time()
         if left <= 0 or await gone():
             break
-        await asyncio.sleep(min(pause, left))
+        await pause_for(current, min(pause, left))
         pause = min(pause * GROWTH, LONGEST_PAUSE)
         current = await read()
     return current
@@ -133,7 +149,8 @@ async def answer(request: Request, ref: str) -> Response:
     deps.require(caller, SCOPE)
     wait = wait_seconds(request.query_params.get("wait"))
     if_none_match = request.headers.get("if-none-match")
-    store = deps.parts_of(request).store
+    parts = deps.parts_of(request)
+    store = parts.store
 
     def snapshot() -> Snapshot | None:
         job = store.poll(ref)
@@ -144,7 +161,15 @@ async def answer(request: Request, ref: str) -> Response:
 
     found = await read()
     if found is not None and wait:
-        found = await wait_for_change(read, found, if_none_match, wait, request.is_disconnected)
+        changes = parts.changes
+        pause_for: Pause = (
+            (lambda seen, seconds: changes.until_changed(seen.id, seen.updated_at, seconds))
+            if changes is not None
+            else _sleep
+        )
+        found = await wait_for_change(
+            read, found, if_none_match, wait, request.is_disconnected, pause_for
+        )
     if found is None:
         raise ApiError(404, "not_found", f"no job {ref!r}")
     headers = {"ETag": found.etag}

@@ -4,8 +4,10 @@ runs out (``provision.http.polling``); ``Queries.poll`` reads what ``find`` read
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from pydantic import SecretStr
 
 from producers.events import parse_event
 from provision.http.app import create_app
+from provision.http.changes import JobChanges
 from provision.http.polling import matches
 from provision.tokens import Principal, Tokens, token_hash
 from testkit.databases import migrated_engine
@@ -21,6 +24,7 @@ from testkit.events import event
 from worker.jobs import view
 from worker.jobs.specs import Progress, SiteRecord
 from worker.jobs.store import JobStore
+from worker.wakeups import Wakeup
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -191,6 +195,37 @@ def test_a_poll_survives_the_server_dropping_its_connections(postgres_url: str) 
     finally:
         store.reader.dispose()
         store.engine.dispose()
+
+
+def test_updated_at_says_when_each_job_last_changed(store: JobStore) -> None:
+    first, second = queued(store, 1), queued(store, 2)
+    before = store.updated_at([first, second, "no-such-job"])
+    assert set(before) == {first, second}
+    store.cancel(first)
+    after = store.updated_at([first, second])
+    assert after[first] != before[first]
+    assert after[second] == before[second]
+
+
+def test_a_wakeup_ends_the_pause_of_the_waiters_of_a_job_that_changed(store: JobStore) -> None:
+    """One wake-up, one read of the waited jobs: the waiter of the job that changed is woken
+    long before its pause ends; the waiter of the other one sleeps its pause out."""
+    changed, untouched = queued(store, 1), queued(store, 2)
+    wakeup = Wakeup()
+    changes = JobChanges(store, wakeup, ThreadPoolExecutor(2))
+
+    async def waiters() -> tuple[bool, bool]:
+        first, second = store.poll(changed), store.poll(untouched)
+        assert first is not None
+        assert second is not None
+        woken = asyncio.ensure_future(changes.until_changed(changed, first.updated_at, 60))
+        slept = asyncio.ensure_future(changes.until_changed(untouched, second.updated_at, 1.0))
+        await asyncio.sleep(0.2)  # both are waiting by then
+        await asyncio.to_thread(store.cancel, changed)
+        wakeup.set()
+        return await woken, await slept
+
+    assert asyncio.run(waiters()) == (True, False)
 
 
 def test_the_schema_documents_wait_the_etag_and_304(client: TestClient) -> None:

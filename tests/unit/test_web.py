@@ -817,6 +817,20 @@ def test_a_body_over_the_limit_is_413_without_being_read_whole(
     assert accepted.read == len(payload)
 
 
+def test_a_get_is_answered_without_waiting_for_a_body_unless_it_declares_one(
+    client: TestClient,
+) -> None:
+    # No message at all from the client (receive says it left): a gate waiting for the body
+    # would answer nothing.
+    status, _, body = Asgi(client.app).request("GET", "/jobs/no-such-job", AUTH, [])
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    declared = Asgi(client.app)
+    status, _, body = declared.request(
+        "GET", "/jobs/no-such-job", {**AUTH, "Transfer-Encoding": "chunked"}, flood()
+    )
+    assert (status, body["error"]["code"]) == (413, "body_too_large")
+
+
 def test_a_client_too_slow_to_send_its_body_is_408_and_let_go(store: JobStore) -> None:
     app = create_app(store, token=SecretStr(TOKEN), body_timeout=0.2)
 

@@ -5,7 +5,7 @@ webhooks."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from provisioner_types import (
     Batch,
@@ -23,7 +23,8 @@ from provisioner_types import (
     WebhookEvent,
 )
 from worker.jobs import models
-from worker.jobs.states import DeliveryStatus
+from worker.jobs.specs import Progress
+from worker.jobs.states import DeliveryStatus, JobStatus, Operation
 from worker.times import as_utc
 
 if TYPE_CHECKING:
@@ -32,7 +33,69 @@ if TYPE_CHECKING:
     from worker.jobs.queries import BatchSummary
 
 
-def job_view(job: models.ProvisioningJob, *, webhook: bool = True) -> Job:
+class WebhookFields(Protocol):
+    """What a webhook's view reads: a ``models.WebhookDelivery``, or what a poll read
+    (``worker.jobs.queries.PolledWebhook``)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def last_status(self) -> int | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def next_attempt_at(self) -> datetime: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def delivered_at(self) -> datetime | None: ...
+
+
+class JobFields(Protocol):
+    """What a job's view reads: a ``models.ProvisioningJob``, or what a poll read
+    (``worker.jobs.queries.PolledJob``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def operation(self) -> Operation: ...
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def batch_id(self) -> str | None: ...
+    @property
+    def progress(self) -> Progress: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def error_status(self) -> int | None: ...
+    @property
+    def next_attempt_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def webhook(self) -> WebhookFields | None: ...
+
+
+def job_view(job: JobFields, *, webhook: bool = True) -> Job:
     """The job and, unless ``webhook`` is False, its latest completion webhook."""
     progress = job.progress
     site = progress.site
@@ -67,7 +130,7 @@ def job_view(job: models.ProvisioningJob, *, webhook: bool = True) -> Job:
     )
 
 
-def webhook_view(delivery: models.WebhookDelivery | None) -> WebhookDelivery | None:
+def webhook_view(delivery: WebhookFields | None) -> WebhookDelivery | None:
     """A completion webhook's delivery: how many attempts, the last answer; None: no webhook
     (the job is not done, or has no URL). The URL is not shown (it may carry a token)."""
     if delivery is None:
