@@ -19,6 +19,7 @@ from worker.jobs.counts import Counts
 from worker.jobs.db import make_reader, table_of
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import Batch, ProvisioningJob, WebhookDelivery
+from worker.jobs.rows import JOB_BY_REF
 from worker.jobs.states import JobStatus
 
 
@@ -66,13 +67,11 @@ class Queries(Counts):
             ).first()
 
     def find(self, ref: str) -> ProvisioningJob | None:
-        """A job by its id or its idempotency key (the id wins if both match), in one query."""
-        t = ProvisioningJob
+        """A job by its id or its idempotency key (the id wins if both match), in one query:
+        the one ``provision status`` runs without SQLAlchemy (``worker.jobs.rows``)."""
+        query = sa.select(ProvisioningJob).from_statement(sa.text(JOB_BY_REF))
         with Session(self.engine, expire_on_commit=False) as session:
-            jobs = session.exec(
-                select(t).where(or_(col(t.id) == ref, col(t.idempotency_key) == ref))
-            ).all()
-        return next((job for job in jobs if job.id == ref), jobs[0] if jobs else None)
+            return session.scalars(query, {"ref": ref}).first()
 
     @functools.cached_property
     def reader(self) -> Engine:

@@ -5,7 +5,7 @@ webhooks."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from provisioner_types import (
     Batch,
@@ -22,17 +22,81 @@ from provisioner_types import (
     WebhookDelivery,
     WebhookEvent,
 )
-from worker.jobs import models
-from worker.jobs.states import DeliveryStatus
+from worker.jobs.states import DeliveryStatus, JobStatus, Operation
 from worker.times import as_utc
 
 if TYPE_CHECKING:
-    # Typing only: at run time it would close a cycle (table -> webhooks -> view -> queries).
+    # Typing only: at run time it would close a cycle (table -> webhooks -> view -> queries),
+    # and ``provision status`` shows a job without importing the tables (``worker.jobs.rows``).
+    from worker.jobs import models
     from worker.jobs.inventory import SiteView
     from worker.jobs.queries import BatchSummary
+    from worker.jobs.specs import Progress
 
 
-def job_view(job: models.ProvisioningJob, *, webhook: bool = True) -> Job:
+class ShownWebhook(Protocol):
+    """What ``webhook_view`` reads of a completion webhook: a ``models.WebhookDelivery``, or a
+    ``worker.jobs.rows.WebhookRecord``."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def last_status(self) -> int | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def next_attempt_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def delivered_at(self) -> datetime | None: ...
+
+
+class ShownJob(Protocol):
+    """What ``job_view`` reads of a job: a ``models.ProvisioningJob``, or a
+    ``worker.jobs.rows.JobRecord``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def operation(self) -> Operation: ...
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def batch_id(self) -> str | None: ...
+    @property
+    def progress(self) -> Progress: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def error_status(self) -> int | None: ...
+    @property
+    def next_attempt_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def updated_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def webhook(self) -> ShownWebhook | None: ...
+
+
+def job_view(job: ShownJob, *, webhook: bool = True) -> Job:
     """The job and, unless ``webhook`` is False, its latest completion webhook."""
     progress = job.progress
     site = progress.site
@@ -67,7 +131,7 @@ def job_view(job: models.ProvisioningJob, *, webhook: bool = True) -> Job:
     )
 
 
-def webhook_view(delivery: models.WebhookDelivery | None) -> WebhookDelivery | None:
+def webhook_view(delivery: ShownWebhook | None) -> WebhookDelivery | None:
     """A completion webhook's delivery: how many attempts, the last answer; None: no webhook
     (the job is not done, or has no URL). The URL is not shown (it may carry a token)."""
     if delivery is None:
