@@ -135,7 +135,9 @@ class WorkerProcess:
 
     @property
     def prefork(self) -> bool:
-        return "prefork" in self.args
+        """Named on the command line, or by the settings (``worker_pool``)."""
+        named = self.args[self.args.index("--pool") + 1] if "--pool" in self.args else None
+        return (named or self.env.get("PROVISIONER_WORKER_POOL")) == "prefork"
 
     @property
     def pid(self) -> int:
