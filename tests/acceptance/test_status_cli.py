@@ -189,6 +189,7 @@ def test_what_the_driver_cannot_read_is_left_to_the_store(store: JobStore, tmp_p
     assert quick_lookup(url, "evt_1") is not None
     assert quick_lookup(url, "nothing-here") is None
     assert quick_lookup(f"sqlite:///{tmp_path / 'missing.db'}", "evt_1") is None
+    assert quick_lookup(f"{url}?timeout=5", "evt_1") is None  # a form left to SQLAlchemy
     assert not (tmp_path / "missing.db").exists()
     with store.engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")

@@ -141,7 +141,10 @@ def _open(
                 "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
             }
             params = {name: value for name, value in params.items() if value is not None}
-            params.update(parse_qsl(parts.query))
+            options = parse_qsl(parts.query)
+            if len({name for name, _ in options}) < len(options):
+                return None  # several hosts (``?host=a&host=b``): SQLAlchemy's to join
+            params.update(options)
             connection = psycopg.connect(**params, autocommit=True)
         except (ValueError, psycopg.Error):
             return None
