@@ -1,6 +1,7 @@
 """The ``provision`` command line: settings checked once, then each command builds what it
-needs (the status table, workers, services). Commands live in ``jobs`` (import, jobs, retry, cancel, export), ``status``,
-``plan`` (plan, apply) and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
+needs (the status table, workers, services). Commands live in ``jobs`` (import, jobs, retry,
+cancel, export), ``status``, ``plan`` (plan, apply) and ``run`` (worker, serve, consume, quota,
+db, doctor, demo), with a few of their own; the sandbox brings its own.
 
 A command's module is imported only when that command runs (``_register`` names each one with
 its one-line help), so ``provision --help`` imports click and nothing heavy, and a command pays
