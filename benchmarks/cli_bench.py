@@ -1,16 +1,18 @@
 """How long the CLI takes to answer, on demand: ``python benchmarks/cli_bench.py``.
 
 Median wall time (and CPU time) of ``--runs`` runs of ``provision --help`` and of
-``provision status --json ID`` against a SQLite status table holding one job. ``--compare DIR``
+``provision status ID`` and ``provision status --json ID`` against a status table holding one
+job (SQLite, or a fresh PostgreSQL database with ``--store postgresql``). ``--compare DIR``
 also times the code in DIR (e.g. ``git archive main | tar -x -C /tmp/main``), interleaved with
 this checkout so both see the same load:
 
-    python benchmarks/cli_bench.py --compare /tmp/main
+    python benchmarks/cli_bench.py --compare /tmp/main [--store postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -23,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import PROVISION  # noqa: E402
+from benchmarks.support import PROVISION, database  # noqa: E402
 
 #: Run by the checkout timed, so the schema is the one its code expects.
 SEED = """
@@ -41,7 +43,7 @@ print(JobStore(engine).enqueue(request).job.id)
 
 
 def seed(url: str, env: dict[str, str]) -> str:
-    """A migrated SQLite table with one queued job; its id."""
+    """A migrated status table with one queued job; its id."""
     done = subprocess.run(
         [sys.executable, "-c", SEED, url],
         env=env,
@@ -70,15 +72,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--compare", type=Path, help="Also time the code in this directory.")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         checkouts = {"this checkout": ROOT}
         if args.compare is not None:
             checkouts[str(args.compare)] = args.compare.resolve()
         envs, commands = {}, {}
         for n, (name, path) in enumerate(checkouts.items()):
-            url = f"sqlite:///{workdir / f'bench{n}.db'}"
+            # Each checkout its own table, migrated by its own code.
+            (workdir / str(n)).mkdir()
+            url = stack.enter_context(database(args.store, workdir / str(n)))
             envs[name] = {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "HOME": tmp,
@@ -88,6 +93,7 @@ def main() -> None:
             job_id = seed(url, envs[name])
             commands[name] = {
                 "--help": ["--help"],
+                "status ID": ["status", job_id],
                 "status --json ID": ["status", "--json", job_id],
             }
         times: dict[tuple[str, str], list[tuple[float, float]]] = {}

@@ -1,4 +1,8 @@
-"""Looking jobs up for ``provision status``: by job id, idempotency key, batch or domain."""
+"""Looking jobs up for ``provision status``: by job id, idempotency key, batch or domain.
+
+A job by id or key is first read without SQLAlchemy (``quick_lookup``, ``worker.jobs.rows``),
+so the command answers at once; batches, domains and anything unusual go through the store.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from producers.events import parse_domain
 from provision import views
-from worker.errors import InvalidRequestError
 from worker.jobs import view
-from worker.jobs.models import ProvisioningJob
-from worker.jobs.queries import BatchSummary
+from worker.jobs.rows import read_job
 
 if TYPE_CHECKING:
+    from worker.jobs.models import ProvisioningJob
+    from worker.jobs.queries import BatchSummary
     from worker.jobs.store import JobStore
 
 Kind = Literal["auto", "job", "batch", "domain"]
@@ -24,7 +27,7 @@ Kind = Literal["auto", "job", "batch", "domain"]
 class Found:
     """One job, a batch, or the jobs of a domain; exactly one is set."""
 
-    job: ProvisioningJob | None = None
+    job: view.ShownJob | None = None
     batch: BatchSummary | None = None
     domain_jobs: list[ProvisioningJob] | None = None
     #: A batch's expected completion.
@@ -46,6 +49,13 @@ class Found:
         return views.jobs_table(self.domain_jobs or [])
 
 
+def quick_lookup(database_url: str, ref: str) -> Found | None:
+    """A job by id or idempotency key, as ``lookup`` finds it, read with the database's own
+    driver; None when there is no such job or it cannot be read that way (then ``lookup``)."""
+    job = read_job(database_url, ref)
+    return Found(job=job) if job is not None else None
+
+
 def lookup(
     store: JobStore,
     ref: str,
@@ -65,6 +75,9 @@ def lookup(
             eta = batch_eta(ref) if batch_eta is not None else None
             return Found(batch=summary, eta=eta)
     if kind in ("auto", "domain"):
+        from producers.events import parse_domain
+        from worker.errors import InvalidRequestError
+
         try:
             domain = parse_domain(ref)
         except InvalidRequestError:

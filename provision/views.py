@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner_types import Site
-from worker.jobs.models import AuditEvent, ProvisioningJob
-from worker.jobs.queries import BatchSummary, rate_label
-from worker.jobs.registry import WorkerProcess
-from worker.jobs.view import job_view
+from worker.jobs.view import ShownJob, job_view
+
+if TYPE_CHECKING:
+    # Typing only: ``provision status`` shows a job without importing the tables.
+    from worker.jobs.models import AuditEvent, ProvisioningJob
+    from worker.jobs.queries import BatchSummary
+    from worker.jobs.registry import WorkerProcess
 
 
-def jobs_table(jobs: list[ProvisioningJob], *, with_ids: bool = True) -> str:
+def jobs_table(jobs: Sequence[ShownJob], *, with_ids: bool = True) -> str:
     """Jobs as a plain-text table, for terminals."""
     head = ("STATUS", "OPERATION", "DOMAIN", "GOALS", "SHARED LINKS", "ERROR")
     rows = [("ID", "KEY", *head) if with_ids else head]
@@ -32,6 +35,8 @@ def jobs_table(jobs: list[ProvisioningJob], *, with_ids: bool = True) -> str:
 
 def batch_table(summary: BatchSummary, eta: datetime | None = None) -> str:
     """A batch's counts per status and expected completion, then its failures with reasons."""
+    from worker.jobs.queries import rate_label
+
     counts = "  ".join(f"{status}={n}" for status, n in summary.counts.items())
     lines = [f"batch {summary.batch_id}: {summary.total} job(s)  {counts}"]
     lines.append(f"rate: {rate_label(summary.finished_lately)}")

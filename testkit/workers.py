@@ -135,7 +135,9 @@ class WorkerProcess:
 
     @property
     def prefork(self) -> bool:
-        return "prefork" in self.args
+        """Named on the command line, or by the settings (``worker_pool``)."""
+        named = self.args[self.args.index("--pool") + 1] if "--pool" in self.args else None
+        return (named or self.env.get("PROVISIONER_WORKER_POOL")) == "prefork"
 
     @property
     def pid(self) -> int:
@@ -256,22 +258,22 @@ class Stack:
         self,
         *,
         concurrency: int = 2,
-        pool: str = "prefork",
+        pool: str | None = None,
         api_key: str | None = None,
         wait: bool = True,
         extra_env: dict[str, str] | None = None,
         prefix: Sequence[str] = (),
         **settings: Any,
     ) -> WorkerProcess:
-        """``prefix`` runs the worker through a command (``unshare --pid --fork``: as if on
-        another host)."""
+        """``pool`` is the product's default (``worker_pool``) unless given: ``prefork`` for a
+        test that kills the pool's children. ``prefix`` runs the worker through a command
+        (``unshare --pid --fork``: as if on another host)."""
         name = f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}"
         args = [
             *prefix,
             *PROVISION,
             "worker",
-            "--pool",
-            pool,
+            *(["--pool", pool] if pool else []),
             "--concurrency",
             str(concurrency),
             "--hostname",

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from producers.django import schema
 from producers.django.conf import SETTING, options
-from worker.jobs.db import head_revision
+from worker.jobs.revisions import head_revision
 
 MIGRATE_HINT = "Run `python manage.py provisioner_migrate` (or `python manage.py migrate`)."
 

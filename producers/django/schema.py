@@ -9,7 +9,8 @@ from django.apps import AppConfig
 from sqlalchemy.engine import make_url
 
 from producers.django.conf import database_url, engine_for, options
-from worker.jobs.db import current_revision, head_revision, upgrade
+from worker.jobs.db import current_revision, upgrade
+from worker.jobs.revisions import head_revision
 
 
 def revision(alias: str) -> str | None:

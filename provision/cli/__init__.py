@@ -1,6 +1,7 @@
 """The ``provision`` command line: settings checked once, then each command builds what it
-needs (the status table, workers, services). Commands live in ``jobs`` (import, status, jobs, retry, cancel, export),
-``plan`` (plan, apply) and ``run`` (worker, serve, consume, quota, db, doctor, demo); the sandbox brings its own.
+needs (the status table, workers, services). Commands live in ``jobs`` (import, jobs, retry,
+cancel, export), ``status``, ``plan`` (plan, apply) and ``run`` (worker, serve, consume, quota,
+db, doctor, demo), with a few of their own; the sandbox brings its own.
 
 A command's module is imported only when that command runs (``_register`` names each one with
 its one-line help), so ``provision --help`` imports click and nothing heavy, and a command pays
@@ -223,7 +224,7 @@ def _register() -> None:
         ("sandbox", "sandbox.cli:sandbox_command", "Run a local, in-memory Plausible Sites API."),
         ("serve", "provision.cli.run:serve", "Serve the HTTP API and the dashboard."),
         ("sites", "provision.cli.sites:sites", "List the inventory: every site we own, goals and links."),
-        ("status", "provision.cli.jobs:status", "Show a job, a batch, or the jobs of a domain."),
+        ("status", "provision.cli.status:status", "Show a job, a batch, or the jobs of a domain."),
         ("token", "provision.cli.trust:token", "Tokens of the HTTP service and the dashboard."),
         ("worker", "provision.cli.run:worker", "Start a Celery worker and its scheduler."),
         ("workers", "provision.cli.workers:workers", "List the live worker processes and their jobs."),

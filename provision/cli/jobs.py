@@ -1,5 +1,5 @@
-"""``provision import | status | jobs | retry | cancel | export``: putting work in and acting
-on it, one job or everything a filter matches."""
+"""``provision import | jobs | retry | cancel | export``: putting work in and acting on it, one
+job or everything a filter matches (``provision status`` is ``provision.cli.status``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from provision.cli import (
     priority_option,
 )
 from provision.cli.interrupts import raise_if_held
-from provision.status import lookup
 from provision.wiring import make_store
 from worker.errors import ProvisionerError
 from worker.jobs import view
@@ -38,14 +37,13 @@ from worker.settings import get_settings
 if TYPE_CHECKING:
     from producers.importer import ImportSummary, Invalid
     from producers.rows import Format
-    from provision.status import Kind
     from worker.jobs.models import ProvisioningJob
     from worker.jobs.queries import BatchSummary
     from worker.jobs.store import JobStore
     from worker.quota.report import Reporter
 
-# Each command imports what it uses when it runs (``provision.cli``), so ``status`` does not
-# load the importer, the workers or the quota machinery.
+# Each command imports what it uses when it runs (``provision.cli``), so ``jobs`` does not load
+# the importer, the workers or the quota machinery.
 
 #: Jobs read per query when a command walks many of them.
 PAGE = 500
@@ -225,33 +223,6 @@ def _when(moment: datetime) -> str:
     else:
         left = f"{seconds / 3600:.1f}h"
     return f"{moment.isoformat(timespec='seconds')} (in {left})"
-
-
-@main.command()
-@click.argument("ref")
-@click.option(
-    "--by",
-    "kind",
-    type=click.Choice(["auto", "job", "batch", "domain"]),
-    default="auto",
-    show_default=True,
-    help="What REF is; auto tries job id/key, then batch id, then domain.",
-)
-@click.option("--json", "as_json", is_flag=True, help="JSON: one object for a job or a batch.")
-def status(ref: str, kind: Kind, as_json: bool) -> None:
-    """Show a job (by id or idempotency key), a batch, or the jobs of a domain."""
-    settings = get_settings()
-    store = make_store(settings)
-
-    def batch_eta(batch_id: str) -> datetime | None:
-        from worker.runtime import make_reporter
-
-        return make_reporter(settings, store).batch_eta(batch_id)
-
-    found = lookup(store, ref, kind, batch_eta)
-    if found is None:
-        raise click.ClickException(f"no job, batch or domain matches {ref!r}")
-    click.echo(json.dumps(found.as_json(), indent=2) if as_json else found.as_text())
 
 
 @main.command()

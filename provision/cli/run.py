@@ -75,7 +75,7 @@ def db_upgrade(revision: str) -> None:
 @db.command("check")
 def db_check() -> None:
     """Exit 0 if the status database is at this version's schema, else say what to run."""
-    from worker.jobs.db import head_revision
+    from worker.jobs.revisions import head_revision
 
     make_store(get_settings()).engine.dispose()
     click.echo(f"status database at revision {head_revision()} (current)")

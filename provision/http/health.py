@@ -13,7 +13,7 @@ from provision.http.deps import Store
 from provision.http.errors import ApiError
 from provision.http.openapi import errors
 from provisioner_types import Health
-from worker.jobs import db
+from worker.jobs import db, revisions
 from worker.jobs.store import JobStore
 
 router = APIRouter(tags=["health"])
@@ -58,4 +58,4 @@ def _check_database(store: JobStore) -> None:
 
 
 #: The migrations on disk do not change while the process runs.
-_head_revision = functools.cache(db.head_revision)
+_head_revision = functools.cache(revisions.head_revision)

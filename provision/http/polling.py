@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from provision.http import deps
 from provision.http.errors import ApiError
 from worker.jobs import view
-from worker.jobs.queries import PolledJob
+from worker.jobs.rows import JobRecord
 
 #: The longest ``?wait``, in seconds.
 MAX_WAIT_SECONDS = 60
@@ -70,7 +70,7 @@ class Snapshot:
     updated_at: datetime
 
     @classmethod
-    def of(cls, job: PolledJob) -> Snapshot:
+    def of(cls, job: JobRecord) -> Snapshot:
         body = view.job_view(job).model_dump_json().encode()
         etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
         return cls(job.account, body, etag, job.status.done, job.id, job.updated_at)

@@ -30,7 +30,7 @@ STEPS: dict[str, Callable[[ProvisioningJob], bool]] = {
 
 def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(stack: Stack) -> None:
     stack.sandbox.configure(latency_ms=150)
-    worker = stack.start_worker(concurrency=2)
+    worker = stack.start_worker(pool="prefork", concurrency=2)
     ids = stack.submit_sites(f"crash{n}.example.com" for n in range(20))
 
     def running_at(step: str) -> list[ProvisioningJob]:

@@ -30,7 +30,7 @@ def test_after_workers_are_killed_mid_job_the_inventory_is_what_plausible_holds(
     stack: Stack,
 ) -> None:
     stack.sandbox.configure(latency_ms=150)
-    worker = stack.start_worker(concurrency=2)
+    worker = stack.start_worker(pool="prefork", concurrency=2)
     ids = stack.submit_sites(f"kill{n}.example.com" for n in range(12))
     for _ in range(2):  # twice while a job is between its goals
         wait_for(

@@ -68,7 +68,9 @@ def test_a_worker_serves_metrics_summed_over_its_pool_and_logs_json_lines(
     with stack.sandbox.client("other-team-key") as other:
         assert other.post("/api/v1/sites", json={"domain": "taken.example.com"}).status_code == 200
     port = free_port()
-    worker = stack.start_worker(concurrency=2, api_key=secret, metrics_port=port, log_format="json")
+    worker = stack.start_worker(
+        pool="prefork", concurrency=2, api_key=secret, metrics_port=port, log_format="json"
+    )
 
     domains = [f"metrics{n}.example.com" for n in range(4)]
     ids = stack.submit_sites(domains)

@@ -206,7 +206,7 @@ def test_workers_killed_during_an_apply_lose_and_duplicate_nothing(
 ) -> None:
     stack = sqlite_stack
     stack.sandbox.configure(latency_ms=120)
-    worker = stack.start_worker(concurrency=2)
+    worker = stack.start_worker(pool="prefork", concurrency=2)
     path = tmp_path / "sites.toml"
     path.write_text(desired(SITES))
     applied = cli(stack, "apply", str(path), "--auto-approve")  # queued; the workers run it

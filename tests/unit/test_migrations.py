@@ -21,11 +21,11 @@ from worker.errors import ConfigurationError
 from worker.jobs.db import (
     BASELINE_REVISION,
     current_revision,
-    head_revision,
     make_engine,
     require_current,
     upgrade,
 )
+from worker.jobs.revisions import head_revision
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

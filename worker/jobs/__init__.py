@@ -10,7 +10,9 @@ touch what:
   quota report), ``queries`` (readers), ``actions`` (operators retry and cancel), ``outbox``
   (completion webhooks), ``registry`` (worker processes and their heartbeats); ``table`` is what they share, ``store`` composes them all;
 - ``view``: builds the one public shape of a job and a batch, the models of
-  ``provisioner_types``, from the rows.
+  ``provisioner_types``, from the rows;
+- ``rows``: a job read with the database's own driver, without SQLAlchemy (``provision
+  status``), and ``revisions``: the schema revision the code needs, from the migration scripts.
 
 Imports ``worker.errors``, ``worker.times``, ``worker.webhooks`` (the body of an outbox row) and
 the leaf packages; nothing else of ours.

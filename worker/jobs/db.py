@@ -8,9 +8,7 @@ with one line saying what to run when the database is behind.
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import functools
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,12 +20,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import create_engine
 
 from worker.errors import ConfigurationError
+from worker.jobs.revisions import head_revision
+from worker.jobs.rows import SQLITE_BUSY_TIMEOUT_MS
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-#: How long a SQLite writer waits for another process's lock before giving up.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: The revision a database made by ``create_all`` (before migrations existed) is at.
 BASELINE_REVISION = "0001"
 #: How long a PostgreSQL session may sit idle inside a transaction before the server ends it.
@@ -244,10 +242,8 @@ def upsert(table: Any, dialect: str, keys: list[str], update: list[str]) -> Any:
 
 
 # Alembic is imported only to migrate: reading the revisions (every command that opens the table
-# checks them) does without it, which halves the start of a command that only reads.
-
-#: The migration scripts, one revision each.
-VERSIONS = Path(__file__).parent / "migrations" / "versions"
+# checks them) does without it (``worker.jobs.revisions``), which halves the start of a command
+# that only reads.
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -257,27 +253,6 @@ def _config(connection: Connection | None = None) -> Config:
     config.set_main_option("script_location", "worker.jobs:migrations")
     config.attributes["connection"] = connection
     return config
-
-
-@functools.cache
-def head_revision() -> str:
-    """The newest revision: the one no migration names as its ``down_revision``."""
-    revisions: set[str] = set()
-    named_down: set[str] = set()
-    for script in VERSIONS.glob("*.py"):
-        for node in ast.parse(script.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
-                target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-                name = target.id if isinstance(target, ast.Name) else None
-                if name == "revision":
-                    revisions.add(ast.literal_eval(node.value))
-                elif name == "down_revision":
-                    down = ast.literal_eval(node.value)
-                    named_down.update(down if isinstance(down, tuple | list) else [down])
-    heads = revisions - named_down
-    if len(heads) != 1:
-        raise RuntimeError(f"the migrations have {len(heads)} heads: {sorted(heads)}")
-    return heads.pop()
 
 
 def current_revision(connection: Connection) -> str | None:

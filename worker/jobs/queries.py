@@ -17,8 +17,8 @@ from worker.jobs.counts import Counts
 from worker.jobs.db import DriverSelect, make_reader, table_of
 from worker.jobs.filters import JobFilter
 from worker.jobs.models import Batch, ProvisioningJob, WebhookDelivery
-from worker.jobs.specs import Progress
-from worker.jobs.states import JobStatus, Operation
+from worker.jobs.rows import JOB_BY_REF, JobRecord, WebhookRecord
+from worker.jobs.states import JobStatus
 
 
 @dataclass(frozen=True)
@@ -45,45 +45,6 @@ class BatchSummary:
         )
 
 
-@dataclass(frozen=True)
-class PolledWebhook:
-    """The columns of a completion webhook its view shows (``worker.jobs.view.webhook_view``)."""
-
-    event_id: str
-    type: str
-    status: str
-    attempts: int
-    last_status: int | None
-    last_error: str | None
-    next_attempt_at: datetime
-    created_at: datetime
-    delivered_at: datetime | None
-
-
-@dataclass(frozen=True)
-class PolledJob:
-    """The columns of a job its view shows (``worker.jobs.view.job_view``) and its account, and
-    its latest completion webhook: what ``Queries.poll`` reads."""
-
-    id: str
-    idempotency_key: str
-    operation: Operation
-    status: JobStatus
-    domain: str
-    batch_id: str | None
-    progress: Progress
-    attempts: int
-    error_code: str | None
-    error_message: str | None
-    error_status: int | None
-    next_attempt_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    account: str
-    webhook: PolledWebhook | None
-
-
 #: Ids per statement of ``Queries.updated_at`` (SQLite takes up to 32,766 parameters).
 _IDS_PER_QUERY = 500
 #: A batch's rate is what it finished in this many seconds, shown as jobs per minute.
@@ -106,13 +67,11 @@ class Queries(Counts):
             ).first()
 
     def find(self, ref: str) -> ProvisioningJob | None:
-        """A job by its id or its idempotency key (the id wins if both match), in one query."""
-        t = ProvisioningJob
+        """A job by its id or its idempotency key (the id wins if both match), in one query:
+        the one ``provision status`` runs without SQLAlchemy (``worker.jobs.rows``)."""
+        query = sa.select(ProvisioningJob).from_statement(sa.text(JOB_BY_REF))
         with Session(self.engine, expire_on_commit=False) as session:
-            jobs = session.exec(
-                select(t).where(or_(col(t.id) == ref, col(t.idempotency_key) == ref))
-            ).all()
-        return next((job for job in jobs if job.id == ref), jobs[0] if jobs else None)
+            return session.scalars(query, {"ref": ref}).first()
 
     @functools.cached_property
     def reader(self) -> Engine:
@@ -120,7 +79,7 @@ class Queries(Counts):
         used."""
         return make_reader(self.engine)
 
-    def poll(self, ref: str) -> PolledJob | None:
+    def poll(self, ref: str) -> JobRecord | None:
         """``find`` for pollers, which ask often: the columns of the job its view shows and its
         latest webhook, in one statement on the reader pool, straight from the driver's
         cursor (``DriverSelect``: without it, SQLAlchemy's work per execute and an ORM object
@@ -133,8 +92,8 @@ class Queries(Counts):
         mine = [row[n:] for row in rows if row[0] == chosen[0] and row[n] is not None]
         # The latest, in the order ProvisioningJob.webhooks keeps them.
         latest = max(mine, key=lambda hook: (hook[_CREATED], hook[0]), default=None)
-        webhook = PolledWebhook(*latest) if latest is not None else None
-        return PolledJob(**dict(zip(_POLLED_JOB, chosen[:n], strict=True)), webhook=webhook)
+        webhook = WebhookRecord(*latest) if latest is not None else None
+        return JobRecord(**dict(zip(_POLLED_JOB, chosen[:n], strict=True)), webhook=webhook)
 
     @functools.cached_property
     def _poll(self) -> DriverSelect:
@@ -277,13 +236,13 @@ class Queries(Counts):
 
 
 #: The columns ``poll`` reads, in the order of their dataclasses' fields.
-_POLLED_JOB = [f.name for f in dataclasses.fields(PolledJob) if f.name != "webhook"]
-_POLLED_WEBHOOK = [f.name for f in dataclasses.fields(PolledWebhook)]
+_POLLED_JOB = [f.name for f in dataclasses.fields(JobRecord) if f.name != "webhook"]
+_POLLED_WEBHOOK = [f.name for f in dataclasses.fields(WebhookRecord)]
 _CREATED = _POLLED_WEBHOOK.index("created_at")
 
 
 def _poll_statement() -> sa.Select[tuple[object, ...]]:
-    """A job by id or key (``:ref``) with each of its webhooks: the job's columns ``PolledJob``
+    """A job by id or key (``:ref``) with each of its webhooks: the job's columns ``JobRecord``
     holds, then the webhook's, NULL when it has none."""
     jobs, hooks = table_of(ProvisioningJob), table_of(WebhookDelivery)
     ref = sa.bindparam("ref", type_=sa.String())

@@ -22,20 +22,21 @@ from provisioner_types import (
     WebhookDelivery,
     WebhookEvent,
 )
-from worker.jobs import models
-from worker.jobs.specs import Progress
 from worker.jobs.states import DeliveryStatus, JobStatus, Operation
 from worker.times import as_utc
 
 if TYPE_CHECKING:
-    # Typing only: at run time it would close a cycle (table -> webhooks -> view -> queries).
+    # Typing only: at run time it would close a cycle (table -> webhooks -> view -> queries),
+    # and ``provision status`` shows a job without importing the tables (``worker.jobs.rows``).
+    from worker.jobs import models
     from worker.jobs.inventory import SiteView
     from worker.jobs.queries import BatchSummary
+    from worker.jobs.specs import Progress
 
 
-class WebhookFields(Protocol):
-    """What a webhook's view reads: a ``models.WebhookDelivery``, or what a poll read
-    (``worker.jobs.queries.PolledWebhook``)."""
+class ShownWebhook(Protocol):
+    """What ``webhook_view`` reads of a completion webhook: a ``models.WebhookDelivery``, or a
+    ``worker.jobs.rows.WebhookRecord``."""
 
     @property
     def event_id(self) -> str: ...
@@ -50,16 +51,16 @@ class WebhookFields(Protocol):
     @property
     def last_error(self) -> str | None: ...
     @property
-    def next_attempt_at(self) -> datetime: ...
+    def next_attempt_at(self) -> datetime | None: ...
     @property
-    def created_at(self) -> datetime: ...
+    def created_at(self) -> datetime | None: ...
     @property
     def delivered_at(self) -> datetime | None: ...
 
 
-class JobFields(Protocol):
-    """What a job's view reads: a ``models.ProvisioningJob``, or what a poll read
-    (``worker.jobs.queries.PolledJob``)."""
+class ShownJob(Protocol):
+    """What ``job_view`` reads of a job: a ``models.ProvisioningJob``, or a
+    ``worker.jobs.rows.JobRecord``."""
 
     @property
     def id(self) -> str: ...
@@ -86,16 +87,16 @@ class JobFields(Protocol):
     @property
     def next_attempt_at(self) -> datetime | None: ...
     @property
-    def created_at(self) -> datetime: ...
+    def created_at(self) -> datetime | None: ...
     @property
-    def updated_at(self) -> datetime: ...
+    def updated_at(self) -> datetime | None: ...
     @property
     def finished_at(self) -> datetime | None: ...
     @property
-    def webhook(self) -> WebhookFields | None: ...
+    def webhook(self) -> ShownWebhook | None: ...
 
 
-def job_view(job: JobFields, *, webhook: bool = True) -> Job:
+def job_view(job: ShownJob, *, webhook: bool = True) -> Job:
     """The job and, unless ``webhook`` is False, its latest completion webhook."""
     progress = job.progress
     site = progress.site
@@ -130,7 +131,7 @@ def job_view(job: JobFields, *, webhook: bool = True) -> Job:
     )
 
 
-def webhook_view(delivery: WebhookFields | None) -> WebhookDelivery | None:
+def webhook_view(delivery: ShownWebhook | None) -> WebhookDelivery | None:
     """A completion webhook's delivery: how many attempts, the last answer; None: no webhook
     (the job is not done, or has no URL). The URL is not shown (it may carry a token)."""
     if delivery is None:
