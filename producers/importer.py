@@ -27,6 +27,7 @@ from worker.jobs.queries import BatchSummary
 from worker.jobs.states import Priority
 from worker.jobs.store import JobStore
 from worker.pauses import Pause, blocking
+from worker.wakeups import Wakeup
 
 DEFAULT_BATCH_SIZE = 500
 #: The summary keeps this many invalid rows for ``--json``; each is also reported as it is found.
@@ -213,10 +214,13 @@ def wait_for_batch(
     poll_seconds: float = 0.5,
     timeout: float | None = None,
     on_progress: Callable[[BatchSummary], None] | None = None,
+    wakeup: Wakeup | None = None,
 ) -> BatchSummary:
     """Poll until every job of the batch is done (an empty batch is done at once), telling
-    ``on_progress`` each poll's summary. Raises AccountsPaused when every job left waits for
-    a paused account: nothing will move until someone fixes it."""
+    ``on_progress`` each poll's summary. With ``wakeup`` (``worker.wakeups.listening``) a poll
+    comes as soon as a worker says a job finished, not only every ``poll_seconds``. Raises
+    AccountsPaused when every job left waits for a paused account: nothing will move until
+    someone fixes it."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         summary = store.batch_summary(batch_id)
@@ -229,4 +233,7 @@ def wait_for_batch(
             raise AccountsPaused(held, summary)
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"batch {batch_id} not done after {timeout}s")
-        time.sleep(poll_seconds)
+        if wakeup is None:
+            time.sleep(poll_seconds)
+        else:
+            wakeup.wait(poll_seconds)

@@ -44,7 +44,7 @@ from worker.runtime import (
 from worker.service import Pipeline
 from worker.settings import Settings
 from worker.sweeper import SweeperThread, sweep_forever
-from worker.wakeups import Wakeup, announcer, redis_url_of, transport_of
+from worker.wakeups import Wakeup, announcer, listening, redis_url_of, transport_of
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class _ProcessState:
             store,
             make_scheduler(self.settings, store, dispatcher),
             self.settings,
-            listening(self._wakeup, self.settings),
+            listening(self.settings, self._wakeup),
             poll=idle_poll(self.settings),
             watch=Watcher(store, store, self.settings),
         )
@@ -412,14 +412,6 @@ def idle_poll(settings: Settings) -> float:
     return settings.schedule_interval_seconds
 
 
-def listening(wakeup: Wakeup, settings: Settings) -> Wakeup:
-    """``wakeup``, also woken by the wake-ups other processes send (``worker.wakeups``)."""
-    transport = transport_of(settings)
-    if transport is not None:
-        wakeup.listen(transport)
-    return wakeup
-
-
 def run_sweeper(settings: Settings, parent_pid: int) -> None:
     """The sweeper process of one worker; it exits when its worker is gone, even if killed.
     Spawned with the worker's environment, so its metrics join the worker's (multiprocess)."""
@@ -431,7 +423,7 @@ def run_sweeper(settings: Settings, parent_pid: int) -> None:
         store,
         make_scheduler(settings, store, dispatcher),
         settings,
-        listening(Wakeup(), settings),
+        listening(settings),
         lambda: os.getppid() != parent_pid,
         poll=idle_poll(settings),
         watch=Watcher(store, store, settings),

@@ -222,6 +222,16 @@ class Wakeup:
             self._stopped.wait(RESUBSCRIBE_SECONDS)
 
 
+def listening(settings: Settings, wakeup: Wakeup | None = None) -> Wakeup:
+    """``wakeup`` (a new one by default), also woken by every wake-up other processes send over
+    the channel ``settings`` choose, if any."""
+    wakeup = Wakeup() if wakeup is None else wakeup
+    transport = transport_of(settings)
+    if transport is not None:
+        wakeup.listen(transport)
+    return wakeup
+
+
 class Announcer:
     """Sends a wake-up over a transport; errors are swallowed (the poll catches up)."""
 

@@ -140,18 +140,23 @@ def _run_import(store: JobStore, file: Path, *, quiet: bool, **options: Any) -> 
 
 
 def follow(store: JobStore, reporter: Reporter, batch_id: str) -> BatchSummary:
-    """Wait for the batch, showing counts, rate and expected completion as it goes."""
+    """Wait for the batch, showing counts, rate and expected completion as it goes: at once
+    when a worker says a job finished (the workers' wake-ups), else every second."""
     from producers.importer import wait_for_batch
+    from worker.wakeups import listening
 
     progress = _Progress(reporter, batch_id, sys.stderr.isatty())
+    wakeup = listening(get_settings())
 
     def show(summary: BatchSummary) -> None:
         raise_if_held()
         progress.show(summary)
 
     try:
-        return wait_for_batch(store, batch_id, poll_seconds=1.0, on_progress=show)
+        return wait_for_batch(store, batch_id, poll_seconds=1.0, on_progress=show, wakeup=wakeup)
     finally:
+        if wakeup is not None:
+            wakeup.stop()
         progress.end()
 
 

@@ -114,7 +114,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
     from producers.plans.refresh import LiveReader
     from provision.http.app import create_app
     from provision.tokens import load_tokens
-    from worker.wakeups import Wakeup, transport_of
+    from worker.wakeups import listening, transport_of
 
     settings = get_settings()
     dev = dev or settings.dev_mode
@@ -134,10 +134,7 @@ def serve(host: str, port: int, dev: bool, access_log: bool) -> None:
         reporter = make_reporter(settings, store)
         metrics.register_quota_collector(reporter)
         # The workers' wake-ups end a ?wait poller's pause when its job changed.
-        wakeup = None
-        if (transport := transport_of(settings)) is not None:
-            wakeup = Wakeup()
-            wakeup.listen(transport)
+        wakeup = listening(settings) if transport_of(settings) is not None else None
         app = create_app(
             store,
             token=settings.api_token,

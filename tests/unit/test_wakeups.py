@@ -4,15 +4,19 @@ than the waits here, so only the wake-up explains it."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from producers.events import parse_event
+from producers.importer import import_file, wait_for_batch
 from testkit.databases import migrated_engine
 from testkit.fakes import RecordingDispatcher
 from testkit.waiting import wait_for
-from worker.app import idle_poll, listening
+from worker.app import idle_poll
+from worker.jobs.queries import BatchSummary
+from worker.jobs.specs import Progress
 from worker.jobs.store import JobStore
 from worker.runtime import make_scheduler
 from worker.settings import Settings
@@ -23,6 +27,7 @@ from worker.wakeups import (
     RedisTransport,
     Wakeup,
     announcer,
+    listening,
     transport_for,
     transport_of,
 )
@@ -33,20 +38,54 @@ AMQP = "amqp://guest@127.0.0.1//"
 def test_a_published_wake_up_wakes_every_listener(redis_url: str) -> None:
     first, second = Wakeup(), Wakeup()
     for wakeup in (first, second):
-        wakeup.listen(redis_url)
+        wakeup.listen(RedisTransport(redis_url))
     announce = announcer(transport_for(redis_url))
     assert announce is not None
     try:
-        # The subscriptions start in their threads: announce until both have heard one.
         wait_for(
-            lambda: (announce(), first.wait(0.2) and second.wait(0.2))[1],
+            lambda: first.subscribed.is_set() and second.subscribed.is_set(),
             timeout=10,
-            describe="both listeners woken",
+            describe="both listeners subscribed",
         )
+        # Subscribing wakes each once (what was announced before it went unheard): clear that,
+        # so only the announcement below can wake them.
+        assert first.wait(0)
+        assert second.wait(0)
+        assert not (first.wait(0.2))
+        assert not (second.wait(0.2))
+        announce()
+        assert first.wait(10)
+        assert second.wait(10)
     finally:
         first.stop()
         second.stop()
     assert announcer(transport_for(AMQP)) is None  # no channel: the poll is the net
+
+
+def test_a_batch_waited_for_is_seen_done_when_a_worker_says_so(tmp_path: Path) -> None:
+    """``import --wait`` and ``apply --wait`` read the batch again at a wake-up, not only at
+    their poll."""
+    store = JobStore(migrated_engine(f"sqlite:///{tmp_path / 'w.db'}"))
+    signups = tmp_path / "signups.jsonl"
+    signups.write_text('{"domain": "waited.example.com"}\n')
+    summary = import_file(store, signups)
+    wakeup = Wakeup()
+    seen: list[BatchSummary] = []
+    waiter = threading.Thread(
+        target=lambda: wait_for_batch(
+            store, summary.batch_id, poll_seconds=3600, on_progress=seen.append, wakeup=wakeup
+        )
+    )
+    waiter.start()
+    wait_for(lambda: seen, timeout=10, describe="the first read of the batch")
+    claim = store.claim(store.batch(summary.batch_id)[0].id, lease_seconds=60)
+    assert claim is not None
+    store.succeed(claim, Progress())
+    wakeup.set()  # what a worker's announcement does
+    waiter.join(timeout=30)
+    assert not waiter.is_alive(), "still waiting an hour for its next poll"
+    assert seen[-1].done
+    assert len(seen) == 2
 
 
 def test_an_enqueue_wakes_the_sleeping_scheduler(
@@ -184,7 +223,7 @@ def test_an_enqueue_wakes_a_scheduler_listening_on_postgresql(
     read = store.ready_waiting
     monkeypatch.setattr(store, "ready_waiting", lambda: looked.append(read()) or looked[-1])
     dispatcher = RecordingDispatcher()
-    wakeup = listening(Wakeup(), settings)
+    wakeup = listening(settings)
     sweeper = SweeperThread(
         store, make_scheduler(settings, store, dispatcher), settings, wakeup, poll=3600
     )
