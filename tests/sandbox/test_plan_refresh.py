@@ -21,14 +21,13 @@ from provision.tokens import LEGACY, Principal, Tokens, token_hash
 from testkit.databases import migrated_engine
 from testkit.pipelines import UNLIMITED, api_requests, client_of, make_pipeline
 from testkit.sandbox_process import SandboxProcess
+from testkit.service_api import AUTH, TOKEN
 from worker.errors import ConfigurationError
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
 from worker.service import Pipeline
 from worker.settings import Settings
 
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SHOP, BLOG = "shop.example.com", "blog.example.com"
 TRACKER = "tracker_script_configuration"
 DESIRED: dict[str, Any] = {

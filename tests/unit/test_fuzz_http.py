@@ -31,6 +31,7 @@ from provision.http.app import create_app
 from provision.http.gate import MAX_BODY_BYTES
 from testkit.databases import migrated_engine
 from testkit.events import event
+from testkit.service_api import AUTH, TOKEN
 from testkit.strategies import (
     CI,
     EVENT_LIKE,
@@ -43,8 +44,6 @@ from testkit.strategies import (
 from worker.jobs.db import make_engine, upgrade
 from worker.jobs.store import JobStore
 
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: Every status the service documents (provision/http/openapi.py ``DESCRIBED``), 5xx aside.
 DOCUMENTED = {200, 202, 401, 404, 405, 408, 409, 413, 422}
 _runs = itertools.count()
@@ -64,7 +63,7 @@ def client(store: JobStore) -> Iterator[TestClient]:
 
 
 def assert_error_shape(response: httpx.Response) -> dict[str, Any]:
-    """The one error body, and nothing else (as tests/unit/test_web.py's ``assert_error``)."""
+    """The one error body, and nothing else (as ``testkit.service_api.assert_error``, for any status and code)."""
     assert response.headers["content-type"] == "application/json", response.headers
     body = response.json()
     assert list(body) == ["error"], body

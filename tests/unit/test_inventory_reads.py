@@ -14,10 +14,8 @@ from provision.http import create_app
 from provisioner_types import Site
 from testkit.databases import migrated_engine
 from testkit.inventory import record_site
+from testkit.service_api import AUTH, TOKEN
 from worker.jobs.store import JobStore
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture

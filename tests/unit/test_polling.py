@@ -21,13 +21,11 @@ from provision.http.polling import matches
 from provision.tokens import Principal, Tokens, token_hash
 from testkit.databases import migrated_engine
 from testkit.events import event
+from testkit.service_api import AUTH, TOKEN
 from worker.jobs import view
 from worker.jobs.specs import Progress, SiteRecord
 from worker.jobs.store import JobStore
 from worker.wakeups import Wakeup
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

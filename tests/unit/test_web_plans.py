@@ -14,10 +14,9 @@ from pydantic import SecretStr
 from provision.http.app import create_app
 from testkit.databases import migrated_engine
 from testkit.inventory import record_site
+from testkit.service_api import AUTH, TOKEN
 from worker.jobs.store import JobStore
 
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DESIRED: dict[str, Any] = {
     "set": "agency",
     "defaults": {"goals": [{"event": "Signup"}]},
