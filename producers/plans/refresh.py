@@ -178,15 +178,15 @@ def _corrected(
         if goal is None:
             drift.append(f"goal {domain} {mine.natural_key}: in the inventory, gone from Plausible")
             continue
-        props = dict(goal.custom_props)
+        live_props = dict(goal.custom_props)
         if (mine.goal_id, mine.display_name) != (goal.id, goal.display_name):
             drift.append(f"goal {domain} {mine.natural_key}: changed since recorded")
-        if mine.custom_props != props:
+        if mine.custom_props != live_props:
             drift.append(
                 f"goal {domain} {mine.natural_key}: custom props "
-                f"{json.dumps(mine.custom_props)} recorded, {json.dumps(props)} live"
+                f"{json.dumps(mine.custom_props)} recorded, {json.dumps(live_props)} live"
             )
-        update = {"goal_id": goal.id, "display_name": goal.display_name, "custom_props": props}
+        update = {"goal_id": goal.id, "display_name": goal.display_name, "custom_props": live_props}
         kept.append(mine.model_copy(update=update))
     drift += [
         f"goal {domain} {key}: live, not in the inventory (made elsewhere)"
