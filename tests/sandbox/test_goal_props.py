@@ -2,7 +2,7 @@
 custom properties changed deletes it and makes it again, spending the calls its cost counts;
 Plausible then holds the goal with the new properties and the inventory records them, so the
 same file plans nothing; a refresh reports properties changed behind the provisioner's back
-and plans them back."""
+and plans them back; the inventory's views show each goal's properties."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from testkit.sandbox_process import SandboxProcess
 from worker.jobs.filters import JobFilter
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
+from worker.jobs.view import site_view
 from worker.service import Pipeline
 from worker.settings import Settings
 
@@ -124,3 +125,7 @@ def test_an_apply_leaves_the_goal_with_the_new_custom_props(
     assert api_requests(sandbox) - before == refreshed["cost"]["calls"] == 2
     [(last, props)] = signups(sandbox)
     assert (last != handmade, props, recorded(store)) == (True, PRO, (last, PRO))
+    # As GET /sites, provision sites --json and the Python API show the site.
+    [view] = store.site(SHOP)
+    shown = {goal.natural_key: goal.custom_props for goal in site_view(view).goals}
+    assert shown == {"event:Signup": PRO, "page:/pricing": {}}
