@@ -116,16 +116,9 @@ def _provisioned(
     ]
     if goals:
         keys = ["account", "domain", "natural_key"]
-        fields = [
-            "goal_id",
-            "goal_type",
-            "event_name",
-            "page_path",
-            "display_name",
-            "custom_props",
-            "job_id",
-        ]
-        stmt = upsert(table_of(SiteGoalRow), dialect, keys, [*fields, "confirmed_at"])
+        # Every column but the key's and the set's (kept as the job that first recorded it).
+        fields = [name for name in goals[0] if name not in {*keys, "managed_set"}]
+        stmt = upsert(table_of(SiteGoalRow), dialect, keys, fields)
         out += [(stmt, goal) for goal in goals]
     links = [
         {
