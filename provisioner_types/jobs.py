@@ -30,6 +30,7 @@ class Goal(BaseModel):
     event_name: str | None = None
     page_path: str | None = None
     display_name: str
+    custom_props: dict[str, str] = Field(default_factory=dict)
 
 
 class SharedLink(BaseModel):

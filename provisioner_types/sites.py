@@ -17,6 +17,10 @@ class SiteGoal(BaseModel):
     event_name: str | None
     page_path: str | None
     display_name: str
+    custom_props: dict[str, str] = Field(
+        default_factory=dict,
+        description="Its custom properties as Plausible answered the job that ensured it.",
+    )
     confirmed_at: Timestamp = Field(description="When a job last saw it in Plausible.")
 
 

@@ -103,12 +103,14 @@ def record_site(
     props: tuple[str, ...] = (),
     guests: dict[str, str] | None = None,
     tracker: dict[str, Any] | None = None,
+    goal_props: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """Run a provision_site job of ``domain`` to success without an API: what a worker records
     once Plausible made the site, its event goals (name -> id) and shared links (name -> URL).
     ``managed_set``: the job is that desired-state set's; ``props`` and ``guests`` (email ->
     role) the custom properties and guests it made; ``tracker`` the tracker configuration
-    Plausible answered it. Returns the job's id."""
+    Plausible answered it; ``goal_props`` the custom properties of its goals (event name ->
+    properties). Returns the job's id."""
     from worker.jobs.specs import (
         GoalRecord,
         GoalSpec,
@@ -121,11 +123,15 @@ def record_site(
 
     goals = goals or {}
     links = links or {}
+    goal_props = goal_props or {}
     request = JobRequest(
         operation=Operation.provision_site,
         domain=domain,
         account=account,
-        goals=tuple(GoalSpec(goal_type="event", event_name=name) for name in goals),
+        goals=tuple(
+            GoalSpec(goal_type="event", event_name=name, custom_props=goal_props.get(name, {}))
+            for name in goals
+        ),
         shared_links=tuple(links),
         custom_props=props,
         guests=tuple(GuestSpec(email=e, role=r) for e, r in (guests or {}).items()),  # type: ignore[arg-type]
@@ -140,7 +146,11 @@ def record_site(
         site=SiteRecord(domain=domain, timezone=timezone),
         goals={
             f"event:{name}": GoalRecord(
-                id=goal_id, goal_type="event", event_name=name, display_name=name
+                id=goal_id,
+                goal_type="event",
+                event_name=name,
+                display_name=name,
+                custom_props=goal_props.get(name, {}),
             )
             for name, goal_id in goals.items()
         },

@@ -219,6 +219,7 @@ def goal_record(goal: Goal) -> GoalRecord:
         event_name=goal.event_name,
         page_path=goal.page_path,
         display_name=goal.display_name,
+        custom_props=dict(goal.custom_props),
     )
 
 

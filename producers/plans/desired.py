@@ -12,11 +12,13 @@
 
     [[sites]]
     domain = "shop.example.com"
-    goals = [{ event = "Purchase", display_name = "Purchases" }]   # added to the defaults
+    goals = [{ event = "Purchase", display_name = "Purchases", custom_props = { plan = "pro" } }]
     guests = [{ email = "owner@shop.example.com", role = "viewer" }]
 
-Every value is checked with the rules a signup event is held to (``producers.events``); a file
-with any problem is refused whole, one line per problem naming the site and the field.
+A site's goals are added to the defaults, the site's winning for the same event or page: a
+site has one goal per event or page (its natural key), whatever its ``custom_props``. Every value
+is checked with the rules a signup event is held to (``producers.events``); a file with any
+problem is refused whole, one line per problem naming the site and the field.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOP = frozenset({"set", "account", "defaults", "sites"})
 _DEFAULTS = frozenset({"timezone", "goals", "shared_links", "custom_props", "guests", TRACKER})
 _SITE = _DEFAULTS | {"domain", "inherit"}
-_GOAL = frozenset({"event", "page", "display_name"})
+_GOAL = frozenset({"event", "page", "display_name", "custom_props"})
 #: Tracker settings in Plausible's cast order, as ``parse_tracker`` returns them.
 _TRACKER_ORDER = ("installation_type", *rules.TRACKER_BOOLEANS)
 
@@ -257,6 +259,7 @@ def _goals(value: object, where: str, problems: list[str]) -> tuple[GoalSpec, ..
         problems.append(f"{where}goals: must be a list of tables such as {{ event = 'Signup' }}")
         return ()
     goals: list[GoalSpec] = []
+    seen: dict[str, int] = {}
     for index, item in enumerate(value):
         field = f"goals[{index}]"
         if not isinstance(item, Mapping):
@@ -271,14 +274,22 @@ def _goals(value: object, where: str, problems: list[str]) -> tuple[GoalSpec, ..
             if "event" in item
             else {"goal_type": "page", "page_path": item["page"]}
         )
-        if "display_name" in item:
-            event["display_name"] = item["display_name"]
+        event.update({k: item[k] for k in ("display_name", "custom_props") if k in item})
         try:
             goal = parse_goal(event, field=field)
         except InvalidRequestError as exc:
             named = (exc.field or field).replace(".event_name", ".event")
             problems.append(f"{where}{named.replace('.page_path', '.page')}: {exc.message}")
             continue
+        if goal.natural_key in seen:
+            # Plausible would hold both (custom properties set goals apart), but a plan knows a
+            # goal by its event or page alone.
+            problems.append(
+                f"{where}{field}: {goal.natural_key} is also goals[{seen[goal.natural_key]}]; "
+                "one goal per event or page, its custom_props in one table"
+            )
+            continue
+        seen[goal.natural_key] = index
         goals.append(goal)
     return tuple(goals)
 

@@ -2,9 +2,9 @@
 Terraform's notation and the jobs that make them.
 
 - ``+`` create, ``-`` destroy, ``~`` change in place (a site's tracker script settings that
-  differ from those the inventory records), ``-/+`` delete and create again (a goal whose display name
-  changed, a guest whose role changed: both are find-or-create, so changing one is a delete and
-  a create; a guest is emailed a new invitation);
+  differ from those the inventory records), ``-/+`` delete and create again (a goal whose display
+  name or custom properties changed, a guest whose role changed: both are find-or-create, so
+  changing one is a delete and a create; a guest is emailed a new invitation);
   ``!`` a difference the API cannot resolve, said plainly and left as is (a timezone).
 - Shared links are ensure-only: Plausible has no route to list or delete them, so one missing
   from the file is never pruned and never reported.
@@ -273,40 +273,8 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
             )
         )
     changes += _tracker(plan, desired, site, view)
-    have = {goal.natural_key: goal for goal in view.goals}
-    add: list[GoalSpec] = []
-    again: list[GoalSpec] = []
-    for goal in site.goals:
-        found = have.get(goal.natural_key)
-        if found is None:
-            add.append(goal)
-            changes.append(Change("create", "goal", domain, goal.natural_key, _goal_detail(goal)))
-            continue
-        name = _display_name(goal)
-        if found.display_name == name:
-            continue
-        shown = f"display name {found.display_name!r} -> {name!r}"
-        if found.managed_set != desired.set:
-            changes.append(
-                Change(
-                    "impossible",
-                    "goal",
-                    domain,
-                    goal.natural_key,
-                    f"{shown}: not created by set {desired.set!r}, so not replaced",
-                )
-            )
-            continue
-        again.append(goal)
-        changes.append(Change("replace", "goal", domain, goal.natural_key, shown))
-        plan.jobs.append(_delete_goal(desired, domain, found.goal_id, goal.natural_key))
-    wanted = {goal.natural_key for goal in site.goals}
-    for found in view.goals:
-        if found.natural_key not in wanted and found.managed_set == desired.set:
-            changes.append(
-                Change("destroy", "goal", domain, found.natural_key, f"#{found.goal_id}")
-            )
-            plan.jobs.append(_delete_goal(desired, domain, found.goal_id, found.natural_key))
+    goal_changes, add, again = _goals(plan, desired, site, view)
+    changes += goal_changes
     links = {link.name for link in view.links}
     new_links = tuple(name for name in site.shared_links if name not in links)
     changes += [Change("create", "shared link", domain, name) for name in new_links]
@@ -366,6 +334,50 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
         )
         plan.jobs.append(PlannedJob(f"recreate:{domain}", request, done, phase=2))
     plan.changes += changes
+
+
+def _goals(
+    plan: Plan, desired: DesiredState, site: DesiredSite, view: SiteView
+) -> tuple[list[Change], list[GoalSpec], list[GoalSpec]]:
+    """The site's goal changes, the goals to add, and those to make again once the delete job
+    this adds is done (a display name or custom properties that differ); the set's goals that
+    left the file get a delete job."""
+    domain = site.domain
+    changes: list[Change] = []
+    have = {goal.natural_key: goal for goal in view.goals}
+    add: list[GoalSpec] = []
+    again: list[GoalSpec] = []
+    for goal in site.goals:
+        found = have.get(goal.natural_key)
+        if found is None:
+            add.append(goal)
+            changes.append(Change("create", "goal", domain, goal.natural_key, _goal_detail(goal)))
+            continue
+        shown = _goal_difference(found.display_name, found.custom_props, goal)
+        if not shown:
+            continue
+        if found.managed_set != desired.set:
+            changes.append(
+                Change(
+                    "impossible",
+                    "goal",
+                    domain,
+                    goal.natural_key,
+                    f"{shown}: not created by set {desired.set!r}, so not replaced",
+                )
+            )
+            continue
+        again.append(goal)
+        changes.append(Change("replace", "goal", domain, goal.natural_key, shown))
+        plan.jobs.append(_delete_goal(desired, domain, found.goal_id, goal.natural_key))
+    wanted = {goal.natural_key for goal in site.goals}
+    for found in view.goals:
+        if found.natural_key not in wanted and found.managed_set == desired.set:
+            changes.append(
+                Change("destroy", "goal", domain, found.natural_key, f"#{found.goal_id}")
+            )
+            plan.jobs.append(_delete_goal(desired, domain, found.goal_id, found.natural_key))
+    return changes, add, again
 
 
 def _tracker(plan: Plan, desired: DesiredState, site: DesiredSite, view: SiteView) -> list[Change]:
@@ -438,5 +450,20 @@ def _settings(wanted: dict[str, Any], recorded: dict[str, Any] | None) -> str:
     return ", ".join(shown)
 
 
+def _goal_difference(display_name: str, custom_props: dict[str, str], goal: GoalSpec) -> str:
+    """``display name 'A' -> 'B', custom props {} -> {"plan": "pro"}``: what the inventory
+    records of a goal that differs from ``goal``; empty if nothing does."""
+    shown = []
+    name = _display_name(goal)
+    if display_name != name:
+        shown.append(f"display name {display_name!r} -> {name!r}")
+    if custom_props != goal.custom_props:
+        shown.append(f"custom props {json.dumps(custom_props)} -> {json.dumps(goal.custom_props)}")
+    return ", ".join(shown)
+
+
 def _goal_detail(goal: GoalSpec) -> str:
-    return f"display name {goal.display_name!r}" if goal.display_name else ""
+    shown = [f"display name {goal.display_name!r}"] if goal.display_name else []
+    if goal.custom_props:
+        shown.append(f"custom props {json.dumps(goal.custom_props)}")
+    return ", ".join(shown)

@@ -1,10 +1,11 @@
 """``plan --refresh``: the live state of the sites a plan looks at, read through the account's
 quota at bulk priority, and the drift between it and the inventory.
 
-Per site: the site (its timezone, custom properties and tracker configuration), its goals and its guests, so about
-three calls a site (more for a site with over 100 goals or guests). Shared links cannot be
-listed, so they are never read and never drift. The inventory is not written: the plan is made
-from the inventory less what is gone live, and the apply's jobs record what they do.
+Per site: the site (its timezone, custom properties and tracker configuration), its goals (with
+their custom properties) and its guests, so about three calls a site (more for a site with over
+100 goals or guests). Shared links cannot be listed, so they are never read and never drift. The
+inventory is not written: the plan is made from the inventory less what is gone live, and the
+apply's jobs record what they do.
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ def _corrected(
     guests: Sequence[Guest],
     drift: list[str],
 ) -> SiteView:
-    """The inventory's view less what is gone live, with the live timezone, goal ids, display
-    names and guest roles. What is live but unknown to the inventory is drift only: the plan
+    """The inventory's view less what is gone live, with the live timezone, goals' ids, display
+    names and custom properties, and guest roles. What is live but unknown to the inventory is drift only: the plan
     ensures it as if it were not there (find-or-create), so the inventory learns it."""
     domain = view.site.domain
     if timezone != view.site.timezone:
@@ -169,15 +170,24 @@ def _corrected(
             f"site {domain}: timezone {view.site.timezone} in the inventory, {timezone} live"
         )
     live = {_key(goal): goal for goal in goals}
+    by_id = {goal.id: goal for goal in goals}
     kept: list[SiteGoalRow] = []
     for mine in view.goals:
-        goal = live.get(mine.natural_key)
+        # By id first: Plausible may hold two goals of one event, apart by custom properties.
+        goal = by_id.get(mine.goal_id) or live.get(mine.natural_key)
         if goal is None:
             drift.append(f"goal {domain} {mine.natural_key}: in the inventory, gone from Plausible")
             continue
+        live_props = dict(goal.custom_props)
         if (mine.goal_id, mine.display_name) != (goal.id, goal.display_name):
             drift.append(f"goal {domain} {mine.natural_key}: changed since recorded")
-        kept.append(mine.model_copy(update={"goal_id": goal.id, "display_name": goal.display_name}))
+        if mine.custom_props != live_props:
+            drift.append(
+                f"goal {domain} {mine.natural_key}: custom props "
+                f"{json.dumps(mine.custom_props)} recorded, {json.dumps(live_props)} live"
+            )
+        update = {"goal_id": goal.id, "display_name": goal.display_name, "custom_props": live_props}
+        kept.append(mine.model_copy(update=update))
     drift += [
         f"goal {domain} {key}: live, not in the inventory (made elsewhere)"
         for key in live

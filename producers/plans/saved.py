@@ -72,6 +72,12 @@ def fingerprint(
                 [g.domain, g.natural_key, g.goal_id, g.display_name, g.managed_set]
                 for g in view.goals
             ]
+            # Apart, as the tracker's: a plan saved before goals recorded them still holds.
+            rows += [
+                [g.domain, "goal props", g.natural_key, g.custom_props]
+                for g in view.goals
+                if g.custom_props
+            ]
             rows += [[link.domain, link.name] for link in view.links]
             rows += [[p.domain, "prop", p.name, p.managed_set] for p in view.props]
             rows += [[g.domain, "guest", g.email, g.role, g.managed_set] for g in view.guests]

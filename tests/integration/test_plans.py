@@ -1,9 +1,9 @@
 """Desired state against the sandbox with real workers: a file of 20 sites applied, then planned
-again with no changes; an edit (a goal removed from every site, a display name changed, a
-timezone changed, two sites dropped) planned, refused without --allow-destroy, applied, and
-Plausible's state then matching the file; what was made outside the set never pruned; a stale
-plan refused; the cost line's call count equal to the calls the apply made; and workers SIGKILLed during an
-apply losing and duplicating nothing."""
+again with no changes; an edit (a goal removed from every site, a display name and a goal's
+custom properties changed, a timezone changed, two sites dropped) planned, refused without
+--allow-destroy, applied, and Plausible's state then matching the file; what was made outside
+the set never pruned; a stale plan refused; the cost line's call count equal to the calls the
+apply made; and workers SIGKILLed during an apply losing and duplicating nothing."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ SITES = [f"site{n:02}.example.com" for n in range(20)]
 def desired(sites: list[str], *, edited: bool = False) -> str:
     """The file: every site with two default goals (one on edit), a shared link, a custom
     property (two on edit) and its owner as a guest (site03's an editor on edit); site02 made
-    with a tracker setting, and on edit every site's installation type set."""
+    with a tracker setting, and on edit every site's installation type set and site04's Signup
+    given a custom property."""
     goals = '[{ event = "Signup" }]' if edited else '[{ event = "Signup" }, { page = "/checkout" }]'
     props = '["plan", "author"]' if edited else '["plan"]'
     lines = [
@@ -44,6 +45,8 @@ def desired(sites: list[str], *, edited: bool = False) -> str:
         if domain == "site05.example.com":
             name = "Purchases!" if edited else "Purchases"
             lines.append(f'goals = [{{ event = "Purchase", display_name = "{name}" }}]')
+        if domain == "site04.example.com" and edited:
+            lines.append('goals = [{ event = "Signup", custom_props = { plan = "pro" } }]')
         if domain == "site06.example.com" and edited:
             lines.append('timezone = "Asia/Tokyo"')
         if domain == "site02.example.com":
@@ -128,6 +131,7 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
         "      - goal page:/checkout: #"
     ) in out
     assert "      -/+ goal event:Purchase: display name 'Purchases' -> 'Purchases!'" in out
+    assert '      -/+ goal event:Signup: custom props {} -> {"plan": "pro"}' in out
     assert "      ! timezone Europe/Berlin -> Asia/Tokyo: not possible through the API" in out
     assert "  - site site19.example.com: the site's data is lost" in out
     assert "      + custom property author" in out
@@ -146,13 +150,13 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
     assert "Legacy" not in out
     assert (
         "Plan: 18 custom properties to add; 18 tracker configurations to change; 1 site, "
-        "22 goals, 2 custom properties, 2 guests to destroy; 1 goal, 1 guest to replace."
+        "22 goals, 2 custom properties, 2 guests to destroy; 2 goals, 1 guest to replace."
     ) in out, out
     cost = cost_of(out)
     # 18 /checkout deletes, 18 new properties, 18 tracker settings (a PUT each), site19's
-    # delete, site05's goal and site03's guest deleted and made again, site00's 2 goals,
-    # property and guest deleted.
-    assert cost == 18 + 18 + 18 + 1 + 2 + 2 + 4
+    # delete, site05's and site04's goals and site03's guest deleted and made again, site00's
+    # 2 goals, property and guest deleted.
+    assert cost == 18 + 18 + 18 + 1 + 2 + 2 + 2 + 4
 
     refused = cli(stack, "apply", str(saved), "--wait")
     assert refused.returncode == 1
@@ -178,6 +182,9 @@ def test_a_file_of_20_sites_applied_edited_and_pruned_matches_plausible(
             expected.add(("event:Legacy", "Legacy"))
         assert goals[domain] == expected, domain
     assert "site00.example.com" not in goals
+    props = {(g["domain"], g["event_name"]): g["custom_props"] for g in state["goals"]}
+    assert props[("site04.example.com", "Signup")] == {"plan": "pro"}
+    assert props[("site05.example.com", "Signup")] == {}
     sites = {s["domain"]: s for s in state["sites"]}
     for domain in kept:
         site = sites[domain]

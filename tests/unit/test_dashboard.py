@@ -76,7 +76,11 @@ def failed(store: JobStore, n: int, *, code: str = "domain_taken", batch: str = 
         site=SiteRecord(domain=job.domain, timezone="Europe/Berlin"),
         goals={
             "event:Signup": GoalRecord(
-                id=70 + n, goal_type="event", event_name="Signup", display_name="Signup"
+                id=70 + n,
+                goal_type="event",
+                event_name="Signup",
+                display_name="Signup",
+                custom_props={"plan": "<pro>"},
             )
         },
         shared_links={"WordPress": f"https://plausible.example/share/{job.domain}?auth=x{n}"},
@@ -549,6 +553,7 @@ def test_the_sites_pages_show_the_inventory_a_page_at_a_time(
     site = client.get("/ui/sites/site1.example.com").text
     assert 'data-goal="event:Signup"' in site
     assert "<td>71</td>" in site
+    assert "<code>plan=&lt;pro&gt;</code>" in site  # the goal's custom properties, escaped
     assert "https://plausible.example/share/site1.example.com?auth=x1" in site
     assert client.get("/ui/sites/nowhere.example.com").status_code == 404
     found = client.get("/ui/sites?domain=https://www.Site2.example.com/", follow_redirects=False)

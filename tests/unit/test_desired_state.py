@@ -129,3 +129,69 @@ def test_a_file_that_does_not_parse_is_one_line(tmp_path: Path) -> None:
     assert problems_of({"set": "s", "sites": [{"domain": "a.com\x00"}]}) == [
         "sites[0].domain: sites[0].domain contains a NUL character"
     ]
+
+
+def test_a_goal_takes_its_own_custom_props_checked_as_an_events_are(tmp_path: Path) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_text(
+        'set = "agency"\n'
+        "[defaults]\n"
+        'goals = [{ event = "Signup", custom_props = { plan = "free" } }, { page = "/thanks" }]\n'
+        "[[sites]]\n"
+        'domain = "a.example.com"\n'
+        'goals = [{ event = "Signup", custom_props = { plan = "pro", tier = "2" } }]\n'
+        "[[sites]]\n"
+        'domain = "b.example.com"\n'
+    )
+    a, b = load(path).sites
+    # The site's Signup wins over the default's, properties and all.
+    assert [(g.natural_key, g.custom_props) for g in a.goals] == [
+        ("event:Signup", {"plan": "pro", "tier": "2"}),
+        ("page:/thanks", {}),
+    ]
+    assert [(g.natural_key, g.custom_props) for g in b.goals] == [
+        ("event:Signup", {"plan": "free"}),
+        ("page:/thanks", {}),
+    ]
+
+
+def test_each_bad_goal_custom_props_is_a_line_naming_the_site_and_the_goal() -> None:
+    props = [
+        {"plan": 1},
+        {"a": "1", "b": "2", "c": "3", "d": "4"},
+        {"k" * 301: "v"},
+        {"plan": ""},
+        ["plan"],
+    ]
+    problems = problems_of(
+        {
+            "set": "agency",
+            "defaults": {"goals": [{"event": "Signup", "custom_props": "pro"}]},
+            "sites": [
+                {"domain": "b.example.com"},
+                {
+                    "domain": "a.example.com",
+                    "inherit": False,
+                    "goals": [{"page": f"/p{n}", "custom_props": p} for n, p in enumerate(props)],
+                },
+                {
+                    "domain": "c.example.com",
+                    "goals": [
+                        {"event": "Buy", "custom_props": {"plan": "free"}, "display_name": "Free"},
+                        {"event": "Buy", "custom_props": {"plan": "pro"}, "display_name": "Pro"},
+                    ],
+                },
+            ],
+        }
+    )
+    where = "sites[1] a.example.com: goals"
+    assert problems == [
+        "defaults: goals[0].custom_props: custom_props must map strings to strings",
+        f"{where}[0].custom_props: custom_props must map strings to strings",
+        f"{where}[1].custom_props: use at most 3 custom properties per goal",
+        f"{where}[2].custom_props: custom property names are 1..300 characters",
+        f"{where}[3].custom_props: custom property values are 1..2000 characters",
+        f"{where}[4].custom_props: custom_props must map strings to strings",
+        "sites[2] c.example.com: goals[1]: event:Buy is also goals[0]; one goal per event or "
+        "page, its custom_props in one table",
+    ]

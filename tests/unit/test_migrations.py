@@ -263,3 +263,47 @@ def test_a_database_of_the_previous_schema_gets_batches_counts_and_its_inventory
             "https://plausible.io/share/shop.example.com?auth=x",
         )
     }
+
+
+def test_goals_recorded_before_0011_read_no_custom_props_and_later_ones_keep_theirs(
+    empty_engine: Engine,
+) -> None:
+    """Migration 0011 on an inventory written by 0010's schema: the goal already recorded reads
+    ``{}`` (no job recorded a goal's properties before), a goal recorded after keeps what
+    Plausible answered, and the inventory rebuilt from the jobs (0006's replay, which knows
+    nothing of the column) still inserts its goals."""
+    from testkit.inventory import rebuild_inventory, record_site
+    from worker.jobs.store import JobStore
+
+    upgrade(empty_engine, "0010")
+    stamp = "'2026-12-07 10:00:00+00:00'"
+    with empty_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO inventory_sites (account, domain, timezone, origin, job_id, "
+                f"created_at, confirmed_at) VALUES ('default', 'old.example.com', 'UTC', "
+                f"'created', 'job0', {stamp}, {stamp})"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO inventory_goals (account, domain, natural_key, goal_id, goal_type, "
+                "event_name, display_name, job_id, confirmed_at) VALUES ('default', "
+                "'old.example.com', 'event:Signup', 7, 'event', 'Signup', 'Signup', 'job0', "
+                f"{stamp})"
+            )
+        )
+    upgrade(empty_engine)
+    assert schema_drift(empty_engine) == []
+    store = JobStore(empty_engine)
+    record_site(store, "new.example.com", goals={"Signup": 8}, goal_props={"Signup": {"a": "b"}})
+
+    def props(domain: str) -> list[tuple[str, dict[str, str]]]:
+        [view] = store.site(domain)
+        return [(goal.natural_key, goal.custom_props) for goal in view.goals]
+
+    assert props("old.example.com") == [("event:Signup", {})]
+    assert props("new.example.com") == [("event:Signup", {"a": "b"})]
+    with empty_engine.begin() as connection:
+        rebuild_inventory(connection)
+    assert props("new.example.com") == [("event:Signup", {})]

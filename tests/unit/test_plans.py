@@ -308,6 +308,76 @@ def test_custom_properties_and_guests_are_planned_like_goals(store: JobStore) ->
     assert plan.calls == 2 + 1 + 2 + 1 + 3
 
 
+def test_a_goal_whose_custom_props_differ_is_deleted_and_made_again(store: JobStore) -> None:
+    record_site(
+        store,
+        "g.example.com",
+        goals={"Signup": 51, "Buy": 52, "Same": 53},
+        goal_props={"Signup": {"plan": "free"}, "Same": {"plan": "pro"}},
+        managed_set="agency",
+    )
+    pro = {"plan": "pro"}
+    data = {
+        "set": "agency",
+        "sites": [
+            {
+                "domain": "g.example.com",
+                "goals": [
+                    {"event": "Signup", "custom_props": pro},
+                    {"event": "Buy", "display_name": "Buys", "custom_props": {"a": "1"}},
+                    {"event": "Same", "custom_props": pro},
+                    {"event": "New", "custom_props": pro},
+                ],
+            },
+            # c's Signup is an import's: it differs, but is not the set's to replace.
+            {"domain": "c.example.com", "goals": [{"event": "Signup", "custom_props": pro}]},
+        ],
+    }
+    plan = planned(store, data, targets=("g.example.com", "c.example.com"))
+    assert plan.lines() == [
+        "~ site g.example.com",
+        '    -/+ goal event:Signup: custom props {"plan": "free"} -> {"plan": "pro"}',
+        "    -/+ goal event:Buy: display name 'Buy' -> 'Buys', custom props {} -> {\"a\": \"1\"}",
+        '    + goal event:New: custom props {"plan": "pro"}',
+        "~ site c.example.com",
+        '    ! goal event:Signup: custom props {} -> {"plan": "pro"}: not created by set '
+        "'agency', so not replaced",
+    ]
+    assert plan.summary() == "Plan: 1 goal to add; 2 goals to replace."
+    jobs = {job.resource: job for job in plan.jobs}
+    assert sorted(jobs) == [
+        "delete-goal:g.example.com:event:Buy",
+        "delete-goal:g.example.com:event:Signup",
+        "provision:g.example.com",
+        "recreate:g.example.com",
+    ]
+    assert jobs["delete-goal:g.example.com:event:Signup"].request.goal_id == 51
+    again = jobs["recreate:g.example.com"]
+    assert again.phase == 2
+    assert [(g.natural_key, g.custom_props) for g in again.request.goals] == [
+        ("event:Signup", pro),
+        ("event:Buy", {"a": "1"}),
+    ]
+    # Each replacement: a delete by id and a find-or-create; New: one find-or-create.
+    assert [jobs[r].calls for r in sorted(jobs)] == [1, 1, 1, 2]
+    priced = plans.cost(
+        Reporter(store, Limiter(store.engine), load_accounts(Settings())),  # type: ignore[call-arg]
+        "default",
+        plan.calls,
+    )
+    assert priced.line().startswith("Cost: 5 calls; at ")
+    # Once Plausible answered the new goals, recorded, the same file plans nothing there.
+    record_site(
+        store,
+        "g.example.com",
+        goals={"Signup": 54, "Buy": 56, "Same": 53, "New": 55},
+        goal_props={"Signup": pro, "Buy": {"a": "1"}, "Same": pro, "New": pro},
+        managed_set="agency",
+    )
+    data["sites"][0]["goals"][1] = {"event": "Buy", "custom_props": {"a": "1"}}  # type: ignore[index]
+    assert not planned(store, data, targets=("g.example.com",)).has_changes
+
+
 def test_tracker_settings_are_sent_with_a_create_or_changed_in_place(store: JobStore) -> None:
     recorded = {"installation_type": None, "outbound_links": False, "file_downloads": False}
     record_site(store, "t.example.com", tracker=recorded, managed_set="agency")

@@ -3,7 +3,7 @@
 Kept apart from the jobs that made it, so it outlives them (retention never prunes it) and can
 be reconciled against. The pipeline's checkpoints write it in their own transaction
 (``changes``, run by ``Claims``), so it never disagrees with a finished job: a site created or
-adopted, each goal and shared link ensured, the tracker configuration set, and what a delete
+adopted, each goal (with its custom properties, as Plausible answered) and shared link ensured, the tracker configuration set, and what a delete
 removed.
 """
 
@@ -106,6 +106,7 @@ def _provisioned(
             "event_name": goal.event_name,
             "page_path": goal.page_path,
             "display_name": goal.display_name,
+            "custom_props": goal.custom_props,
             "job_id": job_id,
             "managed_set": request.managed_set,
             "confirmed_at": now,
@@ -115,8 +116,9 @@ def _provisioned(
     ]
     if goals:
         keys = ["account", "domain", "natural_key"]
-        fields = ["goal_id", "goal_type", "event_name", "page_path", "display_name", "job_id"]
-        stmt = upsert(table_of(SiteGoalRow), dialect, keys, [*fields, "confirmed_at"])
+        # Every column but the key's and the set's (kept as the job that first recorded it).
+        fields = [name for name in goals[0] if name not in {*keys, "managed_set"}]
+        stmt = upsert(table_of(SiteGoalRow), dialect, keys, fields)
         out += [(stmt, goal) for goal in goals]
     links = [
         {

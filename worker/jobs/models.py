@@ -279,6 +279,12 @@ class SiteGoalRow(SQLModel, table=True):
     event_name: str | None = Field(default=None, max_length=255)
     page_path: str | None = Field(default=None, max_length=2048)
     display_name: str = Field(max_length=255)
+    #: Its custom properties as Plausible answered the job that ensured it (``{}``: none, and
+    #: every goal recorded before migration 0011).
+    custom_props: dict[str, str] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False, server_default=text("'{}'")),
+    )
     job_id: str = Field(max_length=32)
     #: The desired-state set whose job first recorded it; None: not a set's.
     managed_set: str | None = Field(default=None, max_length=64)

@@ -89,6 +89,8 @@ class GoalRecord(BaseModel):
     event_name: str | None = None
     page_path: str | None = None
     display_name: str
+    #: As Plausible answered them: part of what makes a goal unique there.
+    custom_props: dict[str, str] = PydanticField(default_factory=dict)
 
 
 class Progress(BaseModel):

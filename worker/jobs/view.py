@@ -211,6 +211,7 @@ def site_view(found: SiteView) -> Site:
                 event_name=goal.event_name,
                 page_path=goal.page_path,
                 display_name=goal.display_name,
+                custom_props=goal.custom_props,
                 confirmed_at=_iso(goal.confirmed_at) or "",
             )
             for goal in found.goals
