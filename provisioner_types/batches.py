@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from provisioner_types.jobs import Timestamp
+from provisioner_types.model import Model
 
 
-class FailureError(BaseModel):
+class FailureError(Model):
     code: str | None
     message: str | None
 
 
-class Failure(BaseModel):
+class Failure(Model):
     id: str
     idempotency_key: str
     domain: str
     error: FailureError
 
 
-class Batch(BaseModel):
+class Batch(Model):
     """A batch (``worker.jobs.view.batch_view``)."""
 
     batch_id: str

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from provisioner_types.model import Model
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Model):
     code: str = Field(description="Stable, machine-readable: `not_found`, `wrong_status`, …")
     message: str = Field(description="For people; may change between versions.")
     field: str | None = Field(
@@ -13,7 +15,7 @@ class ErrorDetail(BaseModel):
     )
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     """Every error the service answers, whatever its status."""
 
     error: ErrorDetail

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from provisioner_types.model import Model
 from provisioner_types.states import Priority
 
 
-class SignupGoal(BaseModel):
+class SignupGoal(Model):
     goal_type: Literal["event", "page"]
     event_name: str | None = Field(
         default=None, description="Event goals: at most 120 characters, not `engagement`."
@@ -25,12 +26,12 @@ class SignupGoal(BaseModel):
     custom_props: dict[str, str] | None = None
 
 
-class SignupGuest(BaseModel):
+class SignupGuest(Model):
     email: str
     role: Literal["viewer", "editor"]
 
 
-class TrackerSettings(BaseModel):
+class TrackerSettings(Model):
     """Tracker script settings to change; Plausible merges them into the site's (§10)."""
 
     installation_type: Literal["manual", "wordpress", "gtm", "npm"] | None = None
@@ -44,7 +45,7 @@ class TrackerSettings(BaseModel):
     pageview_props: bool | None = None
 
 
-class SignupEvent(BaseModel):
+class SignupEvent(Model):
     """A signup event (README, "Signup events"). Every string must be valid Unicode without NUL
     characters; an event nests at most 8 levels."""
 

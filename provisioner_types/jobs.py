@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from provisioner_types.model import Model
 from provisioner_types.states import JobStatus, Operation
 
 #: An ISO 8601 timestamp in UTC, e.g. ``2025-01-31T12:00:00.123456+00:00``.
@@ -16,13 +17,13 @@ Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 EventType = Literal["job.succeeded", "job.failed", "job.cancelled"]
 
 
-class JobError(BaseModel):
+class JobError(Model):
     code: str
     message: str | None
     http_status: int | None = Field(description="Plausible's HTTP status, when it answered one.")
 
 
-class Goal(BaseModel):
+class Goal(Model):
     """A goal as Plausible holds it (``worker.jobs.specs.GoalRecord``)."""
 
     id: int
@@ -33,12 +34,12 @@ class Goal(BaseModel):
     custom_props: dict[str, str] = Field(default_factory=dict)
 
 
-class SharedLink(BaseModel):
+class SharedLink(Model):
     name: str
     url: str
 
 
-class WebhookDelivery(BaseModel):
+class WebhookDelivery(Model):
     """A job's completion webhook (README, "Completion webhooks"): where its delivery stands."""
 
     event_id: str = Field(description="Sent as `Provisioner-Event-Id` and the body's `id`.")
@@ -54,7 +55,7 @@ class WebhookDelivery(BaseModel):
     delivered_at: Timestamp | None
 
 
-class Job(BaseModel):
+class Job(Model):
     """One job (``worker.jobs.view.job_view``)."""
 
     id: str
@@ -88,14 +89,14 @@ class Job(BaseModel):
     )
 
 
-class JobPage(BaseModel):
+class JobPage(Model):
     jobs: list[Job]
     next_cursor: str | None = Field(
         description="Pass back as `cursor` for the next page; null on the last page."
     )
 
 
-class WebhookEvent(BaseModel):
+class WebhookEvent(Model):
     """The body of a completion webhook (README, "Completion webhooks"): the job as it was when
     it finished, without its ``webhook`` field. Receivers may parse a body with
     ``WebhookEvent.model_validate_json`` once its signature checks out."""

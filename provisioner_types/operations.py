@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from provisioner_types.model import Model
 from provisioner_types.states import JobStatus
 
 
-class JobFilterBody(BaseModel):
+class JobFilterBody(Model):
     """Which jobs a bulk retry or cancel means: every given field must match. At least one is
     required; an unknown field is refused rather than ignored (it would widen the match)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built at once: FastAPI reads a request body's model as a named parameter, which a
+    # deferred model answers with a warning that the name has no effect.
+    model_config = ConfigDict(extra="forbid", defer_build=False)
 
     status: JobStatus | None = None
     batch_id: str | None = None
@@ -26,7 +29,7 @@ class JobFilterBody(BaseModel):
 MAX_CHANGED_IDS = 1000
 
 
-class Changed(BaseModel):
+class Changed(Model):
     changed: int = Field(description="How many jobs changed.")
     ids: list[str] = Field(description=f"The first {MAX_CHANGED_IDS} of their ids.")
 
@@ -36,5 +39,5 @@ class Changed(BaseModel):
         return cls(changed=len(ids), ids=ids[:MAX_CHANGED_IDS])
 
 
-class Health(BaseModel):
+class Health(Model):
     status: Literal["ok"] = "ok"

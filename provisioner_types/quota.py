@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from provisioner_types.jobs import Timestamp
+from provisioner_types.model import Model
 
 
-class AccountPause(BaseModel):
+class AccountPause(Model):
     code: str = Field(description="invalid_api_key, sites_api_unavailable or site_limit_reached.")
     message: str
     scope: str = Field(description="`all` jobs, or `provision`: only new sites wait.")
 
 
-class QuotaAccount(BaseModel):
+class QuotaAccount(Model):
     name: str
     waiting: dict[str, int] = Field(description="Its queued jobs waiting, by priority class.")
     paused: AccountPause | None = Field(
@@ -21,7 +22,7 @@ class QuotaAccount(BaseModel):
     )
 
 
-class QuotaWindow(BaseModel):
+class QuotaWindow(Model):
     kind: str = Field(description="`hour` or `burst`.")
     seconds: float
     used: int
@@ -32,7 +33,7 @@ class QuotaWindow(BaseModel):
     resets_at: Timestamp
 
 
-class Quota(BaseModel):
+class Quota(Model):
     """One quota (``Reporter.quotas()``)."""
 
     quota: str

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from provisioner_types.jobs import Timestamp
+from provisioner_types.model import Model
 
 
-class SiteGoal(BaseModel):
+class SiteGoal(Model):
     natural_key: str = Field(description="`event:Signup` or `page:/pricing`: unique per site.")
     id: int = Field(description="Plausible's goal id.")
     goal_type: str
@@ -24,19 +25,19 @@ class SiteGoal(BaseModel):
     confirmed_at: Timestamp = Field(description="When a job last saw it in Plausible.")
 
 
-class SiteLink(BaseModel):
+class SiteLink(Model):
     name: str
     url: str
     confirmed_at: Timestamp
 
 
-class SiteGuest(BaseModel):
+class SiteGuest(Model):
     email: str
     role: str = Field(description="As Plausible holds it: an invitation never changes a role.")
     confirmed_at: Timestamp
 
 
-class Site(BaseModel):
+class Site(Model):
     """A site of the inventory (``worker.jobs.view.site_view``)."""
 
     account: str
@@ -63,7 +64,7 @@ class Site(BaseModel):
     )
 
 
-class SitePage(BaseModel):
+class SitePage(Model):
     sites: list[Site]
     next_cursor: str | None = Field(
         description="Pass back as `cursor` for the next page; null on the last page."
