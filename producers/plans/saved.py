@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from producers.plans.desired import DesiredState
@@ -426,11 +426,13 @@ def _kept(
 def recorded(
     store: JobStore, accounts: Sequence[str] | None = None, *, limit: int = 50
 ) -> list[PlanRow]:
-    """The plans applied, newest first (of ``accounts`` only, if given)."""
-    query = select(PlanRow).where(col(PlanRow.applied_at).is_not(None))
+    """The plans kept, applied or not, newest first by when they were applied or else made (of
+    ``accounts`` only, if given)."""
+    query = select(PlanRow)
     if accounts is not None:
         query = query.where(col(PlanRow.account).in_(list(accounts)))
-    query = query.order_by(col(PlanRow.applied_at).desc(), col(PlanRow.batch_id)).limit(limit)
+    newest = func.coalesce(col(PlanRow.applied_at), col(PlanRow.made_at)).desc()
+    query = query.order_by(newest, col(PlanRow.batch_id)).limit(limit)
     with Session(store.engine, expire_on_commit=False) as session:
         return list(session.exec(query).all())
 

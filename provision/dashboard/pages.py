@@ -282,7 +282,7 @@ def site_page(request: Request, domain: str, board: Board, session: SignedIn) ->
 
 
 def plans_page(request: Request, board: Board, session: SignedIn) -> Response:
-    """The desired-state plans applied, newest first, each with its batch's progress."""
+    """The desired-state plans kept, applied or not, newest first, each with its batch's progress."""
     from producers.plans.saved import recorded
 
     within = session.principal.restriction

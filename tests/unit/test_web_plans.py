@@ -85,7 +85,7 @@ def test_bad_plans_stale_plans_and_other_accounts_are_refused(
     assert "plan again" in stale.json()["error"]["message"]
 
 
-def test_a_plan_is_kept_when_made_and_shown_on_the_dashboard_once_applied(
+def test_a_plan_is_kept_when_made_and_shown_on_the_dashboard_with_its_progress_once_applied(
     client: TestClient,
 ) -> None:
     made = client.post("/plans", json=DESIRED, headers=AUTH)
@@ -97,7 +97,6 @@ def test_a_plan_is_kept_when_made_and_shown_on_the_dashboard_once_applied(
     assert planned["changes"] == plan["changes"]
     assert planned["cost"]["calls"] == 3
     assert planned["cost"]["line"].startswith("Cost: 3 calls")
-    # Not applied yet: not on the dashboard's list of plans applied.
     assert client.get("/plans/nope", headers=AUTH).status_code == 404
     client.post("/plans/apply?allow_destroy=true", json=plan, headers=AUTH)
     kept = client.get(f"/plans/{plan['batch']}", headers=AUTH).json()
@@ -156,5 +155,8 @@ def test_a_plan_not_applied_yet_shows_its_tracker_change_on_the_dashboard(
     assert 'data-action="change"' in page.text
     assert "<code>~</code>" in page.text
     assert "outbound_links = true" in page.text
-    # Only the plans applied are listed.
-    assert f'data-plan="{plan["batch"]}"' not in client.get("/ui/plans").text
+    # Listed with the plans applied, as not applied yet.
+    listed = client.get("/ui/plans").text
+    row = listed[listed.index(f'data-plan="{plan["batch"]}"') :].split("</tr>")[0]
+    assert "not applied yet" in row
+    assert "1 tracker configuration to change" in row
