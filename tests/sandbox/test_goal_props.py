@@ -6,7 +6,6 @@ and plans them back; the inventory's views show each goal's properties."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,8 +13,7 @@ from pydantic import SecretStr
 
 from producers.api import Provisioner
 from producers.plans.refresh import LiveReader
-from testkit.databases import migrated_engine
-from testkit.pipelines import UNLIMITED, api_requests, client_of, make_pipeline
+from testkit.pipelines import UNLIMITED, api_requests, client_of
 from testkit.sandbox_process import SandboxProcess
 from worker.jobs.filters import JobFilter
 from worker.jobs.states import JobStatus
@@ -31,20 +29,6 @@ FREE, PRO, TEAM = {"plan": "free"}, {"plan": "pro"}, {"plan": "team"}
 def desired(props: dict[str, str]) -> dict[str, Any]:
     goals = [{"event": "Signup", "custom_props": props}, {"page": "/pricing"}]
     return {"set": "agency", "sites": [{"domain": SHOP, "goals": goals}]}
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    engine = migrated_engine(database_url)
-    yield JobStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(sandbox, store)
-    yield pipeline
-    client_of(pipeline).close()
 
 
 @pytest.fixture

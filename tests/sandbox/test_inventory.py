@@ -4,32 +4,13 @@ deletes remove, and that migration 0006's rebuild from the jobs' history finds t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from testkit.databases import migrated_engine
 from testkit.inventory import inventory, rebuild_inventory
-from testkit.pipelines import EVENT, PAGE, client_of, make_due, make_pipeline, provision
+from testkit.pipelines import EVENT, PAGE, client_of, make_due, provision
 from testkit.sandbox_process import SandboxProcess
 from worker.jobs.specs import GoalSpec, JobRequest
 from worker.jobs.states import JobStatus, Operation
 from worker.jobs.store import JobStore
 from worker.service import Pipeline
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    engine = migrated_engine(database_url)
-    yield JobStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(sandbox, store)
-    yield pipeline
-    client_of(pipeline).close()
 
 
 def run(pipeline: Pipeline, store: JobStore, request: JobRequest) -> str:

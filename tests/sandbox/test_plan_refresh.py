@@ -6,7 +6,6 @@ refresh is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +17,7 @@ from producers.events import parse_event
 from producers.plans.refresh import LiveReader
 from provision.http.app import create_app
 from provision.tokens import LEGACY, Principal, Tokens, token_hash
-from testkit.databases import migrated_engine
-from testkit.pipelines import UNLIMITED, api_requests, client_of, make_pipeline
+from testkit.pipelines import UNLIMITED, api_requests
 from testkit.sandbox_process import SandboxProcess
 from testkit.service_api import AUTH, TOKEN
 from worker.errors import ConfigurationError
@@ -38,20 +36,6 @@ DESIRED: dict[str, Any] = {
     },
     "sites": [{"domain": SHOP}, {"domain": BLOG}],
 }
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    engine = migrated_engine(database_url)
-    yield JobStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(sandbox, store)
-    yield pipeline
-    client_of(pipeline).close()
 
 
 @pytest.fixture

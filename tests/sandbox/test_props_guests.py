@@ -5,14 +5,12 @@ the inventory; the events that ask for them are checked at the edge."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from producers.events import parse_event
-from testkit.databases import migrated_engine
-from testkit.pipelines import api_requests, client_of, make_pipeline
+from testkit.pipelines import api_requests, client_of
 from testkit.sandbox_process import SandboxProcess
 from worker.errors import InvalidRequestError
 from worker.jobs.specs import JobRequest, Progress, calls_needed
@@ -20,20 +18,6 @@ from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
 from worker.jobs.view import site_view
 from worker.service import Pipeline
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    engine = migrated_engine(database_url)
-    yield JobStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(sandbox, store)
-    yield pipeline
-    client_of(pipeline).close()
 
 
 def run(pipeline: Pipeline, store: JobStore, event: dict[str, Any]) -> JobRequest:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -34,13 +33,6 @@ from worker.service import Pipeline
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
     return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
-
-
-@pytest.fixture
-def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(sandbox, store)
-    yield pipeline
-    client_of(pipeline).close()
 
 
 def test_provision_creates_site_goals_and_links_and_records_them(

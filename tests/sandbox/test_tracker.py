@@ -6,14 +6,10 @@ tracker.set on a site Plausible does not have fails as not found."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from producers.events import parse_event
-from testkit.databases import migrated_engine
-from testkit.pipelines import api_requests, client_of, make_pipeline
+from testkit.pipelines import api_requests
 from testkit.sandbox_process import SandboxProcess
 from worker.jobs.specs import JobRequest, Progress, calls_needed
 from worker.jobs.states import JobStatus
@@ -22,20 +18,6 @@ from worker.service import Pipeline
 
 DOMAIN = "shop.example.com"
 TRACKER = "tracker_script_configuration"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    engine = migrated_engine(database_url)
-    yield JobStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def pipeline(sandbox: SandboxProcess, store: JobStore) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(sandbox, store)
-    yield pipeline
-    client_of(pipeline).close()
 
 
 def run(pipeline: Pipeline, store: JobStore, event: dict[str, Any]) -> JobRequest:
