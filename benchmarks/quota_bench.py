@@ -3,13 +3,15 @@
 Run on demand (not a test); it takes about 10 minutes (``--quick``: about 4):
 
     .venv/bin/python benchmarks/quota_bench.py [--quick] [--store postgres|sqlite]
-        [--concurrency 8] [--pool threads|prefork] [--guard 0.6]
+        [--concurrency 8] [--pool threads|prefork] [--guard 0.6] [--logs DIR]
 
 Each scenario resets the sandbox (``python -m sandbox``, Plausible's limits: 60 per 10 s, and a
 compressed hour where the hourly limit must bind), starts one worker with the matching
 ``PROVISIONER_*`` quota settings (otherwise defaults: the threads pool, 8 slots), enqueues work
 straight into the status table as the producers do, and reads what reached Plausible from the
-sandbox's request log (``/_sandbox/requests``, by the sandbox's clock). It prints one table.
+sandbox's request log (``/_sandbox/requests``, by the sandbox's clock). It prints one table, and
+for the signups the slowest one's job id: ``--logs DIR`` keeps the worker logs that say what held
+it up.
 
 - quota use: calls per window against the budget, as sites per window against the theoretical
   maximum (budget / calls per site) and against bulk's share (the budget less one signup's
@@ -69,6 +71,15 @@ from worker.wakeups import announcer, transport_for  # noqa: E402
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 BURST, BURST_SECONDS = 60, 10.0
 CALLS_PER_SITE = 4
+#: What a scenario's reset empties, in an order the foreign keys allow.
+RESET_TABLES = (
+    "provisioning_jobs",
+    "job_counts",
+    "batches",
+    "quota_windows",
+    "account_pauses",
+    "worker_processes",
+)
 
 
 def signup(prefix: str, n: int) -> dict[str, Any]:
@@ -113,8 +124,11 @@ class Bench:
             self.store.engine.dispose()
         engine = migrated_engine(self.db_url)
         with engine.begin() as conn:
-            conn.exec_driver_sql("DELETE FROM provisioning_jobs")
-            conn.exec_driver_sql("DELETE FROM quota_windows")
+            # No trigger counts a deleted job: without its counts and batches, a scenario would
+            # start with the last one's backlog still counted (ready, dispatched, running), and
+            # with its killed worker's processes still registered.
+            for table in RESET_TABLES:
+                conn.exec_driver_sql(f"DELETE FROM {table}")
         self.store = JobStore(engine)
         # Enqueueing wakes the worker's scheduler, as a producer's store does (make_store).
         self.store.announce = (
@@ -291,6 +305,7 @@ def fairness_and_latency(bench: Bench, signups: int, big: int) -> None:
     )
     bench.stop_worker()
     print(f"  first-call latencies (s): {[round(x, 2) for x in sorted(first_call)]}", flush=True)
+    print_slowest(bench, ids, done)
     bench.add(name, "signups", len(ids))
     bench.add(
         name,
@@ -335,8 +350,18 @@ def small_limits(bench: Bench, signups: int) -> None:
         done.append(as_utc(job.finished_at).timestamp() - created)  # type: ignore[union-attr]
     bench.stop_worker()
     print(f"  enqueue -> done (s): {[round(x, 2) for x in done]}", flush=True)
+    print_slowest(bench, ids, done)
     bench.add(name, "signups behind an import", len(ids))
     bench.add(name, "enqueue -> done p50/max (s)", f"{pct(done, 50):.2f}/{max(done):.2f}", "<= 1 s")
+
+
+def print_slowest(bench: Bench, ids: list[str], seconds: list[float]) -> None:
+    """The slowest job's id and where its worker logged, to read what held it up."""
+    slowest = max(range(len(ids)), key=seconds.__getitem__)
+    print(
+        f"  slowest: job {ids[slowest]} ({seconds[slowest]:.2f} s); worker logs in {bench.workdir}",
+        flush=True,
+    )
 
 
 def pct(values: list[float], p: int) -> float:
@@ -423,6 +448,9 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", choices=["use", "fair", "robust", "react", "small"]
     )
+    parser.add_argument(
+        "--logs", type=Path, help="keep the worker logs here (default: deleted at the end)"
+    )
     args = parser.parse_args()
     windows = 3 if args.quick else 6
     only = set(args.only or ["use", "fair", "robust", "react", "small"])
@@ -431,7 +459,9 @@ def main() -> None:
         SandboxProcess(api_key="bench-key", stats_api_key=None, other_team_api_key=None) as sandbox,
         database(args.store, Path(tmp)) as db_url,
     ):
-        bench = Bench(sandbox, db_url, Path(tmp), args.concurrency, args.guard, args.pool)
+        logs = args.logs or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        bench = Bench(sandbox, db_url, logs, args.concurrency, args.guard, args.pool)
         try:
             if "use" in only:
                 quota_use(bench, windows)
