@@ -25,6 +25,7 @@ from worker.wakeups import (
     Announcer,
     PostgresTransport,
     RedisTransport,
+    Transport,
     Wakeup,
     announcer,
     listening,
@@ -35,11 +36,13 @@ from worker.wakeups import (
 AMQP = "amqp://guest@127.0.0.1//"
 
 
-def test_a_published_wake_up_wakes_every_listener(redis_url: str) -> None:
+def assert_every_listener_woken(transport: Transport) -> None:
+    """Two listeners on ``transport`` are both woken by one announcement over it, and by
+    nothing else once they listen."""
     first, second = Wakeup(), Wakeup()
     for wakeup in (first, second):
-        wakeup.listen(RedisTransport(redis_url))
-    announce = announcer(transport_for(redis_url))
+        wakeup.listen(transport)
+    announce = announcer(transport)
     assert announce is not None
     try:
         wait_for(
@@ -59,6 +62,10 @@ def test_a_published_wake_up_wakes_every_listener(redis_url: str) -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_published_wake_up_wakes_every_listener(redis_url: str) -> None:
+    assert_every_listener_woken(RedisTransport(redis_url))
     assert announcer(transport_for(AMQP)) is None  # no channel: the poll is the net
 
 
@@ -134,28 +141,7 @@ def test_the_channel_is_chosen_by_configuration() -> None:
 def test_a_notify_on_the_status_database_wakes_every_listener(postgres_url: str) -> None:
     transport = transport_for(AMQP, postgres_url)
     assert isinstance(transport, PostgresTransport)
-    first, second = Wakeup(), Wakeup()
-    for wakeup in (first, second):
-        wakeup.listen(transport)
-    announce = announcer(transport)
-    assert announce is not None
-    try:
-        wait_for(
-            lambda: first.subscribed.is_set() and second.subscribed.is_set(),
-            timeout=10,
-            describe="both listening",
-        )
-        # Each looked once more as it began listening; nothing else before the NOTIFY.
-        assert first.wait(0)
-        assert second.wait(0)
-        assert not first.wait(0)
-        assert not second.wait(0)
-        announce()
-        assert first.wait(10)
-        assert second.wait(10)
-    finally:
-        first.stop()
-        second.stop()
+    assert_every_listener_woken(transport)
 
 
 def listener_pids(postgres_url: str) -> set[int]:
