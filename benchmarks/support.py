@@ -10,9 +10,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.engine import make_url
+
+from testkit.services import libpq_conninfo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
@@ -35,21 +36,14 @@ def database(store: str, workdir: Path) -> Iterator[str]:
         return
     import psycopg
 
-    admin = make_url(POSTGRES_URL)
+    admin = libpq_conninfo(POSTGRES_URL)
     name = f"provisioner_bench_{uuid.uuid4().hex[:8]}"
-    params: dict[str, Any] = {
-        "host": admin.host,
-        "port": admin.port or 5432,
-        "user": admin.username,
-        "dbname": admin.database,
-        "autocommit": True,
-    }
-    with psycopg.connect(**params) as conn:
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(**params) as conn:
+        with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

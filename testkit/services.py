@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+from worker.jobs.pgurl import psycopg_params
+
 MARK = "plausible-provisioner:tests-own-this-db"
 
 
@@ -85,16 +87,18 @@ def _probe_redis() -> None:
 def _pg_admin() -> Any:
     import psycopg
 
-    url = make_url(POSTGRES_URL)
-    return psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        autocommit=True,
-        connect_timeout=3,
-    )
+    return psycopg.connect(libpq_conninfo(POSTGRES_URL), autocommit=True, connect_timeout=3)
+
+
+def libpq_conninfo(postgres_url: str) -> str:
+    """libpq's conninfo for a PostgreSQL URL (SQLAlchemy's form), converted as the product
+    converts it, for a psycopg connection of a test's or a benchmark's own."""
+    from psycopg.conninfo import make_conninfo
+
+    params = psycopg_params(postgres_url)
+    if params is None:
+        raise ValueError(f"not a PostgreSQL URL: {postgres_url}")
+    return make_conninfo(**params)
 
 
 def _probe_postgres() -> None:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from worker.jobs.pgurl import psycopg_params
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,14 @@ def redis_url_of(broker_url: str | None) -> str | None:
 
 
 def postgres_conninfo_of(database_url: str | None) -> str | None:
-    """libpq's form of the status database's URL when it is PostgreSQL, else None."""
-    if not database_url or not database_url.lower().startswith("postgres"):
+    """libpq's conninfo for the status database when it is PostgreSQL, else None (also for a
+    URL only SQLAlchemy reads: ``worker.jobs.pgurl``)."""
+    params = psycopg_params(database_url) if database_url else None
+    if params is None:
         return None
-    from sqlalchemy.engine import make_url
+    from psycopg.conninfo import make_conninfo
 
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        return None
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return make_conninfo(**params)
 
 
 def transport_for(
@@ -81,7 +81,7 @@ def transport_for(
     if redis_url:
         return RedisTransport(redis_url)
     conninfo = postgres_conninfo_of(database_url) if choice in ("auto", "postgres") else None
-    if conninfo:
+    if conninfo is not None:  # empty: all of libpq's defaults
         return PostgresTransport(conninfo)
     return None
 

@@ -30,6 +30,7 @@ from testkit.databases import migrated_engine
 from testkit.events import event
 from testkit.fakes import RecordingDispatcher
 from testkit.sandbox_process import REPO_ROOT
+from testkit.services import libpq_conninfo
 from worker.errors import IdempotencyConflictError, InvalidRequestError
 from worker.jobs.models import ProvisioningJob
 from worker.jobs.specs import Progress
@@ -60,7 +61,7 @@ def dbapi_connect(database_url: str) -> Any:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return sqlite3.connect(str(url.database))
-    return psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    return psycopg.connect(libpq_conninfo(database_url))
 
 
 def async_url(database_url: str) -> str:
@@ -341,8 +342,7 @@ def test_async_connection_and_psycopg_async_connection(
                 await connection.rollback()
         finally:
             await engine.dispose()
-        plain = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
-        async with await psycopg.AsyncConnection.connect(plain) as conn:
+        async with await psycopg.AsyncConnection.connect(libpq_conninfo(postgres_url)) as conn:
             via_psycopg = await provisioner.aenqueue(conn, event(3))
             assert await provisioner.aenqueue(conn, event(3)) == via_psycopg
             with pytest.raises(IdempotencyConflictError):

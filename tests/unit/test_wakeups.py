@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from producers.events import parse_event
 from producers.importer import import_file, wait_for_batch
@@ -126,7 +127,14 @@ def test_the_channel_is_chosen_by_configuration() -> None:
     assert isinstance(transport_for("redis://127.0.0.1:6379/0", pg), RedisTransport)
     chosen = transport_for(AMQP, pg)
     assert isinstance(chosen, PostgresTransport)
-    assert chosen.conninfo == "postgresql://postgres@127.0.0.1:5432/jobs"  # libpq's form
+    assert conninfo_to_dict(chosen.conninfo) == {  # libpq's form
+        "host": "127.0.0.1",
+        "port": "5432",
+        "user": "postgres",
+        "dbname": "jobs",
+    }
+    # No part given: libpq's defaults (PGHOST...), still a channel.
+    assert isinstance(transport_for(AMQP, "postgresql+psycopg://"), PostgresTransport)
     assert isinstance(transport_for("redis://127.0.0.1:6379/0", pg, "postgres"), PostgresTransport)
     assert transport_for("redis://127.0.0.1:6379/0", pg, "none") is None
     assert transport_for(AMQP, "sqlite:///jobs.db") is None

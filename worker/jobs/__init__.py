@@ -12,7 +12,9 @@ touch what:
 - ``view``: builds the one public shape of a job and a batch, the models of
   ``provisioner_types``, from the rows;
 - ``rows``: a job read with the database's own driver, without SQLAlchemy (``provision
-  status``), and ``revisions``: the schema revision the code needs, from the migration scripts.
+  status``), ``pgurl``: the status database's URL as psycopg's connection parameters (``rows``,
+  ``worker.wakeups``), and ``revisions``: the schema revision the code needs, from the migration
+  scripts.
 
 Imports ``worker.errors``, ``worker.times``, ``worker.webhooks`` (the body of an outbox row) and
 the leaf packages; nothing else of ours.

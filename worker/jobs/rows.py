@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
+from worker.jobs.pgurl import psycopg_params
 from worker.jobs.revisions import head_revision
 from worker.jobs.specs import Progress
 from worker.jobs.states import JobStatus, Operation
@@ -127,31 +127,19 @@ def _open(
         except sqlite3.Error:
             return None
         return connection, sqlite3.Error, False
-    if database_url.startswith("postgresql+psycopg://"):
-        import psycopg
+    params = psycopg_params(database_url)
+    if params is None:
+        return None
+    import psycopg
+    from psycopg.conninfo import make_conninfo
 
-        try:
-            # The parameters SQLAlchemy's psycopg dialect connects with: the URL's parts, then
-            # its query as libpq options.
-            parts = urlsplit(database_url)
-            params: dict[str, Any] = {
-                "host": parts.hostname,
-                "port": parts.port,
-                "user": unquote(parts.username) if parts.username else None,
-                "password": unquote(parts.password) if parts.password else None,
-                "dbname": unquote(parts.path.lstrip("/")) or None,
-                "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
-            }
-            params = {name: value for name, value in params.items() if value is not None}
-            options = parse_qsl(parts.query)
-            if len({name for name, _ in options}) < len(options):
-                return None  # several hosts (``?host=a&host=b``): SQLAlchemy's to join
-            params.update(options)
-            connection = psycopg.connect(**params, autocommit=True)
-        except (ValueError, psycopg.Error):
-            return None
-        return connection, psycopg.Error, True
-    return None
+    # A connect_timeout in the URL's query wins over ours.
+    params = {"connect_timeout": str(PG_CONNECT_TIMEOUT_SECONDS), **params}
+    try:
+        connection = psycopg.connect(make_conninfo(**params), autocommit=True)
+    except psycopg.Error:
+        return None
+    return connection, psycopg.Error, True
 
 
 def _job(row: Mapping[str, Any], webhook: WebhookRecord | None) -> JobRecord:
