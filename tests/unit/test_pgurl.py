@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import make_url
 
 from worker.jobs.pgurl import psycopg_params
+from worker.jobs.rows import PG_CONNECT_TIMEOUT_SECONDS, _open
 
 
 def sqlalchemy_params(url: str) -> dict[str, str]:
@@ -122,3 +123,17 @@ def test_the_parameters_reach_the_database_the_url_names(postgres_url: str) -> N
         row = conn.execute("SELECT current_database()").fetchone()
     assert row is not None
     assert row[0] == make_url(postgres_url).database
+
+
+@pytest.mark.parametrize(
+    ("query", "timeout"), [("", str(PG_CONNECT_TIMEOUT_SECONDS)), ("?connect_timeout=3", "3")]
+)
+def test_provision_status_connects_with_the_urls_parameters_and_its_own_timeout(
+    postgres_url: str, query: str, timeout: str
+) -> None:
+    opened = _open(postgres_url + query)
+    assert opened is not None
+    with opened[0] as conn:
+        parameters = conn.info.get_parameters()
+    assert parameters["connect_timeout"] == timeout  # the URL's wins
+    assert parameters["dbname"] == make_url(postgres_url).database
