@@ -273,6 +273,11 @@ def _update_site(plan: Plan, desired: DesiredState, site: DesiredSite, view: Sit
             )
         )
     changes += _tracker(plan, desired, site, view)
+    # Goals, custom properties and guests follow the same rules (``+`` what only the file has;
+    # ``-/+`` what differs, ``!`` when another set made it; ``-`` what the set made that left
+    # the file), written out for each: what differs, what a change says and which job deletes
+    # are each kind's own; one loop for the three took those as six parameters, all but the
+    # delete job empty for a custom property (a name: nothing else to differ).
     goal_changes, add, again = _goals(plan, desired, site, view)
     changes += goal_changes
     links = {link.name for link in view.links}
