@@ -27,8 +27,6 @@ class Ready(NamedTuple):
     #: The calls the job still needs (``calls_needed``, kept with its checkpoints).
     calls: int
     created_at: datetime
-    #: It ran before (handed back, requeued, due again): its message goes ahead of the others.
-    started: bool = False
 
 
 class BatchPosition(NamedTuple):
@@ -56,7 +54,7 @@ def _ready_statement(shape: str, no_provision: bool) -> Any:
                 t.c.operation != Operation.provision_site.value,
             )
         )
-    columns = (t.c.id, t.c.batch_id, t.c.calls_left, t.c.created_at, t.c.started_at)
+    columns = (t.c.id, t.c.batch_id, t.c.calls_left, t.c.created_at)
     oldest = (t.c.created_at, t.c.id)
     limit = sa.bindparam("limit", type_=sa.Integer())
     if shape == "all":
@@ -125,8 +123,8 @@ class Dispatching(Counts):
             rows = connection.execute(query, params).all()
         return sorted(
             (
-                Ready(job_id, batch, int(calls), as_utc(at) or at, started is not None)
-                for job_id, batch, calls, at, started in rows
+                Ready(job_id, batch, int(calls), as_utc(at) or at)
+                for job_id, batch, calls, at in rows
             ),
             key=lambda ready: (ready.created_at, ready.id),
         )
@@ -169,35 +167,37 @@ class Dispatching(Counts):
                 BatchPosition(stamp, batch_id) for stamp, batch_id in session.execute(query).all()
             ]
 
-    def admit(self, permits: Mapping[str, dict[str, int]]) -> set[str]:
+    def admit(self, permits: Mapping[str, dict[str, int]]) -> dict[str, bool]:
         """Mark queued, undispatched jobs as dispatched with the permits reserved for each (job
         id -> window key -> permits); returns those marked (another scheduler may have taken a
-        job first, or it was cancelled). One UPDATE per distinct reservation."""
+        job first, or it was cancelled), each with whether it ran before: its message goes
+        ahead of its class (``first``). Read in the UPDATE that dispatches it, and unchanged
+        until a worker starts it. One UPDATE per distinct reservation."""
         t = ProvisioningJob
         now = self.clock()
         alike: dict[tuple[tuple[str, int], ...], list[str]] = {}
         for job_id, reserved in permits.items():
             alike.setdefault(tuple(sorted(reserved.items())), []).append(job_id)
-        admitted: set[str] = set()
+        admitted: dict[str, bool] = {}
         jobs = table_of(t)
         with self.engine.begin() as connection:
             for held, ids in alike.items():
-                admitted.update(
-                    connection.execute(
-                        update(jobs)
-                        .where(
-                            jobs.c.id.in_(sorted(ids)),
-                            jobs.c.status == JobStatus.queued.value,
-                            jobs.c.dispatched_at.is_(None),
-                        )
-                        .values(
-                            dispatched_at=now,
-                            dispatch_count=jobs.c.dispatch_count + 1,
-                            permits=dict(held),
-                        )
-                        .returning(jobs.c.id)
-                    ).scalars()
-                )
+                rows = connection.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id.in_(sorted(ids)),
+                        jobs.c.status == JobStatus.queued.value,
+                        jobs.c.dispatched_at.is_(None),
+                    )
+                    .values(
+                        dispatched_at=now,
+                        dispatch_count=jobs.c.dispatch_count + 1,
+                        permits=dict(held),
+                    )
+                    # The column, not ``started_at IS NOT NULL``: SQLite 3.40 returns that wrong.
+                    .returning(jobs.c.id, jobs.c.started_at)
+                ).all()
+                admitted.update((job_id, started is not None) for job_id, started in rows)
         return admitted
 
     def release_dispatch(self, job_ids: Iterable[str]) -> None:
