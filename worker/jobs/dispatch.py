@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
+from worker.dispatch import MessageClass
 from worker.jobs.counts import DISPATCHED, READY, Counts, summed
 from worker.jobs.db import table_of
 from worker.jobs.models import Batch, JobCount, ProvisioningJob
@@ -172,7 +173,8 @@ class Dispatching(Counts):
         id -> window key -> permits); returns those marked (another scheduler may have taken a
         job first, or it was cancelled), each with whether it ran before: its message goes
         ahead of its class (``first``). Read in the UPDATE that dispatches it, and unchanged
-        until a worker starts it. One UPDATE per distinct reservation."""
+        until a worker starts it, so the sweeper finds its message's lane from its row
+        (``unstarted_dispatched_before``). One UPDATE per distinct reservation."""
         t = ProvisioningJob
         now = self.clock()
         alike: dict[tuple[tuple[str, int], ...], list[str]] = {}
@@ -223,21 +225,23 @@ class Dispatching(Counts):
         [(jobs, _)] = summed(self.engine, col(JobCount.state) == DISPATCHED, col(JobCount.jobs) > 0)
         return int(jobs or 0)
 
-    def unstarted_dispatched_before(self, moment: datetime) -> int:
-        """How many jobs dispatched at or before ``moment`` no worker has started yet (a read
-        of the dispatched jobs on their index: as few as the broker holds)."""
+    def unstarted_dispatched_before(self, moment: datetime) -> dict[MessageClass, int]:
+        """How many jobs dispatched at or before ``moment`` no worker has started yet, by the
+        class of their message: (bulk, ran before). One read of the dispatched jobs on their
+        index: as few as the broker holds."""
         t = ProvisioningJob
+        started = col(t.started_at).is_not(None)
         with Session(self.engine) as session:
-            return int(
-                session.execute(
-                    select(sa.func.count())
-                    .select_from(t)
-                    .where(
-                        col(t.dispatched_at) <= moment,
-                        col(t.status) == JobStatus.queued,
-                    )
-                ).scalar_one()
-            )
+            rows = session.execute(
+                select(col(t.priority), started, sa.func.count())
+                .where(col(t.dispatched_at) <= moment, col(t.status) == JobStatus.queued)
+                .group_by(col(t.priority), started)
+            ).all()
+        counts: dict[MessageClass, int] = {}
+        for priority, ran, jobs in rows:
+            kind = (priority == Priority.bulk, bool(ran))
+            counts[kind] = counts.get(kind, 0) + int(jobs)
+        return counts
 
     def recent_run_seconds(self, accounts: Sequence[str], *, limit: int = 20) -> list[float]:
         """How long the last jobs to succeed took from their dispatch to done, in seconds."""
