@@ -91,8 +91,8 @@ class Recorder:
     def publish(self, job_ids: Any, *, first: bool = False, bulk: bool = False) -> None:
         self.published.extend(job_ids)
 
-    def queued_messages(self) -> int:
-        return 0
+    def queued_messages(self) -> dict[Any, int]:
+        return {}
 
 
 def rows(jobs: int, batches: int, now: datetime) -> Iterator[tuple[BatchOf, dict[str, Any]]]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from worker.dispatch import Lane
+
 
 class RecordingDispatcher:
     """A dispatcher that remembers what it was asked to publish, in order; ``waiting`` is how
-    many messages its broker says it still holds."""
+    many messages its broker says it still holds, in one FIFO queue (as RabbitMQ's)."""
 
     def __init__(self, waiting: int = 0) -> None:
         self.published: list[str] = []
@@ -22,5 +24,5 @@ class RecordingDispatcher:
         if first:
             self.first.extend(job_ids)
 
-    def queued_messages(self) -> int:
-        return self.waiting
+    def queued_messages(self) -> dict[Lane, int]:
+        return {None: self.waiting}

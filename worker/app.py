@@ -27,7 +27,7 @@ from celery.worker.request import Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import logs, metrics
-from worker.dispatch import PRIORITIES
+from worker.dispatch import PRIORITIES, Lane
 from worker.errors import ConfigurationError
 from worker.jobs.states import JobStatus
 from worker.jobs.store import JobStore
@@ -213,18 +213,27 @@ class CeleryDispatcher:
                     TASK_NAME, args=[job_id], queue=QUEUE, producer=producer, priority=priority
                 )
 
-    def queued_messages(self) -> int:
-        """Messages waiting in the broker's queue (not those a worker has taken); 0 when the
-        queue itself is gone (a flushed or restarted Redis)."""
+    def queued_messages(self) -> dict[Lane, int]:
+        """Messages waiting in the broker's queue (not those a worker has taken), by lane: on
+        Redis, the length of each priority's list (kombu's ``_q_for_pri`` names them, and with
+        its default priority steps each of ``PRIORITIES`` has a list of its own), read in one
+        transaction; elsewhere (RabbitMQ) the queue's one count, or none when the queue itself
+        is gone."""
         from kombu.exceptions import ChannelError
 
         with self.app.connection_for_read() as connection:
+            channel: Any = connection.default_channel
+            if connection.transport.driver_type == "redis":
+                lanes = sorted(set(PRIORITIES.values()))
+                with channel.conn_or_acquire() as client, client.pipeline() as pipe:
+                    for lane in lanes:
+                        pipe.llen(channel._q_for_pri(QUEUE, lane))
+                    return {lane: int(n) for lane, n in zip(lanes, pipe.execute(), strict=True)}
             try:
-                channel: Any = connection.default_channel
                 declared = channel.queue_declare(queue=QUEUE, passive=True)
             except ChannelError:
-                return 0
-            return int(declared.message_count)
+                return {}
+            return {None: int(declared.message_count)}
 
 
 class _ProcessState:

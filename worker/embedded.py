@@ -14,10 +14,11 @@ import itertools
 import logging
 import queue
 import threading
+from collections import Counter
 from collections.abc import Sequence
 
 from worker import metrics
-from worker.dispatch import PRIORITIES
+from worker.dispatch import PRIORITIES, Lane
 from worker.jobs.store import JobStore
 from worker.logs import job_context
 from worker.registry import Heartbeat, Watcher
@@ -66,8 +67,11 @@ class EmbeddedWorkers:
         for job_id in job_ids:
             self._queue.put((PRIORITIES[bulk, first], next(self._order), job_id))
 
-    def queued_messages(self) -> int:
-        return self._queue.qsize()
+    def queued_messages(self) -> dict[Lane, int]:
+        """By priority: each is a FIFO lane of its own (the arrival count orders it)."""
+        with self._queue.mutex:
+            waiting = Counter(priority for priority, _, job_id in self._queue.queue if job_id)
+        return {priority: waiting[priority] for priority in PRIORITIES.values()}
 
     def start(self) -> EmbeddedWorkers:
         check_worker_settings(self.settings)  # a bad configuration fails here, not per thread

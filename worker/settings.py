@@ -157,8 +157,9 @@ class Settings(BaseSettings):
     #: The sweeper re-drives stuck jobs every so often.
     sweep_interval_seconds: float = 1.0
     #: A dispatched job that no worker claimed this long after its message went out is
-    #: published again when the broker's queue holds fewer messages than such jobs (its message
-    #: is lost); the wait doubles with each message, so duplicates stay rare.
+    #: published again, at its own priority, when the lane of the broker's queue its message
+    #: waits in (``worker.dispatch.Lane``) holds fewer messages than such jobs (its message is
+    #: lost); the wait doubles with each message, so duplicates stay rare.
     redispatch_after_seconds: float = 5.0
 
     #: Finished jobs (and their delivered webhooks) older than this are deleted by the sweeper,

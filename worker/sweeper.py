@@ -5,7 +5,8 @@ Every ``schedule_interval_seconds`` the scheduler dispatches queued jobs that fi
 
 - hands back to the scheduler the waiting jobs whose time has come and the running jobs whose
   lease expired (their worker died),
-- publishes again dispatched jobs that never started (the broker lost their message);
+- publishes again dispatched jobs that never started (the broker lost their message), each
+  into the lane of the broker's queue it was lost from;
 
 and every ``RETENTION_EVERY_SECONDS`` it deletes finished jobs older than
 ``PROVISIONER_JOB_RETENTION`` (``Recovery.prune_finished``), a chunk at a time. Every
@@ -21,12 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from worker import leases, metrics, webhooks
-from worker.dispatch import Dispatcher
+from worker.dispatch import PRIORITIES, Dispatcher, Lane, MessageClass, lane_of
 from worker.jobs.db import optimize
 from worker.jobs.recovery import Sent
 from worker.jobs.store import JobStore
@@ -45,6 +46,8 @@ RETENTION_EVERY_SECONDS = 60.0
 RETENTION_CHUNK = 2000
 #: Longer than a dispatch takes from its commit to its message in the broker.
 PUBLISH_SLACK_SECONDS = 1.0
+#: At most this many lost messages of a lane are published again per sweep.
+REDISPATCH_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -77,41 +80,63 @@ class LostMessages:
         return confirmed
 
 
+def missing_by_lane(
+    dispatched: Mapping[MessageClass, int], queued: Mapping[Lane, int]
+) -> dict[frozenset[MessageClass], int]:
+    """Per FIFO lane of the broker (the classes of the messages it holds), how many fewer
+    messages wait in it than jobs were dispatched into it and not started: ``dispatched`` by
+    the class of their message, ``queued`` by lane (``Dispatcher.queued_messages``)."""
+    lanes: dict[Lane, set[MessageClass]] = {}
+    for kind in dispatched:
+        lanes.setdefault(lane_of(kind, queued), set()).add(kind)
+    missing = {}
+    for lane, kinds in lanes.items():
+        lacking = sum(dispatched[kind] for kind in kinds) - queued.get(lane, 0)
+        if lacking > 0:
+            missing[frozenset(kinds)] = min(lacking, REDISPATCH_CHUNK)
+    return missing
+
+
 def sweep_once(
     store: JobStore, dispatcher: Dispatcher, settings: Settings, lost_messages: LostMessages
 ) -> SweepResult:
     requeued = store.requeue_due() + leases.release_gone(store)
     # Jobs dispatched a while ago that no worker claimed, beyond the messages still waiting in
-    # the broker, lost theirs: the queue is FIFO, so the oldest of them are the ones missing.
-    after = settings.redispatch_after_seconds
-    # The queue first: a message consumed between the two reads then makes the count too low
-    # (caught at the next sweep), never too high (a duplicate). The queue is FIFO, so the
-    # messages missing from it are those of the oldest dispatched jobs; of those, the ones that
-    # have waited long enough are published again.
+    # the broker, lost theirs. Counted per lane of the broker: each is FIFO (a Redis list per
+    # priority, RabbitMQ's one queue), so in each the oldest of its jobs are the ones missing;
+    # of those, the ones that have waited long enough are published again. Counted over the
+    # whole queue instead, a signup's lost message would pass for that of an older bulk job
+    # whose message still waits behind it (signups are taken first).
+    # The queue first: a message consumed between the two reads then makes a lane's count too
+    # low (caught at the next sweep), never too high (a duplicate).
     # With none dispatched and unstarted, no message can be missing: the broker is not asked.
     # And only jobs dispatched a moment before the queue is read are compared with it: a job
     # dispatched meanwhile may be published after the read, and counting it would make an
     # older message that still waits look lost (a duplicate).
+    missing: dict[frozenset[MessageClass], int] = {}
     unstarted = store.unstarted_dispatched()
-    missing = 0
     if unstarted:
         compared_before = store.clock() - timedelta(seconds=PUBLISH_SLACK_SECONDS)
         queued = dispatcher.queued_messages()
-        missing = store.unstarted_dispatched_before(compared_before) - queued
+        missing = missing_by_lane(store.unstarted_dispatched_before(compared_before), queued)
     lost = store.take_for_redispatch(
-        redispatch_after=after, limit=min(missing, 500), confirm=lost_messages.confirm
+        redispatch_after=settings.redispatch_after_seconds,
+        missing=missing,
+        confirm=lost_messages.confirm,
     )
-    # Should publishing fail, they stay dispatched with their permits: a later sweep finds them
+    # Each into the lane it was lost from, where the scheduler put it (signups first). Should
+    # publishing fail, they stay dispatched with their permits: a later sweep finds them
     # missing again (the wait before it doubles).
-    if lost:
-        dispatcher.publish(lost)
+    for (bulk, first), job_ids in sorted(lost.items(), key=lambda item: PRIORITIES[item[0]]):
+        dispatcher.publish(job_ids, first=first, bulk=bulk)
+    redispatched = sum(len(job_ids) for job_ids in lost.values())
     metrics.SCHEDULER_JOBS.labels("requeued").inc(requeued)
-    metrics.SCHEDULER_JOBS.labels("redispatched").inc(len(lost))
-    if requeued or lost:
-        log.info("sweeper: %d back to the scheduler, %d published again", requeued, len(lost))
+    metrics.SCHEDULER_JOBS.labels("redispatched").inc(redispatched)
+    if requeued or redispatched:
+        log.info("sweeper: %d back to the scheduler, %d published again", requeued, redispatched)
     due = store.next_due()
     next_due = None if due is None else (due - store.clock()).total_seconds()
-    return SweepResult(requeued, len(lost), unstarted, next_due)
+    return SweepResult(requeued, redispatched, unstarted, next_due)
 
 
 def prune_expired(store: JobStore, settings: Settings) -> int:

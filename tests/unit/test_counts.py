@@ -54,9 +54,9 @@ def test_the_counts_equal_a_fresh_count_after_every_transition(
     signup = store.enqueue(provision("new.example.com"), source="http").job.id
     assert_exact(store)
     assert store.admit({ids[0]: {"burst:1": 4}, ids[1]: {"burst:1": 4}, signup: {}}) == {
-        ids[0],
-        ids[1],
-        signup,
+        ids[0]: False,
+        ids[1]: False,
+        signup: False,
     }
     assert_exact(store)
     claims = [store.claim(job_id, lease_seconds=30) for job_id in (ids[0], ids[1], signup)]

@@ -354,6 +354,28 @@ def test_a_failed_publish_gives_the_permits_back_and_offers_the_jobs_again(
     assert Scheduler(store, limiter, accounts, RecordingDispatcher()).tick() == ids
 
 
+def test_a_job_that_ran_since_it_was_read_is_published_as_one_that_ran(
+    store: JobStore, limiter: Limiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read as fresh, the job is claimed by a stray message and handed back (no room for its
+    calls) before the scheduler admits it: its message goes ahead of its class, as its row now
+    says, which is where the sweeper counts it."""
+    job_id = store.enqueue(provision("a.example.com")).job.id
+    admit = store.admit
+
+    def ran_meanwhile(permits: dict[str, dict[str, int]]) -> dict[str, bool]:
+        claim = store.claim(job_id, lease_seconds=10)
+        assert claim is not None
+        progress = Progress()
+        store.requeue(claim, code="quota_wait", message="full", http_status=None, progress=progress)
+        return admit(permits)
+
+    monkeypatch.setattr(store, "admit", ran_meanwhile)
+    dispatcher = RecordingDispatcher()
+    assert Scheduler(store, limiter, accounts_for(), dispatcher).tick() == [job_id]
+    assert dispatcher.first == [job_id]
+
+
 def test_at_most_ahead_dispatched_jobs_wait_for_a_worker(store: JobStore, limiter: Limiter) -> None:
     ids = [store.enqueue(provision(f"a{n}.example.com", goals=0, links=0)).job.id for n in range(9)]
     accounts = load_accounts(Settings(hourly_limit=10_000, burst_limit=10_000))

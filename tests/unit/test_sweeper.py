@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError
 
 from producers.events import parse_event
 from testkit.databases import migrated_engine
+from worker.dispatch import Lane
 from worker.jobs.store import JobStore
 from worker.runtime import make_scheduler
 from worker.settings import Settings
@@ -22,7 +23,7 @@ class DownBroker:
     def publish(self, job_ids: Sequence[str], *, first: bool = False, bulk: bool = False) -> None:
         raise OperationalError("[Errno 111] Connection refused")
 
-    def queued_messages(self) -> int:
+    def queued_messages(self) -> dict[Lane, int]:
         raise OperationalError("[Errno 111] Connection refused")
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
+from worker.dispatch import MessageClass
 from worker.jobs.counts import DISPATCHED, READY, Counts, summed
 from worker.jobs.db import table_of
 from worker.jobs.models import Batch, JobCount, ProvisioningJob
@@ -27,8 +28,6 @@ class Ready(NamedTuple):
     #: The calls the job still needs (``calls_needed``, kept with its checkpoints).
     calls: int
     created_at: datetime
-    #: It ran before (handed back, requeued, due again): its message goes ahead of the others.
-    started: bool = False
 
 
 class BatchPosition(NamedTuple):
@@ -56,7 +55,7 @@ def _ready_statement(shape: str, no_provision: bool) -> Any:
                 t.c.operation != Operation.provision_site.value,
             )
         )
-    columns = (t.c.id, t.c.batch_id, t.c.calls_left, t.c.created_at, t.c.started_at)
+    columns = (t.c.id, t.c.batch_id, t.c.calls_left, t.c.created_at)
     oldest = (t.c.created_at, t.c.id)
     limit = sa.bindparam("limit", type_=sa.Integer())
     if shape == "all":
@@ -125,8 +124,8 @@ class Dispatching(Counts):
             rows = connection.execute(query, params).all()
         return sorted(
             (
-                Ready(job_id, batch, int(calls), as_utc(at) or at, started is not None)
-                for job_id, batch, calls, at, started in rows
+                Ready(job_id, batch, int(calls), as_utc(at) or at)
+                for job_id, batch, calls, at in rows
             ),
             key=lambda ready: (ready.created_at, ready.id),
         )
@@ -169,35 +168,38 @@ class Dispatching(Counts):
                 BatchPosition(stamp, batch_id) for stamp, batch_id in session.execute(query).all()
             ]
 
-    def admit(self, permits: Mapping[str, dict[str, int]]) -> set[str]:
+    def admit(self, permits: Mapping[str, dict[str, int]]) -> dict[str, bool]:
         """Mark queued, undispatched jobs as dispatched with the permits reserved for each (job
         id -> window key -> permits); returns those marked (another scheduler may have taken a
-        job first, or it was cancelled). One UPDATE per distinct reservation."""
+        job first, or it was cancelled), each with whether it ran before: its message goes
+        ahead of its class (``first``). Read in the UPDATE that dispatches it, and unchanged
+        until a worker starts it, so the sweeper finds its message's lane from its row
+        (``unstarted_dispatched_before``). One UPDATE per distinct reservation."""
         t = ProvisioningJob
         now = self.clock()
         alike: dict[tuple[tuple[str, int], ...], list[str]] = {}
         for job_id, reserved in permits.items():
             alike.setdefault(tuple(sorted(reserved.items())), []).append(job_id)
-        admitted: set[str] = set()
+        admitted: dict[str, bool] = {}
         jobs = table_of(t)
         with self.engine.begin() as connection:
             for held, ids in alike.items():
-                admitted.update(
-                    connection.execute(
-                        update(jobs)
-                        .where(
-                            jobs.c.id.in_(sorted(ids)),
-                            jobs.c.status == JobStatus.queued.value,
-                            jobs.c.dispatched_at.is_(None),
-                        )
-                        .values(
-                            dispatched_at=now,
-                            dispatch_count=jobs.c.dispatch_count + 1,
-                            permits=dict(held),
-                        )
-                        .returning(jobs.c.id)
-                    ).scalars()
-                )
+                rows = connection.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id.in_(sorted(ids)),
+                        jobs.c.status == JobStatus.queued.value,
+                        jobs.c.dispatched_at.is_(None),
+                    )
+                    .values(
+                        dispatched_at=now,
+                        dispatch_count=jobs.c.dispatch_count + 1,
+                        permits=dict(held),
+                    )
+                    # The column, not ``started_at IS NOT NULL``: SQLite 3.40 returns that wrong.
+                    .returning(jobs.c.id, jobs.c.started_at)
+                ).all()
+                admitted.update((job_id, started is not None) for job_id, started in rows)
         return admitted
 
     def release_dispatch(self, job_ids: Iterable[str]) -> None:
@@ -223,21 +225,23 @@ class Dispatching(Counts):
         [(jobs, _)] = summed(self.engine, col(JobCount.state) == DISPATCHED, col(JobCount.jobs) > 0)
         return int(jobs or 0)
 
-    def unstarted_dispatched_before(self, moment: datetime) -> int:
-        """How many jobs dispatched at or before ``moment`` no worker has started yet (a read
-        of the dispatched jobs on their index: as few as the broker holds)."""
+    def unstarted_dispatched_before(self, moment: datetime) -> dict[MessageClass, int]:
+        """How many jobs dispatched at or before ``moment`` no worker has started yet, by the
+        class of their message: (bulk, ran before). One read of the dispatched jobs on their
+        index: as few as the broker holds."""
         t = ProvisioningJob
+        started = col(t.started_at).is_not(None)
         with Session(self.engine) as session:
-            return int(
-                session.execute(
-                    select(sa.func.count())
-                    .select_from(t)
-                    .where(
-                        col(t.dispatched_at) <= moment,
-                        col(t.status) == JobStatus.queued,
-                    )
-                ).scalar_one()
-            )
+            rows = session.execute(
+                select(col(t.priority), started, sa.func.count())
+                .where(col(t.dispatched_at) <= moment, col(t.status) == JobStatus.queued)
+                .group_by(col(t.priority), started)
+            ).all()
+        counts: dict[MessageClass, int] = {}
+        for priority, ran, jobs in rows:
+            kind = (priority == Priority.bulk, bool(ran))
+            counts[kind] = counts.get(kind, 0) + int(jobs)
+        return counts
 
     def recent_run_seconds(self, accounts: Sequence[str], *, limit: int = 20) -> list[float]:
         """How long the last jobs to succeed took from their dispatch to done, in seconds."""

@@ -3,16 +3,17 @@ over, jobs of a dead worker, and dispatched jobs whose broker message was lost."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, update
 from sqlmodel import Session, col, select
 
+from worker.dispatch import MessageClass
 from worker.jobs.db import table_of
 from worker.jobs.models import ProvisioningJob, WebhookDelivery
-from worker.jobs.states import FINAL_STATUSES, DeliveryStatus, JobStatus
+from worker.jobs.states import FINAL_STATUSES, DeliveryStatus, JobStatus, Priority
 from worker.jobs.table import Table
 from worker.times import as_utc
 
@@ -38,6 +39,18 @@ def redispatch_due(now: datetime, base_seconds: float) -> Any:
         and_(count <= 1, sent_before(0)),
         *(and_(count == n + 1, sent_before(n)) for n in range(1, top)),
         and_(count >= top + 1, sent_before(top)),
+    )
+
+
+def of_class(kind: MessageClass) -> Any:
+    """The jobs whose message is of class ``kind``: (bulk, ran before), as the scheduler
+    published it (``Dispatching.admit``)."""
+    bulk, ran = kind
+    t = ProvisioningJob
+    started = col(t.started_at)
+    return and_(
+        col(t.priority) == (Priority.bulk if bulk else Priority.interactive),
+        started.is_not(None) if ran else started.is_(None),
     )
 
 
@@ -107,40 +120,48 @@ class Recovery(Table):
         self,
         *,
         redispatch_after: float,
-        limit: int = 500,
+        missing: Mapping[frozenset[MessageClass], int],
         confirm: Callable[[list[Sent]], Collection[Sent]] = (lambda found: found),
-    ) -> list[str]:
-        """Of the ``limit`` dispatched jobs that have waited longest without a worker claiming
-        them, those whose message is due to be sent again: their message is lost (the broker
-        was flushed or restarted, or the worker that took it died), if ``confirm`` agrees
-        (given them, it returns those to take). Each is taken by exactly one sweeper, to be
-        published again with the permits it holds. The wait before re-publishing doubles with
-        each message sent, up to 64 times ``redispatch_after``."""
+    ) -> dict[MessageClass, list[str]]:
+        """Take the dispatched jobs whose message is lost, to publish again. In each FIFO lane
+        of the broker (``missing`` maps the classes of the messages a lane holds to how many it
+        lacks), as many of its jobs as it lacks messages for: those that have waited longest
+        without a worker claiming them (a lane hands out its oldest first), and of those the
+        ones whose message is due to be sent again, if ``confirm`` agrees (given them, it
+        returns those to take). Their message was lost: the broker was flushed or restarted,
+        or the worker that took it died. Each is taken by exactly one sweeper, to be published
+        again with the permits it holds, into the lane of its class (the key it is returned
+        under). The wait before re-publishing doubles with each message sent, up to 64 times
+        ``redispatch_after``."""
         now = self.clock()
         t = ProvisioningJob
-        if limit <= 0:
-            confirm([])
-            return []
-        oldest = (
-            select(t.id)
-            .where(col(t.status) == JobStatus.queued, col(t.dispatched_at).is_not(None))
-            .order_by(col(t.dispatched_at))
-            .limit(limit)
-        )
+        candidates: list[Any] = []
         with Session(self.engine) as session:
-            candidates = session.execute(
-                select(t.id, t.dispatched_at)
-                .where(col(t.id).in_(oldest.scalar_subquery()))
-                .where(redispatch_due(now, redispatch_after))
-                .order_by(col(t.dispatched_at))
-            ).all()
-        found = [(str(job_id), as_utc(at)) for job_id, at in candidates]
+            for kinds, limit in missing.items():
+                if limit <= 0:
+                    continue
+                oldest = (
+                    select(t.id)
+                    .where(col(t.status) == JobStatus.queued, col(t.dispatched_at).is_not(None))
+                    .where(or_(*(of_class(kind) for kind in kinds)))
+                    .order_by(col(t.dispatched_at))
+                    .limit(limit)
+                )
+                candidates += session.execute(
+                    select(t.id, t.dispatched_at, t.priority, t.started_at)
+                    .where(col(t.id).in_(oldest.scalar_subquery()))
+                    .where(redispatch_due(now, redispatch_after))
+                    .order_by(col(t.dispatched_at))
+                ).all()
+        found = [(str(job_id), as_utc(at)) for job_id, at, _, _ in candidates]
         confirmed = confirm(found)
         candidates = [row for row, key in zip(candidates, found, strict=True) if key in confirmed]
-        taken: list[str] = []
+        taken: dict[MessageClass, list[str]] = {}
+        if not candidates:
+            return taken
         # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
         with Session(self.engine) as session:
-            for job_id, dispatched_at in candidates:
+            for job_id, dispatched_at, priority, started in candidates:
                 result = session.execute(
                     update(t)
                     .where(col(t.id) == job_id, col(t.status) == JobStatus.queued)
@@ -148,7 +169,8 @@ class Recovery(Table):
                     .values(dispatched_at=now, dispatch_count=t.dispatch_count + 1)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
-                    taken.append(job_id)
+                    kind = (priority == Priority.bulk, started is not None)
+                    taken.setdefault(kind, []).append(job_id)
             session.commit()
         return taken
 

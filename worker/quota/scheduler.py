@@ -180,9 +180,11 @@ class Scheduler:
                 self._last_batch[quota.name] = served
         ids = [job.id for job in order]
         held = {job.id: (span, n) for job, n in chosen if job.id in admitted}
-        # Jobs that ran before (handed back from a dead worker) go ahead of the waiting messages.
-        resumed = [job.id for job in order if job.started]
-        fresh = [job.id for job in order if not job.started]
+        # Jobs that ran before (handed back from a dead worker) go ahead of the waiting messages;
+        # whether they did is read as they are dispatched, so the sweeper finds the lane of each
+        # message from its job's row.
+        resumed = [job.id for job in order if admitted[job.id]]
+        fresh = [job.id for job in order if not admitted[job.id]]
         for group, first in ((resumed, True), (fresh, False)):
             for start in range(0, len(group), PUBLISH_EVERY):
                 batch = group[start : start + PUBLISH_EVERY]
