@@ -82,10 +82,9 @@ def test_new_signups_start_at_once_behind_a_bulk_backlog(stack: Stack) -> None:
     assert stack.sandbox.state()["counters"]["rate_limited"] == 0
     windows = per_window(requests_log(stack))
     assert max(windows.values()) <= 20
-    # While work waited, bulk jobs were given each window, once the reserve was released (8, two
-    # signups' calls, until then), all but the one signup's calls (4) that it holds to its end:
-    # the windows between the first and the last were (almost all) spent to those 16, and never
-    # past 20 with a signup.
+    # While work waited, bulk jobs were given each window but the one signup's calls (4) that
+    # the reserve holds to its end: the windows between the first and the last were (almost
+    # all) spent to those 16, and never past 20 with a signup.
     inner = [windows[w] for w in sorted(windows)[1:-1]]
     assert sum(1 for n in inner if n >= 20 - 4) >= 0.8 * len(inner), windows
 

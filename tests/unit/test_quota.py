@@ -128,16 +128,15 @@ def test_a_take_is_all_or_nothing_across_windows(limiter: Limiter, clock: Clock)
 def test_bulk_leaves_the_interactive_reserve_until_it_is_released(
     limiter: Limiter, clock: Clock
 ) -> None:
-    # 10 % of 60 is 6 calls, less than two signups': the reserve keeps 8 until the release.
-    assert limiter.take(QUOTA, limiter.span(QUOTA), 52, Priority.bulk) is None
+    assert limiter.take(QUOTA, limiter.span(QUOTA), 54, Priority.bulk) is None
     refusal = limiter.take(QUOTA, limiter.span(QUOTA), 1, Priority.bulk)
     assert refusal is not None
     burst = windows.current(QUOTA, BURST, clock.now)
     # Released one second (plus the guard) before the window ends.
     assert refusal.retry_at == windows.end(QUOTA, burst) - 0.5 - 1.0
     clock.now = refusal.retry_at
-    # The reserve above one signup's calls (8 - 4) goes to bulk; those 4 are held to the end.
-    assert limiter.take(QUOTA, limiter.span(QUOTA), 4, Priority.bulk) is None
+    # The reserve above one signup's calls (6 - 4) goes to bulk; those 4 are held to the end.
+    assert limiter.take(QUOTA, limiter.span(QUOTA), 2, Priority.bulk) is None
     assert limiter.room(QUOTA, Priority.bulk) == 0
     assert limiter.room(QUOTA, Priority.interactive) == 4
     clock.now = windows.end(QUOTA, burst) + 0.5 - 0.01  # the window still in the span
@@ -148,27 +147,26 @@ def test_bulk_leaves_the_interactive_reserve_until_it_is_released(
 def test_one_signup_s_calls_are_never_released_to_bulk_whatever_the_limits(
     engine: Engine, clock: Clock
 ) -> None:
-    """15 calls per 5 s: 10 % would be 1.5 calls. The reserve keeps two 4-call signups until the
-    release and one to the window's end: a signup arriving at the window's last moment still
-    finds room, where it used to wait for the next window behind bulk jobs that took the
-    released reserve."""
+    """15 calls per 5 s: the whole reserve is one 4-call signup, so nothing is released: a
+    signup arriving at the window's last moment still finds room, where it used to wait for the
+    next window behind bulk jobs that took the released reserve."""
     small = Quota("small", hourly_limit=600, burst_limit=15, burst_seconds=5, hour_seconds=3600)
     limiter = Limiter(engine, interactive_reserve=0.1, release_seconds=1.0, guard=0.5, clock=clock)
     burst = windows.current(small, BURST, clock.now)
-    assert (limiter.reserve(small, BURST), limiter.held(small, BURST)) == (8, 4)
-    assert limiter.releases(small, BURST)
-    assert limiter.take(small, limiter.span(small), 7, Priority.bulk) is None
+    assert (limiter.reserve(small, BURST), limiter.held(small, BURST)) == (4, 4)
+    assert not limiter.releases(small, BURST)
+    assert limiter.take(small, limiter.span(small), 11, Priority.bulk) is None
     refusal = limiter.take(small, limiter.span(small), 1, Priority.bulk)
     assert refusal is not None
-    assert refusal.retry_at == limiter.release_at(small, burst)
-    # The scheduler is woken for the release.
-    assert limiter.next_change(small) == limiter.release_at(small, burst)
-    clock.now = limiter.release_at(small, burst)
-    assert limiter.take(small, limiter.span(small), 4, Priority.bulk) is None
+    # Bulk asks again once the window is out of the span, not at a release that gives nothing.
+    assert refusal.retry_at == windows.end(small, burst) + 0.5
     for moment in (limiter.release_at(small, burst), windows.end(small, burst) + 0.49):
         clock.now = moment
         assert limiter.room(small, Priority.bulk) == 0
         assert limiter.room(small, Priority.interactive) == 4
+    # And the scheduler is not woken for a release that changes nothing.
+    clock.now = T0
+    assert limiter.next_change(small) == windows.end(small, burst) + 0.5
 
 
 def test_the_hour_releases_all_but_one_signup_s_calls_before_it_ends(
@@ -306,7 +304,7 @@ def test_interactive_jobs_go_first_and_only_what_fits_is_dispatched(
     sched = scheduler(store, limiter, accounts_for())
     dispatched = sched.tick()
     assert dispatched[0] == signup.id
-    # 4 calls each: the interactive job, then bulk until 52 of the 60 are taken (12 jobs): the
+    # 4 calls each: the interactive job, then bulk until 54 of the 60 are taken (12 jobs): the
     # reserve stays whole for the next signups until it is released near the window's end.
     assert len(dispatched) == 1 + 12
     assert set(dispatched[1:]) <= {j.id for j in bulk}
@@ -510,8 +508,7 @@ def test_the_reserve_holds_a_typical_signup_whatever_the_limits(engine: Engine) 
     small = Quota("small", hourly_limit=600, burst_limit=15, burst_seconds=5, hour_seconds=3600)
     tiny = Quota("tiny", hourly_limit=600, burst_limit=3, burst_seconds=5, hour_seconds=3600)
     limiter = Limiter(engine, interactive_reserve=0.1)
-    # 10 % would be 1.5 calls, less than one signup: two until the release, one to the end.
-    assert (limiter.reserve(small, BURST), limiter.held(small, BURST)) == (8, 4)
+    assert limiter.reserve(small, BURST) == 4  # 10 % would be 1.5 calls: less than one signup
     assert limiter.reserve(small, HOUR) == 60
     assert limiter.reserve(tiny, BURST) == 2  # never the whole window: bulk jobs still run
     assert Limiter(engine, interactive_reserve=0).reserve(small, BURST) == 0  # off means off
@@ -521,11 +518,11 @@ def test_a_signup_is_admitted_at_once_while_an_import_fills_a_small_window(
     store: JobStore, limiter: Limiter
 ) -> None:
     """15 calls per 5 s: a 10 % reserve would keep 1.5 calls, less than one 4-call signup, and
-    the signup would wait a window behind the import. The reserve keeps 8 until the release."""
+    the signup would wait a window behind the import. The reserve keeps 4."""
     for n in range(20):
         store.enqueue(provision(f"b{n}.example.com"), batch="big", priority=Priority.bulk)
     sched = scheduler(store, limiter, accounts_for(burst_limit=15, burst_seconds=5))
-    assert len(sched.tick()) == 1  # 4 calls: a second job would take 1 of the 8 kept
+    assert len(sched.tick()) == 2  # 8 calls: a third job would take 3 of the 4 kept
     assert sched.tick() == []  # the import has all it may have of this window
     signup = store.enqueue(provision("new.example.com")).job
     assert sched.tick() == [signup.id]
@@ -534,43 +531,19 @@ def test_a_signup_is_admitted_at_once_while_an_import_fills_a_small_window(
 def test_a_signup_arriving_after_the_release_is_admitted_in_the_same_window(
     store: JobStore, limiter: Limiter, clock: Clock
 ) -> None:
-    """The import took what it may of the window, the release included; near its end (inside
-    the guard) a signup still finds its calls held."""
+    """The import took what it may of the window; near its end (past the moment the reserve
+    used to be released, and inside the guard) a signup still finds its calls held."""
     for n in range(20):
         store.enqueue(provision(f"b{n}.example.com"), batch="big", priority=Priority.bulk)
     sched = scheduler(store, limiter, accounts_for(burst_limit=15, burst_seconds=5))
     [quota] = sched.accounts.quotas.values()
-    assert len(sched.tick()) == 1
+    assert len(sched.tick()) == 2
     burst = windows.current(quota, BURST, clock.now)
-    clock.now = limiter.release_at(quota, burst)
-    assert len(sched.tick()) == 1  # the second signup's calls go to the import: 8 of 11
-    clock.now = windows.end(quota, burst)
-    assert sched.tick() == []  # the one signup's calls are held
+    for moment in (limiter.release_at(quota, burst), windows.end(quota, burst)):
+        clock.now = moment
+        assert sched.tick() == []  # nothing released to the import
     signup = store.enqueue(provision("late.example.com")).job
     assert sched.tick() == [signup.id]
-
-
-def test_two_signups_in_one_small_window_are_both_admitted_before_it_ends(
-    store: JobStore, limiter: Limiter, clock: Clock
-) -> None:
-    """15 calls per 5 s behind an import: a first signup early in the window, a second in its
-    last moments (after the release, inside the guard). Holding one signup's calls alone, the
-    import's two jobs and the first signup left 3 calls, and the second signup waited for the
-    window to leave the span."""
-    for n in range(20):
-        store.enqueue(provision(f"b{n}.example.com"), batch="big", priority=Priority.bulk)
-    sched = scheduler(store, limiter, accounts_for(burst_limit=15, burst_seconds=5))
-    [quota] = sched.accounts.quotas.values()
-    burst = windows.current(quota, BURST, clock.now)
-    assert sched.tick() != []  # the import takes what it may
-    first = store.enqueue(provision("first.example.com")).job
-    assert sched.tick() == [first.id]
-    clock.now = limiter.release_at(quota, burst)
-    sched.tick()
-    clock.now = windows.end(quota, burst) - 0.2
-    assert sched.tick() == []
-    second = store.enqueue(provision("second.example.com")).job
-    assert sched.tick() == [second.id]
 
 
 def test_the_scheduler_sizes_the_reserve_to_the_signups_waiting(
@@ -581,7 +554,7 @@ def test_the_scheduler_sizes_the_reserve_to_the_signups_waiting(
     sched = scheduler(store, limiter, accounts_for(**small))
     sched.tick()
     [quota] = sched.accounts.quotas.values()
-    assert (limiter.reserve(quota, BURST), limiter.held(quota, BURST)) == (14, 7)
+    assert limiter.reserve(quota, BURST) == 7
 
 
 def test_a_used_up_hour_puts_the_next_room_at_its_end_whatever_the_burst_windows_do(

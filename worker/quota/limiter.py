@@ -12,18 +12,8 @@ above one typical interactive job (``reserve_floor`` calls) is released to them.
 calls are never released (``held``): a signup may arrive at any moment until the window leaves
 its span, and had bulk calls taken them it would wait until then (two guards at least, however
 late the release). So a window is spent to the last call only when a signup comes; an import
-alone leaves those few calls.
-
-However small the limits, the reserve holds two typical jobs until the release (never the whole
-window), and the one job after it, unless it is off (0). One job alone would not do: the first
-signup of a window spends the held calls, and bulk jobs admitted before it may have left too
-little for a second, which then waits for the window to leave the span (up to a window and a
-guard); unless both arrive after the release, the second now starts at once. Holding the second
-job's calls only until the release costs an import nothing in a window without signups, if it is
-ready at the release (the same calls, later in the window). In a window where a signup comes
-before the release, the release gives bulk only what is left above the held calls: under small
-limits a whole job fewer (at 15 calls per 5 s, one 4-call site instead of two), the price of
-the second signup's room.
+alone leaves those few calls. However small the limits, the reserve holds that one job, unless
+it is off (0).
 """
 
 from __future__ import annotations
@@ -104,14 +94,13 @@ class Limiter:
         return quota.hourly_budget if kind == HOUR else quota.burst_limit
 
     def reserve(self, quota: Quota, kind: str) -> int:
-        """Permits of a window kept for interactive jobs until the release:
-        ``interactive_reserve`` of it, and at least two typical jobs' calls (never the whole
-        window), so a second signup in the window finds room after the first."""
+        """Permits of a window kept for interactive jobs: ``interactive_reserve`` of it, and
+        at least one typical job's calls (never the whole window)."""
         budget = self.budget(quota, kind)
         if not self.interactive_reserve:
             return 0
         share = math.ceil(budget * self.interactive_reserve)
-        return max(share, min(2 * self.reserve_floor, budget - 1))
+        return max(share, self.held(quota, kind))
 
     def held(self, quota: Quota, kind: str) -> int:
         """Permits of a window bulk jobs never take: one typical interactive job's calls (never
