@@ -25,7 +25,9 @@ it up.
 - reaction: our calls wasted per window (429s) while another client of the same team spends part
   of the burst window;
 - small limits: signups arriving during an import with a burst limit of 15 per 5 s, enqueue to
-  done (the interactive reserve holds at least one signup whatever the limits).
+  done (the interactive reserve holds at least one signup whatever the limits), with each
+  signup's arrival in its window and the calls that window had taken before it; bulk sites per
+  window with the import alone and while the signups came.
 
 Uses Redis db 13 (``BENCH_REDIS_URL``; flushed) and a fresh PostgreSQL database (dropped after).
 """
@@ -321,9 +323,10 @@ def fairness_and_latency(bench: Bench, signups: int, big: int) -> None:
     bench.add(name, "backlog still queued at the end", f"{remaining:,}")
 
 
-def small_limits(bench: Bench, signups: int) -> None:
+def small_limits(bench: Bench, signups: int, trace: bool = False) -> None:
     """Signups arriving while an import runs under a small custom limit (15 calls per 5 s,
-    where a 10 % reserve would be 1.5 calls, less than one signup)."""
+    where a 10 % reserve would be 1.5 calls, less than one signup). Per signup: when it arrived
+    in its window and what the window had taken by then; ``trace``: the sites each window made."""
     name = "15 per 5 s"
     limits = {"burst_limit": 15, "burst_seconds": 5.0, "hourly_limit": 10**7}
     bench.reset(**limits)
@@ -331,7 +334,9 @@ def small_limits(bench: Bench, signups: int) -> None:
     bench.start_worker(**limits)
     store = bench.store
     assert store is not None
-    bench.wait_windows(1, seconds=5.0)  # the import has the windows to itself for a while
+    seconds = limits["burst_seconds"]
+    bench.wait_windows(4, seconds=seconds)  # the import has the windows to itself for a while
+    alone_until = time.time() + bench.offset()
     ids = []
     rng = random.Random(11)
     for n in range(signups):
@@ -342,17 +347,56 @@ def small_limits(bench: Bench, signups: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("signups did not finish")
         time.sleep(0.2)
+    log = [e for e in bench.requests() if e[1] != 429]
+    sites = bench.sandbox.state()["sites"]
+    bench.stop_worker()
     done = []
+    calls = windows_of(log, seconds)
+    print(
+        "  signup: arrival (s into its window), calls of that window before it / in all,",
+        flush=True,
+    )
+    print("          enqueue -> dispatched, -> done (s)", flush=True)
     for job_id in ids:
         job = store.get(job_id)
         assert job is not None
-        created = as_utc(job.created_at).timestamp()  # type: ignore[union-attr]
-        done.append(as_utc(job.finished_at).timestamp() - created)  # type: ignore[union-attr]
-    bench.stop_worker()
+        created = as_utc(job.created_at).timestamp() + bench.offset()  # type: ignore[union-attr]
+        dispatched = as_utc(job.dispatched_at).timestamp() + bench.offset()  # type: ignore[union-attr]
+        finished = as_utc(job.finished_at).timestamp() + bench.offset()  # type: ignore[union-attr]
+        done.append(finished - created)
+        window = math.floor(created / seconds)
+        before = sum(1 for t, _, _ in log if math.floor(t / seconds) == window and t < created)
+        print(
+            f"    {job.domain.split('.')[0]}: {created - window * seconds:.2f}, "
+            f"{before}/{calls[window]}, {dispatched - created:.2f}, {finished - created:.2f}",
+            flush=True,
+        )
+    # Bulk sites created per whole window, the import alone and while signups came.
+    bulk = windows_of(
+        [(s["inserted_at"], 200, None) for s in sites if s["domain"].startswith("bulk")], seconds
+    )
+    first_signup = math.floor(alone_until / seconds)
+    last = max(calls)
+    alone = [bulk[w] for w in range(min(calls) + 1, first_signup)]
+    during = [bulk[w] for w in range(first_signup, last)]
+    if trace:
+        for w in range(first_signup - 2, last + 1):
+            made = sorted(
+                (round(s["inserted_at"] - w * seconds, 2), s["domain"].split(".")[0])
+                for s in sites
+                if math.floor(s["inserted_at"] / seconds) == w
+            )
+            print(f"    window {w - first_signup}: {calls[w]} calls; sites {made}", flush=True)
     print(f"  enqueue -> done (s): {[round(x, 2) for x in done]}", flush=True)
+    print(f"  bulk sites per window, alone: {alone}; with signups: {during}", flush=True)
     print_slowest(bench, ids, done)
     bench.add(name, "signups behind an import", len(ids))
     bench.add(name, "enqueue -> done p50/max (s)", f"{pct(done, 50):.2f}/{max(done):.2f}", "<= 1 s")
+    bench.add(
+        name,
+        "bulk sites per window: import alone / with signups (mean)",
+        f"{statistics.mean(alone):.2f} / {statistics.mean(during):.2f}",
+    )
 
 
 def print_slowest(bench: Bench, ids: list[str], seconds: list[float]) -> None:
@@ -449,6 +493,9 @@ def main() -> None:
         "--only", action="append", choices=["use", "fair", "robust", "react", "small"]
     )
     parser.add_argument(
+        "--trace", action="store_true", help="small: the sites each window made, and when"
+    )
+    parser.add_argument(
         "--logs", type=Path, help="keep the worker logs here (default: deleted at the end)"
     )
     args = parser.parse_args()
@@ -472,7 +519,7 @@ def main() -> None:
             if "react" in only:
                 reaction(bench, windows)
             if "small" in only:
-                small_limits(bench, 4 if args.quick else 8)
+                small_limits(bench, 4 if args.quick else 8, args.trace)
         finally:
             bench.stop_worker()
             if bench.store is not None:
