@@ -351,7 +351,7 @@ def baseline(chaos: Chaos, result: Result) -> None:
 def sigkill(chaos: Chaos, result: Result) -> None:
     n, kills = chaos.size(1000, 120), chaos.size(22, 5)
     with chaos.stack("sigkill") as stack:
-        stack.sandbox.configure(latency_ms=40)
+        stack.sandbox.configure(latency_ms=80)  # slow enough for every kill to land before the end
         workers = chaos.workers(stack)
         monitor = Monitor(stack)
         monitor.start()

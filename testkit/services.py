@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from worker.jobs.pgurl import psycopg_params
+from worker.wakeups import postgres_conninfo_of
 
 MARK = "plausible-provisioner:tests-own-this-db"
 
@@ -93,12 +93,10 @@ def _pg_admin() -> Any:
 def libpq_conninfo(postgres_url: str) -> str:
     """libpq's conninfo for a PostgreSQL URL (SQLAlchemy's form), converted as the product
     converts it, for a psycopg connection of a test's or a benchmark's own."""
-    from psycopg.conninfo import make_conninfo
-
-    params = psycopg_params(postgres_url)
-    if params is None:
+    conninfo = postgres_conninfo_of(postgres_url)
+    if conninfo is None:
         raise ValueError(f"not a PostgreSQL URL: {postgres_url}")
-    return make_conninfo(**params)
+    return conninfo
 
 
 def _probe_postgres() -> None:

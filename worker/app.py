@@ -217,18 +217,23 @@ class CeleryDispatcher:
         """Messages waiting in the broker's queue (not those a worker has taken), by lane: on
         Redis, the length of each priority's list (kombu's ``_q_for_pri`` names them, and with
         its default priority steps each of ``PRIORITIES`` has a list of its own), read in one
-        transaction; elsewhere (RabbitMQ) the queue's one count, or none when the queue itself
-        is gone."""
+        transaction (were kombu's steps coarser, so that priorities shared a list, their sum as
+        one lane); elsewhere (RabbitMQ) the queue's one count, or none when the queue itself is
+        gone."""
         from kombu.exceptions import ChannelError
 
         with self.app.connection_for_read() as connection:
             channel: Any = connection.default_channel
             if connection.transport.driver_type == "redis":
-                lanes = sorted(set(PRIORITIES.values()))
+                lists = {lane: channel._q_for_pri(QUEUE, lane) for lane in set(PRIORITIES.values())}
+                names = sorted(set(lists.values()))
                 with channel.conn_or_acquire() as client, client.pipeline() as pipe:
-                    for lane in lanes:
-                        pipe.llen(channel._q_for_pri(QUEUE, lane))
-                    return {lane: int(n) for lane, n in zip(lanes, pipe.execute(), strict=True)}
+                    for name in names:
+                        pipe.llen(name)
+                    lengths = dict(zip(names, map(int, pipe.execute()), strict=True))
+                if len(names) < len(lists):  # priority steps coarser than ours share lists
+                    return {None: sum(lengths.values())}
+                return {lane: lengths[name] for lane, name in lists.items()}
             try:
                 declared = channel.queue_declare(queue=QUEUE, passive=True)
             except ChannelError:

@@ -46,7 +46,7 @@ RETENTION_EVERY_SECONDS = 60.0
 RETENTION_CHUNK = 2000
 #: Longer than a dispatch takes from its commit to its message in the broker.
 PUBLISH_SLACK_SECONDS = 1.0
-#: At most this many lost messages of a lane are published again per sweep.
+#: At most this many lost messages are published again per sweep, signups' lanes first.
 REDISPATCH_CHUNK = 500
 
 
@@ -85,15 +85,18 @@ def missing_by_lane(
 ) -> dict[frozenset[MessageClass], int]:
     """Per FIFO lane of the broker (the classes of the messages it holds), how many fewer
     messages wait in it than jobs were dispatched into it and not started: ``dispatched`` by
-    the class of their message, ``queued`` by lane (``Dispatcher.queued_messages``)."""
+    the class of their message, ``queued`` by lane (``Dispatcher.queued_messages``). At most
+    ``REDISPATCH_CHUNK`` in all, the signups' lanes served first."""
     lanes: dict[Lane, set[MessageClass]] = {}
-    for kind in dispatched:
+    for kind in sorted(dispatched, key=PRIORITIES.__getitem__):
         lanes.setdefault(lane_of(kind, queued), set()).add(kind)
     missing = {}
+    room = REDISPATCH_CHUNK
     for lane, kinds in lanes.items():
-        lacking = sum(dispatched[kind] for kind in kinds) - queued.get(lane, 0)
+        lacking = min(sum(dispatched[kind] for kind in kinds) - queued.get(lane, 0), room)
         if lacking > 0:
-            missing[frozenset(kinds)] = min(lacking, REDISPATCH_CHUNK)
+            missing[frozenset(kinds)] = lacking
+            room -= lacking
     return missing
 
 

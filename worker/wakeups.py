@@ -66,9 +66,13 @@ def postgres_conninfo_of(database_url: str | None) -> str | None:
     params = psycopg_params(database_url) if database_url else None
     if params is None:
         return None
+    from psycopg import ProgrammingError
     from psycopg.conninfo import make_conninfo
 
-    return make_conninfo(**params)
+    try:
+        return make_conninfo(**params)
+    except ProgrammingError:  # a query option libpq does not know (the engine's own)
+        return None
 
 
 def transport_for(
@@ -83,6 +87,14 @@ def transport_for(
     conninfo = postgres_conninfo_of(database_url) if choice in ("auto", "postgres") else None
     if conninfo is not None:  # empty: all of libpq's defaults
         return PostgresTransport(conninfo)
+    if choice in ("redis", "postgres"):
+        log.warning(
+            "PROVISIONER_WAKEUPS=%s: no %s to listen on (the %s URL is not one this channel can "
+            "use); waking on the idle poll only",
+            choice,
+            "Redis broker" if choice == "redis" else "PostgreSQL status database",
+            "broker" if choice == "redis" else "database",
+        )
     return None
 
 

@@ -18,7 +18,7 @@ from worker.jobs.specs import JobRequest, Progress
 from worker.jobs.states import Operation, Priority
 from worker.jobs.store import JobStore
 from worker.settings import Settings
-from worker.sweeper import LostMessages, sweep_once
+from worker.sweeper import REDISPATCH_CHUNK, LostMessages, missing_by_lane, sweep_once
 
 
 @pytest.fixture
@@ -130,3 +130,30 @@ def test_with_one_queue_for_every_priority_the_oldest_messages_are_the_missing_o
     for _ in range(2):
         sweep_once(store, dispatcher, settings(), lost)
     assert dispatcher.published == [bulk]
+
+
+SIGNUP, BULK, RESUMED = (False, False), (True, False), (False, True)
+
+
+def test_a_lane_holding_more_messages_than_its_jobs_hides_no_loss_in_another() -> None:
+    # A stale extra message in the signups' list (say, one published before an upgrade) must
+    # not cover for a bulk message lost from its own list.
+    queued = {PRIORITIES[SIGNUP]: 3, PRIORITIES[BULK]: 1, PRIORITIES[RESUMED]: 0, 6: 0}
+    assert missing_by_lane({SIGNUP: 2, BULK: 2}, queued) == {frozenset({BULK}): 1}
+
+
+def test_with_the_queue_gone_every_dispatched_job_is_missing_in_its_own_lane() -> None:
+    assert missing_by_lane({SIGNUP: 2, BULK: 1}, {}) == {
+        frozenset({SIGNUP}): 2,
+        frozenset({BULK}): 1,
+    }
+
+
+def test_one_sweep_publishes_at_most_a_chunk_in_all_signups_first() -> None:
+    found = missing_by_lane({BULK: REDISPATCH_CHUNK, SIGNUP: 3, RESUMED: 1}, {})
+    assert found == {
+        frozenset({RESUMED}): 1,
+        frozenset({SIGNUP}): 3,
+        frozenset({BULK}): REDISPATCH_CHUNK - 4,
+    }
+    assert sum(missing_by_lane({BULK: 400, SIGNUP: 400}, {None: 0}).values()) == REDISPATCH_CHUNK

@@ -11,6 +11,7 @@ import pytest
 from testkit.clock import FakeClock
 from testkit.databases import migrated_engine
 from testkit.fakes import RecordingDispatcher
+from worker.dispatch import Lane
 from worker.errors import IdempotencyConflictError
 from worker.jobs.intake import derive_key
 from worker.jobs.specs import GoalSpec, JobRequest, Progress, SiteRecord
@@ -277,7 +278,7 @@ def test_a_job_dispatched_while_the_queue_is_read_makes_no_waiting_message_look_
     class DispatchingMeanwhile(RecordingDispatcher):
         reads = 0
 
-        def queued_messages(self) -> int:
+        def queued_messages(self) -> dict[Lane, int]:
             count = super().queued_messages()  # the three still wait in the queue
             self.reads += 1
             meanwhile = store.enqueue(provision(f"meanwhile{self.reads}.example.com")).job

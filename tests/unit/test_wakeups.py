@@ -146,6 +146,22 @@ def test_the_channel_is_chosen_by_configuration() -> None:
     assert idle_poll(alone) == alone.schedule_interval_seconds
 
 
+def test_a_channel_asked_for_that_cannot_be_had_is_one_warning_and_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An option only the engine knows: libpq would refuse the channel's connection string.
+    odd = "postgresql+psycopg://postgres@127.0.0.1:5432/jobs?unknown_option=1"
+    with caplog.at_level("WARNING", logger="worker.wakeups"):
+        assert transport_for(AMQP, odd) is None  # auto: quietly the idle poll
+        assert not caplog.records
+        assert transport_for(AMQP, odd, "postgres") is None
+        assert transport_for(AMQP, "sqlite:///jobs.db", "redis") is None
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "PROVISIONER_WAKEUPS=postgres",
+        "PROVISIONER_WAKEUPS=redis",
+    ]
+
+
 def test_a_notify_on_the_status_database_wakes_every_listener(postgres_url: str) -> None:
     transport = transport_for(AMQP, postgres_url)
     assert isinstance(transport, PostgresTransport)

@@ -16,6 +16,6 @@ touch what:
   ``worker.wakeups``), and ``revisions``: the schema revision the code needs, from the migration
   scripts.
 
-Imports ``worker.errors``, ``worker.times``, ``worker.webhooks`` (the body of an outbox row) and
-the leaf packages; nothing else of ours.
+Imports ``worker.errors``, ``worker.times``, ``worker.webhooks`` (the body of an outbox row),
+``worker.dispatch`` (the class of a job's message) and the leaf packages; nothing else of ours.
 """

@@ -16,6 +16,7 @@ from worker.dispatch import MessageClass
 from worker.jobs.counts import DISPATCHED, READY, Counts, summed
 from worker.jobs.db import table_of
 from worker.jobs.models import Batch, JobCount, ProvisioningJob
+from worker.jobs.recovery import class_of
 from worker.jobs.states import JobStatus, Operation, Priority
 from worker.times import as_utc
 
@@ -196,7 +197,7 @@ class Dispatching(Counts):
                         dispatch_count=jobs.c.dispatch_count + 1,
                         permits=dict(held),
                     )
-                    # The column, not ``started_at IS NOT NULL``: SQLite 3.40 returns that wrong.
+                    # The column, not ``started_at IS NOT NULL``: SQLite 3.40.1 returns that wrong.
                     .returning(jobs.c.id, jobs.c.started_at)
                 ).all()
                 admitted.update((job_id, started is not None) for job_id, started in rows)
@@ -239,7 +240,7 @@ class Dispatching(Counts):
             ).all()
         counts: dict[MessageClass, int] = {}
         for priority, ran, jobs in rows:
-            kind = (priority == Priority.bulk, bool(ran))
+            kind = class_of(priority, bool(ran))
             counts[kind] = counts.get(kind, 0) + int(jobs)
         return counts
 

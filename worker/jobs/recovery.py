@@ -42,6 +42,12 @@ def redispatch_due(now: datetime, base_seconds: float) -> Any:
     )
 
 
+def class_of(priority: Priority | str, ran: bool) -> MessageClass:
+    """The class of a dispatched job's message: (bulk, ran before), from its row's priority and
+    whether it has a ``started_at``."""
+    return (priority == Priority.bulk, ran)
+
+
 def of_class(kind: MessageClass) -> Any:
     """The jobs whose message is of class ``kind``: (bulk, ran before), as the scheduler
     published it (``Dispatching.admit``)."""
@@ -169,8 +175,7 @@ class Recovery(Table):
                     .values(dispatched_at=now, dispatch_count=t.dispatch_count + 1)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
-                    kind = (priority == Priority.bulk, started is not None)
-                    taken.setdefault(kind, []).append(job_id)
+                    taken.setdefault(class_of(priority, started is not None), []).append(job_id)
             session.commit()
         return taken
 
