@@ -1,5 +1,6 @@
 """The fixtures every tier shares, registered by ``tests/conftest.py`` (``pytest_plugins``): the
-sandbox process and clients of it, the machine's services, and worker stacks."""
+sandbox process and clients of it, the machine's services, worker stacks and a hand-moved
+clock."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from testkit import services
+from testkit.clock import FakeClock
 from testkit.plausible_clients import Box
 from testkit.sandbox_process import SandboxProcess
 from testkit.workers import NO_LIMITS, Stack
@@ -122,3 +124,9 @@ def stack(redis_url: str, database_url: str, make_stack: Callable[..., Stack]) -
 def sqlite_stack(redis_url: str, sqlite_url: str, make_stack: Callable[..., Stack]) -> Stack:
     """Redis broker and a SQLite store, for tests where the store makes no difference."""
     return make_stack(redis_url, sqlite_url)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand (``FakeClock``); a module may define its own."""
+    return FakeClock()

@@ -20,11 +20,6 @@ from worker.jobs.store import JobStore
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(database_url: str, clock: FakeClock) -> Iterator[JobStore]:
     engine = migrated_engine(database_url)
     yield JobStore(engine, clock=clock)

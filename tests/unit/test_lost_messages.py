@@ -22,11 +22,6 @@ from worker.sweeper import REDISPATCH_CHUNK, LostMessages, missing_by_lane, swee
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(database_url: str, clock: FakeClock) -> Iterator[JobStore]:
     engine = migrated_engine(database_url)
     yield JobStore(engine, clock=clock)

@@ -24,11 +24,6 @@ RECEIVER = "https://hooks.example.com/provisioner"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(database_url: str, clock: FakeClock) -> Iterator[JobStore]:
     engine = migrated_engine(database_url)
     yield JobStore(engine, clock=clock)

@@ -23,11 +23,6 @@ from worker.sweeper import PUBLISH_SLACK_SECONDS, LostMessages, sweep_once
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(tmp_path: Path, clock: FakeClock) -> JobStore:
     return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'jobs.db'}"), clock=clock)
 

@@ -18,11 +18,6 @@ from worker.jobs.store import JobStore
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(tmp_path: Path, clock: FakeClock) -> JobStore:
     return JobStore(migrated_engine(f"sqlite:///{tmp_path / 'hooks.db'}"), clock=clock)
 
