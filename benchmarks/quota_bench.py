@@ -395,7 +395,7 @@ def small_limits(bench: Bench, signups: int, trace: bool = False) -> None:
     bench.add(
         name,
         "bulk sites per window: import alone / with signups (mean)",
-        f"{statistics.mean(alone):.2f} / {statistics.mean(during):.2f}",
+        " / ".join(f"{statistics.mean(n):.2f}" if n else "-" for n in (alone, during)),
     )
 
 
