@@ -75,6 +75,27 @@ def test_a_lost_signup_is_published_again_not_an_older_bulk_job(
     ]
 
 
+def test_of_jobs_dispatched_together_the_first_published_are_the_ones_a_dead_worker_took(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """One tick dispatches many jobs at once, and a worker takes the front of the lane: the
+    sweeper must know which of them went first, whatever order the rows were written in."""
+    workers = EmbeddedWorkers(settings(), store)  # not started: its queue only
+    jobs = [store.enqueue(provision(f"signup{n}.example.com")).job.id for n in range(6)]
+    published = jobs[::-1]  # the scheduler's order, not the table's
+    assert set(store.admit({job_id: {} for job_id in published})) == set(jobs)
+    workers.publish(published)
+    taken = [workers._queue.get()[2] for _ in range(2)]  # by a worker that then dies
+    assert taken == published[:2]
+    clock.advance(61)
+    lost = LostMessages()
+    for _ in range(2):
+        sweep_once(store, workers, settings(), lost)
+    assert waiting_messages(workers) == [
+        (PRIORITIES[False, False], f"signup{n}.example.com") for n in (3, 2, 1, 0, 5, 4)
+    ]
+
+
 def test_messages_published_again_go_to_the_lane_of_their_job(
     store: JobStore, clock: FakeClock
 ) -> None:

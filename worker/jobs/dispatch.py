@@ -16,7 +16,7 @@ from worker.dispatch import MessageClass
 from worker.jobs.counts import DISPATCHED, READY, Counts, summed
 from worker.jobs.db import table_of
 from worker.jobs.models import Batch, JobCount, ProvisioningJob
-from worker.jobs.recovery import class_of
+from worker.jobs.recovery import class_of, dispatch_stamps
 from worker.jobs.states import JobStatus, Operation, Priority
 from worker.times import as_utc
 
@@ -175,9 +175,13 @@ class Dispatching(Counts):
         job first, or it was cancelled), each with whether it ran before: its message goes
         ahead of its class (``first``). Read in the UPDATE that dispatches it, and unchanged
         until a worker starts it, so the sweeper finds its message's lane from its row
-        (``unstarted_dispatched_before``). One UPDATE per distinct reservation."""
+        (``unstarted_dispatched_before``). One UPDATE per distinct reservation.
+
+        Each is stamped a microsecond after the one before it in ``permits``' order, the order
+        they are published in: in each lane of the broker, the sweeper then knows which
+        messages went first, and so which a dead worker took (``take_for_redispatch``)."""
         t = ProvisioningJob
-        now = self.clock()
+        stamps = dispatch_stamps(self.clock(), permits)
         alike: dict[tuple[tuple[str, int], ...], list[str]] = {}
         for job_id, reserved in permits.items():
             alike.setdefault(tuple(sorted(reserved.items())), []).append(job_id)
@@ -185,6 +189,13 @@ class Dispatching(Counts):
         jobs = table_of(t)
         with self.engine.begin() as connection:
             for held, ids in alike.items():
+                stamp = sa.case(
+                    {
+                        job_id: sa.literal(stamps[job_id], jobs.c.dispatched_at.type)
+                        for job_id in ids
+                    },
+                    value=jobs.c.id,
+                )
                 rows = connection.execute(
                     update(jobs)
                     .where(
@@ -193,7 +204,7 @@ class Dispatching(Counts):
                         jobs.c.dispatched_at.is_(None),
                     )
                     .values(
-                        dispatched_at=now,
+                        dispatched_at=stamp,
                         dispatch_count=jobs.c.dispatch_count + 1,
                         permits=dict(held),
                     )

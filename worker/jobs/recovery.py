@@ -3,7 +3,7 @@ over, jobs of a dead worker, and dispatched jobs whose broker message was lost."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,12 @@ def class_of(priority: Priority | str, ran: bool) -> MessageClass:
     """The class of a dispatched job's message: (bulk, ran before), from its row's priority and
     whether it has a ``started_at``."""
     return (priority == Priority.bulk, ran)
+
+
+def dispatch_stamps(now: datetime, job_ids: Iterable[str]) -> dict[str, datetime]:
+    """A ``dispatched_at`` for each job, a microsecond apart in the order they are published:
+    the order of the messages in each lane of the broker, which the sweeper reads back."""
+    return {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(job_ids)}
 
 
 def of_class(kind: MessageClass) -> Any:
@@ -150,14 +156,14 @@ class Recovery(Table):
                     select(t.id)
                     .where(col(t.status) == JobStatus.queued, col(t.dispatched_at).is_not(None))
                     .where(or_(*(of_class(kind) for kind in kinds)))
-                    .order_by(col(t.dispatched_at))
+                    .order_by(col(t.dispatched_at), col(t.id))
                     .limit(limit)
                 )
                 candidates += session.execute(
                     select(t.id, t.dispatched_at, t.priority, t.started_at)
                     .where(col(t.id).in_(oldest.scalar_subquery()))
                     .where(redispatch_due(now, redispatch_after))
-                    .order_by(col(t.dispatched_at))
+                    .order_by(col(t.dispatched_at), col(t.id))
                 ).all()
         found = [(str(job_id), as_utc(at)) for job_id, at, _, _ in candidates]
         confirmed = confirm(found)
@@ -165,6 +171,8 @@ class Recovery(Table):
         taken: dict[MessageClass, list[str]] = {}
         if not candidates:
             return taken
+        # Published again in this order: stamped so, as the scheduler stamps its dispatches.
+        stamps = dispatch_stamps(now, (row[0] for row in candidates))
         # Reads and writes in separate transactions: SQLite cannot upgrade a stale read lock.
         with Session(self.engine) as session:
             for job_id, dispatched_at, priority, started in candidates:
@@ -172,7 +180,7 @@ class Recovery(Table):
                     update(t)
                     .where(col(t.id) == job_id, col(t.status) == JobStatus.queued)
                     .where(col(t.dispatched_at) == dispatched_at)
-                    .values(dispatched_at=now, dispatch_count=t.dispatch_count + 1)
+                    .values(dispatched_at=stamps[job_id], dispatch_count=t.dispatch_count + 1)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     taken.setdefault(class_of(priority, started is not None), []).append(job_id)
