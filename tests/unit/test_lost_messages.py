@@ -12,7 +12,7 @@ import pytest
 from testkit.clock import FakeClock
 from testkit.databases import migrated_engine
 from testkit.fakes import RecordingDispatcher
-from worker.dispatch import PRIORITIES
+from worker.dispatch import PRIORITIES, Dispatcher
 from worker.embedded import EmbeddedWorkers
 from worker.jobs.specs import JobRequest, Progress
 from worker.jobs.states import Operation, Priority
@@ -34,6 +34,13 @@ def provision(domain: str) -> JobRequest:
 
 def settings() -> Settings:
     return Settings(redispatch_after_seconds=60)
+
+
+def sweep_twice(store: JobStore, dispatcher: Dispatcher) -> None:
+    """Two sweeps: a message lost for good looks so at two in a row (``LostMessages``)."""
+    lost = LostMessages()
+    for _ in range(2):
+        sweep_once(store, dispatcher, settings(), lost)
 
 
 def waiting_messages(workers: EmbeddedWorkers) -> list[tuple[int, str]]:
@@ -66,9 +73,7 @@ def test_a_lost_signup_is_published_again_not_an_older_bulk_job(
     workers.publish([signup])
     assert workers._queue.get()[2] == signup  # taken first, by a worker that then dies
     clock.advance(61)
-    lost = LostMessages()
-    for _ in range(2):
-        sweep_once(store, workers, settings(), lost)
+    sweep_twice(store, workers)
     assert waiting_messages(workers) == [
         (PRIORITIES[False, False], "signup.example.com"),
         *((PRIORITIES[True, False], f"bulk{n}.example.com") for n in range(3)),
@@ -88,9 +93,7 @@ def test_of_jobs_dispatched_together_the_first_published_are_the_ones_a_dead_wor
     taken = [workers._queue.get()[2] for _ in range(2)]  # by a worker that then dies
     assert taken == published[:2]
     clock.advance(61)
-    lost = LostMessages()
-    for _ in range(2):
-        sweep_once(store, workers, settings(), lost)
+    sweep_twice(store, workers)
     assert waiting_messages(workers) == [
         (PRIORITIES[False, False], f"signup{n}.example.com") for n in (3, 2, 1, 0, 5, 4)
     ]
@@ -119,9 +122,7 @@ def test_messages_published_again_go_to_the_lane_of_their_job(
         assert job_id in store.admit({job_id: {}})
     # Long enough for the resumed job's second message too (each waits twice the one before).
     clock.advance(121)
-    lost = LostMessages()
-    for _ in range(2):
-        sweep_once(store, workers, settings(), lost)
+    sweep_twice(store, workers)
     assert waiting_messages(workers) == [
         (PRIORITIES[False, True], "resumed.example.com"),
         (PRIORITIES[False, False], "signup.example.com"),
@@ -142,9 +143,7 @@ def test_with_one_queue_for_every_priority_the_oldest_messages_are_the_missing_o
     assert signup in store.admit({signup: {}})
     clock.advance(61)
     dispatcher = RecordingDispatcher(waiting=1)  # one queue; the bulk job's message was taken
-    lost = LostMessages()
-    for _ in range(2):
-        sweep_once(store, dispatcher, settings(), lost)
+    sweep_twice(store, dispatcher)
     assert dispatcher.published == [bulk]
 
 
