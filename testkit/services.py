@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from worker.wakeups import postgres_conninfo_of
+from worker.jobs.pgurl import psycopg_conninfo
 
 MARK = "plausible-provisioner:tests-own-this-db"
 
@@ -93,7 +93,7 @@ def _pg_admin() -> Any:
 def libpq_conninfo(postgres_url: str) -> str:
     """libpq's conninfo for a PostgreSQL URL (SQLAlchemy's form), converted as the product
     converts it, for a psycopg connection of a test's or a benchmark's own."""
-    conninfo = postgres_conninfo_of(postgres_url)
+    conninfo = psycopg_conninfo(postgres_url)
     if conninfo is None:
         raise ValueError(f"not a PostgreSQL URL: {postgres_url}")
     return conninfo

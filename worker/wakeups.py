@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from worker.jobs.pgurl import psycopg_params
+from worker.jobs.pgurl import psycopg_conninfo
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,21 +60,6 @@ def redis_url_of(broker_url: str | None) -> str | None:
     return None
 
 
-def postgres_conninfo_of(database_url: str | None) -> str | None:
-    """libpq's conninfo for the status database when it is PostgreSQL, else None (also for a
-    URL only SQLAlchemy reads: ``worker.jobs.pgurl``)."""
-    params = psycopg_params(database_url) if database_url else None
-    if params is None:
-        return None
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import make_conninfo
-
-    try:
-        return make_conninfo(**params)
-    except ProgrammingError:  # a query option libpq does not know (the engine's own)
-        return None
-
-
 def transport_for(
     broker_url: str | None, database_url: str | None = None, choice: str = "auto"
 ) -> Transport | None:
@@ -84,7 +69,7 @@ def transport_for(
     redis_url = redis_url_of(broker_url) if choice in ("auto", "redis") else None
     if redis_url:
         return RedisTransport(redis_url)
-    conninfo = postgres_conninfo_of(database_url) if choice in ("auto", "postgres") else None
+    conninfo = psycopg_conninfo(database_url) if choice in ("auto", "postgres") else None
     if conninfo is not None:  # empty: all of libpq's defaults
         return PostgresTransport(conninfo)
     if choice in ("redis", "postgres"):

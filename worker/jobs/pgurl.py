@@ -48,3 +48,19 @@ def psycopg_params(database_url: str) -> dict[str, str] | None:
     params = {name: str(value) for name, value in parts.items() if value}
     params.update(options)
     return params
+
+
+def psycopg_conninfo(database_url: str | None, **defaults: str) -> str | None:
+    """libpq's connection string for ``database_url`` (``psycopg_params``), over ``defaults``
+    (the URL's own parameters win); None where ``psycopg_params`` gives none, or for a query
+    option libpq does not know (one only the engine reads)."""
+    params = psycopg_params(database_url) if database_url else None
+    if params is None:
+        return None
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        return make_conninfo(**{**defaults, **params})
+    except ProgrammingError:
+        return None

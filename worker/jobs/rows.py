@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from worker.jobs.pgurl import psycopg_params
+from worker.jobs.pgurl import psycopg_conninfo
 from worker.jobs.revisions import head_revision
 from worker.jobs.specs import Progress
 from worker.jobs.states import JobStatus, Operation
@@ -127,16 +127,14 @@ def _open(
         except sqlite3.Error:
             return None
         return connection, sqlite3.Error, False
-    params = psycopg_params(database_url)
-    if params is None:
+    # A connect_timeout in the URL's query wins over ours.
+    conninfo = psycopg_conninfo(database_url, connect_timeout=str(PG_CONNECT_TIMEOUT_SECONDS))
+    if conninfo is None:
         return None
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
-    # A connect_timeout in the URL's query wins over ours.
-    params = {"connect_timeout": str(PG_CONNECT_TIMEOUT_SECONDS), **params}
     try:
-        connection = psycopg.connect(make_conninfo(**params), autocommit=True)
+        connection = psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error:
         return None
     return connection, psycopg.Error, True
